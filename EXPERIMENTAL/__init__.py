@@ -1,0 +1,1 @@
+"""Opt-in strategies still being proven (see README.md)."""

@@ -1,0 +1,3 @@
+"""pobatch application layer: the PO workflow, the CLI, MainApp and reports."""
+
+__version__ = "0.1.0"

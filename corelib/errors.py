@@ -1,0 +1,79 @@
+"""One classification of errors, used by every retry decision in the engine.
+
+transient: worth another attempt (timeouts, a crashed browser, HTTP 5xx, stale elements);
+business:  a true answer about the item, never retried (not found, nothing to download);
+login:     the portal wants a person to sign in: pause the whole run, do not fail items;
+fatal:     bad configuration: stop the run.
+"""
+from __future__ import annotations
+
+import enum
+
+
+class ErrorClass(str, enum.Enum):
+    TRANSIENT = "transient"
+    BUSINESS = "business"
+    LOGIN = "login"
+    FATAL = "fatal"
+
+
+class PobatchError(Exception):
+    """Base error that knows its class and a short machine-readable reason."""
+
+    error_class: ErrorClass = ErrorClass.FATAL
+
+    def __init__(self, message: str = "", reason: str = "") -> None:
+        super().__init__(message or reason)
+        self.reason = reason or type(self).__name__.upper()
+
+
+class TransientError(PobatchError):
+    error_class = ErrorClass.TRANSIENT
+
+
+class BusinessError(PobatchError):
+    error_class = ErrorClass.BUSINESS
+
+
+class LoginRequiredError(PobatchError):
+    error_class = ErrorClass.LOGIN
+
+    def __init__(self, message: str = "", reason: str = "LOGIN_REQUIRED") -> None:
+        super().__init__(message, reason)
+
+
+class FatalError(PobatchError):
+    error_class = ErrorClass.FATAL
+
+
+def classify(exc: BaseException) -> ErrorClass:
+    """Map any exception to its class; unknown WebDriver trouble is transient."""
+    if isinstance(exc, PobatchError):
+        return exc.error_class
+    # Imported lazily: the pure-logic parts of the engine do not need selenium.
+    try:
+        from selenium.common import exceptions as sx
+    except ImportError:  # pragma: no cover - selenium is a hard dependency
+        sx = None
+    if sx is not None and isinstance(exc, sx.WebDriverException):
+        if isinstance(exc, sx.SessionNotCreatedException):
+            # The driver/browser pair cannot start at all: configuration, not luck.
+            return ErrorClass.FATAL
+        return ErrorClass.TRANSIENT
+    if isinstance(exc, (TimeoutError, ConnectionError, OSError)):
+        return ErrorClass.TRANSIENT
+    return ErrorClass.FATAL
+
+
+def reason_of(exc: BaseException) -> str:
+    """A short upper-case reason for the results table."""
+    if isinstance(exc, PobatchError):
+        return exc.reason
+    name = type(exc).__name__
+    if name in ("TimeoutException", "TimeoutError"):
+        return "TIMEOUT"
+    if name in ("InvalidSessionIdException", "NoSuchWindowException") or "crash" in str(exc).lower():
+        return "BROWSER_CRASHED"
+    if name == "StaleElementReferenceException":
+        return "STALE_ELEMENT"
+    return name.upper()

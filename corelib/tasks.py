@@ -1,0 +1,50 @@
+"""What crosses a process boundary: plain, picklable dataclasses."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Task:
+    """One unit of work. key is unique within a batch; payload is the application's."""
+
+    key: str
+    payload: dict[str, Any] = field(default_factory=dict)
+    prior_attempts: int = 0  # attempts already spent (e.g. on a worker that died)
+
+
+@dataclass
+class TaskResult:
+    """What a worker hands back for one task, success or not. Never raised."""
+
+    key: str
+    status: str
+    reason: str = ""
+    error: str = ""
+    error_class: str = ""  # ErrorClass value, or "" when the task succeeded
+    attempts: int = 1
+    started: float = 0.0
+    finished: float = 0.0
+    worker_id: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def duration(self) -> float:
+        return max(0.0, self.finished - self.started)
+
+
+@dataclass
+class Event:
+    """A timeline entry: what one worker did in one window at one moment."""
+
+    action: str
+    task_key: str = ""
+    worker_id: str = ""
+    window: str = "main"
+    url: str = ""
+    outcome: str = ""
+    detail: str = ""
+    attempt: int = 0
+    ts: float = field(default_factory=time.time)
