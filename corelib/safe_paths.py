@@ -1,0 +1,85 @@
+"""Windows-safe file and folder names, decided the same way on every platform.
+
+The output is opened on Windows even when a run happens elsewhere, so Windows rules apply everywhere:
+no <>:"/\\|?*, no control characters, no trailing dot or space, no reserved device names, and the whole
+path under a length budget. A name from a portal must never leave the folder it is meant for.
+"""
+from __future__ import annotations
+
+import os
+import re
+import unicodedata
+from pathlib import Path
+
+_ILLEGAL = re.compile(r'[<>:"/\\|?*\x00-\x1f\x7f]')
+_RESERVED = {"CON", "PRN", "AUX", "NUL"} | {f"COM{i}" for i in range(1, 10)} | {f"LPT{i}" for i in range(1, 10)}
+MAX_PATH = 240
+MAX_COMPONENT = 120
+
+
+def safe_component(
+    name: str, fallback: str = "unnamed", max_len: int = MAX_COMPONENT, basename: bool = False
+) -> str:
+    """One path component that Windows accepts and that cannot climb out of its parent.
+
+    basename=True treats the name as a path and keeps its last part, as browsers do with a
+    download's name ("../../x.pdf" -> "x.pdf"); otherwise separators become "_" ("A/B Ltd" -> "A_B Ltd").
+    """
+    name = unicodedata.normalize("NFC", str(name or ""))
+    if basename:
+        name = re.split(r"[\\/]", name)[-1]
+    name = _ILLEGAL.sub("_", name)
+    name = re.sub(r"\s+", " ", name).strip()
+    name = name.rstrip(". ")
+    name = name.lstrip(".") if set(name) <= {"."} else name
+    if not name or name in (".", ".."):
+        name = fallback
+    stem, dot, ext = name.rpartition(".")
+    if not dot:
+        stem, ext = name, ""
+    if stem.split(".")[0].upper().rstrip() in _RESERVED:
+        stem = "_" + stem
+    ext = ext[:16]
+    name = f"{stem}.{ext}" if ext else stem
+    return _shorten(name, max_len)
+
+
+def _shorten(name: str, max_len: int) -> str:
+    """Shorten the stem, keep the extension, so a long name stays recognisable and openable."""
+    if len(name) <= max_len:
+        return name
+    stem, dot, ext = name.rpartition(".")
+    if not dot or len(ext) > 16:
+        return name[:max_len].rstrip(". ")
+    keep = max(1, max_len - len(ext) - 1)
+    return f"{stem[:keep].rstrip('. ')}.{ext}"
+
+
+def fit_in_path(folder: Path, name: str, max_path: int = MAX_PATH) -> str:
+    """Shorten `name` so that folder/name stays under the Windows path budget."""
+    room = max_path - len(str(folder)) - 1
+    if room < 8:
+        raise ValueError(f"output folder path is too long for Windows ({len(str(folder))} characters): {folder}")
+    return _shorten(name, min(room, MAX_COMPONENT))
+
+
+def unique_name(folder: Path, name: str, taken: set[str]) -> str:
+    """'name.pdf', then 'name (1).pdf', ... case-insensitively, as Windows compares names."""
+    lowered = {t.lower() for t in taken}
+    if folder.is_dir():
+        lowered |= {p.name.lower() for p in folder.iterdir()}
+    stem, dot, ext = name.rpartition(".")
+    if not dot:
+        stem, ext = name, ""
+    cand, i = name, 0
+    while cand.lower() in lowered:
+        i += 1
+        cand = f"{stem} ({i}).{ext}" if ext else f"{stem} ({i})"
+    return cand
+
+
+def contained(parent: Path, child: Path) -> bool:
+    """True when child resolves inside parent: the last guard before writing a portal's name."""
+    parent_r = Path(os.path.abspath(parent))
+    child_r = Path(os.path.abspath(child))
+    return parent_r == child_r.parent or parent_r in child_r.parents

@@ -1,0 +1,193 @@
+"""The run store: one SQLite file (WAL) per output folder, the memory that makes a rerun resume.
+
+Only the MainApp writes it; workers send results and events instead. Every write is its own short
+transaction, so a crash loses at most the item in flight and never corrupts what was recorded.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import time
+import uuid
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Iterable
+
+from corelib.tasks import Event, TaskResult
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY, started REAL NOT NULL, finished REAL, mode TEXT, status TEXT,
+    pid INTEGER, host TEXT, args TEXT
+);
+CREATE TABLE IF NOT EXISTS tasks (
+    key TEXT PRIMARY KEY, status TEXT NOT NULL, reason TEXT DEFAULT '', error TEXT DEFAULT '',
+    error_class TEXT DEFAULT '', attempts INTEGER DEFAULT 0, started REAL, finished REAL,
+    run_id TEXT, worker_id TEXT DEFAULT '', data TEXT DEFAULT '{}', updated REAL
+);
+CREATE TABLE IF NOT EXISTS files (
+    key TEXT NOT NULL, name TEXT NOT NULL, size INTEGER NOT NULL, sha256 TEXT NOT NULL,
+    source TEXT DEFAULT '', run_id TEXT, PRIMARY KEY (key, name)
+);
+CREATE TABLE IF NOT EXISTS attempts (
+    run_id TEXT NOT NULL, key TEXT NOT NULL, attempt INTEGER NOT NULL, worker_id TEXT DEFAULT '',
+    started REAL, finished REAL, status TEXT, reason TEXT DEFAULT '', error TEXT DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT, ts REAL NOT NULL, worker_id TEXT, window TEXT,
+    task_key TEXT, attempt INTEGER, action TEXT NOT NULL, url TEXT, outcome TEXT, detail TEXT
+);
+CREATE INDEX IF NOT EXISTS events_by_time ON events (run_id, ts);
+CREATE INDEX IF NOT EXISTS attempts_by_key ON attempts (run_id, key);
+"""
+
+
+class RunStore:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(self.path), timeout=30, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+        self._db.execute(
+            "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+        )
+
+    # -- runs -----------------------------------------------------------------------------------
+    def begin_run(self, mode: str, args: dict[str, Any] | None = None) -> str:
+        run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
+        self._db.execute(
+            "INSERT INTO runs(run_id, started, mode, status, pid, host, args) VALUES (?,?,?,?,?,?,?)",
+            (run_id, time.time(), mode, "RUNNING", os.getpid(), socket.gethostname(), json.dumps(args or {}, default=str)),
+        )
+        return run_id
+
+    def finish_run(self, run_id: str, status: str) -> None:
+        self._db.execute("UPDATE runs SET finished=?, status=? WHERE run_id=?", (time.time(), status, run_id))
+
+    def runs(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self._db.execute("SELECT * FROM runs ORDER BY started")]
+
+    def last_run_id(self) -> str | None:
+        row = self._db.execute("SELECT run_id FROM runs ORDER BY started DESC LIMIT 1").fetchone()
+        return row["run_id"] if row else None
+
+    # -- tasks ----------------------------------------------------------------------------------
+    def task(self, key: str) -> dict[str, Any] | None:
+        row = self._db.execute("SELECT * FROM tasks WHERE key=?", (key,)).fetchone()
+        return _task_row(row) if row else None
+
+    def tasks(self) -> dict[str, dict[str, Any]]:
+        return {r["key"]: _task_row(r) for r in self._db.execute("SELECT * FROM tasks")}
+
+    def keys_with_status(self, statuses: Iterable[str]) -> set[str]:
+        wanted = list(statuses)
+        marks = ",".join("?" * len(wanted))
+        return {r[0] for r in self._db.execute(f"SELECT key FROM tasks WHERE status IN ({marks})", wanted)}
+
+    def mark_status(self, run_id: str, key: str, status: str, *, worker_id: str = "", started: float | None = None,
+                    reason: str = "") -> None:
+        """Record that a task changed state without a final result (RUNNING, PENDING, INTERRUPTED)."""
+        now = time.time()
+        self._db.execute(
+            """INSERT INTO tasks(key, status, reason, run_id, worker_id, started, updated) VALUES (?,?,?,?,?,?,?)
+               ON CONFLICT(key) DO UPDATE SET status=excluded.status, reason=excluded.reason,
+               run_id=excluded.run_id, worker_id=excluded.worker_id,
+               started=COALESCE(excluded.started, tasks.started), updated=excluded.updated""",
+            (key, status, reason, run_id, worker_id, started, now),
+        )
+
+    def record_result(self, run_id: str, result: TaskResult, files: Iterable[dict[str, Any]] = ()) -> None:
+        """The final word on one task for this run, with its files, in one transaction."""
+        with self._tx():
+            self._db.execute(
+                """INSERT INTO tasks(key, status, reason, error, error_class, attempts, started, finished,
+                   run_id, worker_id, data, updated) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)
+                   ON CONFLICT(key) DO UPDATE SET status=excluded.status, reason=excluded.reason,
+                   error=excluded.error, error_class=excluded.error_class, attempts=excluded.attempts,
+                   started=excluded.started, finished=excluded.finished, run_id=excluded.run_id,
+                   worker_id=excluded.worker_id, data=excluded.data, updated=excluded.updated""",
+                (result.key, result.status, result.reason, result.error, result.error_class, result.attempts,
+                 result.started, result.finished, run_id, result.worker_id, json.dumps(result.data, default=str),
+                 time.time()),
+            )
+            self._db.execute("DELETE FROM files WHERE key=?", (result.key,))
+            self._db.executemany(
+                "INSERT OR REPLACE INTO files(key, name, size, sha256, source, run_id) VALUES (?,?,?,?,?,?)",
+                [(result.key, f["name"], f["size"], f["sha256"], f.get("source", ""), run_id) for f in files],
+            )
+
+    def files(self, key: str) -> list[dict[str, Any]]:
+        return [dict(r) for r in self._db.execute("SELECT * FROM files WHERE key=? ORDER BY name", (key,))]
+
+    # -- attempts and events ---------------------------------------------------------------------
+    def record_attempt(self, run_id: str, key: str, attempt: int, worker_id: str, started: float,
+                       finished: float, status: str, reason: str = "", error: str = "") -> None:
+        self._db.execute(
+            "INSERT INTO attempts(run_id, key, attempt, worker_id, started, finished, status, reason, error) "
+            "VALUES (?,?,?,?,?,?,?,?,?)",
+            (run_id, key, attempt, worker_id, started, finished, status, reason, error),
+        )
+
+    def attempts(self, run_id: str) -> list[dict[str, Any]]:
+        return [dict(r) for r in self._db.execute(
+            "SELECT * FROM attempts WHERE run_id=? ORDER BY started", (run_id,))]
+
+    def record_events(self, run_id: str, events: Iterable[Event]) -> None:
+        rows = [(run_id, e.ts, e.worker_id, e.window, e.task_key, e.attempt, e.action, e.url, e.outcome, e.detail)
+                for e in events]
+        if rows:
+            with self._tx():
+                self._db.executemany(
+                    "INSERT INTO events(run_id, ts, worker_id, window, task_key, attempt, action, url, outcome, detail)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
+
+    def timeline(self, run_id: str) -> list[Event]:
+        """Every worker's and window's events merged into one stream ordered by time."""
+        rows = self._db.execute(
+            "SELECT ts, worker_id, window, task_key, attempt, action, url, outcome, detail FROM events "
+            "WHERE run_id=? ORDER BY ts, id", (run_id,))
+        return [Event(action=r["action"], task_key=r["task_key"] or "", worker_id=r["worker_id"] or "",
+                      window=r["window"] or "", url=r["url"] or "", outcome=r["outcome"] or "",
+                      detail=r["detail"] or "", attempt=r["attempt"] or 0, ts=r["ts"]) for r in rows]
+
+    # -- plumbing --------------------------------------------------------------------------------
+    def _tx(self):
+        return _Transaction(self._db)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> "RunStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _Transaction:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type, *_: object) -> None:
+        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def _task_row(row: sqlite3.Row) -> dict[str, Any]:
+    d = dict(row)
+    d["data"] = json.loads(d.get("data") or "{}")
+    return d
+
+
+def result_to_dict(result: TaskResult) -> dict[str, Any]:
+    return asdict(result)

@@ -1,0 +1,33 @@
+import random
+
+from selenium.common.exceptions import SessionNotCreatedException, StaleElementReferenceException, TimeoutException
+
+from corelib.errors import BusinessError, ErrorClass, LoginRequiredError, TransientError, classify, reason_of
+from corelib.retry import RetryPolicy
+
+
+def test_classification():
+    assert classify(TimeoutException()) is ErrorClass.TRANSIENT
+    assert classify(StaleElementReferenceException()) is ErrorClass.TRANSIENT
+    assert classify(SessionNotCreatedException()) is ErrorClass.FATAL
+    assert classify(LoginRequiredError()) is ErrorClass.LOGIN
+    assert classify(BusinessError("x")) is ErrorClass.BUSINESS
+    assert classify(ValueError()) is ErrorClass.FATAL
+    assert reason_of(TimeoutException()) == "TIMEOUT"
+    assert reason_of(TransientError("x", reason="HTTP_500")) == "HTTP_500"
+
+
+def test_only_transient_errors_are_retried_and_attempts_are_bounded():
+    p = RetryPolicy(max_attempts=3)
+    assert p.should_retry(ErrorClass.TRANSIENT, 1) and p.should_retry(ErrorClass.TRANSIENT, 2)
+    assert not p.should_retry(ErrorClass.TRANSIENT, 3)
+    for c in (ErrorClass.BUSINESS, ErrorClass.LOGIN, ErrorClass.FATAL):
+        assert not p.should_retry(c, 1)
+
+
+def test_backoff_grows_and_is_capped():
+    p = RetryPolicy(base_delay=1, max_delay=5, jitter=0)
+    assert [p.delay(n) for n in (1, 2, 3, 4, 5)] == [1, 2, 4, 5, 5]
+    q = RetryPolicy(base_delay=1, jitter=0.25)
+    d = q.delay(1, random.Random(1))
+    assert 0.75 <= d <= 1.25
