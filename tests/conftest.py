@@ -1,0 +1,77 @@
+"""Shared fixtures. Every test must end with no browser process and no temporary profile of ours."""
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+
+
+def our_browser_processes() -> list[psutil.Process]:
+    """Browsers/drivers started by this test session: descendants of this process, plus any
+    Chromium whose --user-data-dir lies under the system temp folder (orphans re-parented to init)."""
+    me = psutil.Process()
+    procs = {p.pid: p for p in me.children(recursive=True)}
+    tmp = os.path.realpath(tempfile.gettempdir())
+    for p in psutil.process_iter(["pid", "name", "cmdline"]):
+        try:
+            cmd = p.info["cmdline"] or []
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        for arg in cmd:
+            if arg.startswith("--user-data-dir=") and os.path.realpath(arg.split("=", 1)[1]).startswith(tmp):
+                procs[p.pid] = p
+    alive = []
+    for p in procs.values():
+        try:
+            if p.status() != psutil.STATUS_ZOMBIE and ("chrom" in p.name().lower() or "driver" in p.name().lower()
+                                                        or p.ppid() == me.pid):
+                alive.append(p)
+        except psutil.NoSuchProcess:
+            pass
+    return alive
+
+
+def _wait_gone(deadline: float = 15.0) -> list[psutil.Process]:
+    end = time.monotonic() + deadline
+    while True:
+        left = our_browser_processes()
+        if not left or time.monotonic() > end:
+            return left
+        time.sleep(0.1)
+
+
+@pytest.fixture(autouse=True)
+def no_leftovers(request, tmp_path):
+    """Fail a test that leaves a browser, a driver, a worker, or a temporary profile behind."""
+    before_profiles = set(_profile_runs())
+    yield
+    left = _wait_gone()
+    for p in left:  # clean up so one leak does not cascade into every later test
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    new_profiles = set(_profile_runs()) - before_profiles
+    assert not left, f"processes left behind: {[(p.pid, p.name()) for p in left]}"
+    assert not new_profiles, f"temporary profiles left behind: {sorted(new_profiles)}"
+
+
+def _profile_runs() -> list[str]:
+    root = Path(tempfile.gettempdir()) / "pobatch-profiles"
+    return [str(p) for p in root.iterdir()] if root.is_dir() else []
+
+
+@pytest.fixture
+def browser_available():
+    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
+        msg = "Debian chromium and chromium-driver are not installed"
+        if os.environ.get("CI"):
+            pytest.fail(msg)  # CI installs them: a skip there would hide a broken set-up
+        pytest.skip(msg)
