@@ -1,0 +1,27 @@
+"""The bundled demo portal: Coupa's page shapes on 127.0.0.1, driven by a seeded scenario.
+
+`pobatch demo` runs against it and the tests exercise it; `python -m core.demo_portal` serves it alone.
+"""
+from __future__ import annotations
+
+from core.demo_portal.scenario import (
+    AttachmentEntry,
+    AttachmentSpec,
+    LatencySpec,
+    PoSpec,
+    RequisitionSpec,
+    Scenario,
+    ScenarioError,
+    SessionOptions,
+    generate_scenario,
+    load_scenario,
+    sample_orders_path,
+    sample_scenario_path,
+)
+from core.demo_portal.server import DEMO_PASSWORD, SESSION_COOKIE, DemoPortal, main
+
+__all__ = [
+    "AttachmentEntry", "AttachmentSpec", "DEMO_PASSWORD", "DemoPortal", "LatencySpec", "PoSpec", "RequisitionSpec",
+    "SESSION_COOKIE", "Scenario", "ScenarioError", "SessionOptions", "generate_scenario", "load_scenario", "main",
+    "sample_orders_path", "sample_scenario_path",
+]

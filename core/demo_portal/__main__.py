@@ -1,0 +1,22 @@
+"""`python -m core.demo_portal [--scenario FILE] [--port N] [--host H]`: serve the demo portal until Ctrl+C."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from core.demo_portal.server import main
+
+
+def cli() -> None:
+    parser = argparse.ArgumentParser(prog="python -m core.demo_portal", description=__doc__)
+    parser.add_argument("--scenario", help="scenario JSON file (default: the bundled sample)")
+    parser.add_argument("--port", type=int, default=8765, help="port (0 = any free port; default 8765)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    main(args.scenario, args.port, args.host)
+
+
+if __name__ == "__main__":
+    cli()

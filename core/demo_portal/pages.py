@@ -1,0 +1,188 @@
+"""HTML of the demo portal, shaped like Coupa's pages so the Coupa site definition is what gets exercised.
+
+The shapes that matter (selectors, error texts, the floating toolbar that covers an attachment link)
+follow DESIGN.md. Everything else is filler that makes the page long enough to scroll.
+"""
+from __future__ import annotations
+
+import json
+from html import escape
+from typing import Iterable
+
+from core.demo_portal.scenario import AttachmentEntry, PoSpec
+
+_STYLE = """
+body { margin: 0; font-family: Arial, Helvetica, sans-serif; font-size: 14px; color: #222; }
+header.top_nav { background: #0b3b60; color: #fff; padding: 10px 24px; font-weight: bold; }
+main { padding: 16px 24px 24px; }
+.page_buttons_right.orderHeaderShowFloatingSection.floatingSectionOnTop {
+  position: fixed; top: 0; left: 0; right: 0; height: 96px; z-index: 1000; background: #eef2f6;
+  border-bottom: 1px solid #b8c4d0; display: flex; align-items: center; justify-content: flex-end;
+  gap: 8px; padding: 0 24px; box-sizing: border-box; }
+.page_buttons_right button { padding: 6px 14px; }
+div.notice { background: #fff8d6; border: 1px solid #e6d27a; padding: 8px; margin: 8px 0; }
+div.flash_error { background: #fde2e1; border: 1px solid #e0a19f; padding: 8px; margin: 8px 0; color: #8a1f1b; }
+table.filler { border-collapse: collapse; width: 100%; margin: 12px 0; }
+table.filler td, table.filler th { border: 1px solid #d5dde5; padding: 10px 8px; height: 22px; text-align: left; }
+#attachments { border: 1px solid #b8c4d0; padding: 8px 16px; margin: 16px 0; }
+#attachments ul { list-style: none; padding: 0; margin: 0; }
+#attachments li.attachment_item { padding: 6px 0; }
+.attachment_js, .attachment_title { color: #0b62a4; text-decoration: underline; cursor: pointer; }
+a.requisition_link { display: inline-block; margin: 8px 0; }
+"""
+
+# JS-triggered downloads (kinds js and span): a detached anchor to the file, clicked; nothing is fetched
+# by the page itself, so the browser's own download machinery does the work, as on the real portal.
+_DOWNLOAD_JS = """
+<script>
+(function () {
+  function startDownload(token) {
+    var a = document.createElement('a');
+    a.href = '/attachments/' + encodeURIComponent(token) + '/raw';
+    a.click();
+  }
+  document.querySelectorAll('#attachments [data-token]').forEach(function (el) {
+    el.addEventListener('click', function (ev) { ev.preventDefault(); startDownload(el.getAttribute('data-token')); });
+    el.addEventListener('keydown', function (ev) {
+      if (ev.key === 'Enter' || ev.key === ' ') { ev.preventDefault(); startDownload(el.getAttribute('data-token')); }
+    });
+  });
+  // Open at the attachments, as a deep link would: the first attachment then sits under the floating
+  // toolbar, so a plain click on it is intercepted unless the client scrolls it clear first.
+  var first = document.querySelector('#attachments li.attachment_item');
+  if (first) { window.scrollTo(0, first.getBoundingClientRect().top + window.pageYOffset - 30); }
+})();
+</script>
+"""
+
+
+def _layout(title: str, body: str, toolbar: bool = False) -> str:
+    bar = (
+        '<div class="page_buttons_right orderHeaderShowFloatingSection floatingSectionOnTop" '
+        'style="position:fixed;top:0;left:0;right:0;height:96px;z-index:1000">'
+        '<button type="button" class="button">Print</button>'
+        '<button type="button" class="button">Receive</button>'
+        '<button type="button" class="button">Change Order</button>'
+        '<button type="button" class="button">Close Order</button></div>'
+        if toolbar else ""
+    )
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f"<title>{escape(title)}</title><style>{_STYLE}</style></head>\n<body>\n{bar}"
+        '<header class="top_nav">coupa <span class="demo_badge">(pobatch demo portal)</span></header>\n'
+        f"<main>\n{body}\n</main>\n</body></html>\n"
+    )
+
+
+def login_page(return_to: str, error: str = "") -> str:
+    flash = f'<div class="flash_error">{escape(error)}</div>' if error else ""
+    body = f"""
+<h2>Sign in to Coupa</h2>
+{flash}
+<form id="new_session" class="new_session" action="/sessions" method="post" accept-charset="UTF-8">
+  <input type="hidden" name="return_to" value="{escape(return_to)}">
+  <p><label for="user_email">Email</label><br>
+     <input type="email" id="user_email" name="user[login]" autocomplete="username" size="40"></p>
+  <p><label for="user_password">Password</label><br>
+     <input type="password" id="user_password" name="user[password]" autocomplete="current-password" size="40"></p>
+  <p><button type="submit" id="login_button" name="commit" value="Sign In">Sign In</button></p>
+</form>
+<p class="hint">Demo portal: any e-mail, password <code>demo</code>.</p>
+"""
+    return _layout("Sign In | Coupa", body)
+
+
+def home_page(pos: Iterable[PoSpec]) -> str:
+    items = "\n".join(
+        f'<li><a href="/order_headers/{escape(po.id)}">Purchase Order #{escape(po.id)}</a> '
+        f'<span class="supplier">{escape(po.supplier)}</span></li>'
+        for po in pos
+    )
+    return _layout("Home | Coupa", f"<h2>Purchase Orders</h2>\n<ul class=\"po_list\">\n{items}\n</ul>")
+
+
+def _attachment_element(e: AttachmentEntry) -> str:
+    name = escape(e.spec.name)
+    kind = e.spec.kind
+    if kind == "link":
+        return f'<a class="attachment_link" href="{escape(e.page_url)}">{name}</a>'
+    if kind == "download_attr":
+        return f'<a class="attachment_download" href="{escape(e.page_url)}" download="{name}">{name}</a>'
+    if kind == "js":
+        return (f'<span class="attachment_js" role="button" tabindex="0" aria-label="Download file attachment '
+                f'{name}" data-token="{escape(e.token)}">{name}</span>')
+    if kind == "span":
+        return (f'<span class="attachment_title" title="{name}" aria-label="file attachment {name}" '
+                f'tabindex="0" data-token="{escape(e.token)}">{name}</span>')
+    if kind == "popup":
+        return f'<a class="attachment_popup" href="{escape(e.page_url)}" target="_blank">{name}</a>'
+    if kind == "inline_pdf":
+        return f'<a class="attachment_inline" href="{escape(e.page_url)}">{name}</a>'
+    raise ValueError(f"unknown attachment kind {kind!r}")
+
+
+def _filler_rows(prefix: str, count: int) -> str:
+    rows = "\n".join(
+        f"<tr><td>{i}</td><td>{escape(prefix)} item {i}</td><td>{(i * 7) % 13 + 1} EA</td>"
+        f"<td>{(i * 37) % 500 + 10}.00 EUR</td></tr>"
+        for i in range(1, count + 1)
+    )
+    return f'<table class="filler"><tr><th>#</th><th>Description</th><th>Qty</th><th>Price</th></tr>\n{rows}</table>'
+
+
+def document_page(title: str, heading: str, heading_class: str, supplier: str,
+                  entries: Iterable[AttachmentEntry], requisition_id: str | None) -> str:
+    """A PO or requisition page: header, long filler, the attachments section, more filler."""
+    entries = list(entries)
+    items = "\n".join(f'<li class="attachment_item">{_attachment_element(e)}</li>' for e in entries)
+    section = (f'<ul>\n{items}\n</ul>' if entries
+               else '<p class="empty">No attachments</p>')
+    req = (f'<a href="/requisition_headers/{escape(requisition_id)}" class="requisition_link">'
+           f"Requisition #{escape(requisition_id)}</a>" if requisition_id else "")
+    body = f"""
+<div class="notice">Scheduled maintenance on Sunday</div>
+<h1 class="{heading_class}">{escape(heading)}</h1>
+<div class="supplier-info"><span data-supplier-name="{escape(supplier)}">Supplier: {escape(supplier)}</span></div>
+<h3>Lines</h3>
+{_filler_rows("Line", 32)}
+<div id="attachments" class="attachments_section">
+<h3>Attachments</h3>
+{section}
+</div>
+{req}
+<h3>History</h3>
+{_filler_rows("Event", 32)}
+{_DOWNLOAD_JS if entries else ""}
+"""
+    return _layout(title, body, toolbar=True)
+
+
+def popup_page(file_url: str) -> str:
+    """The page a popup attachment opens: it starts the download itself and stays open."""
+    url = escape(file_url)
+    body = (f'<p>Your download will start shortly. <a href="{url}">Download</a></p>\n'
+            f"<script>window.location.href = {json.dumps(file_url)};</script>")
+    return _layout("Download | Coupa", body)
+
+
+def not_found_page() -> str:
+    body = ('<div class="flash_error">Oops! We couldn\'t find what you wanted</div>\n'
+            "<p>The page you were looking for doesn't exist. You may have mistyped the address or the page "
+            "may have moved.</p>")
+    return _layout("Page not found | Coupa", body)
+
+
+def not_authorized_page() -> str:
+    body = ('<div class="flash_error">You are not authorized to view this page</div>\n'
+            "<p>Ask your administrator for access.</p>")
+    return _layout("Not authorized | Coupa", body)
+
+
+def server_error_page() -> str:
+    """Rails' stock public/500.html, as a real tenant shows it."""
+    return (
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
+        "<title>We're sorry, but something went wrong (500)</title></head>\n<body>\n"
+        '<div class="dialog"><div><h1>We\'re sorry, but something went wrong.</h1></div>\n'
+        "<p>If you are the application owner check the logs for more information.</p></div>\n</body></html>\n"
+    )

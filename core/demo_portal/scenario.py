@@ -1,0 +1,598 @@
+"""Demo-portal scenarios: which POs exist, what they hold, how the portal misbehaves, and the truth.
+
+A scenario is a JSON file (see data/sample_scenario.json). Everything the portal serves is derived
+from it and its seed, so two portals built from the same scenario serve the same pages and the same
+bytes, and the scenario itself can say what a correct client must end up with.
+
+Shape::
+
+    {"name": "...", "seed": 7, "stall_seconds": 30, "client_max_attempts": 3,
+     "latency": {"page_ms": 100 | [50, 150], "attachment_ms": 0 | [20, 80]},
+     "session": {"expire_after_requests": null | N, "rotate_token": false},
+     "pos": [{"id": "100001", "supplier": "Acme",
+              "attachments": [{"name": "a.pdf", "kind": "link", "size": 12000, "faults": ["drop_mid", "ok"]}],
+              "requisition": {"id": "5001", "attachments": [...]},
+              "missing": false, "forbidden": false,
+              "faults": {"page": ["http500", "ok"]},
+              "expected": {"status": "COMPLETED", "reason": ""}}]}
+
+Fault lists are consumed one item per request (the PO page per PO, an attachment per attachment) and
+the last item repeats: ["http500", "ok"] fails once, then works; ["http500"] always fails.
+
+How expected outcomes are derived (when a PO does not state `expected` itself)
+-----------------------------------------------------------------------------
+The derivation replays the PO against a reference client that behaves like pobatch's PO workflow:
+at most `client_max_attempts` attempts (default 3); each attempt requests the PO page once; a PO page
+that answers opens the attachment list; the PO's own attachments are downloaded, or, when it has none,
+those of its requisition; a failed attachment is re-requested up to T times within the attempt; an
+attempt in which any attachment failed is retried as a whole (every attachment is fetched again).
+
+* missing -> (PO_NOT_FOUND, ""); forbidden -> (PO_NOT_FOUND, "NOT_AUTHORIZED"). Never retried.
+* Page faults on every attempt -> the last attempt decides: http500 -> (FAILED, "HTTP_500"), drop ->
+  (FAILED, "CONNECTION_FAILED") (a browser shows its own error page for an empty response), stall ->
+  (TIMEOUT, "TIMEOUT") (this assumes the client's page timeout is shorter than `stall_seconds`; the
+  stalled page is answered normally afterwards). A page fault that clears within the attempts is
+  invisible in the outcome.
+* No attachments but a requisition with some -> (COMPLETED, "REQUISITION_FALLBACK").
+  No attachments anywhere -> (NO_ATTACHMENTS, "").
+* An attachment that still fails in the last attempt -> (PARTIAL, "DOWNLOAD_FAILED"), and the files
+  are those the last attempt got. Transient faults that clear within the attempts -> (COMPLETED, "").
+
+How many requests one try costs is not only the client's choice: Chromium re-requests a download that
+was cut off mid-way by itself (one click, several requests, seen with drop_mid), and re-sends a page
+request once when a kept-alive connection closes without an answer (seen with drop). So the replay runs
+for T in 1, 2, 3, 6, 12 requests per attachment try, each with and without that page re-send. When the
+answers differ (a fault list whose first "ok" lies where only some clients reach it), the scenario is
+ambiguous and must state `expected` for that PO; loading it otherwise fails with ScenarioError.
+
+Note for clients: an `http500` attachment fault answers the file URL with the 500 page, so a browser
+shows that page instead of downloading; only a client that looks at the page after the click notices
+it before its download timeout.
+
+Expected files (`expected_files`) are keyed by the name the portal serves (Content-Disposition name,
+the `download` attribute, or, for `inline_pdf`, the last URL segment). A name repeated within one PO
+gets " (1)", " (2)" before its extension, as Chromium names the second copy.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+from urllib.parse import quote
+
+from core.status import Status
+
+KINDS = ("link", "download_attr", "js", "span", "popup", "inline_pdf")
+PAGE_FAULTS = ("ok", "http500", "stall", "drop")
+ATTACHMENT_FAULTS = ("ok", "http500", "drop_mid", "stall_mid")
+_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_PAGE_FAILURE = {
+    "http500": (Status.FAILED.value, "HTTP_500"),
+    "drop": (Status.FAILED.value, "CONNECTION_FAILED"),
+    "stall": (Status.TIMEOUT.value, "TIMEOUT"),
+}
+_MAX_SIZE = 50 * 1024 * 1024
+# Requests one client try can cost: Chromium itself re-requests a download cut off mid-way (up to about
+# five times) and re-sends a page request whose keep-alive connection closed without an answer.
+_REPLAY_TRIES = (1, 2, 3, 6, 12)
+_DATA_DIR = Path(__file__).resolve().parent / "data"
+
+# A plausible start (and, for PDF, end) per file type, so a downloaded file looks like what it claims.
+_MAGIC: dict[str, tuple[bytes, bytes]] = {
+    "pdf": (b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n", b"\n%%EOF\n"),
+    "docx": (b"PK\x03\x04\x14\x00\x06\x00", b""),
+    "xlsx": (b"PK\x03\x04\x14\x00\x06\x00", b""),
+    "msg": (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", b""),
+    "eml": (b"From: supplier@example.com\r\nTo: buyer@example.com\r\nSubject: Demo\r\n\r\n", b""),
+}
+
+
+class ScenarioError(ValueError):
+    """A scenario file that cannot be served as written; the message names the offending place."""
+
+
+@dataclass(frozen=True)
+class LatencySpec:
+    page_ms: tuple[int, int] = (0, 0)
+    attachment_ms: tuple[int, int] = (0, 0)
+
+
+@dataclass(frozen=True)
+class SessionOptions:
+    expire_after_requests: int | None = None
+    rotate_token: bool = False
+
+
+@dataclass(frozen=True)
+class AttachmentSpec:
+    name: str
+    kind: str = "link"
+    size: int = 10_000
+    faults: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RequisitionSpec:
+    id: str
+    attachments: tuple[AttachmentSpec, ...] = ()
+
+
+@dataclass(frozen=True)
+class PoSpec:
+    id: str
+    supplier: str = "Demo Supplier"
+    attachments: tuple[AttachmentSpec, ...] = ()
+    requisition: RequisitionSpec | None = None
+    missing: bool = False
+    forbidden: bool = False
+    page_faults: tuple[str, ...] = ()
+    expected: tuple[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class AttachmentEntry:
+    """One served attachment with its stable identity: token, URLs and its unique name within the PO."""
+
+    po_id: str
+    owner: str  # "po" or "requisition"
+    owner_id: str  # the PO id or the requisition id
+    index: int
+    spec: AttachmentSpec
+    token: str
+    key: str  # served name, made unique within the PO ("invoice.pdf", "invoice (1).pdf")
+
+    @property
+    def counter_key(self) -> str:
+        """The key of this attachment in DemoPortal.download_counts()."""
+        return f"{self.po_id}/{self.key}"
+
+    @property
+    def file_url(self) -> str:
+        """The path that answers with the bytes."""
+        if self.spec.kind == "link":
+            return f"/attachment_files/{self.token}"
+        if self.spec.kind == "inline_pdf":
+            return f"/attachments/{self.token}/inline/{quote(self.spec.name, safe='')}"
+        return f"/attachments/{self.token}/raw"
+
+    @property
+    def page_url(self) -> str:
+        """The path the attachment element points at on the page (popups go through a page first)."""
+        if self.spec.kind == "popup":
+            return f"/attachments/{self.token}/popup"
+        return self.file_url
+
+
+@dataclass(frozen=True)
+class Scenario:
+    seed: int
+    pos: tuple[PoSpec, ...]
+    latency: LatencySpec = LatencySpec()
+    session: SessionOptions = SessionOptions()
+    stall_seconds: float = 30.0
+    client_max_attempts: int = 3
+    name: str = ""
+    description: str = ""
+    _by_id: dict[str, PoSpec] = field(init=False, repr=False, compare=False)
+    _req_owner: dict[str, PoSpec] = field(init=False, repr=False, compare=False)
+    _entries: dict[tuple[str, str], tuple[AttachmentEntry, ...]] = field(init=False, repr=False, compare=False)
+    _by_token: dict[str, AttachmentEntry] = field(init=False, repr=False, compare=False)
+    _truth: dict[str, tuple[str, str, tuple[AttachmentEntry, ...]]] = field(init=False, repr=False,
+                                                                            compare=False)
+
+    def __post_init__(self) -> None:
+        _validate(self)
+        by_id = {po.id: po for po in self.pos}
+        req_owner = {po.requisition.id: po for po in self.pos if po.requisition}
+        entries: dict[tuple[str, str], tuple[AttachmentEntry, ...]] = {}
+        by_token: dict[str, AttachmentEntry] = {}
+        for po in self.pos:
+            taken: set[str] = set()
+            for owner, owner_id, specs in (("po", po.id, po.attachments),
+                                           ("requisition", po.requisition.id if po.requisition else "",
+                                            po.requisition.attachments if po.requisition else ())):
+                made = []
+                for i, spec in enumerate(specs):
+                    key = _unique(spec.name, taken)
+                    taken.add(key)
+                    e = AttachmentEntry(po.id, owner, owner_id, i, spec, _token(self.seed, owner, owner_id, i), key)
+                    made.append(e)
+                    by_token[e.token] = e
+                entries[(po.id, owner)] = tuple(made)
+        object.__setattr__(self, "_by_id", by_id)
+        object.__setattr__(self, "_req_owner", req_owner)
+        object.__setattr__(self, "_entries", entries)
+        object.__setattr__(self, "_by_token", by_token)
+        object.__setattr__(self, "_truth", {po.id: self._derive(po) for po in self.pos})
+
+    # -- lookups ----------------------------------------------------------------------------------
+    def po(self, po_id: str) -> PoSpec | None:
+        return self._by_id.get(po_id)
+
+    def requisition(self, rid: str) -> tuple[PoSpec, RequisitionSpec] | None:
+        """The requisition with this id and the PO that links to it."""
+        po = self._req_owner.get(rid)
+        return (po, po.requisition) if po and po.requisition else None
+
+    def entries(self, po_id: str, owner: str = "po") -> tuple[AttachmentEntry, ...]:
+        return self._entries.get((po_id, owner), ())
+
+    def entry_by_token(self, token: str) -> AttachmentEntry | None:
+        return self._by_token.get(token)
+
+    def all_entries(self) -> list[AttachmentEntry]:
+        return list(self._by_token.values())
+
+    def file_bytes(self, entry: AttachmentEntry) -> bytes:
+        return file_bytes(self.seed, entry.owner, entry.owner_id, entry.index, entry.spec.name, entry.spec.size)
+
+    # -- the truth --------------------------------------------------------------------------------
+    def expected_outcomes(self) -> dict[str, tuple[str, str]]:
+        """po_id -> (STATUS, REASON) that a correct client reports."""
+        return {po_id: (status, reason) for po_id, (status, reason, _files) in self._truth.items()}
+
+    def expected_files(self, po_id: str) -> dict[str, bytes]:
+        """Served name -> exact bytes, for the files a correct client ends up with for this PO."""
+        truth = self._truth.get(po_id)
+        if not truth:
+            return {}
+        taken: set[str] = set()
+        out: dict[str, bytes] = {}
+        for e in truth[2]:
+            name = _unique(e.spec.name, taken)
+            taken.add(name)
+            out[name] = self.file_bytes(e)
+        return out
+
+    def _derive(self, po: PoSpec) -> tuple[str, str, tuple[AttachmentEntry, ...]]:
+        answers = [self._replay(po, tries, resend) for tries in _REPLAY_TRIES for resend in (False, True)]
+        distinct = {(s, r, tuple(e.token for e in files)) for s, r, files in answers}
+        if po.expected is not None:
+            status, reason = po.expected
+            if len(distinct) == 1 and answers[0][:2] == po.expected:
+                return answers[0]
+            return status, reason, self._files_for_stated(po, status, reason)
+        if len(distinct) > 1:
+            raise ScenarioError(
+                f"PO {po.id}: its outcome depends on how often a client (or its browser) re-requests a failed "
+                f"page or file ({sorted({a[:2] for a in answers})}); state it with \"expected\": "
+                "{\"status\": ..., \"reason\": ...}"
+            )
+        return answers[0]
+
+    def _replay(self, po: PoSpec, tries: int, resend_dropped: bool) -> tuple[str, str, tuple[AttachmentEntry, ...]]:
+        """One reference client's run of this PO (see the module docstring)."""
+        page = _Cursor(po.page_faults)
+        cursors: dict[str, _Cursor] = {}
+        last: tuple[str, str, tuple[AttachmentEntry, ...]] = (Status.FAILED.value, "HTTP_500", ())
+        for _attempt in range(self.client_max_attempts):
+            item = page.next()
+            if item == "drop" and resend_dropped:
+                item = page.next()
+            if item != "ok":
+                last = (*_PAGE_FAILURE[item], ())
+                continue
+            if po.missing:
+                return Status.PO_NOT_FOUND.value, "", ()
+            if po.forbidden:
+                return Status.PO_NOT_FOUND.value, "NOT_AUTHORIZED", ()
+            entries, reason = self.entries(po.id, "po"), ""
+            if not entries and self.entries(po.id, "requisition"):
+                entries, reason = self.entries(po.id, "requisition"), "REQUISITION_FALLBACK"
+            if not entries:
+                return Status.NO_ATTACHMENTS.value, "", ()
+            got = []
+            for e in entries:
+                cursor = cursors.setdefault(e.token, _Cursor(e.spec.faults))
+                if any(cursor.next() == "ok" for _ in range(tries)):
+                    got.append(e)
+            if len(got) == len(entries):
+                return Status.COMPLETED.value, reason, tuple(got)
+            last = (Status.PARTIAL.value, "DOWNLOAD_FAILED", tuple(got))
+        return last
+
+    def _files_for_stated(self, po: PoSpec, status: str, reason: str) -> tuple[AttachmentEntry, ...]:
+        """Files for a PO whose outcome the scenario states: all of them, or those whose faults clear."""
+        entries = self.entries(po.id, "requisition" if reason == "REQUISITION_FALLBACK" else "po")
+        if status == Status.COMPLETED.value:
+            return entries
+        if status == Status.PARTIAL.value:
+            return tuple(e for e in entries if not e.spec.faults or e.spec.faults[-1] == "ok")
+        return ()
+
+    # -- (de)serialisation ------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        def lat(v: tuple[int, int]) -> int | list[int]:
+            return v[0] if v[0] == v[1] else [v[0], v[1]]
+
+        def atts(specs: Iterable[AttachmentSpec]) -> list[dict[str, Any]]:
+            return [{"name": a.name, "kind": a.kind, "size": a.size, **({"faults": list(a.faults)} if a.faults else {})}
+                    for a in specs]
+
+        pos = []
+        for po in self.pos:
+            d: dict[str, Any] = {"id": po.id, "supplier": po.supplier, "attachments": atts(po.attachments)}
+            if po.requisition:
+                d["requisition"] = {"id": po.requisition.id, "attachments": atts(po.requisition.attachments)}
+            if po.missing:
+                d["missing"] = True
+            if po.forbidden:
+                d["forbidden"] = True
+            if po.page_faults:
+                d["faults"] = {"page": list(po.page_faults)}
+            if po.expected:
+                d["expected"] = {"status": po.expected[0], "reason": po.expected[1]}
+            pos.append(d)
+        return {
+            "name": self.name, "description": self.description, "seed": self.seed,
+            "stall_seconds": self.stall_seconds, "client_max_attempts": self.client_max_attempts,
+            "latency": {"page_ms": lat(self.latency.page_ms), "attachment_ms": lat(self.latency.attachment_ms)},
+            "session": {"expire_after_requests": self.session.expire_after_requests,
+                        "rotate_token": self.session.rotate_token},
+            "pos": pos,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "scenario") -> "Scenario":
+        return _parse(data, source)
+
+
+class _Cursor:
+    """Walks a fault list; the last item repeats; an empty list means always "ok"."""
+
+    def __init__(self, items: tuple[str, ...]) -> None:
+        self.items, self.n = items, 0
+
+    def next(self) -> str:
+        item = pick_fault(self.items, self.n)
+        self.n += 1
+        return item
+
+
+def pick_fault(items: tuple[str, ...] | list[str], n: int) -> str:
+    """The fault for the n-th request (0-based): consumed in order, the last one repeating."""
+    if not items:
+        return "ok"
+    return items[min(n, len(items) - 1)]
+
+
+def draw_ms(spec: tuple[int, int], seed: int, path: str, hit: int) -> int:
+    """A latency in ms, reproducible from (seed, path, hit count) so a rerun sees the same delays."""
+    lo, hi = spec
+    if lo >= hi:
+        return lo
+    return random.Random(f"{seed}|{path}|{hit}").randint(lo, hi)
+
+
+def file_bytes(seed: int, owner: str, owner_id: str, index: int, name: str, size: int) -> bytes:
+    """Deterministic content: a type-plausible head, then SHAKE-256 bytes of (seed, owner, index)."""
+    ext = name.rsplit(".", 1)[-1].lower() if "." in name else ""
+    head, tail = _MAGIC.get(ext, (b"", b""))
+    if size < len(head) + len(tail):
+        head, tail = head[:size], b""
+    body = hashlib.shake_256(f"pobatch-demo|{seed}|{owner}|{owner_id}|{index}".encode()).digest(
+        size - len(head) - len(tail))
+    return head + body + tail
+
+
+def _token(seed: int, owner: str, owner_id: str, index: int) -> str:
+    return hashlib.sha1(f"demo-token|{seed}|{owner}|{owner_id}|{index}".encode()).hexdigest()[:20]
+
+
+def _unique(name: str, taken: set[str]) -> str:
+    """'name.pdf', then 'name (1).pdf', ...: how Chromium names a repeated download."""
+    if name not in taken:
+        return name
+    stem, dot, ext = name.rpartition(".")
+    if not dot or not stem:
+        stem, ext = name, ""
+    i = 1
+    while True:
+        cand = f"{stem} ({i}).{ext}" if ext else f"{stem} ({i})"
+        if cand not in taken:
+            return cand
+        i += 1
+
+
+# -- loading and validation -----------------------------------------------------------------------
+def sample_scenario_path() -> Path:
+    return _DATA_DIR / "sample_scenario.json"
+
+
+def sample_orders_path(ext: str = "csv") -> Path:
+    """The bundled orders file (csv or xlsx) that lists the sample scenario's POs."""
+    if ext not in ("csv", "xlsx"):
+        raise ValueError(f"sample orders exist as csv or xlsx, not {ext!r}")
+    return _DATA_DIR / f"orders.{ext}"
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ScenarioError(f"cannot read scenario {path}: {exc}") from exc
+    except json.JSONDecodeError as exc:
+        raise ScenarioError(f"{path}: not valid JSON ({exc})") from exc
+    return _parse(data, str(path))
+
+
+def _keys(d: Any, allowed: set[str], where: str) -> dict[str, Any]:
+    if not isinstance(d, dict):
+        raise ScenarioError(f"{where}: expected an object, got {type(d).__name__}")
+    unknown = set(d) - allowed
+    if unknown:
+        raise ScenarioError(f"{where}: unknown key(s) {sorted(unknown)}; expected some of {sorted(allowed)}")
+    return d
+
+
+def _int(v: Any, where: str, minimum: int = 0) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+        raise ScenarioError(f"{where}: expected an integer >= {minimum}, got {v!r}")
+    return v
+
+
+def _range(v: Any, where: str) -> tuple[int, int]:
+    if isinstance(v, list) and len(v) == 2:
+        lo, hi = _int(v[0], where), _int(v[1], where)
+        if lo > hi:
+            raise ScenarioError(f"{where}: [min, max] with min > max: {v!r}")
+        return lo, hi
+    n = _int(v, where)
+    return n, n
+
+
+def _faults(v: Any, allowed: tuple[str, ...], where: str) -> tuple[str, ...]:
+    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+        raise ScenarioError(f"{where}: expected a list of strings from {list(allowed)}")
+    bad = [x for x in v if x not in allowed]
+    if bad:
+        raise ScenarioError(f"{where}: unknown fault(s) {bad}; expected items of {list(allowed)}")
+    return tuple(v)
+
+
+def _attachments(v: Any, where: str) -> tuple[AttachmentSpec, ...]:
+    if not isinstance(v, list):
+        raise ScenarioError(f"{where}: expected a list of attachments")
+    out = []
+    for i, a in enumerate(v):
+        w = f"{where}[{i}]"
+        a = _keys(a, {"name", "kind", "size", "faults"}, w)
+        name = a.get("name")
+        if not isinstance(name, str) or not name.strip() or any(ord(c) < 32 for c in name):
+            raise ScenarioError(f"{w}.name: expected a non-empty file name without control characters")
+        kind = a.get("kind", "link")
+        if kind not in KINDS:
+            raise ScenarioError(f"{w}.kind: unknown kind {kind!r}; expected one of {list(KINDS)}")
+        if kind == "inline_pdf" and (not name.lower().endswith(".pdf") or "/" in name or "\\" in name):
+            raise ScenarioError(f"{w}: an inline_pdf takes its name from the URL: it must end in .pdf "
+                                f"and hold no / or \\ ({name!r})")
+        size = _int(a.get("size", 10_000), f"{w}.size", minimum=1)
+        if size > _MAX_SIZE:
+            raise ScenarioError(f"{w}.size: at most {_MAX_SIZE} bytes")
+        out.append(AttachmentSpec(name, kind, size, _faults(a.get("faults", []), ATTACHMENT_FAULTS, f"{w}.faults")))
+    return tuple(out)
+
+
+def _parse(data: Any, source: str) -> Scenario:
+    top = _keys(data, {"name", "description", "seed", "stall_seconds", "client_max_attempts", "latency",
+                       "session", "pos"}, source)
+    latency = _keys(top.get("latency", {}), {"page_ms", "attachment_ms"}, f"{source}: latency")
+    session = _keys(top.get("session", {}), {"expire_after_requests", "rotate_token"}, f"{source}: session")
+    expire = session.get("expire_after_requests")
+    rotate = session.get("rotate_token", False)
+    if not isinstance(rotate, bool):
+        raise ScenarioError(f"{source}: session.rotate_token: expected true or false")
+    stall = top.get("stall_seconds", 30)
+    if isinstance(stall, bool) or not isinstance(stall, (int, float)) or stall < 0:
+        raise ScenarioError(f"{source}: stall_seconds: expected a number >= 0, got {stall!r}")
+    pos_data = top.get("pos")
+    if not isinstance(pos_data, list):
+        raise ScenarioError(f"{source}: pos: expected a list of POs")
+    pos = []
+    for i, p in enumerate(pos_data):
+        w = f"{source}: pos[{i}]"
+        p = _keys(p, {"id", "supplier", "attachments", "requisition", "missing", "forbidden", "faults",
+                      "expected"}, w)
+        po_id = p.get("id")
+        if not isinstance(po_id, str) or not _ID_RE.match(po_id):
+            raise ScenarioError(f"{w}.id: expected letters, digits, '-' or '_' (the id in the URL), got {po_id!r}")
+        w = f"{source}: PO {po_id}"
+        supplier = p.get("supplier", "Demo Supplier")
+        if not isinstance(supplier, str) or not supplier.strip():
+            raise ScenarioError(f"{w}.supplier: expected a non-empty string")
+        req = None
+        if p.get("requisition") is not None:
+            r = _keys(p["requisition"], {"id", "attachments"}, f"{w}.requisition")
+            rid = r.get("id")
+            if not isinstance(rid, str) or not _ID_RE.match(rid):
+                raise ScenarioError(f"{w}.requisition.id: expected letters, digits, '-' or '_', got {rid!r}")
+            req = RequisitionSpec(rid, _attachments(r.get("attachments", []), f"{w}.requisition.attachments"))
+        flags = {}
+        for flag in ("missing", "forbidden"):
+            flags[flag] = p.get(flag, False)
+            if not isinstance(flags[flag], bool):
+                raise ScenarioError(f"{w}.{flag}: expected true or false")
+        faults = _keys(p.get("faults", {}), {"page"}, f"{w}.faults")
+        expected = None
+        if p.get("expected") is not None:
+            e = _keys(p["expected"], {"status", "reason"}, f"{w}.expected")
+            if e.get("status") not in Status.__members__:
+                raise ScenarioError(f"{w}.expected.status: expected one of {list(Status.__members__)}")
+            if not isinstance(e.get("reason", ""), str):
+                raise ScenarioError(f"{w}.expected.reason: expected a string")
+            expected = (e["status"], e.get("reason", ""))
+        pos.append(PoSpec(
+            id=po_id, supplier=supplier, attachments=_attachments(p.get("attachments", []), f"{w}.attachments"),
+            requisition=req, missing=flags["missing"], forbidden=flags["forbidden"],
+            page_faults=_faults(faults.get("page", []), PAGE_FAULTS, f"{w}.faults.page"), expected=expected,
+        ))
+    return Scenario(
+        seed=_int(top.get("seed", 0), f"{source}: seed"),
+        pos=tuple(pos),
+        latency=LatencySpec(_range(latency.get("page_ms", 0), f"{source}: latency.page_ms"),
+                            _range(latency.get("attachment_ms", 0), f"{source}: latency.attachment_ms")),
+        session=SessionOptions(None if expire is None else _int(expire, f"{source}: session.expire_after_requests", 1),
+                               rotate),
+        stall_seconds=float(stall),
+        client_max_attempts=_int(top.get("client_max_attempts", 3), f"{source}: client_max_attempts", 1),
+        name=str(top.get("name", "")),
+        description=str(top.get("description", "")),
+    )
+
+
+def _validate(s: Scenario) -> None:
+    """Checks that hold however a Scenario was built (from JSON or in code)."""
+    seen: set[str] = set()
+    reqs: set[str] = set()
+    for po in s.pos:
+        if po.id in seen:
+            raise ScenarioError(f"PO {po.id} appears twice in the scenario")
+        seen.add(po.id)
+        if po.missing and po.forbidden:
+            raise ScenarioError(f"PO {po.id}: missing and forbidden at once; pick one")
+        if po.requisition:
+            if po.requisition.id in reqs:
+                raise ScenarioError(f"requisition {po.requisition.id} belongs to two POs; give each its own")
+            reqs.add(po.requisition.id)
+        for a in (*po.attachments, *(po.requisition.attachments if po.requisition else ())):
+            if a.kind not in KINDS:
+                raise ScenarioError(f"PO {po.id}: unknown attachment kind {a.kind!r}")
+            if any(f not in ATTACHMENT_FAULTS for f in a.faults):
+                raise ScenarioError(f"PO {po.id}: unknown attachment fault in {list(a.faults)}")
+        if any(f not in PAGE_FAULTS for f in po.page_faults):
+            raise ScenarioError(f"PO {po.id}: unknown page fault in {list(po.page_faults)}")
+    if s.client_max_attempts < 1:
+        raise ScenarioError("client_max_attempts must be at least 1")
+
+
+# -- generated scenarios for benchmarks -----------------------------------------------------------
+_GEN_SUPPLIERS = ("Acme Office Supplies", "Globex Corporation", "Nordic Parts AB", "Initech Services",
+                  "Müller & Söhne: GmbH")
+_GEN_DOCS = (("Invoice", "pdf"), ("Delivery note", "pdf"), ("Quote", "docx"), ("Price list", "xlsx"),
+             ("Order confirmation", "msg"), ("Supplier reply", "eml"), ("Certificate", "pdf"))
+
+
+def generate_scenario(count: int, seed: int, attachments_per_po: tuple[int, int] = (2, 3), page_ms: int = 400,
+                      attachment_ms: int = 150, size: tuple[int, int] = (20_000, 60_000)) -> Scenario:
+    """A fixed-latency, fault-free scenario of `count` POs (ids 200001...), every attachment kind mixed in."""
+    if count < 1:
+        raise ScenarioError("generate_scenario: count must be at least 1")
+    rng = random.Random(f"generate|{seed}")
+    pos = []
+    for n in range(count):
+        po_id = str(200001 + n)
+        atts = []
+        for i in range(rng.randint(*attachments_per_po)):
+            kind = rng.choice(KINDS)
+            stem, ext = rng.choice(_GEN_DOCS)
+            if kind == "inline_pdf":
+                ext = "pdf"
+            atts.append(AttachmentSpec(f"{stem} {po_id}-{i + 1}.{ext}", kind, rng.randint(*size)))
+        pos.append(PoSpec(id=po_id, supplier=_GEN_SUPPLIERS[n % len(_GEN_SUPPLIERS)], attachments=tuple(atts)))
+    return Scenario(seed=seed, pos=tuple(pos), latency=LatencySpec((page_ms, page_ms), (attachment_ms, attachment_ms)),
+                    name=f"generated-{count}-{seed}", description="fixed latency, no faults (benchmarks)")

@@ -1,0 +1,585 @@
+"""The demo portal's HTTP server: Coupa's page shapes on 127.0.0.1, driven by a seeded scenario.
+
+A real server (stdlib ThreadingHTTPServer) so clients meet real sockets: real latency, responses that
+stop half-way, connections dropped without an answer, stalls. It keeps score (page hits, complete
+downloads) so tests can check what a client really fetched. Every wait in a handler is a wait on the
+stop event, so stop() returns promptly even while a response is stalled.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+import secrets
+import socket
+import threading
+import time
+import unicodedata
+from collections import Counter
+from dataclasses import dataclass
+from http.cookies import CookieError, SimpleCookie
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, quote, unquote, urlsplit
+
+from core.demo_portal import pages
+from core.demo_portal.scenario import (
+    AttachmentEntry,
+    Scenario,
+    draw_ms,
+    load_scenario,
+    pick_fault,
+    sample_scenario_path,
+)
+
+log = logging.getLogger(__name__)
+
+SESSION_COOKIE = "_coupa_session"
+DEMO_PASSWORD = "demo"
+SESSION_MAX_AGE = 86400  # persistent: Chromium writes it to the profile's Cookies file
+CHUNK = 16 * 1024
+_PO_RE = re.compile(r"^/order_headers/([^/]+)/?$")
+_REQ_RE = re.compile(r"^/requisition_headers/([^/]+)/?$")
+_FILE_RE = re.compile(r"^/attachment_files/([^/]+)/?$")
+_ATT_RE = re.compile(r"^/attachments/([^/]+)/(raw|popup|inline)(?:/.*)?$")
+_OPEN_PATHS = ("/sessions/new", "/sessions", "/favicon.ico")
+_CONTENT_TYPES = {
+    "pdf": "application/pdf",
+    "docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    "msg": "application/vnd.ms-outlook",
+    "eml": "message/rfc822",
+}
+
+
+def content_disposition(name: str) -> str:
+    """RFC 6266: an ASCII fallback plus the exact UTF-8 name; the name is served as given, unsanitised."""
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
+    ascii_name = re.sub(r'["\\\x00-\x1f\x7f]', "_", ascii_name) or "download"
+    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name, safe='')}"
+
+
+def content_type(name: str) -> str:
+    ext = name.rsplit(".", 1)[-1].lower() if "." in name else ""
+    return _CONTENT_TYPES.get(ext, "application/octet-stream")
+
+
+@dataclass
+class _Session:
+    email: str
+    requests: int = 0
+    created: float = 0.0
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    portal: "DemoPortal"
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        log.debug("demo portal: error while serving %s", client_address, exc_info=True)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "DemoCoupa/1.0"
+    timeout = 120  # an idle keep-alive connection is closed after this
+    server: _Server
+
+    # -- plumbing ---------------------------------------------------------------------------------
+    @property
+    def portal(self) -> "DemoPortal":
+        return self.server.portal
+
+    def setup(self) -> None:
+        super().setup()
+        self.portal._track(self.connection)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        except OSError:
+            pass
+        finally:
+            self.portal._untrack(self.connection)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        log.debug("demo portal %s: %s", self.address_string(), format % args)
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def _pause(self, seconds: float) -> bool:
+        """Sleep unless the portal is stopping; False means: stop now and close the connection."""
+        if seconds > 0:
+            stopped = self.portal._stopping.wait(seconds)
+        else:
+            stopped = self.portal._stopping.is_set()
+        if stopped:
+            self.close_connection = True
+        return not stopped
+
+    def _stall(self) -> bool:
+        """Hold the response for stall_seconds (or until stop()); counted so tests can wait for it."""
+        portal = self.portal
+        with portal._lock:
+            portal._stalls_in_flight += 1
+        try:
+            return self._pause(portal.scenario.stall_seconds)
+        finally:
+            with portal._lock:
+                portal._stalls_in_flight -= 1
+
+    def _abort(self) -> None:
+        """Close the connection without (the rest of) a response."""
+        self.close_connection = True
+        try:
+            self.wfile.flush()
+        except OSError:
+            pass
+
+    def _start(self, status: int, headers: dict[str, str]) -> None:
+        self.send_response(status)
+        for k, v in headers.items():
+            self.send_header(k, v)
+        self.send_header("Cache-Control", "no-store")  # every request must reach the portal's counters
+        if self._rotate_from:
+            new = self.portal._rotate(self._rotate_from)
+            self._rotate_from = None
+            if new:
+                self.send_header("Set-Cookie", _cookie(new))
+        self.end_headers()
+
+    def _send(self, status: int, body: bytes | str, ctype: str = "text/html; charset=utf-8",
+              headers: dict[str, str] | None = None) -> None:
+        data = body.encode("utf-8") if isinstance(body, str) else body
+        self._start(status, {"Content-Type": ctype, "Content-Length": str(len(data)), **(headers or {})})
+        self.wfile.write(data)
+
+    def _redirect(self, location: str, headers: dict[str, str] | None = None) -> None:
+        self._start(302, {"Location": location, "Content-Length": "0", **(headers or {})})
+
+    def _body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length > 0 else b""
+
+    # -- routing ----------------------------------------------------------------------------------
+    def _dispatch(self, method: str) -> None:
+        self._rotate_from: str | None = None
+        url = urlsplit(self.path)
+        path = url.path
+        try:
+            if path == "/favicon.ico":
+                return self._send(204, b"", "image/x-icon")
+            if path.startswith("/__demo__/"):
+                return self._demo_api(method, path)
+            if path == "/sessions/new":
+                return self._send(200, pages.login_page(_safe_return_to(parse_qs(url.query).get("return_to", [""])[0])))
+            if path == "/sessions":
+                if method == "POST":
+                    return self._login()
+                return self._redirect("/sessions/new")
+            if not self._authenticate():
+                self._body()
+                target = path + (f"?{url.query}" if url.query else "")
+                return self._redirect("/sessions/new?return_to=" + quote(target, safe=""))
+            if method != "GET":
+                self._body()
+                return self._send(404, pages.not_found_page())
+            if path == "/":
+                return self._send(200, pages.home_page(self.portal.scenario.pos))
+            if m := _PO_RE.match(path):
+                return self._po_page(unquote(m.group(1)), path)
+            if m := _REQ_RE.match(path):
+                return self._requisition_page(unquote(m.group(1)), path)
+            if m := _FILE_RE.match(path):
+                return self._attachment(m.group(1), path, inline=False)
+            if m := _ATT_RE.match(path):
+                token, what = m.group(1), m.group(2)
+                if what == "popup":
+                    return self._popup(token, path)
+                return self._attachment(token, path, inline=(what == "inline"))
+            return self._send(404, pages.not_found_page())
+        except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
+            self.close_connection = True  # the client went away: normal for a cancelled download
+
+    # -- login and sessions -----------------------------------------------------------------------
+    def _login(self) -> None:
+        form = parse_qs(self._body().decode("utf-8", "replace"))
+        email = form.get("user[login]", [""])[0].strip()
+        password = form.get("user[password]", [""])[0]
+        return_to = _safe_return_to(form.get("return_to", [""])[0])
+        if not email or password != DEMO_PASSWORD:
+            return self._send(200, pages.login_page(return_to, "Invalid email or password"))
+        token = self.portal._new_session(email)
+        log.info("demo portal: %s signed in", email)
+        self._redirect(return_to or "/", {"Set-Cookie": _cookie(token)})
+
+    def _authenticate(self) -> bool:
+        token = ""
+        try:
+            morsel = SimpleCookie(self.headers.get("Cookie", "")).get(SESSION_COOKIE)
+            token = morsel.value if morsel else ""
+        except CookieError:
+            pass
+        if not token or not self.portal._use_session(token):
+            return False
+        if self.portal.scenario.session.rotate_token:
+            self._rotate_from = token  # committed when the response starts: a dropped answer keeps the old one
+        return True
+
+    # -- pages ------------------------------------------------------------------------------------
+    def _po_page(self, po_id: str, path: str) -> None:
+        portal = self.portal
+        po = portal.scenario.po(po_id)
+        with portal._lock:
+            portal._page_hits[po_id] += 1
+            fault = pick_fault(po.page_faults, portal._page_fault_n[po_id]) if po else "ok"
+            portal._page_fault_n[po_id] += 1
+        if not self._pause(portal._latency("page", path)):
+            return
+        if fault == "drop":
+            return self._abort()
+        if fault == "http500":
+            return self._send(500, pages.server_error_page())
+        if fault == "stall" and not self._stall():
+            return
+        if po is None or po.missing:
+            return self._send(404, pages.not_found_page())
+        if po.forbidden:
+            return self._send(403, pages.not_authorized_page())
+        rid = po.requisition.id if po.requisition else None
+        html = pages.document_page(f"Purchase Order #{po.id} | Coupa", f"Purchase Order #{po.id}", "po-title",
+                                   po.supplier, portal.scenario.entries(po.id, "po"), rid)
+        self._send(200, html)
+
+    def _requisition_page(self, rid: str, path: str) -> None:
+        portal = self.portal
+        with portal._lock:
+            portal._requisition_hits[rid] += 1
+        if not self._pause(portal._latency("page", path)):
+            return
+        found = portal.scenario.requisition(rid)
+        if not found:
+            return self._send(404, pages.not_found_page())
+        po, req = found
+        html = pages.document_page(f"Requisition #{req.id} | Coupa", f"Requisition #{req.id}", "requisition-title",
+                                   po.supplier, portal.scenario.entries(po.id, "requisition"), None)
+        self._send(200, html)
+
+    def _popup(self, token: str, path: str) -> None:
+        entry = self.portal.scenario.entry_by_token(token)
+        if not self._pause(self.portal._latency("page", path)):
+            return
+        if entry is None:
+            return self._send(404, pages.not_found_page())
+        self._send(200, pages.popup_page(entry.file_url))
+
+    def _attachment(self, token: str, path: str, inline: bool) -> None:
+        portal = self.portal
+        entry: AttachmentEntry | None = portal.scenario.entry_by_token(token)
+        if entry is None:
+            return self._send(404, pages.not_found_page())
+        with portal._lock:
+            fault = pick_fault(entry.spec.faults, portal._attachment_fault_n[token])
+            portal._attachment_fault_n[token] += 1
+            portal._attachment_requests[entry.counter_key] += 1
+        latency = portal._latency("attachment", path)
+        if not self._pause(latency / 2):  # half before the first byte, half spread over the chunks
+            return
+        if fault == "http500":
+            return self._send(500, pages.server_error_page())
+        data = portal.scenario.file_bytes(entry)
+        headers = {"Content-Type": content_type(entry.spec.name), "Content-Length": str(len(data))}
+        if not inline:
+            headers["Content-Disposition"] = content_disposition(entry.spec.name)
+        self._start(200, headers)
+        complete = fault not in ("drop_mid", "stall_mid")
+        limit = len(data) if complete else len(data) // 2
+        offsets = range(0, limit, CHUNK)
+        for off in offsets:
+            if not self._pause(latency / 2 / len(offsets)):
+                return
+            last = complete and off + CHUNK >= limit
+            if last:
+                # Counted before the last bytes go out, so a client that holds the whole file always
+                # finds it counted; taken back if the client is gone before they are sent.
+                self._count_download(entry, +1)
+            try:
+                self.wfile.write(data[off:min(off + CHUNK, limit)])
+                self.wfile.flush()
+            except OSError:
+                if last:
+                    self._count_download(entry, -1)
+                raise
+        if fault == "drop_mid":
+            return self._abort()
+        if fault == "stall_mid":
+            self._stall()
+            return self._abort()
+
+    def _count_download(self, entry: AttachmentEntry, delta: int) -> None:
+        with self.portal._lock:
+            counts = self.portal._download_counts
+            counts[entry.counter_key] += delta
+            if counts[entry.counter_key] <= 0:
+                del counts[entry.counter_key]
+
+    # -- test helpers -----------------------------------------------------------------------------
+    def _demo_api(self, method: str, path: str) -> None:
+        if method == "POST":
+            self._body()
+        if path == "/__demo__/state" and method == "GET":
+            return self._send(200, json.dumps(self.portal.state(), ensure_ascii=False), "application/json")
+        if path == "/__demo__/reset" and method == "POST":
+            self.portal.reset()
+            return self._send(200, json.dumps({"ok": True}), "application/json")
+        self._send(404, json.dumps({"error": "unknown demo endpoint"}), "application/json")
+
+
+def _cookie(token: str) -> str:
+    return f"{SESSION_COOKIE}={token}; Path=/; Max-Age={SESSION_MAX_AGE}; HttpOnly; SameSite=Lax"
+
+
+def _safe_return_to(value: str) -> str:
+    """Only a path on this portal: never an open redirect to another host."""
+    if value.startswith("/") and not value.startswith("//") and not value.startswith("/\\"):
+        return value
+    return "/"
+
+
+class DemoPortal:
+    """The demo portal: start() it (or use it as a context manager), point a client at base_url."""
+
+    def __init__(self, scenario: Scenario | str | Path | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
+        if scenario is None:
+            scenario = load_scenario(sample_scenario_path())
+        elif not isinstance(scenario, Scenario):
+            scenario = load_scenario(scenario)
+        self.scenario: Scenario = scenario
+        self.host = host
+        self._port = port
+        self._httpd: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self._serving = False
+        self._stopping = threading.Event()
+        self._life = threading.Lock()
+        self._lock = threading.Lock()
+        self._sessions: dict[str, _Session] = {}
+        self._connections: dict[socket.socket, threading.Thread] = {}
+        self._stalls_in_flight = 0
+        self._reset_counters()
+
+    # -- life cycle -------------------------------------------------------------------------------
+    def _bind(self) -> _Server:
+        with self._life:
+            if self._httpd is None:
+                if self._stopping.is_set():
+                    raise RuntimeError("this DemoPortal was stopped; create a new one")
+                httpd = _Server((self.host, self._port), _Handler)
+                httpd.portal = self
+                self._httpd = httpd
+                log.debug("demo portal bound to %s", self.base_url)
+            return self._httpd
+
+    def start(self) -> "DemoPortal":
+        """Serve in a daemon thread; returns self so `with DemoPortal().start() as p:` reads naturally."""
+        if self._stopping.is_set():
+            raise RuntimeError("this DemoPortal was stopped; create a new one")
+        httpd = self._bind()
+        with self._life:
+            if self._thread is None:
+                self._serving = True
+                self._thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                                name=f"demo-portal-{httpd.server_address[1]}", daemon=True)
+                self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        """Serve in the calling thread until stop() (from another thread) or Ctrl+C."""
+        httpd = self._bind()
+        with self._life:
+            if self._thread is not None or self._serving:
+                raise RuntimeError("the demo portal is already serving")
+            self._serving = True
+        try:
+            httpd.serve_forever(poll_interval=0.05)
+        finally:
+            self.stop()
+
+    def stop(self) -> None:
+        """Shut down, close every socket, join the threads. Idempotent; stalled responses do not block it."""
+        with self._life:
+            if self._stopping.is_set():
+                return
+            self._stopping.set()  # wakes every latency, stall and mid-response pause
+            httpd = self._httpd
+        if httpd is None:
+            return
+        if self._serving:
+            httpd.shutdown()  # returns once the accept loop has left
+        httpd.server_close()
+        with self._lock:
+            conns = dict(self._connections)
+        for conn in conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)  # wakes handlers blocked reading the next keep-alive request
+            except OSError:
+                pass
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+        deadline = time.monotonic() + 5
+        for t in conns.values():
+            if t is not threading.current_thread():
+                t.join(timeout=max(0.0, deadline - time.monotonic()))
+        log.debug("demo portal at %s stopped", self.base_url)
+
+    def __enter__(self) -> "DemoPortal":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    # -- addresses --------------------------------------------------------------------------------
+    @property
+    def port(self) -> int:
+        if self._httpd is None:
+            raise RuntimeError("the demo portal has no port before start()")
+        return int(self._httpd.server_address[1])
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def po_url(self, po_id: str) -> str:
+        """The PO page's URL; accepts 'PO100001' / 'pm 100001' forms too, as the portal's clients do."""
+        po_id = re.sub(r"^\s*(?:PO|PM)[\s#:_-]*", "", str(po_id), flags=re.IGNORECASE).strip()
+        return f"{self.base_url}/order_headers/{quote(po_id, safe='')}"
+
+    # -- the truth and the score ------------------------------------------------------------------
+    def expected_outcomes(self) -> dict[str, tuple[str, str]]:
+        return self.scenario.expected_outcomes()
+
+    def expected_files(self, po_id: str) -> dict[str, bytes]:
+        return self.scenario.expected_files(po_id)
+
+    def download_counts(self) -> dict[str, int]:
+        """'<po_id>/<name>' -> complete successful attachment responses (a repeated name gets ' (1)')."""
+        with self._lock:
+            return dict(self._download_counts)
+
+    def attachment_requests(self) -> dict[str, int]:
+        """'<po_id>/<name>' -> every request for the file, failed and incomplete ones included."""
+        with self._lock:
+            return dict(self._attachment_requests)
+
+    def page_hits(self, po_id: str) -> int:
+        with self._lock:
+            return self._page_hits.get(po_id, 0)
+
+    def stalls_in_flight(self) -> int:
+        """Responses being held by a stall fault right now."""
+        with self._lock:
+            return self._stalls_in_flight
+
+    def requisition_hits(self, rid: str) -> int:
+        with self._lock:
+            return self._requisition_hits.get(rid, 0)
+
+    def state(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "download_counts": dict(self._download_counts),
+                "attachment_requests": dict(self._attachment_requests),
+                "page_hits": dict(self._page_hits),
+                "requisition_hits": dict(self._requisition_hits),
+                "sessions": [{"email": s.email, "requests": s.requests} for s in self._sessions.values()],
+                "stalls_in_flight": self._stalls_in_flight,
+            }
+
+    def reset(self) -> None:
+        """Forget counters and fault positions (sessions stay): the scenario starts over."""
+        with self._lock:
+            self._reset_counters()
+
+    def _reset_counters(self) -> None:
+        self._download_counts: Counter[str] = Counter()
+        self._attachment_requests: Counter[str] = Counter()
+        self._page_hits: Counter[str] = Counter()
+        self._requisition_hits: Counter[str] = Counter()
+        self._page_fault_n: Counter[str] = Counter()
+        self._attachment_fault_n: Counter[str] = Counter()
+        self._path_hits: Counter[str] = Counter()
+
+    # -- used by the handler ----------------------------------------------------------------------
+    def _latency(self, what: str, path: str) -> float:
+        """Seconds to wait for this request, reproducible from (seed, path, hit count)."""
+        spec = self.scenario.latency.page_ms if what == "page" else self.scenario.latency.attachment_ms
+        with self._lock:
+            hit = self._path_hits[path]
+            self._path_hits[path] += 1
+        return draw_ms(spec, self.scenario.seed, path, hit) / 1000.0
+
+    def _new_session(self, email: str) -> str:
+        token = secrets.token_urlsafe(24)
+        with self._lock:
+            self._sessions[token] = _Session(email=email, created=time.time())
+        return token
+
+    def _use_session(self, token: str) -> bool:
+        """Count one authenticated request; False once the session is unknown or used up."""
+        limit = self.scenario.session.expire_after_requests
+        with self._lock:
+            s = self._sessions.get(token)
+            if s is None:
+                return False
+            if limit is not None and s.requests >= limit:
+                del self._sessions[token]
+                return False
+            s.requests += 1
+            return True
+
+    def _rotate(self, old: str) -> str | None:
+        """Move a session to a fresh token; the old one stops working at once."""
+        with self._lock:
+            s = self._sessions.pop(old, None)
+            if s is None:
+                return None
+            new = secrets.token_urlsafe(24)
+            self._sessions[new] = s
+            return new
+
+    def _track(self, conn: socket.socket) -> None:
+        with self._lock:
+            self._connections[conn] = threading.current_thread()
+        if self._stopping.is_set():  # accepted just as stop() looked: close it here instead
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def _untrack(self, conn: socket.socket) -> None:
+        with self._lock:
+            self._connections.pop(conn, None)
+
+
+def main(scenario: str | None = None, port: int = 8765, host: str = "127.0.0.1") -> None:
+    """Serve the demo portal until Ctrl+C (`pobatch demo-portal`, `python -m core.demo_portal`)."""
+    portal = DemoPortal(scenario, host=host, port=port)
+    try:
+        portal._bind()
+    except OSError as exc:
+        log.error("cannot listen on %s:%s (%s); pick another port with --port", host, port, exc.strerror or exc)
+        raise SystemExit(2) from None
+    log.info("Demo portal running at %s (scenario: %s, %d POs)", portal.base_url,
+             scenario or "bundled sample", len(portal.scenario.pos))
+    log.info("log in at %s/sessions/new with any e-mail and password '%s'", portal.base_url, DEMO_PASSWORD)
+    try:
+        portal.serve_forever()
+    except KeyboardInterrupt:
+        log.info("demo portal stopped")
+    finally:
+        portal.stop()
