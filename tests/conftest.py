@@ -13,46 +13,51 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 
 
-def our_browser_processes() -> list[psutil.Process]:
-    """Browsers/drivers started by this test session: descendants of this process, plus any
-    Chromium whose --user-data-dir lies under the system temp folder (orphans re-parented to init)."""
+def our_browser_processes(roots: list[str]) -> list[psutil.Process]:
+    """Browsers/drivers/workers of this test session: descendants of this process, plus Chromium
+    processes whose --user-data-dir lies under one of `roots` (orphans re-parented to init).
+    Other sessions' browsers are never counted (or killed)."""
     me = psutil.Process()
     procs = {p.pid: p for p in me.children(recursive=True)}
-    tmp = os.path.realpath(tempfile.gettempdir())
     for p in psutil.process_iter(["pid", "name", "cmdline"]):
         try:
             cmd = p.info["cmdline"] or []
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
         for arg in cmd:
-            if arg.startswith("--user-data-dir=") and os.path.realpath(arg.split("=", 1)[1]).startswith(tmp):
-                procs[p.pid] = p
+            if arg.startswith("--user-data-dir="):
+                path = os.path.realpath(arg.split("=", 1)[1])
+                if any(path.startswith(r) for r in roots):
+                    procs[p.pid] = p
     alive = []
     for p in procs.values():
         try:
-            if p.status() != psutil.STATUS_ZOMBIE and ("chrom" in p.name().lower() or "driver" in p.name().lower()
-                                                        or p.ppid() == me.pid):
+            cmdline = " ".join(p.cmdline())
+            # multiprocessing's resource tracker lives for the whole session by design
+            if p.status() != psutil.STATUS_ZOMBIE and "resource_tracker" not in cmdline:
                 alive.append(p)
         except psutil.NoSuchProcess:
             pass
     return alive
 
 
-def _wait_gone(deadline: float = 15.0) -> list[psutil.Process]:
+def _wait_gone(roots: list[str], deadline: float = 15.0) -> list[psutil.Process]:
     end = time.monotonic() + deadline
     while True:
-        left = our_browser_processes()
+        left = our_browser_processes(roots)
         if not left or time.monotonic() > end:
             return left
         time.sleep(0.1)
 
 
 @pytest.fixture(autouse=True)
-def no_leftovers(request, tmp_path):
+def no_leftovers(request, tmp_path_factory):
     """Fail a test that leaves a browser, a driver, a worker, or a temporary profile behind."""
     before_profiles = set(_profile_runs())
     yield
-    left = _wait_gone()
+    roots = [os.path.realpath(tmp_path_factory.getbasetemp()),
+             os.path.realpath(Path(tempfile.gettempdir()) / "pobatch-profiles")]
+    left = _wait_gone(roots)
     for p in left:  # clean up so one leak does not cascade into every later test
         try:
             p.kill()

@@ -1,0 +1,97 @@
+"""The PO handler a worker runs: one browser kept across tasks, the shared PO workflow per task.
+
+Sequential mode builds one in-process; parallel mode names `core.po_worker:make_handler` in a
+WorkerSpec and every spawned worker builds its own, on its own clone of the base profile.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from core.po_job import JobConfig, PoJob, PoTaskPayload
+from core.results import outcome_to_result
+from corelib.browser import BrowserSpec
+from corelib.browser_session import BrowserSession
+from corelib.tasks import Event, Task, TaskResult
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WorkerConfig:
+    """Picklable: what a worker process needs to build its handler."""
+
+    job: JobConfig
+    browser: BrowserSpec
+    base_profile: str
+    run_id: str
+    clone_profile: bool = True
+    profiles_root: str | None = None
+
+
+class PoHandler:
+    def __init__(self, session: BrowserSession, job: JobConfig, emit: Callable[[Event], None],
+                 worker_id: str, on_close: Callable[[], None] | None = None) -> None:
+        self.session = session
+        self.job = PoJob(session, job, emit=emit, worker_id=worker_id)
+        self.worker_id = worker_id
+        self._on_close = on_close
+
+    def run(self, task: Task) -> TaskResult:
+        payload = PoTaskPayload.from_dict(task.payload)
+        outcome = self.job.process(payload, prior_attempts=task.prior_attempts)
+        return outcome_to_result(outcome, self.worker_id)
+
+    def abort(self) -> None:
+        self.session.abort()
+
+    def close(self) -> None:
+        try:
+            self.session.close()
+        finally:
+            if self._on_close:
+                self._on_close()
+
+
+def incoming_dir(job: JobConfig, worker_id: str) -> Path:
+    """Each browser's own download folder, fixed for its life (Preferences route, see DESIGN.md)."""
+    return job.staging_root / f"incoming-{worker_id}"
+
+
+def make_handler(ctx: Any, config: dict[str, Any]) -> PoHandler:
+    """WorkerSpec factory: clone the base profile, note it for crash cleanup, start lazily."""
+    from corelib.profile_manager import ProfileManager
+
+    cfg: WorkerConfig = config["worker"]
+    manager = ProfileManager(cfg.base_profile, cfg.run_id, work_root=cfg.profiles_root)
+    clone = manager.clone(f"{ctx.worker_id}")
+    ctx.note(profile_dir=str(clone))
+    spec = dataclasses.replace(cfg.browser, user_data_dir=str(clone),
+                               download_dir=str(incoming_dir(cfg.job, ctx.worker_id)))
+    session = BrowserSession(spec)
+    handler = PoHandler(session, cfg.job, ctx.emit, ctx.worker_id, on_close=manager.cleanup)
+    # Start the browser now: a worker is ready when its browser is, and a start failure shows at once.
+    session.driver
+    return handler
+
+
+def sequential_handler(cfg: WorkerConfig, emit: Callable[[Event], None]) -> PoHandler:
+    """The in-process handler: the base profile itself when it is free, else a clone of it."""
+    from corelib.profile_manager import ProfileManager, profile_in_use_warning
+
+    cleanup: Callable[[], None] | None = None
+    profile = Path(cfg.base_profile)
+    warning = profile_in_use_warning(profile)
+    if warning or cfg.clone_profile:
+        if warning:
+            log.warning("%s Working on a copy of it instead.", warning)
+        manager = ProfileManager(profile, cfg.run_id, work_root=cfg.profiles_root)
+        clone = manager.clone("sequential")
+        profile = clone
+        cleanup = manager.cleanup
+    spec = dataclasses.replace(cfg.browser, user_data_dir=str(profile), download_dir=str(incoming_dir(cfg.job, "main")))
+    session = BrowserSession(spec)
+    return PoHandler(session, cfg.job, emit, "main", on_close=cleanup)

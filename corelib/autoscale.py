@@ -1,0 +1,25 @@
+"""How many browsers this PC can run at once, decided from what it has and what a browser costs."""
+from __future__ import annotations
+
+import os
+
+import psutil
+
+# Measured on the reference machine (DESIGN.md, BENCHMARKS.md): a headless worker's browser tree
+# takes about 300 MB PSS; past 2 per core the CPU, not the portal, limits throughput.
+WORKER_MB = 300
+WORKERS_PER_CPU = 2
+MAX_WORKERS = 8
+MEMORY_SHARE = 0.5  # leave half of what is free to the user's own programs
+
+
+def auto_workers(tasks: int, available_bytes: int | None = None, cpus: int | None = None) -> tuple[int, str]:
+    """Return (workers, one-line reasoning)."""
+    avail = available_bytes if available_bytes is not None else psutil.virtual_memory().available
+    cpus = cpus or psutil.cpu_count(logical=True) or os.cpu_count() or 1
+    by_memory = int(avail * MEMORY_SHARE // (WORKER_MB * 1024 * 1024))
+    by_cpu = cpus * WORKERS_PER_CPU
+    n = max(1, min(by_memory, by_cpu, MAX_WORKERS, max(1, tasks)))
+    why = (f"{avail / 2**30:.1f} GiB free allows {by_memory} at {WORKER_MB} MB each (half of free memory); "
+           f"{cpus} CPU(s) allow {by_cpu}; cap {MAX_WORKERS}; {tasks} PO(s)")
+    return n, why

@@ -1,0 +1,303 @@
+"""Browser factory: one place that knows how to start Edge, Chrome or Chromium reliably.
+
+Driver resolution is explicit and explained, step by step, because office PCs differ: an explicit
+path, a driver on PATH or next to the browser, webdriver-manager, then Selenium Manager. The last two
+need the internet; the first two must always work offline.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from corelib.errors import FatalError
+
+log = logging.getLogger(__name__)
+
+BROWSERS = ("edge", "chrome", "chromium")
+
+# Flags from DESIGN.md's traps: quiet, headless-safe, and no background fetches that stall first loads.
+BASE_ARGS = (
+    "--no-first-run",
+    "--no-default-browser-check",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--disable-features=Translate,MediaRouter,OptimizationHints",
+    "--password-store=basic",
+)
+HEADLESS_ARGS = ("--headless=new", "--disable-gpu")
+# The new-tab page looks up this host and ChromeDriver waits for the DNS failure (about 5 s).
+PORTAL_RESOLVER_RULES = "MAP start.duckduckgo.com ~NOTFOUND"
+# Local-only runs (tests, demo): nothing but loopback resolves.
+LOOPBACK_RESOLVER_RULES = "MAP * ~NOTFOUND , EXCLUDE 127.0.0.1"
+
+DOWNLOAD_PREFS = {
+    "download.prompt_for_download": False,
+    "download.directory_upgrade": True,
+    "plugins.always_open_pdf_externally": True,
+    "safebrowsing.enabled": False,
+    "profile.default_content_setting_values.automatic_downloads": 1,
+    "profile.default_content_settings.popups": 0,
+}
+
+
+@dataclass
+class BrowserSpec:
+    """Everything needed to start one browser; picklable so workers can receive it."""
+
+    browser: str = "chromium"  # edge | chrome | chromium
+    headless: bool = True
+    binary: str | None = None  # --browser-binary
+    driver: str | None = None  # --driver
+    user_data_dir: str | None = None
+    profile_directory: str | None = None  # e.g. "Default", "Profile 1"
+    download_dir: str | None = None
+    page_load_timeout: float = 60.0
+    local_only: bool = False  # resolve only loopback: tests and the demo
+    no_sandbox: bool = False  # needed when running as root (CI containers)
+    extra_args: tuple[str, ...] = ()
+    window_size: tuple[int, int] = (1366, 900)
+
+    def __post_init__(self) -> None:
+        if self.browser not in BROWSERS:
+            raise FatalError(
+                f"--browser: '{self.browser}' is not supported; expected one of {', '.join(BROWSERS)}",
+                reason="BAD_CONFIG",
+            )
+
+
+@dataclass
+class DriverResolution:
+    """Which driver executable will be used and why; `attempts` explains the steps that failed."""
+
+    path: str | None
+    how: str
+    attempts: list[str] = field(default_factory=list)
+
+
+def default_browser() -> str:
+    """Edge on Windows (it is what office PCs have and where SSO lives), Chromium elsewhere."""
+    return "edge" if sys.platform == "win32" else "chromium"
+
+
+def running_as_root() -> bool:
+    return hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+def _driver_name(browser: str) -> str:
+    base = "msedgedriver" if browser == "edge" else "chromedriver"
+    return base + (".exe" if sys.platform == "win32" else "")
+
+
+def browser_binary_candidates(browser: str) -> list[Path]:
+    """Where each browser is usually installed, most likely first."""
+    env = os.environ
+    out: list[Path] = []
+    if sys.platform == "win32":
+        roots = [env.get("PROGRAMFILES(X86)"), env.get("PROGRAMFILES"), env.get("LOCALAPPDATA")]
+        rel = {
+            "edge": r"Microsoft\Edge\Application\msedge.exe",
+            "chrome": r"Google\Chrome\Application\chrome.exe",
+            "chromium": r"Chromium\Application\chrome.exe",
+        }[browser]
+        out += [Path(r) / rel for r in roots if r]
+    elif sys.platform == "darwin":
+        app = {
+            "edge": "Microsoft Edge.app/Contents/MacOS/Microsoft Edge",
+            "chrome": "Google Chrome.app/Contents/MacOS/Google Chrome",
+            "chromium": "Chromium.app/Contents/MacOS/Chromium",
+        }[browser]
+        out.append(Path("/Applications") / app)
+    else:
+        names = {
+            "edge": ["microsoft-edge", "microsoft-edge-stable"],
+            "chrome": ["google-chrome", "google-chrome-stable"],
+            "chromium": ["chromium", "chromium-browser"],
+        }[browser]
+        if browser == "chromium":
+            # Debian's /usr/bin/chromium is a shell wrapper; the real binary starts faster.
+            out.append(Path("/usr/lib/chromium/chromium"))
+        for name in names:
+            found = shutil.which(name)
+            if found:
+                out.append(Path(found))
+    return out
+
+
+def resolve_browser_binary(spec: BrowserSpec) -> str | None:
+    """The browser executable, or None to let the driver find it itself."""
+    if spec.binary:
+        if not Path(spec.binary).is_file():
+            raise FatalError(
+                f"--browser-binary: '{spec.binary}' does not exist; expected the path of the "
+                f"{spec.browser} executable",
+                reason="BAD_CONFIG",
+            )
+        return spec.binary
+    for cand in browser_binary_candidates(spec.browser):
+        if cand.is_file():
+            return str(cand)
+    return None
+
+
+def resolve_driver(spec: BrowserSpec, binary: str | None = None) -> DriverResolution:
+    """Find a driver executable, trying each route in order and recording why a route failed."""
+    attempts: list[str] = []
+    name = _driver_name(spec.browser)
+    if spec.driver:
+        if Path(spec.driver).is_file():
+            return DriverResolution(spec.driver, "explicit --driver")
+        raise FatalError(
+            f"--driver: '{spec.driver}' does not exist; expected the path of {name}",
+            reason="BAD_CONFIG",
+        )
+    attempts.append("explicit path: no --driver given")
+
+    on_path = shutil.which(name)
+    if on_path:
+        return DriverResolution(on_path, "PATH", attempts)
+    beside = Path(binary).parent / name if binary else None
+    if beside and beside.is_file():
+        return DriverResolution(str(beside), "next to the browser", attempts)
+    attempts.append(f"PATH / next to the browser: no {name} found")
+
+    if os.environ.get("POBATCH_OFFLINE") != "1":
+        try:
+            path = _webdriver_manager_install(spec.browser)
+            return DriverResolution(path, "webdriver-manager", attempts)
+        except Exception as exc:  # network, proxy, unknown version: explain and move on
+            attempts.append(f"webdriver-manager: {type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}")
+    else:
+        attempts.append("webdriver-manager: skipped (POBATCH_OFFLINE=1)")
+    # Selenium Manager runs inside the Service when no path is given.
+    attempts.append("Selenium Manager: will be tried by Selenium itself")
+    return DriverResolution(None, "Selenium Manager", attempts)
+
+
+def _webdriver_manager_install(browser: str) -> str:
+    if browser == "edge":
+        from webdriver_manager.microsoft import EdgeChromiumDriverManager
+
+        return EdgeChromiumDriverManager().install()
+    from webdriver_manager.chrome import ChromeDriverManager
+    from webdriver_manager.core.os_manager import ChromeType
+
+    kind = ChromeType.CHROMIUM if browser == "chromium" else ChromeType.GOOGLE
+    return ChromeDriverManager(chrome_type=kind).install()
+
+
+def build_options(spec: BrowserSpec, binary: str | None):
+    """Chromium-family options with the flags and download preferences from DESIGN.md."""
+    from selenium import webdriver
+
+    opts = webdriver.EdgeOptions() if spec.browser == "edge" else webdriver.ChromeOptions()
+    if binary:
+        opts.binary_location = binary
+    args = list(BASE_ARGS)
+    if spec.headless:
+        args += HEADLESS_ARGS
+    if spec.no_sandbox or running_as_root():
+        args.append("--no-sandbox")
+    args.append(
+        "--host-resolver-rules="
+        + (LOOPBACK_RESOLVER_RULES if spec.local_only else PORTAL_RESOLVER_RULES)
+    )
+    if spec.user_data_dir:
+        args.append(f"--user-data-dir={os.path.abspath(spec.user_data_dir)}")
+    if spec.profile_directory:
+        args.append(f"--profile-directory={spec.profile_directory}")
+    w, h = spec.window_size
+    args.append(f"--window-size={w},{h}")
+    args += list(spec.extra_args)
+    for a in args:
+        opts.add_argument(a)
+    prefs = dict(DOWNLOAD_PREFS)
+    if spec.download_dir:
+        prefs["download.default_directory"] = os.path.abspath(spec.download_dir)
+    opts.add_experimental_option("prefs", prefs)
+    opts.add_experimental_option("excludeSwitches", ["enable-automation", "enable-logging"])
+    # Page loads are awaited by our own explicit readiness checks, with their own timeout.
+    opts.page_load_strategy = "normal"
+    return opts
+
+
+def start_browser(spec: BrowserSpec, temp_dir: str | None = None):
+    """Start one WebDriver session; a failure becomes one FatalError naming every route tried."""
+    from selenium import webdriver
+    from selenium.common.exceptions import WebDriverException
+
+    binary = resolve_browser_binary(spec)
+    resolution = resolve_driver(spec, binary)
+    opts = build_options(spec, binary)
+    service_cls = webdriver.EdgeService if spec.browser == "edge" else webdriver.ChromeService
+    # The driver and browser put scratch folders (scoped_dir*, the singleton socket) in TMPDIR and
+    # leave them behind even after a clean quit: give them a folder we own and remove.
+    env = dict(os.environ)
+    if temp_dir:
+        env.update(TMPDIR=temp_dir, TMP=temp_dir, TEMP=temp_dir)
+    service = service_cls(executable_path=resolution.path, env=env) if resolution.path else service_cls(env=env)
+    driver_cls = webdriver.Edge if spec.browser == "edge" else webdriver.Chrome
+    t0 = time.monotonic()
+    try:
+        driver = driver_cls(options=opts, service=service)
+    except WebDriverException as exc:
+        msg = (exc.msg or str(exc)).strip().splitlines()[0] if (exc.msg or str(exc)) else type(exc).__name__
+        hint = ""
+        if "exited" in msg or "user data directory is already in use" in msg:
+            hint = (
+                f" The profile {spec.user_data_dir} may be open in another browser window: close it, "
+                "or let pobatch work on a copy."
+            )
+        tried = "; ".join(resolution.attempts + [f"{resolution.how}: {resolution.path or 'auto'}"])
+        raise FatalError(
+            f"Could not start {spec.browser} ({binary or 'default install'}): {msg}.{hint} "
+            f"Driver routes tried: {tried}",
+            reason="BROWSER_START_FAILED",
+        ) from exc
+    log.debug(
+        "started %s via %s (%s) in %.2fs", spec.browser, resolution.how, resolution.path, time.monotonic() - t0
+    )
+    driver.set_page_load_timeout(spec.page_load_timeout)
+    return driver
+
+
+def set_download_dir(driver, path: str | os.PathLike) -> None:
+    """Switch where this browser saves downloads, without restarting it (DevTools).
+
+    Trap: in this mode a second download whose name already exists in the folder never arrives
+    (with the Preferences route it becomes "name (1)"), so keep the folder empty between downloads."""
+    driver.execute_cdp_cmd(
+        "Browser.setDownloadBehavior",
+        {"behavior": "allow", "downloadPath": os.path.abspath(path), "eventsEnabled": False},
+    )
+
+
+def browser_pid(driver) -> int | None:
+    """The main browser process id (child of the driver), for targeted cleanup."""
+    import psutil
+
+    try:
+        svc = driver.service.process
+        children = psutil.Process(svc.pid).children()
+        return children[0].pid if children else None
+    except Exception:
+        return None
+
+
+def quit_browser(driver, on_error: Callable[[BaseException], None] | None = None) -> None:
+    """Quit, tolerating a browser that is already gone."""
+    if driver is None:
+        return
+    try:
+        driver.quit()
+    except Exception as exc:  # a crashed browser cannot say goodbye; cleanup by profile dir follows
+        if on_error:
+            on_error(exc)
+        log.debug("quit failed: %s", exc)
