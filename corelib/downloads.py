@@ -126,6 +126,14 @@ class DownloadFolder:
                 on_poll()
             time.sleep(self.poll)
 
+    def clear(self) -> None:
+        """Empty the folder: what an earlier attempt left must not be taken for this one's file."""
+        for name in list(self._scan()):
+            try:
+                (self.path / name).unlink()
+            except OSError:
+                pass
+
     def clear_partials(self) -> None:
         """Remove leftovers of a failed download so the next try starts from a clean slate."""
         for name in list(self._scan()):
