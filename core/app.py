@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
+from urllib.parse import urlsplit
 
 from core.orders import OrdersError, OrdersFile, describe_problems, read_orders
 from core.po_job import WORK_DIR_NAME, JobConfig
@@ -106,10 +107,11 @@ class MainApp:
         self._recover(job)
         sweep_leftovers(opts.profiles_root)
         tasks, skipped = self._plan(orders)
+        # A portal on this machine (the demo) needs no name resolution at all: stop every lookup.
+        local_only = opts.local_only or urlsplit(base_url).hostname in ("127.0.0.1", "localhost", "::1")
         spec = BrowserSpec(browser=opts.browser, headless=opts.headless, binary=opts.browser_binary,
-                           driver=opts.driver, page_load_timeout=opts.page_timeout, local_only=opts.local_only)
+                           driver=opts.driver, page_load_timeout=opts.page_timeout, local_only=local_only)
         wcfg = WorkerConfig(job=job, browser=spec, base_profile=str(base_profile), run_id=self.run_id,
-                            clone_profile=opts.parallel,
                             profiles_root=str(opts.profiles_root) if opts.profiles_root else None)
         log.info("run %s: %d PO(s) to process, %d already completed, output %s", self.run_id, len(tasks),
                  skipped, out)

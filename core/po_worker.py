@@ -28,7 +28,6 @@ class WorkerConfig:
     browser: BrowserSpec
     base_profile: str
     run_id: str
-    clone_profile: bool = True
     profiles_root: str | None = None
 
 
@@ -79,19 +78,14 @@ def make_handler(ctx: Any, config: dict[str, Any]) -> PoHandler:
 
 
 def sequential_handler(cfg: WorkerConfig, emit: Callable[[Event], None]) -> PoHandler:
-    """The in-process handler: the base profile itself when it is free, else a clone of it."""
+    """The in-process handler. It works on a clone of the base profile, like a pool worker: a crash
+    then leaves nothing on the user's own profile, and the next run's sweep finds what it left."""
     from corelib.profile_manager import ProfileManager, profile_in_use_warning
 
-    cleanup: Callable[[], None] | None = None
-    profile = Path(cfg.base_profile)
-    warning = profile_in_use_warning(profile)
-    if warning or cfg.clone_profile:
-        if warning:
-            log.warning("%s Working on a copy of it instead.", warning)
-        manager = ProfileManager(profile, cfg.run_id, work_root=cfg.profiles_root)
-        clone = manager.clone("sequential")
-        profile = clone
-        cleanup = manager.cleanup
-    spec = dataclasses.replace(cfg.browser, user_data_dir=str(profile), download_dir=str(incoming_dir(cfg.job, "main")))
-    session = BrowserSession(spec)
-    return PoHandler(session, cfg.job, emit, "main", on_close=cleanup)
+    warning = profile_in_use_warning(cfg.base_profile)
+    if warning:
+        log.warning(warning)
+    manager = ProfileManager(cfg.base_profile, cfg.run_id, work_root=cfg.profiles_root)
+    clone = manager.clone("main")
+    spec = dataclasses.replace(cfg.browser, user_data_dir=str(clone), download_dir=str(incoming_dir(cfg.job, "main")))
+    return PoHandler(BrowserSession(spec), cfg.job, emit, "main", on_close=manager.cleanup)

@@ -101,7 +101,10 @@ class CloneInfo:
 
 
 def default_work_root() -> Path:
-    """Where runs keep their clones: the per-user temp folder (a private fallback on shared /tmp)."""
+    """Where runs keep their clones: POBATCH_PROFILES_ROOT, else the per-user temp folder (with a
+    private fallback on a shared /tmp)."""
+    if os.environ.get("POBATCH_PROFILES_ROOT"):
+        return Path(os.environ["POBATCH_PROFILES_ROOT"])
     root = Path(tempfile.gettempdir()) / "pobatch-profiles"
     if not _IS_WINDOWS and hasattr(os, "getuid"):
         try:
