@@ -206,13 +206,17 @@ class PoJob:
                     self._sleep(delay)
                     continue
                 if isinstance(exc, _Partial):
-                    parts = dict(exc.parts, reason=exc.parts.get("reason") or exc.reason)
-                    return self._publish_outcome(payload, Status.PARTIAL, parts, attempt, started, error=str(exc))
-                status = Status.TIMEOUT if reason in ("TIMEOUT", "DOWNLOAD_TIMEOUT") else Status.FAILED
+                    status, parts = Status.PARTIAL, dict(exc.parts, reason=exc.parts.get("reason") or exc.reason)
+                else:
+                    status = Status.TIMEOUT if reason in ("TIMEOUT", "DOWNLOAD_TIMEOUT") else Status.FAILED
+                    parts = {"reason": reason, "po_url": self._url(payload)}
                 message = str(exc).splitlines()[0][:500] if str(exc) else reason
-                # Every PO gets its folder, a failed one too, so the user sees it where they look.
-                return self._publish_outcome(payload, status, {"reason": reason, "po_url": self._url(payload)},
-                                             attempt, started, error=message)
+                try:
+                    # Every PO gets its folder, a failed one too, so the user sees it where they look.
+                    return self._publish_outcome(payload, status, parts, attempt, started, error=message)
+                except Exception as pub_exc:  # e.g. a path too long for Windows: still an answer
+                    return self._final(payload, Status.FAILED, "PUBLISH_FAILED", f"{message}; {pub_exc}",
+                                       attempt, started)
             finally:
                 self._cleanup_attempt(payload.po_number, attempt)
                 log.debug("PO %s attempt %d took %.2fs", payload.po_number, attempt, time.time() - t0)
