@@ -64,6 +64,7 @@ class BrowserSpec:
     no_sandbox: bool = False  # needed when running as root (CI containers)
     extra_args: tuple[str, ...] = ()
     window_size: tuple[int, int] = (1366, 900)
+    bidi: bool = False  # WebDriver BiDi (preload scripts reach popups too: the session recorder needs it)
 
     def __post_init__(self) -> None:
         if self.browser not in BROWSERS:
@@ -225,6 +226,10 @@ def build_options(spec: BrowserSpec, binary: str | None):
     opts.add_experimental_option("excludeSwitches", ["enable-automation", "enable-logging"])
     # Page loads are awaited by our own explicit readiness checks, with their own timeout.
     opts.page_load_strategy = "normal"
+    # The console log, for the artifacts of a failed attempt (driver.get_log("browser")).
+    opts.set_capability("ms:loggingPrefs" if spec.browser == "edge" else "goog:loggingPrefs", {"browser": "ALL"})
+    if spec.bidi:
+        opts.enable_bidi = True
     return opts
 
 
@@ -251,10 +256,16 @@ def start_browser(spec: BrowserSpec, temp_dir: str | None = None):
         msg = (exc.msg or str(exc)).strip().splitlines()[0] if (exc.msg or str(exc)) else type(exc).__name__
         hint = ""
         if "exited" in msg or "user data directory is already in use" in msg:
-            hint = (
-                f" The profile {spec.user_data_dir} may be open in another browser window: close it, "
-                "or let pobatch work on a copy."
-            )
+            if "already in use" in msg or _profile_in_use(spec.user_data_dir):
+                hint = (
+                    f" The profile {spec.user_data_dir} may be open in another browser window: close it, "
+                    "or let pobatch work on a copy."
+                )
+            else:  # nothing holds the profile: the browser itself would not run
+                hint = (
+                    f" The browser exited as it started: check that {binary or spec.browser} runs on its own "
+                    "(or point --browser-binary at a working one)."
+                )
         tried = "; ".join(resolution.attempts + [f"{resolution.how}: {resolution.path or 'auto'}"])
         raise FatalError(
             f"Could not start {spec.browser} ({binary or 'default install'}): {msg}.{hint} "
@@ -266,6 +277,18 @@ def start_browser(spec: BrowserSpec, temp_dir: str | None = None):
     )
     driver.set_page_load_timeout(spec.page_load_timeout)
     return driver
+
+
+def _profile_in_use(user_data_dir: str | None) -> bool:
+    """Whether another browser holds this profile: only then is "close your other window" the right advice."""
+    if not user_data_dir:
+        return False
+    from corelib.process_reaper import live_browsers_on
+
+    try:
+        return bool(live_browsers_on(user_data_dir))
+    except Exception:  # a diagnosis must never hide the start failure itself
+        return False
 
 
 def set_download_dir(driver, path: str | os.PathLike) -> None:
