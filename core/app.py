@@ -5,6 +5,7 @@ workers) -> results -> run store -> workbook. Only this module writes the run st
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -20,6 +21,8 @@ from core.orders import OrdersError, OrdersFile, describe_problems, read_orders
 from core.po_job import WORK_DIR_NAME, JobConfig
 from core.po_worker import WorkerConfig, sequential_handler
 from core.profiles import resolve_base_profile
+from core.recorder import is_recording, store_recording
+from core.report import ActivityLog, report_path, write_report
 from core.results import PoOutcome, outcome_from_data, outcome_from_result, outcome_to_result
 from core.sites import get_site
 from core.status import FINAL_STATUSES, Status
@@ -27,6 +30,7 @@ from core.workbook import write_results
 from corelib.browser import BrowserSpec, default_browser
 from corelib.downloads import sha256_file
 from corelib.errors import FatalError
+from corelib.grid import GridSpec
 from corelib.store import RunStore
 from corelib.tasks import Event, Task, TaskResult
 
@@ -58,9 +62,24 @@ class RunOptions:
     backoff_base: float = 1.0
     local_only: bool = False
     profiles_root: Path | None = None  # where temporary profile clones go (default: system temp)
+    grid: str | None = None  # Selenium Grid address: workers hold remote sessions there (implies the pool)
+    record: bool = False  # --record: an rrweb session recording of every PO attempt
+    strategy: str | None = None  # an opt-in EXPERIMENTAL strategy by name, e.g. "single-session"
+    windows: int = 3  # single-session: windows in the one browser
 
     def out_dir(self) -> Path:
         return Path(self.out) if self.out else self.orders.parent / f"{self.orders.stem}_downloads"
+
+    def mode(self) -> str:
+        if self.strategy:
+            return self.strategy
+        return "grid" if self.grid else "parallel" if self.parallel else "sequential"
+
+
+# Opt-in strategies still being proven (EXPERIMENTAL/README.md): resolved by name, only when asked for.
+EXPERIMENTAL_STRATEGIES = {"single-session": "EXPERIMENTAL.single_session:run_single_session"}
+# Page states only a signed-in browser sees (core.page_probes).
+SIGNED_IN_STATES = ("ready", "not_found", "not_authorized")
 
 
 @dataclass
@@ -73,6 +92,7 @@ class RunSummary:
     out_dir: Path
     message: str = ""
     skipped: int = 0
+    report_path: Path | None = None
 
 
 class MainApp:
@@ -81,6 +101,7 @@ class MainApp:
         self.view = view
         self.store: RunStore | None = None
         self.run_id = ""
+        self.activities: ActivityLog | None = None
 
     # -- the run ----------------------------------------------------------------------------------
     def run(self) -> RunSummary:
@@ -93,33 +114,53 @@ class MainApp:
                 f"--base-url: '{opts.base_url or ''}' is not a portal address; expected e.g. "
                 "https://yourcompany.coupahost.com", reason="BAD_CONFIG")
         out = opts.out_dir().resolve()
+        grid = GridSpec(opts.grid) if opts.grid else None  # FatalError for a malformed address, before any work
+        if opts.strategy and (opts.strategy not in EXPERIMENTAL_STRATEGIES or grid or opts.parallel):
+            raise FatalError(f"--strategy {opts.strategy}: expected one of {', '.join(EXPERIMENTAL_STRATEGIES)}, "
+                             "without --parallel or --grid", reason="BAD_CONFIG")
         base_profile = resolve_base_profile(opts.profile, opts.browser)
         self._problems(orders)
         out.mkdir(parents=True, exist_ok=True)
         work = out / WORK_DIR_NAME
         work.mkdir(exist_ok=True)
         self.store = RunStore(work / "runs.sqlite")
-        mode = "parallel" if opts.parallel else "sequential"
+        mode = opts.mode()
         self.run_id = self.store.begin_run(mode, {"orders": str(opts.orders), "site": opts.site, "base_url": base_url})
+        self.activities = ActivityLog.into_store(self.store, self.run_id)
         job = JobConfig(site=site.name, base_url=base_url, out_dir=str(out), page_timeout=opts.page_timeout,
                         download_timeout=opts.download_timeout, stall_timeout=opts.stall_timeout,
-                        max_attempts=opts.max_attempts, backoff_base=opts.backoff_base, po_timeout=opts.po_timeout)
-        self._recover(job)
+                        max_attempts=opts.max_attempts, backoff_base=opts.backoff_base, po_timeout=opts.po_timeout,
+                        run_id=self.run_id, record=opts.record)
+        # First the leftovers of runs that died (their orphaned workers may still be writing), then
+        # what they left in this output folder.
         sweep_leftovers(opts.profiles_root)
+        self._recover(job)
         tasks, skipped = self._plan(orders)
         # A portal on this machine (the demo) needs no name resolution at all: stop every lookup.
         local_only = opts.local_only or urlsplit(base_url).hostname in ("127.0.0.1", "localhost", "::1")
         spec = BrowserSpec(browser=opts.browser, headless=opts.headless, binary=opts.browser_binary,
-                           driver=opts.driver, page_load_timeout=opts.page_timeout, local_only=local_only)
+                           driver=opts.driver, page_load_timeout=opts.page_timeout, local_only=local_only,
+                           bidi=opts.record)
         wcfg = WorkerConfig(job=job, browser=spec, base_profile=str(base_profile), run_id=self.run_id,
                             profiles_root=str(opts.profiles_root) if opts.profiles_root else None)
         log.info("run %s: %d PO(s) to process, %d already completed, output %s", self.run_id, len(tasks),
                  skipped, out)
         exit_code, message = EXIT_OK, ""
+        stream: Iterator[TaskResult | Event] | None = None
         if self.view:
             self.view.start(self.run_id, len(tasks), skipped, mode)
         try:
-            if opts.parallel:
+            if grid:
+                from core.grid_login import read_portal_cookies
+
+                cookies = read_portal_cookies(base_profile, base_url, spec, self.run_id,
+                                              opts.profiles_root) if tasks else []
+                wcfg = dataclasses.replace(wcfg, grid=grid, cookies=tuple(cookies))
+            if opts.strategy:
+                from corelib.worker_pool import resolve_factory
+
+                stream = resolve_factory(EXPERIMENTAL_STRATEGIES[opts.strategy])(wcfg, tasks, opts.windows)
+            elif opts.parallel or grid:
                 from core.parallel import run_parallel
 
                 stream = run_parallel(wcfg, tasks, opts.workers)
@@ -128,8 +169,11 @@ class MainApp:
             exit_code, message = self._consume(stream)
         except KeyboardInterrupt:
             exit_code, message = EXIT_INTERRUPTED, "Stopped by the user; run the same command again to finish."
+            if stream is not None:
+                stream.close()  # Ctrl+C outside the stream: its workers stop now, not after the report
         finally:
-            self._mark_unfinished(tasks)
+            self._mark_unfinished(tasks, exit_code)
+            self.activities.close_all()
             self.store.finish_run(self.run_id, {EXIT_OK: "DONE", EXIT_INCOMPLETE: "DONE"}.get(exit_code, "STOPPED"))
         summary = self._finish(orders, out, exit_code, message, skipped)
         return summary
@@ -194,22 +238,38 @@ class MainApp:
     def _consume(self, stream: Iterable[TaskResult | Event]) -> tuple[int, str]:
         """Write every result and event to the store; stop the stream when a login is needed."""
         assert self.store is not None
+        watch = _SignInWatch(one_session_possible=self.opts.parallel and not self.opts.grid and self.opts.workers != 1)
         for item in stream:
+            watch.observe(item)
             if isinstance(item, Event):
+                if is_recording(item):  # a session recording has its own table, not the timeline
+                    self._store_recording(item)
+                    continue
                 self.store.record_events(self.run_id, [item])
+                if self.activities:
+                    self.activities.observe(item)
                 if item.action == "attempt_start":
                     self.store.mark_status(self.run_id, item.task_key, Status.RUNNING.value,
                                            worker_id=item.worker_id, started=item.ts)
                 if self.view:
                     self.view.event(item)
-                continue
-            self._record(item)
-            if item.status == Status.LOGIN_REQUIRED.value:
+            else:
+                # One "sign in" answer on screen, however many workers meet the sign-in page.
+                self._record(item, notify=item is watch.login or item.status != Status.LOGIN_REQUIRED.value)
+            if watch.login is not None and watch.verdict() is not None:
                 close = getattr(stream, "close", None)
                 if close:
                     close()
-                return EXIT_LOGIN, item.error
+                return EXIT_LOGIN, watch.message()
+        if watch.login is not None:
+            return EXIT_LOGIN, watch.message()
         return EXIT_OK, ""
+
+    def _store_recording(self, event: Event) -> None:
+        try:
+            store_recording(self.store, self.run_id, event)
+        except Exception as exc:  # a damaged recording must not stop the run
+            log.warning("recording of PO %s attempt %d not stored: %s", event.task_key, event.attempt, exc)
 
     def _record(self, result: TaskResult, notify: bool = True) -> None:
         assert self.store is not None
@@ -227,13 +287,16 @@ class MainApp:
         if self.view and notify:
             self.view.task_done(result.worker_id, outcome)
 
-    def _mark_unfinished(self, tasks: list[Task]) -> None:
+    def _mark_unfinished(self, tasks: list[Task], exit_code: int = EXIT_INTERRUPTED) -> None:
         if self.store is None:
             return
         keys = [t.key for t in tasks]
         running = self.store.keys_with_status([Status.RUNNING.value]) & set(keys)
+        # A PO cut short by a login pause waits for the next run like the rest: not one answer per worker.
+        status, reason = ((Status.PENDING.value, "LOGIN_REQUIRED") if exit_code == EXIT_LOGIN
+                          else (Status.INTERRUPTED.value, "RUN_STOPPED"))
         for key in running:
-            self.store.mark_status(self.run_id, key, Status.INTERRUPTED.value, reason="RUN_STOPPED")
+            self.store.mark_status(self.run_id, key, status, reason=reason)
 
     def _finish(self, orders: OrdersFile, out: Path, exit_code: int, message: str, skipped: int) -> RunSummary:
         assert self.store is not None
@@ -254,16 +317,81 @@ class MainApp:
             exit_code = EXIT_INCOMPLETE
         if exit_code == EXIT_OK and len(outcomes) < len(orders.tasks):
             exit_code = EXIT_INCOMPLETE
+        report = self._write_report(out, orders)
         results_path = write_results(
-            out / f"{orders.path.stem}_results.xlsx", orders, outcomes,
+            out / f"{orders.path.stem}_results.xlsx", orders, outcomes, report_link=str(report) if report else None,
             run_info={"run id": self.run_id, "orders file": str(orders.path), "output folder": str(out),
-                      "mode": "parallel" if self.opts.parallel else "sequential", "site": self.opts.site,
+                      "mode": self.opts.mode(),
+                      "site": self.opts.site,
                       "finished": time.strftime("%Y-%m-%d %H:%M:%S"), "skipped (already completed)": skipped})
         self.store.close()
-        summary = RunSummary(self.run_id, exit_code, counts, outcomes, results_path, out, message, skipped)
+        summary = RunSummary(self.run_id, exit_code, counts, outcomes, results_path, out, message, skipped,
+                             report_path=report)
         if self.view:
             self.view.finish(summary)
         return summary
+
+
+    def _write_report(self, out: Path, orders: OrdersFile) -> Path | None:
+        """The HTML run report; a report that cannot be written costs a warning, never the run."""
+        assert self.store is not None
+        try:
+            return write_report(self.store, self.run_id, out, report_path(out, orders.path))
+        except Exception as exc:
+            log.warning("the run report could not be written: %s", exc)
+            return None
+
+
+class _SignInWatch:
+    """At a sign-in page in parallel mode: is the profile signed out, or does the portal allow one live
+    session per user? Profile clones share one session cookie; a portal that rotates its token on every
+    response (or keeps one session per user) signs every worker but one out as soon as one works.
+
+    So when the first LOGIN_REQUIRED comes, wait for either a signed-in page (from any worker: the
+    sign-in worked in this run, then was lost) or a sign-in page from every worker that has started,
+    at most `grace` seconds; then stop with one message, which names the single-session strategy
+    when the sign-in had worked. Elsewhere the first LOGIN_REQUIRED decides at once, as before."""
+
+    def __init__(self, one_session_possible: bool, grace: float = 30.0) -> None:
+        self.enabled = one_session_possible
+        self.grace = grace
+        self.login: TaskResult | None = None
+        self.signed_in = False
+        self._started: set[str] = set()
+        self._logged_out: set[str] = set()
+        self._deadline = 0.0
+
+    def observe(self, item: TaskResult | Event) -> None:
+        if isinstance(item, Event):
+            if item.action == "attempt_start":
+                self._started.add(item.worker_id)
+            elif item.action == "open" and item.outcome in SIGNED_IN_STATES:
+                self.signed_in = True
+            return
+        if item.status == Status.LOGIN_REQUIRED.value:
+            self._logged_out.add(item.worker_id)
+            if self.login is None:
+                self.login, self._deadline = item, time.monotonic() + self.grace
+
+    def verdict(self) -> str | None:
+        """None while it is worth waiting; else "one_session" or "signed_out"."""
+        if not self.enabled:
+            return "signed_out"
+        if self.signed_in:
+            return "one_session"
+        if self._started <= self._logged_out or time.monotonic() > self._deadline:
+            return "signed_out"
+        return None
+
+    def message(self) -> str:
+        assert self.login is not None
+        if self.enabled and self.signed_in:
+            return ("The portal signed pobatch out in the middle of the run, while parallel workers were using "
+                    "copies of one sign-in: it probably allows one live session per user (for example it renews "
+                    "the session token on every page). Sign in again in your own browser, then run the same "
+                    "command with --strategy single-session --windows 3 instead of --parallel: one browser, one "
+                    "session, several windows. Finished POs are kept.")
+        return self.login.error
 
 
 def _folder_matches(folder: Path, outcome: PoOutcome) -> bool:

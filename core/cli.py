@@ -14,6 +14,11 @@ from corelib.errors import FatalError
 log = logging.getLogger("pobatch")
 
 EXIT_BAD_INPUT, EXIT_LOGIN, EXIT_INTERRUPTED = 2, 3, 130
+STRATEGY_HELP = ("parallel: several browsers (the same as --parallel). single-session (EXPERIMENTAL): one browser, "
+                 "one sign-in, --windows windows; for portals that allow one live session per user.")
+WINDOWS_HELP = "With --strategy single-session: how many windows work in the one browser."
+RECORD_HELP = ("Record every PO attempt in every browser window (rrweb, inputs masked); "
+               "watch one with 'pobatch replay RUN PO'.")
 
 
 def _setup_logging(verbose: int) -> None:
@@ -63,9 +68,14 @@ def run_options(f):
     f = click.option("--workers", default=None, callback=lambda c, p, v: _workers_option(v),
                      help="Parallel workers: a number or 'auto'.  [default: auto]")(f)
     f = click.option("--parallel/--sequential", default=False, help="Run several browsers at once.")(f)
+    f = click.option("--windows", type=click.IntRange(1, 16), default=3, show_default=True, help=WINDOWS_HELP)(f)
+    f = click.option("--strategy", type=click.Choice(["parallel", "single-session"]), help=STRATEGY_HELP)(f)
+    f = click.option("--grid", metavar="URL", help="Run the browsers on a Selenium Grid (e.g. http://gridhost:4444); "
+                     "--workers auto then means the Grid's free slots.")(f)
     f = click.option("--headless/--visible", default=True, show_default=True,
                      help="Hide the browser window, or show it.")(f)
     f = click.option("--force", is_flag=True, help="Redo POs that are already COMPLETED.")(f)
+    f = click.option("--record", is_flag=True, help=RECORD_HELP)(f)
     f = browser_options(f)
     f = click.option("--out", type=click.Path(file_okay=False), help="Output folder. "
                      "Default: <orders file name>_downloads next to the orders file.")(f)
@@ -103,11 +113,17 @@ def _run(orders: Path, *, verbose: int = 0, local_only: bool = False, **kw):
     if kw.get("site") == "coupa" and not kw.get("base_url"):
         _fail("--base-url is required for --site coupa; expected your tenant's address, e.g. "
               "https://yourcompany.coupahost.com")
+    strategy = kw.get("strategy")
+    if strategy == "single-session" and (kw["parallel"] or kw.get("grid")):
+        _fail("--strategy single-session runs one browser: leave out --parallel and --grid")
     opts = RunOptions(orders=orders, out=Path(kw["out"]) if kw.get("out") else None, site=kw["site"],
                       base_url=kw.get("base_url"), browser=kw["browser"], profile=kw.get("profile"),
                       headless=kw["headless"], driver=kw.get("driver"), browser_binary=kw.get("browser_binary"),
-                      sheet=kw.get("sheet"), force=kw["force"], parallel=kw["parallel"], workers=kw["workers"],
-                      po_timeout=kw["po_timeout"], max_attempts=kw["max_attempts"], local_only=local_only)
+                      sheet=kw.get("sheet"), force=kw["force"], parallel=kw["parallel"] or strategy == "parallel",
+                      workers=kw["workers"], strategy=strategy if strategy == "single-session" else None,
+                      windows=kw.get("windows") or 3,
+                      po_timeout=kw["po_timeout"], max_attempts=kw["max_attempts"], local_only=local_only,
+                      grid=kw.get("grid"), record=kw.get("record", False))
     try:
         summary = MainApp(opts, view=ConsoleView()).run()
     except OrdersError as exc:
@@ -123,9 +139,14 @@ def _run(orders: Path, *, verbose: int = 0, local_only: bool = False, **kw):
 @click.option("--parallel/--sequential", default=False, help="Run several browsers at once.")
 @click.option("--workers", default=None, callback=lambda c, p, v: _workers_option(v),
               help="Parallel workers: a number or 'auto'.")
+@click.option("--strategy", type=click.Choice(["parallel", "single-session"]), help=STRATEGY_HELP)
+@click.option("--windows", type=click.IntRange(1, 16), default=3, show_default=True, help=WINDOWS_HELP)
+@click.option("--grid", metavar="URL", help="Run the browsers on a Selenium Grid whose node runs on this PC "
+              "(the demo portal listens on 127.0.0.1 only).")
 @click.option("--headless/--visible", default=True, show_default=True, help="Hide or show the browser.")
 @click.option("--scenario", type=click.Path(dir_okay=False, exists=True), help="Demo scenario file.")
 @click.option("--force", is_flag=True, help="Redo POs that are already COMPLETED.")
+@click.option("--record", is_flag=True, help=RECORD_HELP)
 @browser_options
 @click.option("-v", "--verbose", count=True, help="More log output.")
 def demo(out: str, scenario: str | None, profile: str | None, **kw) -> None:
@@ -158,6 +179,75 @@ def demo(out: str, scenario: str | None, profile: str | None, **kw) -> None:
         sys.exit(1)
     click.echo(f"Demo check: all {len(summary.outcomes)} POs got the status the scenario expects.", err=True)
     sys.exit(0)
+
+
+def _open_store(out: str):
+    """The run store of an output folder, or a clear error naming what was expected."""
+    from core.po_job import WORK_DIR_NAME
+    from corelib.store import RunStore
+
+    path = Path(out).resolve() / WORK_DIR_NAME / "runs.sqlite"
+    if not path.is_file():
+        _fail(f"no pobatch run in {Path(out).resolve()}: expected the output folder of a run (the folder that "
+              f"holds {WORK_DIR_NAME}); pass it with --out")
+    return RunStore(path)
+
+
+def _run_id(store, run: str | None) -> str:
+    runs = [r["run_id"] for r in store.runs()]
+    if run in (None, "last"):
+        if not runs:
+            _fail(f"{store.path} holds no run yet")
+        return runs[-1]
+    matches = [r for r in runs if r == run] or [r for r in runs if r.startswith(run)]
+    if len(matches) != 1:
+        listing = ", ".join(runs[-5:]) or "none"
+        _fail(f"run '{run}' {'is ambiguous' if matches else 'is not in ' + str(store.path)}; "
+              f"expected a run id (or 'last'); latest runs: {listing}")
+    return matches[0]
+
+
+@main.command()
+@click.argument("run", required=False)
+@click.option("--out", type=click.Path(file_okay=False), default=".", show_default=True,
+              help="Output folder of the run (the folder that holds .pobatch).")
+def report(run: str | None, out: str) -> None:
+    """Write the HTML report of RUN (a run id, or 'last', the default) into the output folder."""
+    from core.report import write_report
+
+    _setup_logging(0)
+    with _open_store(out) as store:
+        run_id = _run_id(store, run)
+        path = write_report(store, run_id, Path(out).resolve())
+    click.echo(str(path))
+
+
+@main.command()
+@click.argument("run")
+@click.argument("po")
+@click.option("--out", type=click.Path(file_okay=False), default=".", show_default=True,
+              help="Output folder of the run (the folder that holds .pobatch).")
+@click.option("--attempt", type=click.IntRange(1, 100), help="Only this attempt (default: every recorded one).")
+@click.option("--open/--no-open", "open_page", default=True, show_default=True,
+              help="Open the page in the default browser (never when the CI variable is set).")
+def replay(run: str, po: str, out: str, attempt: int | None, open_page: bool) -> None:
+    """Write an offline page that replays the recorded attempts of PO in RUN ('last' for the latest run)."""
+    import os
+    import webbrowser
+
+    from core.orders import normalize_po
+    from core.replay import NoRecording, write_replay
+
+    _setup_logging(0)
+    with _open_store(out) as store:
+        run_id = _run_id(store, run)
+        try:
+            path = write_replay(store, run_id, normalize_po(po) or po.strip(), Path(out).resolve(), attempt=attempt)
+        except NoRecording as exc:
+            _fail(str(exc))
+    click.echo(str(path))
+    if open_page and not os.environ.get("CI"):
+        webbrowser.open(path.as_uri())
 
 
 @main.command("demo-portal")

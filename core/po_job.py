@@ -18,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
+from core.artifacts import attempt_dir, capture_failure, drain_console
 from core.page_probes import (
     FIND_ATTACHMENTS_JS,
     JS_CLICK,
@@ -26,12 +27,13 @@ from core.page_probes import (
     SCROLL_CENTER_JS,
     SUPPLIER_JS,
 )
+from core.recorder import SessionRecorder
 from core.results import FileRecord, PoOutcome
 from core.sites import SiteDefinition, get_site
 from core.status import Status
 from corelib.browser_session import BrowserSession
+from corelib.download_sink import DownloadSink, LocalDownloadSink
 from corelib.downloads import (
-    DownloadFolder,
     DownloadStalled,
     DownloadTimeout,
     publish_folder,
@@ -71,6 +73,8 @@ class JobConfig:
     max_attempts: int = 3
     backoff_base: float = 1.0
     backoff_max: float = 30.0
+    run_id: str = ""  # names the folder of failure artifacts
+    record: bool = False  # --record: rrweb in every window, one recording per attempt
 
     @property
     def work_dir(self) -> Path:
@@ -152,10 +156,15 @@ class PoJob:
         worker_id: str = "main",
         site: SiteDefinition | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        sink: DownloadSink | None = None,
     ) -> None:
-        if not session.spec.download_dir:
-            raise ValueError("PoJob needs a browser started with its own download_dir")
+        if sink is None and not session.spec.download_dir:
+            raise ValueError("PoJob needs a browser started with its own download_dir, or a download sink")
         self.session = session
+        # The browser's own download folder (set at its start), or a Grid node's: emptied after every
+        # download, so a second file of the same name never meets the first and every file belongs
+        # to one click.
+        self.sink: DownloadSink = sink or LocalDownloadSink(Path(session.spec.download_dir))
         self.config = config
         self.site = site or get_site(config.site)
         self._emit = emit or (lambda e: None)
@@ -164,6 +173,7 @@ class PoJob:
         self._probe_cfg = self.site.page_probe_config(config.base_url)
         self._po = ""
         self._attempt_no = 0
+        self.recorder = SessionRecorder(self._emit, worker_id) if config.record else None
 
     # -- the attempt loop -------------------------------------------------------------------------
     def process(self, payload: PoTaskPayload, prior_attempts: int = 0) -> PoOutcome:
@@ -174,6 +184,8 @@ class PoJob:
             attempt += 1
             self._po, self._attempt_no = payload.po_number, attempt
             t0 = time.time()
+            if self.recorder:
+                self.recorder.begin(payload.po_number, attempt)
             watchdog = Watchdog(self.config.po_timeout, self.session.abort, f"PO {payload.po_number}")
             try:
                 with watchdog:
@@ -187,6 +199,7 @@ class PoJob:
                 if watchdog.expired:  # the browser was killed on purpose: say why
                     err_class, reason = ErrorClass.TRANSIENT, "TIMEOUT"
                     exc = TransientError(f"attempt ran past {self.config.po_timeout:.0f}s", reason="TIMEOUT")
+                self._capture_failure(payload.po_number, attempt, exc, reason, t0)
                 self.event("attempt_end", outcome="error", detail=f"{reason}: {exc}"[:500])
                 log.info("PO %s attempt %d failed (%s, %s): %s", payload.po_number, attempt, err_class.value,
                          reason, str(exc).splitlines()[0] if str(exc) else "")
@@ -218,14 +231,16 @@ class PoJob:
                     return self._final(payload, Status.FAILED, "PUBLISH_FAILED", f"{message}; {pub_exc}",
                                        attempt, started)
             finally:
+                if self.recorder:
+                    self.recorder.finish(self.session.driver if self.session.started else None)
                 self._cleanup_attempt(payload.po_number, attempt)
                 log.debug("PO %s attempt %d took %.2fs", payload.po_number, attempt, time.time() - t0)
 
     # -- one attempt ------------------------------------------------------------------------------
     def _attempt(self, payload: PoTaskPayload, attempt: int) -> PoOutcome:
-        incoming = self._incoming()
-        incoming.clear()
+        self.sink.clear()
         driver = self.session.driver
+        drain_console(driver)  # the console log of a failure is then this attempt's own
         self._reset_windows(driver)
         files_dir = self._attempt_dir(payload.po_number, attempt) / "files"
         files_dir.mkdir(parents=True, exist_ok=True)
@@ -253,15 +268,12 @@ class PoJob:
         status = Status.COMPLETED if page.found else Status.NO_ATTACHMENTS
         return self._publish_outcome(payload, status, parts, attempt, 0)
 
-    def _incoming(self) -> DownloadFolder:
-        """The browser's own download folder (set at its start); emptied after every download, so a
-        second file of the same name never meets the first and every file belongs to one click."""
-        return DownloadFolder(Path(self.session.spec.download_dir))
-
     def _open(self, driver, url: str) -> str:
         """Navigate and classify the page; raise for login, server errors and unknown pages."""
         from selenium.common.exceptions import TimeoutException
 
+        if self.recorder:
+            self.recorder.before_navigation(driver)  # a navigation ends the page's recording buffer
         try:
             driver.get(url)
         except TimeoutException as exc:
@@ -320,7 +332,7 @@ class PoJob:
             try:
                 name = self._download_one(driver, item)
                 target = files_dir / unique_name(files_dir, name, set())
-                os.replace(self._incoming().path / name, target)
+                self.sink.fetch(name, target)
                 result.downloaded.append(_Downloaded(target, item.name, source))
                 idx += 1
             except StaleElementReferenceException:
@@ -334,7 +346,7 @@ class PoJob:
                 if isinstance(exc, (DownloadTimeout, DownloadStalled)):
                     self.event("browser_restart", detail="clear in-flight downloads")
                     self.session.restart()
-                self._incoming().clear()
+                self.sink.clear()
                 driver = self.session.driver
                 self._open(driver, url)
                 items = self._find(driver)
@@ -347,7 +359,6 @@ class PoJob:
         """Click one attachment and wait for exactly one new finished file; close any popup it opened."""
         from selenium.common.exceptions import ElementClickInterceptedException, ElementNotInteractableException
 
-        incoming = self._incoming()
         main = driver.current_window_handle
         handles = set(driver.window_handles)
         page_url = driver.current_url
@@ -377,11 +388,12 @@ class PoJob:
 
         t0 = time.monotonic()
         try:
-            names = incoming.wait_for_new(set(), 1, timeout=self.config.download_timeout,
-                                          stall_timeout=self.config.stall_timeout, on_poll=watch_popups)
+            names = self.sink.wait_for_new(1, timeout=self.config.download_timeout,
+                                           stall_timeout=self.config.stall_timeout, on_poll=watch_popups)
         finally:
             watch_popups()
-            self._close_windows(driver, main, popups)
+            if popups:  # no new window: focus never left the main one, two round trips saved
+                self._close_windows(driver, main, popups)
         if len(names) != 1:
             raise TransientError(f"one click brought {len(names)} files: {names}", reason="UNEXPECTED_FILES")
         self.event("download", outcome="ok", detail=f"{names[0]} via {how} in {time.monotonic() - t0:.2f}s")
@@ -396,6 +408,8 @@ class PoJob:
                 continue
             try:
                 driver.switch_to.window(h)
+                if self.recorder:
+                    self.recorder.collect(driver, popup=True)
                 driver.close()
                 self.event("popup_closed", window=f"popup-{i}")
             except Exception as exc:  # it closed itself meanwhile
@@ -468,6 +482,14 @@ class PoJob:
             po_url=self._url(payload), started=started,
             finished=time.time(), last_processed=datetime.now().isoformat(timespec="seconds"),
         )
+
+    def _capture_failure(self, po: str, attempt: int, exc: BaseException, reason: str, started: float) -> None:
+        """Screenshot, page HTML and console log of a failed attempt, for the report; never raises."""
+        folder = capture_failure(self.session, attempt_dir(self.config.work_dir, self.config.run_id, po, attempt),
+                                 key=po, attempt=attempt, error=exc, reason=reason, worker_id=self.worker_id,
+                                 started=started)
+        if folder:
+            self.event("failure_captured", detail=str(folder))
 
     # -- plumbing ---------------------------------------------------------------------------------
     def _url(self, payload: PoTaskPayload) -> str:

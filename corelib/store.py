@@ -11,6 +11,7 @@ import socket
 import sqlite3
 import time
 import uuid
+import zlib
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Iterable
@@ -44,6 +45,16 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_by_time ON events (run_id, ts);
 CREATE INDEX IF NOT EXISTS attempts_by_key ON attempts (run_id, key);
+CREATE TABLE IF NOT EXISTS activities (
+    run_id TEXT NOT NULL, key TEXT NOT NULL, attempt INTEGER NOT NULL, worker_id TEXT DEFAULT '',
+    started REAL, finished REAL, duration REAL, outcome TEXT DEFAULT '', detail TEXT DEFAULT '',
+    PRIMARY KEY (run_id, key, attempt, worker_id)
+);
+CREATE TABLE IF NOT EXISTS recordings (
+    run_id TEXT NOT NULL, key TEXT NOT NULL, attempt INTEGER NOT NULL, worker_id TEXT DEFAULT '',
+    events BLOB NOT NULL, encoding TEXT NOT NULL, bytes INTEGER NOT NULL, count INTEGER NOT NULL,
+    first_ts REAL, last_ts REAL, PRIMARY KEY (run_id, key, attempt, worker_id)
+);
 """
 
 
@@ -74,6 +85,14 @@ class RunStore:
 
     def runs(self) -> list[dict[str, Any]]:
         return [dict(r) for r in self._db.execute("SELECT * FROM runs ORDER BY started")]
+
+    def run(self, run_id: str) -> dict[str, Any] | None:
+        row = self._db.execute("SELECT * FROM runs WHERE run_id=?", (run_id,)).fetchone()
+        if not row:
+            return None
+        d = dict(row)
+        d["args"] = json.loads(d.get("args") or "{}")
+        return d
 
     def last_run_id(self) -> str | None:
         row = self._db.execute("SELECT run_id FROM runs ORDER BY started DESC LIMIT 1").fetchone()
@@ -157,6 +176,57 @@ class RunStore:
         return [Event(action=r["action"], task_key=r["task_key"] or "", worker_id=r["worker_id"] or "",
                       window=r["window"] or "", url=r["url"] or "", outcome=r["outcome"] or "",
                       detail=r["detail"] or "", attempt=r["attempt"] or 0, ts=r["ts"]) for r in rows]
+
+    # -- activities and recordings -------------------------------------------------------------
+    def record_activity(self, run_id: str, key: str, attempt: int, worker_id: str, started: float,
+                        finished: float | None, outcome: str = "", detail: str = "") -> None:
+        """One attempt at one task on one worker, from start to end (finished None: it never ended)."""
+        duration = None if finished is None else max(0.0, finished - started)
+        self._db.execute(
+            "INSERT OR REPLACE INTO activities(run_id, key, attempt, worker_id, started, finished, duration, "
+            "outcome, detail) VALUES (?,?,?,?,?,?,?,?,?)",
+            (run_id, key, attempt, worker_id, started, finished, duration, outcome, detail),
+        )
+
+    def activities(self, run_id: str) -> list[dict[str, Any]]:
+        return [dict(r) for r in self._db.execute(
+            "SELECT * FROM activities WHERE run_id=? ORDER BY started, key, attempt", (run_id,))]
+
+    def record_recording(self, run_id: str, key: str, attempt: int, events: Any, count: int,
+                         first_ts: float | None, last_ts: float | None, worker_id: str = "") -> None:
+        """A session recording of one attempt: any JSON value, stored compressed (it is mostly DOM text)."""
+        raw = json.dumps(events, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        self._db.execute(
+            "INSERT OR REPLACE INTO recordings(run_id, key, attempt, worker_id, events, encoding, bytes, count, "
+            "first_ts, last_ts) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (run_id, key, attempt, worker_id, zlib.compress(raw, 6), "zlib+json", len(raw), count, first_ts,
+             last_ts),
+        )
+
+    def recordings(self, run_id: str, key: str | None = None) -> list[dict[str, Any]]:
+        """What was recorded (without the events themselves), in attempt order."""
+        sql = ("SELECT run_id, key, attempt, worker_id, encoding, bytes, count, first_ts, last_ts, "
+               "length(events) AS stored_bytes FROM recordings WHERE run_id=?")
+        args: list[Any] = [run_id]
+        if key is not None:
+            sql += " AND key=?"
+            args.append(key)
+        return [dict(r) for r in self._db.execute(sql + " ORDER BY key, attempt", args)]
+
+    def recording_events(self, run_id: str, key: str, attempt: int, worker_id: str | None = None) -> Any:
+        """The events of one recorded attempt, as recorded; None when there is no such recording."""
+        sql = "SELECT events, encoding FROM recordings WHERE run_id=? AND key=? AND attempt=?"
+        args: list[Any] = [run_id, key, attempt]
+        if worker_id is not None:
+            sql += " AND worker_id=?"
+            args.append(worker_id)
+        row = self._db.execute(sql, args).fetchone()
+        if not row:
+            return None
+        data = row["events"]
+        if row["encoding"] == "zlib+json":
+            data = zlib.decompress(data)
+        return json.loads(data)
 
     # -- plumbing --------------------------------------------------------------------------------
     def _tx(self):

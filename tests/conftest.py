@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -50,26 +49,39 @@ def _wait_gone(roots: list[str], deadline: float = 15.0) -> list[psutil.Process]
         time.sleep(0.1)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_profiles_root(tmp_path_factory):
+    """Every clone this session makes (subprocesses included) goes under its own folder, so the leak
+    check below sees exactly ours and never another test session's."""
+    root = tmp_path_factory.getbasetemp() / "pobatch-profiles"
+    root.mkdir(exist_ok=True)
+    old = os.environ.get("POBATCH_PROFILES_ROOT")
+    os.environ["POBATCH_PROFILES_ROOT"] = str(root)
+    yield root
+    if old is None:
+        os.environ.pop("POBATCH_PROFILES_ROOT", None)
+    else:
+        os.environ["POBATCH_PROFILES_ROOT"] = old
+
+
 @pytest.fixture(autouse=True)
-def no_leftovers(request, tmp_path_factory):
+def no_leftovers(request, tmp_path_factory, private_profiles_root):
     """Fail a test that leaves a browser, a driver, a worker, or a temporary profile behind."""
-    before_profiles = set(_profile_runs())
+    before_profiles = set(_profile_runs(private_profiles_root))
     yield
-    roots = [os.path.realpath(tmp_path_factory.getbasetemp()),
-             os.path.realpath(Path(tempfile.gettempdir()) / "pobatch-profiles")]
+    roots = [os.path.realpath(tmp_path_factory.getbasetemp())]
     left = _wait_gone(roots)
     for p in left:  # clean up so one leak does not cascade into every later test
         try:
             p.kill()
         except psutil.NoSuchProcess:
             pass
-    new_profiles = set(_profile_runs()) - before_profiles
+    new_profiles = set(_profile_runs(private_profiles_root)) - before_profiles
     assert not left, f"processes left behind: {[(p.pid, p.name()) for p in left]}"
     assert not new_profiles, f"temporary profiles left behind: {sorted(new_profiles)}"
 
 
-def _profile_runs() -> list[str]:
-    root = Path(tempfile.gettempdir()) / "pobatch-profiles"
+def _profile_runs(root: Path) -> list[str]:
     return [str(p) for p in root.iterdir()] if root.is_dir() else []
 
 

@@ -1,0 +1,173 @@
+"""Failure artifacts: what the browser showed when a PO attempt failed, kept for the report.
+
+For every failed attempt: a screenshot, the page's HTML, the browser console log and a note of the
+error, under `<out>/.pobatch/artifacts/<run_id>/<PO>-a<attempt>/`. Capturing runs after the failure,
+when the browser may be dead, hung or half-closed: every step is tried on its own, a step that fails
+is noted in `capture.json`, nothing is ever raised, and a watchdog kills a browser that would block
+the capture (the attempt loop restarts it, as for any dead browser).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+import traceback
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable
+
+from corelib.safe_paths import safe_component
+from corelib.watchdog import Watchdog
+
+log = logging.getLogger(__name__)
+
+ARTIFACTS_DIR_NAME = "artifacts"
+SCREENSHOT = "screenshot.png"
+PAGE_HTML = "page.html"
+CONSOLE_LOG = "console.log"
+ERROR_TXT = "error.txt"
+MANIFEST = "capture.json"
+CAPTURE_TIMEOUT = 30.0  # seconds for the whole capture before the browser is killed
+MAX_CONSOLE_ENTRIES = 2000
+# ChromeDriver's BiDi mapper logs its own start into the page console: not the page's words.
+_DRIVER_NOISE = ("Launching Mapper instance",)
+
+LOGGING_PREFS = {"browser": "ALL"}  # the capability corelib.browser sets so get_log("browser") works
+
+
+def artifacts_root(work_dir: str | Path, run_id: str) -> Path:
+    return Path(work_dir) / ARTIFACTS_DIR_NAME / safe_component(run_id or "no-run", fallback="no-run")
+
+
+def attempt_dir(work_dir: str | Path, run_id: str, key: str, attempt: int) -> Path:
+    """Where one attempt's artifacts go: unique per run, PO and attempt (attempts count across workers)."""
+    return artifacts_root(work_dir, run_id) / f"{safe_component(key, fallback='po')}-a{int(attempt)}"
+
+
+def drain_console(driver) -> None:
+    """Empty the browser's console buffer at the start of an attempt, so a failure's log is its own
+    (and ChromeDriver does not hoard a long run's messages). Never raises."""
+    try:
+        driver.get_log("browser")
+    except Exception as exc:
+        log.debug("console log not available: %s", str(exc).splitlines()[0] if str(exc) else exc)
+
+
+def capture_failure(session, folder: Path, *, key: str, attempt: int, error: BaseException | str,
+                    reason: str = "", worker_id: str = "", started: float | None = None,
+                    timeout: float = CAPTURE_TIMEOUT) -> Path | None:
+    """Write what is known about a failed attempt into `folder`; returns the folder, None if even
+    that could not be written. `session` is a corelib BrowserSession (its browser may be gone)."""
+    t0 = time.monotonic()
+    manifest: dict[str, Any] = {"key": key, "attempt": attempt, "worker_id": worker_id, "reason": reason,
+                                "captured_at": time.time(), "files": [], "failed": {}}
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        _write_error(folder, key, attempt, worker_id, reason, error)
+        manifest["files"].append(ERROR_TXT)
+    except Exception as exc:  # a full disk, a read-only folder: the run goes on without artifacts
+        log.warning("PO %s attempt %d: cannot write failure artifacts to %s: %s", key, attempt, folder, exc)
+        return None
+    if getattr(session, "started", False):
+        abort: Callable[[], None] = getattr(session, "abort", lambda: None)
+        watchdog = Watchdog(timeout, abort, f"failure capture of PO {key}")
+        try:
+            with watchdog:
+                _capture_browser(session.driver, folder, manifest, started)
+        except Exception as exc:  # belt and braces: _capture_browser already guards each step
+            manifest["failed"]["browser"] = _short(exc)
+        if watchdog.expired:
+            manifest["failed"]["timeout"] = f"capture ran past {timeout:.0f}s; the browser was killed"
+    else:
+        manifest["failed"]["browser"] = "no browser was running"
+    manifest["seconds"] = round(time.monotonic() - t0, 3)
+    try:
+        (folder / MANIFEST).write_text(json.dumps(manifest, indent=1, ensure_ascii=False), encoding="utf-8")
+    except Exception as exc:
+        log.debug("manifest not written: %s", exc)
+    log.info("PO %s attempt %d: failure artifacts in %s (%s)", key, attempt, folder,
+             ", ".join(manifest["files"]) or "none")
+    return folder
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    """The capture note of an artifacts folder, or what the folder holds when the note is missing."""
+    try:
+        return json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        files = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+        return {"files": files, "failed": {}}
+
+
+# -- the steps ----------------------------------------------------------------------------------------
+def _capture_browser(driver, folder: Path, manifest: dict[str, Any], started: float | None) -> None:
+    _focus_a_window(driver, manifest)
+    try:
+        manifest["url"] = driver.current_url
+        manifest["title"] = driver.title
+    except Exception as exc:
+        manifest["failed"]["url"] = _short(exc)
+    try:
+        manifest["windows"] = len(driver.window_handles)
+    except Exception:
+        pass
+    _step(manifest, SCREENSHOT, lambda: (folder / SCREENSHOT).write_bytes(driver.get_screenshot_as_png()))
+    _step(manifest, PAGE_HTML, lambda: (folder / PAGE_HTML).write_text(driver.page_source or "", encoding="utf-8"))
+    _step(manifest, CONSOLE_LOG, lambda: (folder / CONSOLE_LOG).write_text(
+        _console_text(driver.get_log("browser"), started), encoding="utf-8"))
+
+
+def _focus_a_window(driver, manifest: dict[str, Any]) -> None:
+    """A failure inside a popup can leave the driver on a closed window: go back to a live one."""
+    try:
+        driver.current_window_handle
+    except Exception:
+        try:
+            handles = driver.window_handles
+            if handles:
+                driver.switch_to.window(handles[0])
+        except Exception as exc:
+            manifest["failed"]["window"] = _short(exc)
+
+
+def _step(manifest: dict[str, Any], name: str, action: Callable[[], Any]) -> None:
+    try:
+        action()
+        manifest["files"].append(name)
+    except Exception as exc:
+        manifest["failed"][name] = _short(exc)
+
+
+def _console_text(entries: list[dict[str, Any]], started: float | None) -> str:
+    """One line per console entry of this attempt: time, level, source, message."""
+    since_ms = (started - 1.0) * 1000 if started else 0
+    lines = []
+    for e in entries[-MAX_CONSOLE_ENTRIES:]:
+        msg = str(e.get("message", ""))
+        if any(noise in msg for noise in _DRIVER_NOISE):
+            continue
+        ts = e.get("timestamp") or 0
+        if ts and ts < since_ms:
+            continue
+        when = datetime.fromtimestamp(ts / 1000).isoformat(timespec="milliseconds") if ts else "?"
+        lines.append(f"{when} {e.get('level', '?'):7} {e.get('source', '')}: {msg}")
+    return "\n".join(lines) + ("\n" if lines else "(the console was empty)\n")
+
+
+def _write_error(folder: Path, key: str, attempt: int, worker_id: str, reason: str,
+                 error: BaseException | str) -> None:
+    if isinstance(error, BaseException):
+        message = f"{type(error).__name__}: {error}"
+        trace = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    else:
+        message, trace = str(error), ""
+    text = (f"PO:       {key}\nattempt:  {attempt}\nworker:   {worker_id}\nreason:   {reason}\n"
+            f"time:     {datetime.now().isoformat(timespec='seconds')}\n\n{message}\n")
+    if trace:
+        text += f"\n{trace}"
+    (folder / ERROR_TXT).write_text(text, encoding="utf-8")
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:300] if text else ''}"

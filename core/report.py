@@ -1,0 +1,529 @@
+"""The HTML run report: what happened to every PO, and when, on which worker, in one file.
+
+Written at the end of each run (and by `pobatch report`) next to the results workbook, which links
+to it. It must open anywhere without a network: CSS, script and the timeline picture (SVG) are
+inline, and a Content-Security-Policy forbids fetching anything. Everything shown comes from the
+run store; much of it (supplier names, file names, error texts) comes from a web portal, so every
+value is escaped and links are built only from paths this program made.
+
+The timeline has one row per worker and one bar per PO attempt, coloured by how the attempt ended;
+a failed attempt's bar links to its artifacts (core.artifacts), dashed lines join the attempts of
+one PO (the retries), and triangles mark browser restarts. `ActivityLog` turns the event stream
+into the store's activities rows (one per attempt) while the run goes.
+"""
+from __future__ import annotations
+
+import html
+import logging
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable, Iterable
+from urllib.parse import quote
+
+from core.artifacts import PAGE_HTML, SCREENSHOT, attempt_dir, read_manifest
+from core.po_job import WORK_DIR_NAME
+from core.status import Status
+from corelib.store import RunStore
+from corelib.tasks import Event
+
+log = logging.getLogger(__name__)
+
+MAX_EVENT_ROWS = 5000
+ATTEMPT_END = "attempt_end"
+MARKER_ACTIONS = ("browser_restart", "worker_lost")
+
+# Attempt outcomes and statuses -> colour (fill, text); an attempt that raised ends as "error".
+OUTCOME_COLOURS: dict[str, str] = {
+    Status.COMPLETED.value: "#2e9e5b",
+    Status.NO_ATTACHMENTS.value: "#4a86c5",
+    Status.PO_NOT_FOUND.value: "#e08a2c",
+    Status.PARTIAL.value: "#d9b526",
+    Status.TIMEOUT.value: "#d9b526",
+    Status.FAILED.value: "#cf3a3a",
+    Status.LOGIN_REQUIRED.value: "#8e44ad",
+    Status.INTERRUPTED.value: "#9a9a9a",
+    Status.PENDING.value: "#bdbdbd",
+    Status.RUNNING.value: "#6fa8dc",
+    "error": "#cf3a3a",
+    "interrupted": "#9a9a9a",
+    "worker_lost": "#7a1f1f",
+}
+FAILED_OUTCOMES = frozenset({"error", "worker_lost"})
+
+
+# -- while the run goes: events -> activities --------------------------------------------------------
+class ActivityLog:
+    """One activity (start, end, outcome) per attempt, from the events every worker sends.
+
+    An attempt starts at its first event and ends at its `attempt_end`; events that follow it with
+    the same attempt number (a restart, the retry wait) belong to the gap, not to the attempt."""
+
+    def __init__(self, record: Callable[[dict[str, Any]], None]) -> None:
+        self._record = record
+        self._open: dict[tuple[str, str, int], list[float]] = {}  # -> [first ts, last ts]
+        self._closed: set[tuple[str, str, int]] = set()
+
+    @classmethod
+    def into_store(cls, store: RunStore, run_id: str) -> "ActivityLog":
+        return cls(lambda a: store.record_activity(run_id, a["key"], a["attempt"], a["worker_id"], a["started"],
+                                                   a["finished"], a["outcome"], a["detail"]))
+
+    def observe(self, event: Event) -> None:
+        if event.action == "worker_lost":
+            for k in [k for k in self._open if k[0] == event.worker_id]:
+                self._close(k, event.ts, "worker_lost", event.detail)
+            return
+        if not event.task_key or event.attempt <= 0:
+            return
+        k = (event.worker_id, event.task_key, event.attempt)
+        if k in self._closed:
+            return
+        span = self._open.setdefault(k, [event.ts, event.ts])
+        span[0], span[1] = min(span[0], event.ts), max(span[1], event.ts)
+        if event.action == ATTEMPT_END:
+            self._close(k, event.ts, event.outcome or "error", event.detail)
+
+    def close_all(self, outcome: str = "interrupted") -> None:
+        """The run ends: attempts that never ended end at their last event."""
+        for k in list(self._open):
+            self._close(k, self._open[k][1], outcome, "")
+
+    def _close(self, k: tuple[str, str, int], finished: float, outcome: str, detail: str) -> None:
+        first, _last = self._open.pop(k)
+        self._closed.add(k)
+        worker_id, key, attempt = k
+        self._record({"key": key, "attempt": attempt, "worker_id": worker_id, "started": first,
+                      "finished": max(first, finished), "outcome": outcome, "detail": detail or ""})
+
+
+def activities_from_events(events: Iterable[Event]) -> list[dict[str, Any]]:
+    """The activities of a run whose store has none (recorded before the activities table existed)."""
+    out: list[dict[str, Any]] = []
+    tracker = ActivityLog(out.append)
+    for e in events:
+        tracker.observe(e)
+    tracker.close_all()
+    return out
+
+
+# -- after the run: the data the page shows ----------------------------------------------------------
+@dataclass
+class AttemptBar:
+    key: str
+    attempt: int
+    worker_id: str
+    started: float
+    finished: float
+    outcome: str
+    detail: str = ""
+    artifacts: Path | None = None
+    artifact_files: list[str] = field(default_factory=list)
+    recorded: bool = False
+
+    @property
+    def failed(self) -> bool:
+        return self.outcome in FAILED_OUTCOMES
+
+
+@dataclass
+class PoRow:
+    key: str
+    status: str
+    reason: str = ""
+    error: str = ""
+    attempts: int = 0
+    supplier: str = ""
+    folder: str = ""
+    po_url: str = ""
+    files: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class ReportData:
+    run_id: str
+    run: dict[str, Any]
+    out_dir: Path
+    rows: list[PoRow]
+    bars: list[AttemptBar]
+    markers: list[Event]
+    events: list[Event]
+    counts: dict[str, int]
+
+
+def report_path(out_dir: Path, orders: str | Path | None, run_id: str | None = None) -> Path:
+    """`<out>/<orders stem>_report.html` (with the run id when it is not the run's newest report)."""
+    stem = Path(orders).stem if orders else "pobatch"
+    suffix = f"_{run_id}" if run_id else ""
+    return Path(out_dir) / f"{stem}_report{suffix}.html"
+
+
+def load_report_data(store: RunStore, run_id: str, out_dir: Path) -> ReportData:
+    run = store.run(run_id)
+    if run is None:
+        raise KeyError(f"no run {run_id} in {store.path}")
+    work_dir = Path(out_dir) / WORK_DIR_NAME
+    tasks = store.tasks()
+    results = {a["key"]: a for a in store.attempts(run_id)}  # one row per PO result in this run
+    keys = {k for k, t in tasks.items() if t.get("run_id") == run_id} | set(results)
+    rows = [_po_row(k, tasks.get(k), results.get(k), run_id) for k in sorted(keys, key=_natural)]
+    events = store.timeline(run_id)
+    acts = store.activities(run_id) or activities_from_events(events)
+    recorded = {(r["key"], r["attempt"]) for r in store.recordings(run_id)}
+    bars = []
+    for a in acts:
+        folder = attempt_dir(work_dir, run_id, a["key"], a["attempt"])
+        has = folder.is_dir()
+        bars.append(AttemptBar(
+            key=a["key"], attempt=int(a["attempt"]), worker_id=a["worker_id"] or "main",
+            started=float(a["started"]), finished=float(a["finished"] if a["finished"] is not None else a["started"]),
+            outcome=a["outcome"] or "", detail=a["detail"] or "", artifacts=folder if has else None,
+            artifact_files=list(read_manifest(folder).get("files", [])) if has else [],
+            recorded=(a["key"], int(a["attempt"])) in recorded))
+    markers = [e for e in events if e.action in MARKER_ACTIONS]
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r.status] = counts.get(r.status, 0) + 1
+    return ReportData(run_id, run, Path(out_dir), rows, bars, markers, events, counts)
+
+
+def _po_row(key: str, task: dict[str, Any] | None, result: dict[str, Any] | None, run_id: str) -> PoRow:
+    if task and task.get("run_id") == run_id:
+        data = task.get("data") or {}
+        return PoRow(key=key, status=task["status"], reason=task.get("reason") or data.get("reason", "") or "",
+                     error=task.get("error") or data.get("error_message", "") or "",
+                     attempts=int(task.get("attempts") or 0), supplier=str(data.get("supplier", "") or ""),
+                     folder=str(data.get("download_folder", "") or ""), po_url=str(data.get("po_url", "") or ""),
+                     files=[f for f in data.get("files", []) if isinstance(f, dict)])
+    r = result or {}
+    return PoRow(key=key, status=r.get("status") or Status.PENDING.value, reason=r.get("reason") or "",
+                 error=r.get("error") or "", attempts=int(r.get("attempt") or 0))
+
+
+def _natural(key: str) -> list[Any]:
+    return [int(p) if p.isdigit() else p.lower() for p in re.split(r"(\d+)", key)]
+
+
+# -- writing ------------------------------------------------------------------------------------------
+def write_report(store: RunStore, run_id: str, out_dir: Path, path: Path | None = None) -> Path:
+    """Render the report of `run_id` and write it atomically; returns its path."""
+    data = load_report_data(store, run_id, out_dir)
+    if path is None:
+        newest = store.last_run_id()
+        path = report_path(out_dir, data.run.get("args", {}).get("orders"), None if newest == run_id else run_id)
+    path = Path(path)
+    page = render_report(data, path.parent)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(page, encoding="utf-8")
+    os.replace(tmp, path)
+    log.info("run report: %s", path)
+    return path
+
+
+def render_report(data: ReportData, report_dir: Path) -> str:
+    run = data.run
+    args = run.get("args") or {}
+    started, finished = run.get("started"), run.get("finished")
+    total = len(data.rows)
+    facts = [
+        ("Run", data.run_id), ("Mode", run.get("mode", "")), ("Status", run.get("status", "")),
+        ("Started", _clock(started)), ("Finished", _clock(finished)),
+        ("Duration", _duration(finished - started) if started and finished else ""),
+        ("Orders file", args.get("orders", "")), ("Site", args.get("site", "")), ("Portal", args.get("base_url", "")),
+        ("Output folder", str(data.out_dir)),
+    ]
+    parts = [
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">",
+        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'; "
+        "script-src 'unsafe-inline'; img-src data:\">",
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">",
+        f"<title>pobatch report {_e(data.run_id)}</title>\n<style>{_CSS}</style></head><body>",
+        f"<h1>pobatch run report <span class=\"muted\">{_e(data.run_id)}</span></h1>",
+        "<dl class=\"facts\">" + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in facts if v) + "</dl>",
+        _counts_html(data.counts, total),
+        "<h2>Timeline</h2>",
+        _timeline_svg(data, report_dir),
+        _legend_html(),
+        "<h2>Purchase orders</h2>",
+        _table_html(data, report_dir),
+        _events_html(data),
+        f"<footer>Written by pobatch on {_e(datetime.now().isoformat(timespec='seconds'))}. "
+        "Replay a recorded attempt with <code>pobatch replay RUN PO</code>.</footer>",
+        f"<script>{_JS}</script></body></html>\n",
+    ]
+    return "\n".join(parts)
+
+
+def _counts_html(counts: dict[str, int], total: int) -> str:
+    order = [s.value for s in Status] + sorted(k for k in counts if k not in {s.value for s in Status})
+    boxes = [f"<button class=\"count all active\" data-status=\"\" type=\"button\"><b>{total}</b> POs</button>"]
+    for status in order:
+        n = counts.get(status, 0)
+        if n:
+            boxes.append(f"<button class=\"count\" type=\"button\" data-status=\"{_e(status)}\" "
+                         f"style=\"border-color:{_colour(status)}\"><b>{n}</b> {_e(status)}</button>")
+    return "<div class=\"counts\" id=\"counts\">" + "".join(boxes) + "</div>"
+
+
+def _legend_html() -> str:
+    items = [("COMPLETED", "completed"), ("NO_ATTACHMENTS", "no attachments"), ("PO_NOT_FOUND", "not found"),
+             ("error", "failed attempt (click: artifacts)"), ("interrupted", "interrupted"),
+             ("worker_lost", "worker lost")]
+    spans = [f"<span><i style=\"background:{_colour(k)}\"></i>{_e(label)}</span>" for k, label in items]
+    spans.append("<span><i class=\"tri\"></i>browser restart</span>")
+    spans.append("<span><i class=\"dash\"></i>retry of the same PO</span>")
+    return "<div class=\"legend\">" + "".join(spans) + "</div>"
+
+
+def _timeline_svg(data: ReportData, report_dir: Path) -> str:
+    bars = sorted(data.bars, key=lambda b: (b.started, b.key, b.attempt))
+    if not bars:
+        return "<p class=\"muted\">No attempt was recorded in this run.</p>"
+    workers = sorted({b.worker_id for b in bars} | {m.worker_id for m in data.markers if m.worker_id},
+                     key=_natural)
+    row_of = {w: i for i, w in enumerate(workers)}
+    t0 = min(b.started for b in bars)
+    t1 = max(max(b.finished for b in bars), max((m.ts for m in data.markers), default=t0))
+    span = max(t1 - t0, 0.5)
+    label_w, plot_w, row_h, bar_h, top = 110, 1000, 30, 20, 24
+    width, height = label_w + plot_w + 20, top + row_h * len(workers) + 10
+
+    def x(t: float) -> float:
+        return label_w + (t - t0) / span * plot_w
+
+    out = [f"<svg class=\"timeline\" id=\"timeline\" xmlns=\"http://www.w3.org/2000/svg\" "
+           f"viewBox=\"0 0 {width} {height}\" width=\"{width}\" height=\"{height}\" role=\"img\" "
+           f"aria-label=\"One row per worker, one bar per PO attempt\">"]
+    step = _tick_step(span)
+    k = 0
+    while k * step <= span + 1e-9:
+        tx = x(t0 + k * step)
+        out.append(f"<line class=\"grid\" x1=\"{tx:.1f}\" y1=\"{top - 6}\" x2=\"{tx:.1f}\" y2=\"{height - 6}\"/>"
+                   f"<text class=\"tick\" x=\"{tx:.1f}\" y=\"{top - 10}\">+{_duration(k * step)}</text>")
+        k += 1
+    for w, i in row_of.items():
+        y = top + i * row_h
+        out.append(f"<text class=\"worker\" x=\"4\" y=\"{y + row_h / 2 + 4:.1f}\">{_e(w)}</text>"
+                   f"<line class=\"lane\" x1=\"{label_w}\" y1=\"{y + row_h / 2:.1f}\" x2=\"{label_w + plot_w}\" "
+                   f"y2=\"{y + row_h / 2:.1f}\"/>")
+    by_key: dict[str, list[AttemptBar]] = {}
+    for b in bars:
+        by_key.setdefault(b.key, []).append(b)
+    for attempts in by_key.values():  # retries: a dashed line from one attempt's end to the next one's start
+        for prev, nxt in zip(attempts, attempts[1:]):
+            y1 = top + row_of[prev.worker_id] * row_h + row_h / 2
+            y2 = top + row_of[nxt.worker_id] * row_h + row_h / 2
+            out.append(f"<line class=\"retry\" data-po=\"{_e(prev.key)}\" x1=\"{x(prev.finished):.1f}\" "
+                       f"y1=\"{y1:.1f}\" x2=\"{x(nxt.started):.1f}\" y2=\"{y2:.1f}\"/>")
+    for b in bars:
+        y = top + row_of[b.worker_id] * row_h + (row_h - bar_h) / 2
+        bx, bw = x(b.started), max(x(b.finished) - x(b.started), 2.0)
+        tip = (f"PO {b.key}, attempt {b.attempt} on {b.worker_id}: {b.outcome}"
+               f"{' - ' + b.detail if b.detail else ''}\n{_clock(b.started)} to {_clock(b.finished)}"
+               f" ({_duration(b.finished - b.started)})" + ("\nrecorded" if b.recorded else ""))
+        rect = (f"<rect class=\"attempt{' failed' if b.failed else ''}\" data-po=\"{_e(b.key)}\" "
+                f"data-attempt=\"{b.attempt}\" data-worker=\"{_e(b.worker_id)}\" data-outcome=\"{_e(b.outcome)}\" "
+                f"x=\"{bx:.1f}\" y=\"{y:.1f}\" width=\"{bw:.1f}\" height=\"{bar_h}\" rx=\"3\" "
+                f"fill=\"{_colour(b.outcome)}\"><title>{_e(tip)}</title></rect>")
+        label = f"{b.key}" + (f" a{b.attempt}" if b.attempt > 1 else "")
+        text = ""
+        if bw > 7 * len(label) + 6:
+            text = f"<text class=\"bar-label\" x=\"{bx + 4:.1f}\" y=\"{y + bar_h - 6:.1f}\">{_e(label)}</text>"
+        if b.failed and b.artifacts is not None:
+            href = _href(b.artifacts, report_dir, is_dir=True)
+            out.append(f"<a href=\"{_e(href)}\" target=\"_blank\">{rect}{text}</a>")
+        else:
+            out.append(rect + text)
+    for m in data.markers:
+        if m.worker_id not in row_of:
+            continue
+        mx, my = x(m.ts), top + row_of[m.worker_id] * row_h
+        what = "browser restart" if m.action == "browser_restart" else "worker lost"
+        tip = f"{what} on {m.worker_id} at {_clock(m.ts)}" + (f" (PO {m.task_key})" if m.task_key else "") + \
+              (f": {m.detail}" if m.detail else "")
+        out.append(f"<path class=\"marker {_e(m.action)}\" data-action=\"{_e(m.action)}\" "
+                   f"d=\"M{mx - 5:.1f},{my + 1:.1f} L{mx + 5:.1f},{my + 1:.1f} L{mx:.1f},{my + 9:.1f} Z\">"
+                   f"<title>{_e(tip)}</title></path>")
+    out.append("</svg>")
+    return "<div class=\"scroll\">" + "".join(out) + "</div>"
+
+
+def _table_html(data: ReportData, report_dir: Path) -> str:
+    bars_by_key: dict[str, list[AttemptBar]] = {}
+    for b in sorted(data.bars, key=lambda b: b.attempt):
+        bars_by_key.setdefault(b.key, []).append(b)
+    head = ("<tr><th>PO</th><th>Status</th><th>Reason</th><th>Attempts</th><th>Supplier</th><th>Files</th>"
+            "<th>Folder</th><th>Error</th><th>Failed attempts, recordings</th></tr>")
+    body = []
+    for r in data.rows:
+        files = "".join(f"<li>{_e(f.get('name', ''))} <span class=\"muted\">{_size(f.get('size'))}"
+                        f"{' (requisition)' if f.get('source') == 'requisition' else ''}</span></li>"
+                        for f in r.files)
+        folder = ""
+        if r.folder:
+            folder = (f"<a href=\"{_e(_href(Path(r.folder), report_dir, is_dir=True))}\" target=\"_blank\">"
+                      f"{_e(Path(r.folder).name)}</a>")
+        po = _e(r.key)
+        if r.po_url.startswith(("http://", "https://")):
+            po = f"<a href=\"{_e(r.po_url)}\" target=\"_blank\" rel=\"noreferrer\">{po}</a>"
+        fails = []
+        for b in bars_by_key.get(r.key, []):
+            if not b.failed:
+                continue
+            if b.artifacts is None:
+                fails.append(f"<span title=\"{_e(b.detail)}\">a{b.attempt}</span>")
+                continue
+            links = [f"<a href=\"{_e(_href(b.artifacts, report_dir, is_dir=True))}\" target=\"_blank\" "
+                     f"title=\"{_e(b.detail)}\">a{b.attempt}</a>"]
+            for name, label in ((SCREENSHOT, "screenshot"), (PAGE_HTML, "html")):
+                if name in b.artifact_files:
+                    links.append(f"<a class=\"small\" href=\"{_e(_href(b.artifacts / name, report_dir))}\" "
+                                 f"target=\"_blank\">{label}</a>")
+            fails.append("<span class=\"fail\">" + " ".join(links) + "</span>")
+        recorded = [b.attempt for b in bars_by_key.get(r.key, []) if b.recorded]
+        if recorded:
+            fails.append(f"<span class=\"muted\" title=\"pobatch replay {_e(data.run_id)} {_e(r.key)}\">"
+                         f"recorded: a{', a'.join(str(a) for a in recorded)}</span>")
+        body.append(
+            f"<tr data-status=\"{_e(r.status)}\"><td>{po}</td>"
+            f"<td><span class=\"badge\" style=\"background:{_colour(r.status)}\">{_e(r.status)}</span></td>"
+            f"<td>{_e(r.reason)}</td><td class=\"num\">{r.attempts}</td><td>{_e(r.supplier)}</td>"
+            f"<td>{'<ul>' + files + '</ul>' if files else ''}</td><td>{folder}</td>"
+            f"<td class=\"error\">{_e(r.error)}</td><td>{'<br>'.join(fails)}</td></tr>")
+    return f"<table id=\"pos\"><thead>{head}</thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _events_html(data: ReportData) -> str:
+    events = data.events[:MAX_EVENT_ROWS]
+    if not events:
+        return ""
+    t0 = events[0].ts
+    rows = "".join(
+        f"<tr><td class=\"num\">+{e.ts - t0:.2f}s</td><td>{_e(e.worker_id)}</td><td>{_e(e.window)}</td>"
+        f"<td>{_e(e.task_key)}</td><td class=\"num\">{e.attempt or ''}</td><td>{_e(e.action)}</td>"
+        f"<td>{_e(e.outcome)}</td><td class=\"wrap\">{_e(e.url)}</td><td class=\"wrap\">{_e(e.detail)}</td></tr>"
+        for e in events)
+    more = (f"<p class=\"muted\">First {MAX_EVENT_ROWS} of {len(data.events)} events.</p>"
+            if len(data.events) > MAX_EVENT_ROWS else "")
+    return (f"<details><summary>All events, every worker and window, by time ({len(data.events)})</summary>{more}"
+            "<table class=\"events\"><thead><tr><th>time</th><th>worker</th><th>window</th><th>PO</th><th>attempt</th>"
+            f"<th>action</th><th>outcome</th><th>URL</th><th>detail</th></tr></thead><tbody>{rows}</tbody></table>"
+            "</details>")
+
+
+# -- small pieces -------------------------------------------------------------------------------------
+def _e(value: Any) -> str:
+    """Escape for HTML text and attribute values (quotes too); control characters dropped."""
+    text = "" if value is None else str(value)
+    text = re.sub(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]", "", text)
+    return html.escape(text, quote=True)
+
+
+def _href(target: Path, report_dir: Path, is_dir: bool = False) -> str:
+    """A link that keeps working when the output folder is moved: relative when possible."""
+    try:
+        rel = os.path.relpath(os.path.abspath(target), os.path.abspath(report_dir))
+        href = "/".join(quote(part) for part in Path(rel).parts)
+    except ValueError:  # another drive on Windows
+        href = Path(os.path.abspath(target)).as_uri()
+    return href + ("/" if is_dir and not href.endswith("/") else "")
+
+
+def _colour(outcome: str) -> str:
+    return OUTCOME_COLOURS.get(outcome, "#777777")
+
+
+def _clock(ts: float | None) -> str:
+    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else ""
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f}s" if seconds < 10 and seconds != int(seconds) else f"{seconds:.0f}s"
+    m, s = divmod(int(round(seconds)), 60)
+    if m < 60:
+        return f"{m}m{s:02d}s"
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m"
+
+
+def _size(n: Any) -> str:
+    try:
+        n = int(n)
+    except (TypeError, ValueError):
+        return ""
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return ""
+
+
+def _tick_step(span: float) -> float:
+    """A round step giving about 5 to 12 ticks."""
+    raw = span / 8
+    mag = 10 ** math.floor(math.log10(raw)) if raw > 0 else 1
+    for m in (1, 2, 5, 10):
+        if raw <= m * mag:
+            step = m * mag
+            break
+    for nice in (15, 30, 60, 120, 300, 600, 900, 1800, 3600):  # clock-friendly above 10 s
+        if 10 < step <= nice:
+            return float(nice)
+    return float(step)
+
+
+_CSS = """
+body{font:14px/1.4 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24px;color:#222;background:#fff}
+h1{font-size:22px;margin:0 0 12px}h2{font-size:17px;margin:24px 0 8px}
+.muted{color:#777;font-weight:normal}
+.facts{display:grid;grid-template-columns:max-content auto;gap:2px 16px;margin:0 0 16px}
+.facts dt{color:#555}.facts dd{margin:0;word-break:break-all}
+.counts{display:flex;flex-wrap:wrap;gap:8px}
+.count{border:2px solid #888;border-radius:6px;padding:6px 12px;background:#fafafa;cursor:pointer;font:inherit}
+.count.active{background:#e8eefc}.count b{font-size:18px;margin-right:4px}
+.scroll{overflow-x:auto}
+svg.timeline{font:11px system-ui,sans-serif;background:#fcfcfc;border:1px solid #ddd}
+svg .grid{stroke:#eee}svg .lane{stroke:#e4e4e4}svg .tick{fill:#888;text-anchor:middle}
+svg .worker{fill:#333;font-weight:600}
+svg .attempt{stroke:#0003}svg .attempt.failed{stroke:#600;stroke-width:1.5}
+svg a .attempt{cursor:pointer}
+svg .bar-label{fill:#fff;pointer-events:none}
+svg .retry{stroke:#555;stroke-dasharray:3 3}
+svg .marker{fill:#111}svg .marker.worker_lost{fill:#b00}
+.legend{display:flex;flex-wrap:wrap;gap:14px;margin:6px 0 0;color:#444;font-size:12px}
+.legend i{display:inline-block;width:14px;height:10px;margin-right:4px;border-radius:2px;vertical-align:middle}
+.legend i.tri{width:0;height:0;border-left:6px solid transparent;border-right:6px solid transparent;
+  border-top:9px solid #111;border-radius:0}
+.legend i.dash{height:0;border-top:2px dashed #555;border-radius:0}
+table{border-collapse:collapse;width:100%;margin-top:8px}
+th,td{border-bottom:1px solid #e3e3e3;padding:5px 8px;text-align:left;vertical-align:top}
+th{background:#f3f5f9;position:sticky;top:0}
+td.num{text-align:right}td.error{color:#9c0006;max-width:360px;word-break:break-word}
+td ul{margin:0;padding-left:16px}
+.badge{color:#fff;border-radius:4px;padding:1px 6px;font-size:12px;white-space:nowrap}
+.fail a{margin-right:6px}.small{font-size:12px}
+tr.hidden{display:none}
+details{margin-top:24px}summary{cursor:pointer;font-weight:600}
+table.events{font-size:12px}td.wrap{word-break:break-all;max-width:420px}
+footer{margin-top:24px;color:#777;font-size:12px}
+"""
+
+_JS = """
+(function () {
+  var buttons = document.querySelectorAll('#counts .count');
+  buttons.forEach(function (btn) {
+    btn.addEventListener('click', function () {
+      var status = btn.getAttribute('data-status');
+      buttons.forEach(function (b) { b.classList.toggle('active', b === btn); });
+      document.querySelectorAll('#pos tbody tr').forEach(function (tr) {
+        tr.classList.toggle('hidden', !!status && tr.getAttribute('data-status') !== status);
+      });
+    });
+  });
+})();
+"""
+
