@@ -1,12 +1,14 @@
 """The console view: a progress bar with counts per status and an ETA, then a summary table.
 
-It only listens (MainApp calls it); nothing in the workflow depends on it, so tests run without it.
+In parallel mode it also shows one line per worker (busy on which PO, or idle, and for how long),
+then the queue: POs waiting, busy and done, POs per minute and the ETA. It only listens (MainApp
+calls it); nothing in the workflow depends on it, so tests run without it.
 """
 from __future__ import annotations
 
 import time
 from collections import Counter
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from rich.console import Console
 from rich.live import Live
@@ -28,14 +30,23 @@ STATUS_STYLE = {
 }
 
 
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h {m:02d}m" if h else f"{m}m {s:02d}s" if m else f"{s}s"
+
+
 class ConsoleView:
-    def __init__(self, console: Console | None = None) -> None:
+    def __init__(self, console: Console | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.console = console or Console(stderr=True)
+        self.clock = clock
         self.counts: Counter[Status] = Counter()
         self.workers: dict[str, tuple[str, float]] = {}  # worker -> (PO or "", since)
         self.done = 0
         self.total = 0
-        self.started = time.monotonic()
+        self.mode = ""
+        self.started = clock()
         self._live: Live | None = None
         self._progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -46,33 +57,35 @@ class ConsoleView:
 
     # -- MainApp callbacks ------------------------------------------------------------------------
     def start(self, run_id: str, total: int, skipped: int, mode: str) -> None:
-        self.total, self.started = total, time.monotonic()
+        self.total, self.mode, self.started = total, mode, self.clock()
         self.console.print(f"[bold]pobatch[/] run {run_id} ({mode}): {total} PO(s) to process"
                            + (f", {skipped} already completed and skipped" if skipped else ""))
         self._task_id = self._progress.add_task("POs", total=total, rate="")
         if self.console.is_terminal:
-            self._live = Live(self._render(), console=self.console, refresh_per_second=4, transient=True)
+            self._live = Live(self.render(), console=self.console, refresh_per_second=4, transient=True)
             self._live.start()
 
     def task_started(self, worker_id: str, po: str) -> None:
-        self.workers[worker_id] = (po, time.monotonic())
+        self._busy(worker_id, po)
         self._refresh()
 
     def event(self, event: Event) -> None:
         if event.action == "attempt_start" and event.worker_id:
-            self.workers[event.worker_id] = (event.task_key, time.monotonic())
+            self._busy(event.worker_id, event.task_key)
         elif event.action == "worker_lost":
-            self.console.print(f"[red]worker {event.worker_id} died[/] ({event.detail}); its PO was requeued")
+            self.workers.pop(event.worker_id, None)  # a replacement shows up under its own name
+            fate = {"requeued": f"; PO {event.task_key} goes back to the queue",
+                    "failed": f"; PO {event.task_key} failed"}.get(event.outcome, "")
+            self.console.print(f"[red]worker {event.worker_id} died[/] ({event.detail}){fate}")
         self._refresh()
 
     def task_done(self, worker_id: str, outcome: PoOutcome) -> None:
         self.counts[outcome.status] += 1
         self.done += 1
         if worker_id in self.workers:
-            self.workers[worker_id] = ("", time.monotonic())
+            self.workers[worker_id] = ("", self.clock())
         if self._task_id is not None:
-            minutes = max(1e-9, (time.monotonic() - self.started) / 60)
-            self._progress.update(self._task_id, advance=1, rate=f"{self.done / minutes:.1f} PO/min")
+            self._progress.update(self._task_id, advance=1, rate=f"{self.rate():.1f} PO/min")
         if not self.console.is_terminal:
             style = STATUS_STYLE.get(outcome.status, "")
             self.console.print(f"[{style}]{outcome.status.value:<15}[/] PO {outcome.po_number} "
@@ -98,19 +111,43 @@ class ConsoleView:
         if summary.message:
             self.console.print(f"[bold red]{summary.message}[/]" if summary.exit_code else summary.message)
 
-    # -- rendering --------------------------------------------------------------------------------
-    def _render(self):
+    # -- what the live view shows -----------------------------------------------------------------
+    def _busy(self, worker_id: str, po: str) -> None:
+        current = self.workers.get(worker_id)
+        if current is None or current[0] != po:  # a retry of the same PO keeps its start time
+            self.workers[worker_id] = (po, self.clock())
+
+    def rate(self) -> float:
+        """POs finished per minute since the start."""
+        minutes = (self.clock() - self.started) / 60
+        return self.done / minutes if minutes > 0 else 0.0
+
+    def eta_seconds(self) -> float | None:
+        """Time left at the rate so far; None before the first PO is done."""
+        rate = self.rate()
+        return (self.total - self.done) / rate * 60 if rate > 0 else None
+
+    def queue_line(self) -> str:
+        busy = sum(1 for po, _since in self.workers.values() if po)
+        waiting = max(0, self.total - self.done - busy)
+        eta = self.eta_seconds()
+        return (f"Queue: {waiting} waiting, {busy} busy, {self.done} of {self.total} done  "
+                f"{self.rate():.1f} PO/min  ETA {_duration(eta) if eta is not None else '--'}")
+
+    def render(self):
+        """The live view: progress, counts per status, and in parallel mode the workers and the queue."""
         counts = "  ".join(f"[{STATUS_STYLE.get(s, '')}]{s.value}: {n}[/]" for s, n in self.counts.items() if n)
         parts = [self._progress, counts or "[dim]waiting for the first result...[/]"]
-        if len(self.workers) > 1 or any(w != "main" for w in self.workers):
+        if self.mode in ("parallel", "grid") or len(self.workers) > 1 or any(w != "main" for w in self.workers):
             t = Table(box=None, show_header=False, padding=(0, 1))
-            now = time.monotonic()
-            for wid in sorted(self.workers):
+            now = self.clock()
+            for wid in sorted(self.workers, key=lambda w: (len(w), w)):
                 po, since = self.workers[wid]
-                t.add_row(wid, f"busy PO {po}" if po else "[dim]idle[/]", f"{now - since:5.1f}s")
+                t.add_row(wid, "busy" if po else "[dim]idle[/]", f"PO {po}" if po else "", f"{now - since:6.1f}s")
             parts.append(t)
+            parts.append(self.queue_line())
         return Group(*parts)
 
     def _refresh(self) -> None:
         if self._live:
-            self._live.update(self._render())
+            self._live.update(self.render())

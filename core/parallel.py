@@ -2,6 +2,7 @@
 
 MainApp consumes this stream exactly as it consumes the sequential one; the pool owns the processes,
 this module owns the PO-specific decisions: how many workers, and how to clean up after one dies.
+With a Grid (cfg.grid), each worker holds a remote session and `auto` means the Grid's free slots.
 """
 from __future__ import annotations
 
@@ -13,10 +14,11 @@ from typing import Iterator
 from core.po_worker import WorkerConfig
 from corelib.autoscale import auto_workers
 from corelib.downloads import remove_tree
-from corelib.profile_manager import profile_in_use_warning
+from corelib.errors import FatalError
+from corelib.profile_manager import ProfileManager, profile_in_use_warning
 from corelib.process_reaper import kill_browser_tree
 from corelib.tasks import Event, Task, TaskResult
-from corelib.worker_pool import WorkerInfo, WorkerLost, WorkerPool, WorkerSpec
+from corelib.worker_pool import PoolStopped, WorkerInfo, WorkerLost, WorkerPool, WorkerSpec
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +30,12 @@ def pool_task_timeout(cfg: WorkerConfig) -> float:
 
 def _reap(info: WorkerInfo) -> None:
     """A worker died: its browser processes and profile clone would otherwise outlive it."""
+    if info.info.get("grid_session"):
+        from corelib.grid import delete_session
+
+        # Its last remote session, which the Grid would otherwise keep until its session timeout
+        # (a worker that closed it cleanly gets a harmless "no such session").
+        delete_session(info.info["grid_url"], info.info["grid_session"])
     profile = info.info.get("profile_dir")
     if profile:
         n = kill_browser_tree(profile)
@@ -36,28 +44,67 @@ def _reap(info: WorkerInfo) -> None:
         except OSError as exc:
             log.warning("could not remove %s: %s", profile, exc)
         log.info("worker %s exited; killed %d leftover browser process(es), removed %s", info.worker_id, n, profile)
+    download_dir = info.info.get("download_dir")
+    if download_dir:
+        try:
+            remove_tree(Path(download_dir))
+        except OSError as exc:
+            log.warning("could not remove %s: %s", download_dir, exc)
 
 
 def run_parallel(cfg: WorkerConfig, tasks: list[Task], workers: int | None) -> Iterator[TaskResult | Event]:
     warning = profile_in_use_warning(cfg.base_profile)
     if warning:
         log.warning(warning)
-    if workers is None:
+    if cfg.grid is not None:
+        from corelib.grid import check_grid
+
+        slots = check_grid(cfg.grid.url, cfg.browser.browser)
+        if workers is None:
+            workers = max(1, slots.free)
+            log.info("--workers auto: %d (the Grid's free slots: %d of %d)", workers, slots.free, slots.total)
+    elif workers is None:
         workers, why = auto_workers(len(tasks))
         log.info("--workers auto: %d (%s)", workers, why)
     workers = max(1, min(workers, len(tasks) or 1))
-    spec = WorkerSpec("core.po_worker:make_handler", {"worker": cfg})
+    factory = "core.po_worker:make_grid_handler" if cfg.grid is not None else "core.po_worker:make_handler"
+    spec = WorkerSpec(factory, {"worker": cfg})
     pool = WorkerPool(spec, workers, task_timeout=pool_task_timeout(cfg), on_worker_exit=_reap)
     for t in tasks:
         pool.submit(t)
     pool.start()
     try:
-        for item in pool.results():
-            if isinstance(item, WorkerLost):
-                yield Event(action="worker_lost", worker_id=item.worker_id, task_key=item.task_key,
-                            outcome="requeued" if item.requeued else "failed",
-                            detail=f"pid {item.pid} exit code {item.exitcode}", ts=time.time())
-                continue
-            yield item
+        try:
+            for item in pool.results():
+                yield _as_event(item)
+        except KeyboardInterrupt:
+            # Ctrl+C: the workers (which ignore it) finish the POs in hand; their results are recorded
+            # before the run says it stopped, so a PO done meanwhile is COMPLETED, not INTERRUPTED.
+            log.warning("Stopping: the POs in progress finish first (Ctrl+C again stops at once)")
+            try:
+                pool.stop(cancel_pending=True)
+            except KeyboardInterrupt:
+                pool.terminate()  # their browsers and clones are reaped by _reap
+                raise
+            for item in pool.results():
+                yield _as_event(item)
+            raise
+        except PoolStopped as exc:
+            raise FatalError(f"The run stopped because the browser workers keep failing: {exc}. Finished POs "
+                             "are kept; fix the cause and run the same command again.",
+                             reason="WORKERS_FAILED") from exc
     finally:
         pool.stop(cancel_pending=True)
+        # Every worker is gone now; one killed mid-start or mid-cleanup left its owner record (and
+        # maybe more) in this run's profile folder: remove what no live process claims.
+        for path in ProfileManager.sweep_orphans(cfg.profiles_root):
+            log.info("removed what a worker could not: %s", path)
+
+
+def _as_event(item: TaskResult | Event | WorkerLost) -> TaskResult | Event:
+    """A lost worker becomes a timeline event for the app; everything else passes through."""
+    if not isinstance(item, WorkerLost):
+        return item
+    outcome = "requeued" if item.requeued else "failed" if item.task_key else ""
+    return Event(action="worker_lost", worker_id=item.worker_id, task_key=item.task_key, outcome=outcome,
+                 detail=f"pid {item.pid} exit code {item.exitcode}", ts=time.time())

@@ -1,7 +1,8 @@
 """The PO handler a worker runs: one browser kept across tasks, the shared PO workflow per task.
 
 Sequential mode builds one in-process; parallel mode names `core.po_worker:make_handler` in a
-WorkerSpec and every spawned worker builds its own, on its own clone of the base profile.
+WorkerSpec and every spawned worker builds its own, on its own clone of the base profile. Grid mode
+names `make_grid_handler`: each worker holds a remote session instead, carrying the profile's cookies.
 """
 from __future__ import annotations
 
@@ -14,7 +15,10 @@ from typing import Any, Callable
 from core.po_job import JobConfig, PoJob, PoTaskPayload
 from core.results import outcome_to_result
 from corelib.browser import BrowserSpec
-from corelib.browser_session import BrowserSession
+from corelib.browser_session import BrowserSession, RemoteBrowserSession
+from corelib.downloads import remove_tree
+from corelib.download_sink import DownloadSink, GridDownloadSink
+from corelib.grid import GridSpec
 from corelib.tasks import Event, Task, TaskResult
 
 log = logging.getLogger(__name__)
@@ -29,13 +33,16 @@ class WorkerConfig:
     base_profile: str
     run_id: str
     profiles_root: str | None = None
+    grid: GridSpec | None = None  # grid mode: remote sessions on this Grid
+    cookies: tuple[dict[str, Any], ...] = ()  # grid mode: the base profile's portal cookies
 
 
 class PoHandler:
-    def __init__(self, session: BrowserSession, job: JobConfig, emit: Callable[[Event], None],
-                 worker_id: str, on_close: Callable[[], None] | None = None) -> None:
+    def __init__(self, session: BrowserSession | RemoteBrowserSession, job: JobConfig,
+                 emit: Callable[[Event], None], worker_id: str, on_close: Callable[[], None] | None = None,
+                 sink: DownloadSink | None = None) -> None:
         self.session = session
-        self.job = PoJob(session, job, emit=emit, worker_id=worker_id)
+        self.job = PoJob(session, job, emit=emit, worker_id=worker_id, sink=sink)
         self.worker_id = worker_id
         self._on_close = on_close
 
@@ -51,8 +58,14 @@ class PoHandler:
         try:
             self.session.close()
         finally:
-            if self._on_close:
-                self._on_close()
+            try:
+                # The browser's own download folder: emptied after every PO, pointless once it is gone.
+                download_dir = getattr(self.session.spec, "download_dir", None)
+                if download_dir:
+                    remove_tree(Path(download_dir))
+            finally:
+                if self._on_close:
+                    self._on_close()
 
 
 def incoming_dir(job: JobConfig, worker_id: str) -> Path:
@@ -61,19 +74,55 @@ def incoming_dir(job: JobConfig, worker_id: str) -> Path:
 
 
 def make_handler(ctx: Any, config: dict[str, Any]) -> PoHandler:
-    """WorkerSpec factory: clone the base profile, note it for crash cleanup, start lazily."""
+    """WorkerSpec factory: clone the base profile, note it for crash cleanup, start the browser."""
+    import multiprocessing
+
     from corelib.profile_manager import ProfileManager
 
     cfg: WorkerConfig = config["worker"]
-    manager = ProfileManager(cfg.base_profile, cfg.run_id, work_root=cfg.profiles_root)
-    clone = manager.clone(f"{ctx.worker_id}")
-    ctx.note(profile_dir=str(clone))
-    spec = dataclasses.replace(cfg.browser, user_data_dir=str(clone),
-                               download_dir=str(incoming_dir(cfg.job, ctx.worker_id)))
-    session = BrowserSession(spec)
-    handler = PoHandler(session, cfg.job, ctx.emit, ctx.worker_id, on_close=manager.cleanup)
-    # Start the browser now: a worker is ready when its browser is, and a start failure shows at once.
-    session.driver
+    parent = multiprocessing.parent_process()
+    # The run lives and dies with the app that started this worker: if the app is killed, the next
+    # run's sweep knows this worker for an orphan.
+    manager = ProfileManager(cfg.base_profile, cfg.run_id, work_root=cfg.profiles_root,
+                             run_owner_pid=parent.pid if parent is not None else None)
+    session: BrowserSession | None = None
+    try:
+        clone = manager.clone(f"{ctx.worker_id}")
+        download_dir = incoming_dir(cfg.job, ctx.worker_id)
+        ctx.note(profile_dir=str(clone), download_dir=str(download_dir))
+        spec = dataclasses.replace(cfg.browser, user_data_dir=str(clone), download_dir=str(download_dir))
+        session = BrowserSession(spec)
+        handler = PoHandler(session, cfg.job, ctx.emit, ctx.worker_id, on_close=manager.cleanup)
+        # Start the browser now: a worker is ready when its browser is, and a start failure shows at once.
+        session.driver
+    except BaseException:
+        # A worker that cannot start (or is stopped while starting) leaves no browser and no clone.
+        try:
+            if session is not None:
+                session.close()
+        finally:
+            manager.cleanup()
+        raise
+    return handler
+
+
+def make_grid_handler(ctx: Any, config: dict[str, Any]) -> PoHandler:
+    """WorkerSpec factory for grid mode: a remote session that gets the login cookies at every start."""
+    from core.grid_login import apply_cookies
+
+    cfg: WorkerConfig = config["worker"]
+    assert cfg.grid is not None
+    grid, cookies, base_url = cfg.grid, [dict(c) for c in cfg.cookies], cfg.job.base_url
+
+    def on_start(driver: Any) -> None:
+        # Noted first: if this worker dies, the parent deletes the session rather than the Grid
+        # keeping it until its session timeout.
+        ctx.note(grid_url=grid.url, grid_session=driver.session_id)
+        apply_cookies(driver, base_url, cookies)
+
+    session = RemoteBrowserSession(cfg.browser, grid, on_start=on_start)
+    handler = PoHandler(session, cfg.job, ctx.emit, ctx.worker_id, sink=GridDownloadSink(lambda: session.driver))
+    session.driver  # ready when its session is; a Grid that cannot start one shows at once
     return handler
 
 

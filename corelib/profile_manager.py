@@ -8,7 +8,9 @@ files are skipped (a copied SingletonLock makes the clone unusable).
 Every run keeps its clones in its own folder with an owner.json naming the owning process (and
 owner-*.json for each further process, e.g. each parallel worker, that clones into the same run).
 A run that dies hard leaves that folder and orphaned browsers behind; sweep_orphans() finds such
-folders by their dead owners, kills the browsers by profile dir, and deletes them.
+folders by their dead owners, kills the browsers by profile dir, and deletes them. A worker's record
+also names the run's owner (the app that started the workers): once that process is gone the run is
+dead, and a worker still running on it is an orphan that the sweep stops first.
 """
 from __future__ import annotations
 
@@ -295,6 +297,42 @@ def _owner_alive(owner: dict[str, Any]) -> bool:
     return actual is not None and abs(actual - recorded) <= _CREATE_TIME_TOLERANCE
 
 
+def _record_alive(record: dict[str, Any]) -> bool:
+    """A record keeps its run alive while its process runs and, if it names one, its run owner too."""
+    if not _owner_alive(record):
+        return False
+    run_owner = record.get("run_owner")
+    return not isinstance(run_owner, dict) or _owner_alive(run_owner)
+
+
+def _stop_orphans(records: list[dict[str, Any]], timeout: float = 5.0) -> None:
+    """Stop the processes of a dead run that still run (workers whose app was killed).
+
+    Each is the very process its record names (pid and create time), so nothing else is touched.
+    SIGTERM first: a pool worker then closes its browser and its clone itself.
+    """
+    procs = []
+    for record in records:
+        if not _owner_alive(record) or record.get("pid") == os.getpid():
+            continue
+        try:
+            proc = psutil.Process(int(record["pid"]))
+            proc.terminate()
+            procs.append(proc)
+        except (psutil.Error, KeyError, TypeError, ValueError):
+            continue
+    if not procs:
+        return
+    _gone, alive = psutil.wait_procs(procs, timeout=timeout)
+    for proc in alive:
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(alive, timeout=timeout)
+    log.info("Stopped %d orphaned process(es) of a dead run: %s", len(procs), ", ".join(str(p.pid) for p in procs))
+
+
 def _destroy_run_dir(run_dir: Path) -> None:
     """Kill the browsers on every clone of a run, then delete the run folder."""
     if run_dir.is_symlink():
@@ -321,7 +359,10 @@ class ProfileManager:
 
     _instances = itertools.count(1)
 
-    def __init__(self, base_profile: str | Path, run_id: str, work_root: str | Path | None = None) -> None:
+    def __init__(self, base_profile: str | Path, run_id: str, work_root: str | Path | None = None,
+                 run_owner_pid: int | None = None) -> None:
+        """run_owner_pid: the process this run lives and dies with, when it is not this one (a parallel
+        worker passes the app's main process): the sweep treats the run as dead once that is gone."""
         self.base_profile = Path(base_profile)
         if not self.base_profile.is_dir():
             raise FatalError(f"Browser profile folder not found: {self.base_profile}", reason="BAD_CONFIG")
@@ -340,6 +381,9 @@ class ProfileManager:
             "user": _current_user(),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
+        if run_owner_pid is not None and run_owner_pid != me.pid:
+            self._owner["run_owner"] = {"pid": run_owner_pid,
+                                        "pid_create_time": _process_create_time(run_owner_pid) or 0.0}
         self._record_path = self._open_run_dir()
 
     # -- run folder and owner records --------------------------------------------------------------
@@ -527,8 +571,9 @@ class ProfileManager:
         """Remove the run folders of dead runs (and their orphaned browsers); return what was removed.
 
         A run is dead when no owner record names a live process (a pid that no longer runs, or runs
-        with another create time: the pid was reused). A folder without any record counts as dead
-        once it is an hour old. A live run is never touched, nor one recorded for another user.
+        with another create time: the pid was reused) whose run owner, if recorded, lives too; the
+        orphans of a dead run are stopped first. A folder without any record counts as dead once it
+        is an hour old. A live run is never touched, nor one recorded for another user.
         """
         root = Path(work_root) if work_root is not None else default_work_root()
         removed: list[Path] = []
@@ -552,8 +597,9 @@ class ProfileManager:
             else:
                 if me and any(r.get("user") and r.get("user") != me for r in records):
                     continue
-                if any(_owner_alive(r) for r in records):
+                if any(_record_alive(r) for r in records):
                     continue
+                _stop_orphans(records)
             try:
                 _destroy_run_dir(run_dir)
             except OSError as exc:

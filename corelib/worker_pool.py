@@ -7,13 +7,16 @@ Modelled on CPython's concurrent/futures/process.py, with what a browser pool ne
   told (on_worker_exit) so it can kill orphaned browsers, and a replacement is started;
 - a task that runs too long is aborted inside the worker (handler.abort() from a watchdog thread),
   and if the worker still does not come back, the parent kills it;
-- repeated worker deaths stop the pool with a clear PoolStopped instead of a restart loop.
+- repeated worker deaths stop the pool with a clear PoolStopped instead of a restart loop;
+- a worker whose parent dies (SIGKILL of the app) notices at once, aborts its task, closes its
+  handler (browser, profile clone) and exits, instead of working on as an orphan.
 
 See corelib.task_queue for why tasks are handed out by the parent rather than read from one
 shared multiprocessing.Queue. Only the parent keeps books; workers just run tasks and report.
 """
 from __future__ import annotations
 
+import _thread
 import dataclasses
 import importlib
 import logging
@@ -27,6 +30,8 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import Any, Callable, Iterable, Iterator, Protocol
+
+import psutil
 
 from corelib.errors import ErrorClass, classify, reason_of
 from corelib.task_queue import (
@@ -247,6 +252,95 @@ class _ForwardLogs(logging.Handler):
             self.handleError(record)
 
 
+class _WorkerExit(BaseException):
+    """Raised in a worker's main thread when it must stop now (its parent died, or SIGTERM).
+
+    A BaseException, so no `except Exception` in a handler swallows it: the task unwinds through its
+    finally clauses and the worker closes its handler on the way out.
+    """
+
+
+class _ExitGuard:
+    """Turns SIGTERM, and the death of the parent, into one _WorkerExit in the main thread.
+
+    Never during the final cleanup (closing=True): a second signal there would leave a browser or a
+    profile clone behind, which is what the exit is for.
+    """
+
+    def __init__(self) -> None:
+        self.closing = False
+        self._fired = False
+        self._reason = "SIGTERM"
+        self._main_ident = threading.main_thread().ident
+
+    def install(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if self.closing or self._fired:
+            return
+        self._fired = True
+        raise _WorkerExit(self._reason)
+
+    def interrupt_main(self, reason: str) -> None:
+        """From another thread: raise _WorkerExit in the main thread, even inside a blocking call."""
+        if self.closing or self._fired:
+            return
+        self._reason = reason
+        if hasattr(signal, "pthread_kill") and self._main_ident is not None:
+            signal.pthread_kill(self._main_ident, signal.SIGTERM)  # a real signal: wakes sleep(), recv()
+        else:  # Windows: simulated; a WebDriver call blocked on a dead browser returns after abort()
+            _thread.interrupt_main(signal.SIGTERM)
+
+
+def _parent_identity() -> tuple[Any, float] | None:
+    """(the parent as multiprocessing knows it, its create time); None outside a spawned worker."""
+    parent = multiprocessing.parent_process()
+    if parent is None or parent.pid is None:
+        return None
+    try:
+        return parent, psutil.Process(parent.pid).create_time()
+    except psutil.Error:
+        return parent, 0.0
+
+
+def _parent_alive(pid: int, create_time: float) -> bool:
+    try:
+        proc = psutil.Process(pid)
+        return proc.create_time() == create_time and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _watch_parent(guard: _ExitGuard, get_abort: Callable[[], Callable[[], None] | None]) -> None:
+    """Thread body: wait for the parent to die, then stop the worker: kill the browser, exit.
+
+    An orphaned worker would go on working on a task nobody will record, holding a browser and a
+    profile clone, possibly while a rerun of the same batch starts. The parent's sentinel wakes us
+    at once; on POSIX it is a pipe that also reads as closed if the parent merely dropped its copy,
+    so the death is confirmed by pid and create time, and polled from then on.
+    """
+    identity = _parent_identity()
+    if identity is None:
+        return
+    parent, created = identity
+    try:
+        wait([parent.sentinel])
+    except (OSError, ValueError):
+        pass
+    while _parent_alive(parent.pid, created):
+        time.sleep(1.0)
+    if guard.closing:
+        return
+    abort = get_abort()
+    if abort is not None:
+        try:
+            abort()  # a WebDriver call blocked on the browser returns now
+        except Exception:
+            pass
+    guard.interrupt_main(f"the parent process (pid {parent.pid}) is gone")
+
+
 def _run_task(handler: Any, task: Task, ctx: WorkerContext, watchdog: _Watchdog | None,
               task_timeout: float | None) -> TaskResult:
     started = time.time()
@@ -285,29 +379,43 @@ def _run_task(handler: Any, task: Task, ctx: WorkerContext, watchdog: _Watchdog 
 def _worker_main(worker_id: str, spec: WorkerSpec, tasks_in: Connection, messages_out: Connection,
                  task_timeout: float | None, log_level: int) -> None:
     """Entry point of a worker process: build the handler once, then run tasks until told to stop."""
-    # Ctrl+C reaches the whole console/process group: the parent alone decides how to stop.
+    # Ctrl+C reaches the whole console/process group: the parent alone decides how to stop. On POSIX
+    # the worker also leaves the group, so the terminal's Ctrl+C does not kill the browsers it starts
+    # in the middle of a task either (Windows: the parent stops them through the pool).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(os, "setpgid"):
+        try:
+            os.setpgid(0, 0)
+        except OSError:
+            pass
+    guard = _ExitGuard()
+    guard.install()
     outbox = Outbox(messages_out)
     root = logging.getLogger()
     root.handlers.clear()
     root.addHandler(_ForwardLogs(outbox, worker_id))
     root.setLevel(log_level)
     ctx = WorkerContext(worker_id, outbox)
+    handler: Any = None
+    threading.Thread(target=_watch_parent, args=(guard, lambda: getattr(handler, "abort", None)),
+                     name="pool-parent-watch", daemon=True).start()
 
     t0 = time.monotonic()
     try:
         handler = resolve_factory(spec.factory)(ctx, spec.config)
     except BaseException as exc:
+        guard.closing = True
         log.error("factory %s failed", spec.factory, exc_info=True)
         outbox.put_and_wait(WorkerStartFailed(worker_id, os.getpid(), f"{type(exc).__name__}: {exc}",
                                               classify(exc).value, reason_of(exc)), timeout=10.0)
         outbox.close()
         tasks_in.close()
         raise SystemExit(1) from None
-    outbox.put(WorkerReady(worker_id, os.getpid(), time.monotonic() - t0))
 
-    watchdog = _Watchdog(getattr(handler, "abort", None), task_timeout, ctx) if task_timeout else None
-    try:
+    watchdog: _Watchdog | None = None
+    try:  # from here on, every way out closes the handler
+        outbox.put(WorkerReady(worker_id, os.getpid(), time.monotonic() - t0))
+        watchdog = _Watchdog(getattr(handler, "abort", None), task_timeout, ctx) if task_timeout else None
         while True:
             try:
                 task = tasks_in.recv()
@@ -327,7 +435,10 @@ def _worker_main(worker_id: str, spec: WorkerSpec, tasks_in: Connection, message
                     error=f"result cannot be sent to the parent: {exc}", error_class=ErrorClass.FATAL.value,
                     attempts=result.attempts, started=result.started, finished=result.finished,
                     worker_id=worker_id)))
+    except _WorkerExit as exc:
+        log.warning("stopping at once: %s", exc)
     finally:
+        guard.closing = True
         if watchdog is not None:
             watchdog.close()
         close = getattr(handler, "close", None)
