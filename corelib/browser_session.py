@@ -13,10 +13,14 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
 
 import psutil
 
 from corelib.browser import BrowserSpec, quit_browser, start_browser
+
+if TYPE_CHECKING:
+    from corelib.grid import GridSpec
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +106,94 @@ class BrowserSession:
             shutil.rmtree(temp, ignore_errors=True)
 
     def __enter__(self) -> "BrowserSession":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class RemoteBrowserSession:
+    """The same lifecycle as BrowserSession for a browser on a Selenium Grid.
+
+    restart = a new remote session (the old one deleted on the Grid); abort = close its browser and
+    delete the session on the Grid, from any thread, so a blocked command returns; nothing local to
+    kill or remove. on_start runs after every new session (e.g. to carry the login cookies over);
+    if it fails, the session is deleted again and the error raised.
+    """
+
+    def __init__(self, spec: BrowserSpec, grid: "GridSpec", on_start: Callable[[Any], None] | None = None) -> None:
+        self.spec = spec
+        self.grid = grid
+        self._on_start = on_start
+        self._driver = None
+        self._lock = threading.Lock()
+        self.starts = 0
+        self.start_seconds = 0.0
+
+    @property
+    def driver(self):
+        from corelib.grid import quit_remote, start_remote_browser
+
+        with self._lock:
+            if self._driver is None:
+                t0 = time.monotonic()
+                driver = start_remote_browser(self.grid, self.spec)
+                if self._on_start is not None:
+                    try:
+                        self._on_start(driver)
+                    except BaseException:
+                        quit_remote(driver)
+                        raise
+                self._driver = driver
+                self.start_seconds = time.monotonic() - t0
+                self.starts += 1
+            return self._driver
+
+    @property
+    def started(self) -> bool:
+        return self._driver is not None
+
+    @property
+    def session_id(self) -> str | None:
+        d = self._driver
+        return d.session_id if d is not None else None
+
+    def is_alive(self) -> bool:
+        d = self._driver
+        if d is None:
+            return False
+        try:
+            d.window_handles
+            return True
+        except Exception:
+            return False
+
+    def restart(self) -> None:
+        self.close()
+
+    def abort(self) -> None:
+        """Close the remote browser (DevTools, does not queue behind the blocked command), then delete
+        the session so the Grid's slot is free even if this process never comes back."""
+        from corelib.grid import close_browser_via_cdp, delete_session
+
+        d = self._driver
+        if d is None:
+            return
+        sid, cdp = d.session_id, (d.capabilities or {}).get("se:cdp")
+        closed = close_browser_via_cdp(cdp) if cdp else False
+        deleted = delete_session(self.grid.url, sid)
+        log.warning("aborted Grid session %s on %s (browser %s, session %s)", sid, self.grid.url,
+                    "closed" if closed else "not reached", "deleted" if deleted else "not confirmed")
+
+    def close(self) -> None:
+        from corelib.grid import quit_remote
+
+        with self._lock:
+            d, self._driver = self._driver, None
+        if d is not None:
+            quit_remote(d)
+
+    def __enter__(self) -> "RemoteBrowserSession":
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -1,0 +1,319 @@
+"""Grid mode end to end: a real Selenium Grid 4.20 standalone, real headless Chromium on its node, the real
+demo portal, MainApp in-process.
+
+The Grid is started once for the module (tests/grid_server.py) and its whole process tree is killed and
+its temp folder deleted at the end, which the module fixture asserts. The conftest check sees the Grid's
+browsers (their --user-data-dir lies under the pytest temp folder) and fails a test that leaves one.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import psutil
+import pytest
+
+from core.app import EXIT_LOGIN, EXIT_OK, MainApp, RunOptions, RunSummary
+from core.demo_login import prepare_demo_profile
+from core.demo_portal import DemoPortal, sample_orders_path, sample_scenario_path
+from core.grid_login import apply_cookies, read_portal_cookies
+from core.profiles import seed_profile
+from core.results import PoOutcome
+from core.status import Status
+from corelib.browser import BrowserSpec
+from corelib.browser_session import RemoteBrowserSession
+from corelib.errors import ErrorClass, FatalError, classify
+from corelib.grid import GridSpec, SlotCount, check_grid, count_slots, free_slots, grid_status
+from corelib.store import RunStore
+
+try:
+    from tests.grid_server import GridServer, free_port, missing_tools
+except ImportError:  # pragma: no cover - tests/ itself on sys.path
+    from grid_server import GridServer, free_port, missing_tools  # type: ignore[no-redef]
+
+pytestmark = [pytest.mark.timeout(300)]
+
+SLOTS = 2
+
+
+# ---- the Grid, portals, profiles ----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory):
+    missing = missing_tools()
+    if missing:
+        msg = f"Selenium Grid tests need {', '.join(missing)}"
+        if os.environ.get("CI"):
+            pytest.fail(msg)  # .ci/run installs them: a skip there would hide a broken set-up
+        pytest.skip(msg)
+    server = GridServer(tmp_path_factory.mktemp("grid"), max_sessions=SLOTS)
+    server.start()
+    try:
+        yield server
+    finally:
+        java_pid = server.pid
+        server.stop()
+        assert not server.processes(), f"Grid processes left: {server.processes()}"
+        assert not psutil.pid_exists(java_pid) or psutil.Process(java_pid).status() == psutil.STATUS_ZOMBIE
+        assert not server.tmp.exists(), f"Grid temp folder left: {server.tmp}"
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory):
+    """(portal, signed-in profile) for the bundled sample scenario, as `pobatch demo` runs it."""
+    directory = tmp_path_factory.mktemp("sample")
+    with DemoPortal(sample_scenario_path()).start() as portal:
+        yield portal, prepare_demo_profile(directory / "profile", portal.base_url)
+
+
+SLOW_ATTACHMENT_MS = 8000  # half before the headers, half spread over the body: 4 s of a growing file
+
+CUSTOM_POS: list[dict[str, Any]] = [
+    {"id": "700001", "supplier": "Slow Drawings Ltd",
+     "attachments": [{"name": "Large drawing.pdf", "kind": "link", "size": 1_500_000}]},
+    {"id": "700002", "supplier": "Slow Drawings Ltd",
+     "attachments": [{"name": "Growing slowly.pdf", "kind": "download_attr", "size": 600_000}]},
+    {"id": "700003", "supplier": "Stuck Transfers AG",
+     "attachments": [{"name": "Never finishes.pdf", "kind": "link", "size": 600_000, "faults": ["stall_mid"]}]},
+    {"id": "700004", "supplier": "Slow Pages Inc", "faults": {"page": ["stall"]},
+     "attachments": [{"name": "Behind a stalled page.pdf", "kind": "link", "size": 5000}]},
+    {"id": "700005", "supplier": "Quick Parts", "attachments": [{"name": "Quick 1.pdf", "size": 5000}]},
+    {"id": "700006", "supplier": "Quick Parts", "attachments": [{"name": "Quick 2.pdf", "size": 6000}]},
+]
+
+
+@pytest.fixture(scope="module")
+def custom(tmp_path_factory):
+    """(portal, signed-in profile): slow, stalling and quick POs, one attempt per PO in the truth."""
+    directory = tmp_path_factory.mktemp("custom")
+    path = directory / "scenario.json"
+    path.write_text(json.dumps({"name": "grid", "seed": 5, "stall_seconds": 60, "client_max_attempts": 1,
+                                "latency": {"page_ms": 0, "attachment_ms": SLOW_ATTACHMENT_MS},
+                                "pos": CUSTOM_POS}), encoding="utf-8")
+    with DemoPortal(path).start() as portal:
+        yield portal, prepare_demo_profile(directory / "profile", portal.base_url)
+
+
+@pytest.fixture(autouse=True)
+def grid_sessions_released(request):
+    """After each test every Grid slot is free again: no remote session outlives its run."""
+    yield
+    if "grid" in request.fixturenames:
+        server: GridServer = request.getfixturevalue("grid")
+        wait_for(lambda: free_slots(server.url, "chromium").free == SLOTS, 30, "every Grid slot free again")
+
+
+# ---- helpers ------------------------------------------------------------------------------------
+
+def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+def write_orders(directory: Path, ids: list[str]) -> Path:
+    path = directory / "orders.csv"
+    path.write_text("PO_NUMBER\n" + "".join(f"PO{i}\n" for i in ids), encoding="utf-8")
+    return path
+
+
+def options(orders: Path, out: Path, portal: DemoPortal, profile: Path, tmp_path: Path, **kw: Any) -> RunOptions:
+    base: dict[str, Any] = dict(site="demo", base_url=portal.base_url, browser="chromium", profile=profile,
+                                parallel=True, workers=SLOTS, local_only=True, profiles_root=tmp_path / "profiles",
+                                po_timeout=120.0, page_timeout=30.0, download_timeout=60.0, stall_timeout=10.0,
+                                backoff_base=0.2)
+    base.update(kw)
+    return RunOptions(orders=orders, out=out, **base)
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def statuses(summary: RunSummary) -> dict[str, tuple[str, str]]:
+    return {po: (o.status.value, o.reason) for po, o in summary.outcomes.items()}
+
+
+def files_on_disk(outcome: PoOutcome) -> dict[str, str]:
+    """name -> sha256 of what the PO folder really holds (checked against what the outcome claims)."""
+    if not outcome.download_folder:
+        return {}
+    folder = Path(outcome.download_folder)
+    found = {p.name: sha(p.read_bytes()) for p in folder.iterdir() if p.is_file()}
+    assert found == {f.name: f.sha256 for f in outcome.files}, f"PO {outcome.po_number}: folder and record differ"
+    return found
+
+
+def worker_ids(summary: RunSummary) -> set[str]:
+    with RunStore(summary.out_dir / ".pobatch" / "runs.sqlite") as store:
+        return {a["worker_id"] for a in store.attempts(summary.run_id)}
+
+
+def events(summary: RunSummary, action: str) -> list[Any]:
+    with RunStore(summary.out_dir / ".pobatch" / "runs.sqlite") as store:
+        return [e for e in store.timeline(summary.run_id) if e.action == action]
+
+
+# ---- tests --------------------------------------------------------------------------------------
+
+def test_sample_through_the_grid_gets_the_same_statuses_and_bytes_as_local(grid, sample, tmp_path):
+    portal, profile = sample
+    orders = sample_orders_path()
+    t0 = time.monotonic()
+    local = MainApp(options(orders, tmp_path / "local", portal, profile, tmp_path)).run()
+    t_local = time.monotonic() - t0
+    portal.reset()  # the same fault sequences again
+    t0 = time.monotonic()
+    remote = MainApp(options(orders, tmp_path / "grid", portal, profile, tmp_path, grid=grid.url)).run()
+    t_grid = time.monotonic() - t0
+    logging.getLogger(__name__).info("sample: local %.1fs, grid %.1fs", t_local, t_grid)
+
+    expected = portal.expected_outcomes()
+    assert statuses(local) == expected
+    assert statuses(remote) == statuses(local)
+    assert remote.exit_code == local.exit_code
+    for po in expected:
+        local_files = files_on_disk(local.outcomes[po])
+        grid_files = files_on_disk(remote.outcomes[po])
+        assert grid_files == local_files, f"PO {po}: the Grid run got other files or bytes"
+        assert sorted(grid_files.values()) == sorted(sha(b) for b in portal.expected_files(po).values())
+    assert worker_ids(remote) == {"w1", "w2"}, "two Grid sessions worked side by side"
+    with RunStore(remote.out_dir / ".pobatch" / "runs.sqlite") as store:
+        assert store.run(remote.run_id)["mode"] == "grid"
+    # No download went through this PC's browser folders: every file came back through the Grid.
+    assert not list((tmp_path / "grid" / ".pobatch").glob("staging/incoming-*"))
+
+
+def test_grid_browser_killed_mid_download_the_po_still_completes(grid, custom, tmp_path):
+    portal, profile = custom
+    portal.reset()
+    killed: list[int] = []
+    result: dict[str, RunSummary] = {}
+    opts = options(write_orders(tmp_path, ["700001"]), tmp_path / "out", portal, profile, tmp_path,
+                   grid=grid.url, workers=1, max_attempts=3)
+    runner = threading.Thread(target=lambda: result.setdefault("s", MainApp(opts).run()), daemon=True)
+    runner.start()
+    # The node is writing the slow attachment: kill its browser (children of the Grid's chromedriver).
+    wait_for(grid.partial_downloads, 60, "the slow attachment to be downloading on the node")
+    for proc in grid.browser_main_processes():
+        killed.append(proc.pid)
+        proc.kill()
+    assert killed, "found the node's browser"
+    runner.join(150)
+    assert not runner.is_alive()
+    summary = result["s"]
+    outcome = summary.outcomes["700001"]
+    assert (outcome.status, outcome.reason) == (Status.COMPLETED, "")
+    assert outcome.attempts >= 2, "the PO was retried after its browser died"
+    assert sorted(files_on_disk(outcome).values()) == sorted(sha(b) for b in portal.expected_files("700001").values())
+    assert not set(killed) & {p.pid for p in psutil.process_iter()}
+    assert events(summary, "browser_restart"), "the worker started a new Grid session"
+
+
+def test_grid_downloads_keep_the_local_stall_and_timeout_semantics(grid, custom, tmp_path):
+    """A file that grows for longer than stall_timeout is slow, not stalled; one that stops growing is
+    reported as stalled after about stall_timeout, long before download_timeout."""
+    portal, profile = custom
+    portal.reset()
+    opts = options(write_orders(tmp_path, ["700002", "700003"]), tmp_path / "out", portal, profile, tmp_path,
+                   grid=grid.url, workers=2, max_attempts=1, stall_timeout=2.0, download_timeout=60.0)
+    summary = MainApp(opts).run()
+    slow, stuck = summary.outcomes["700002"], summary.outcomes["700003"]
+    assert (slow.status, slow.reason) == (Status.COMPLETED, "")
+    assert sorted(files_on_disk(slow).values()) == sorted(sha(b) for b in portal.expected_files("700002").values())
+    assert (stuck.status, stuck.reason) == (Status.PARTIAL, "DOWNLOAD_FAILED")
+    assert "stopped growing" in stuck.error_message
+    # headers after 4 s, growth for 2 s, stall noticed within ~1.5 x 2 s; a session restart follows
+    assert stuck.finished - stuck.started < 30, f"stall noticed only after {stuck.finished - stuck.started:.0f}s"
+    assert statuses(summary) == {po: portal.expected_outcomes()[po] for po in ("700002", "700003")}
+
+
+def test_workers_auto_uses_the_grids_free_slots(grid, sample, tmp_path, caplog):
+    portal, profile = sample
+    portal.reset()
+    spec = BrowserSpec(browser="chromium", local_only=True)
+    with RemoteBrowserSession(spec, GridSpec(grid.url)) as other_user:
+        other_user.driver  # someone else holds one of the two slots
+        assert free_slots(grid.url, "chromium").free == SLOTS - 1
+        caplog.set_level(logging.INFO, logger="core.parallel")
+        opts = options(write_orders(tmp_path, ["100003", "100012"]), tmp_path / "out", portal, profile, tmp_path,
+                       grid=grid.url, workers=None)
+        summary = MainApp(opts).run()
+    assert summary.exit_code == EXIT_OK
+    assert f"--workers auto: {SLOTS - 1} (the Grid's free slots: {SLOTS - 1} of {SLOTS})" in caplog.text
+    assert worker_ids(summary) == {"w1"}
+
+
+def test_a_lost_session_is_a_transient_error_and_restart_gives_a_working_one(grid, custom, tmp_path):
+    """The watchdog's lever: deleting the session on the Grid frees a thread blocked in a page load."""
+    portal, profile = custom
+    portal.reset()
+    spec = BrowserSpec(browser="chromium", local_only=True, page_load_timeout=60)
+    cookies = read_portal_cookies(profile, portal.base_url, spec, "lost", profiles_root=tmp_path / "profiles")
+    session = RemoteBrowserSession(spec, GridSpec(grid.url),
+                                   on_start=lambda d: apply_cookies(d, portal.base_url, cookies))
+    with session:
+        driver = session.driver
+        first = session.session_id
+        threading.Thread(target=lambda: (wait_for(lambda: portal.stalls_in_flight() > 0, 30, "the stalled page"),
+                                         session.abort()), daemon=True).start()
+        t0 = time.monotonic()
+        try:
+            driver.get(portal.po_url("700004"))  # the portal holds this page for 60 s
+        except Exception as exc:  # returning or raising: either way the call is free again
+            assert classify(exc) is ErrorClass.TRANSIENT
+        assert time.monotonic() - t0 < 30, "abort() freed the blocked page load"
+        with pytest.raises(Exception) as err:
+            driver.title
+        assert classify(err.value) is ErrorClass.TRANSIENT
+        assert not session.is_alive()
+        session.restart()
+        driver = session.driver
+        assert session.session_id != first
+        driver.get(portal.po_url("700005"))  # the cookies came along to the new session
+        assert "Purchase Order #700005" in driver.title
+
+
+def test_a_profile_without_a_portal_session_stops_the_run_for_a_login(grid, custom, tmp_path):
+    portal, _profile = custom
+    portal.reset()
+    blank = seed_profile(tmp_path / "blank-profile")
+    spec = BrowserSpec(browser="chromium", local_only=True)
+    assert read_portal_cookies(blank, portal.base_url, spec, "blank", profiles_root=tmp_path / "profiles") == []
+    opts = options(write_orders(tmp_path, ["700005"]), tmp_path / "out", portal, blank, tmp_path,
+                   grid=grid.url, workers=1)
+    summary = MainApp(opts).run()
+    assert summary.exit_code == EXIT_LOGIN
+    assert "sign-in" in summary.message
+    assert summary.outcomes["700005"].status is Status.PENDING
+
+
+def test_grid_address_problems_are_fatal_and_clear():
+    with pytest.raises(FatalError, match="not a Grid address"):
+        GridSpec("gridhost:4444")
+    with pytest.raises(FatalError) as err:
+        check_grid(f"http://127.0.0.1:{free_port()}", "chromium")  # nothing listens there
+    assert err.value.reason == "GRID_UNREACHABLE"
+    assert "Start the Grid first" in str(err.value)
+
+
+def test_slots_without_managed_downloads_do_not_count(grid):
+    """Such a slot would keep our request queued until the Grid's timeout: they are counted apart."""
+    status = grid_status(grid.url)
+    assert count_slots(status, "chrome") == SlotCount(SLOTS, SLOTS, 0)
+    assert count_slots(status, "MicrosoftEdge") == SlotCount(0, 0, 0)
+    for node in status["nodes"]:
+        for slot in node["slots"]:
+            del slot["stereotype"]["se:downloadsEnabled"]
+    assert count_slots(status, "chrome") == SlotCount(0, 0, SLOTS)
