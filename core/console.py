@@ -107,6 +107,8 @@ class ConsoleView:
         self.console.print(table)
         if summary.results_path:
             self.console.print(f"Results: {summary.results_path}")
+        if summary.report_path:
+            self.console.print(f"Report:  {summary.report_path}")
         self.console.print(f"Files:   {summary.out_dir}")
         if summary.message:
             self.console.print(f"[bold red]{summary.message}[/]" if summary.exit_code else summary.message)
