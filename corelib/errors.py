@@ -62,6 +62,9 @@ def classify(exc: BaseException) -> ErrorClass:
         return ErrorClass.TRANSIENT
     if isinstance(exc, (TimeoutError, ConnectionError, OSError)):
         return ErrorClass.TRANSIENT
+    if type(exc).__module__.startswith("urllib3"):
+        # The driver process died under us (MaxRetryError, ProtocolError): a new browser will do.
+        return ErrorClass.TRANSIENT
     return ErrorClass.FATAL
 
 

@@ -13,6 +13,10 @@ def test_classification():
     assert classify(LoginRequiredError()) is ErrorClass.LOGIN
     assert classify(BusinessError("x")) is ErrorClass.BUSINESS
     assert classify(ValueError()) is ErrorClass.FATAL
+    from urllib3.exceptions import MaxRetryError, ProtocolError
+
+    assert classify(MaxRetryError(None, "http://127.0.0.1:1/session")) is ErrorClass.TRANSIENT
+    assert classify(ProtocolError("connection aborted")) is ErrorClass.TRANSIENT
     assert reason_of(TimeoutException()) == "TIMEOUT"
     assert reason_of(TransientError("x", reason="HTTP_500")) == "HTTP_500"
 
