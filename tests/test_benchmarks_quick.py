@@ -1,0 +1,87 @@
+"""The benchmark keeps working: its --quick mode runs end to end and writes a well-formed table.
+
+No timing is asserted (the numbers of a quick run on a shared CI machine mean nothing); what is
+checked is that every configuration ran, pobatch got every PO right, the table has one well-formed
+row per configuration, the hand-written text around the generated section survives, and nothing
+(browser, profile clone, scratch folder) is left behind.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from benchmarks.report import BEGIN, END, TABLE_HEADER
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _cells(line: str) -> list[str]:
+    return [c.strip() for c in line.strip().strip("|").split("|")]
+
+
+def _number(cell: str) -> float:
+    """'12.3', '12.3 (11.9–13.0)', '36¹' -> the leading number."""
+    return float(cell.split(" ")[0].rstrip("¹"))
+
+
+def test_quick_benchmark_writes_a_well_formed_table(tmp_path, browser_available):
+    out = tmp_path / "BENCH.md"
+    out.write_text(f"# Benchmarks\n\nHand-written intro.\n\n{BEGIN}\nstale table\n{END}\n\nHand-written notes.\n",
+                   encoding="utf-8")
+    results = tmp_path / "results.json"
+    work = tmp_path / "work"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.run", "--quick", "--out", str(out), "--json", str(results),
+         "--work-dir", str(work)],
+        cwd=REPO, capture_output=True, text=True, timeout=420, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert proc.returncode == 0, f"benchmark failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+
+    text = out.read_text(encoding="utf-8")
+    assert text.startswith("# Benchmarks\n\nHand-written intro.\n\n")
+    assert text.rstrip().endswith("Hand-written notes.")
+    assert "stale table" not in text
+    assert text.count(BEGIN) == 1 and text.count(END) == 1
+    assert "QUICK MODE" in text
+
+    lines = text.splitlines()
+    head = lines.index(TABLE_HEADER)
+    columns = _cells(TABLE_HEADER)
+    assert set(lines[head + 1].strip("|").split("|")) == {"---"}
+    assert len(_cells(lines[head + 1])) == len(columns)
+    rows = {}
+    for line in lines[head + 2:]:
+        if not line.startswith("|"):
+            break
+        cells = _cells(line)
+        assert len(cells) == len(columns), line
+        rows[cells[0]] = dict(zip(columns, cells))
+    assert set(rows) == {"pobatch sequential", "pobatch parallel, 2 workers", "naive script (sleep per file)",
+                         "ideal, N=1", "ideal, N=2"}
+    for label, row in rows.items():
+        for col in ("N", "Wall s (min–max)", "POs/min", "Efficiency", "Overhead/PO ms", "Worker ready s"):
+            assert _number(row[col]) >= 0, (label, col, row[col])
+        assert _number(row["Wall s (min–max)"]) > 0
+    for label in ("pobatch sequential", "pobatch parallel, 2 workers", "naive script (sleep per file)"):
+        assert rows[label]["Correct"] == "1/1", rows[label]
+        assert _number(rows[label]["Browser USS MB"]) > 0, "the memory sampler found no browser"
+        assert _number(rows[label]["Browser PSS MB"]) > 0
+    assert _number(rows["pobatch parallel, 2 workers"]["N"]) == 2
+    assert _number(rows["ideal, N=1"]["Efficiency"]) == 1.0
+    for target in ("Sequential overhead per PO", "2-worker efficiency", "cache-heavy profile ≤ 1 s"):
+        assert target in text
+
+    data = json.loads(results.read_text(encoding="utf-8"))
+    assert set(data["runs"]) == {"sequential", "parallel-2", "naive"}
+    for config, runs in data["runs"].items():
+        assert len(runs) == 1 and runs[0]["correct"], (config, runs[0]["problems"])
+    seq = data["runs"]["sequential"][0]
+    assert seq["files"] == seq["expected_files"] == data["scenario"]["files"]
+    assert {"open page", "download (click to file)"} <= set(seq["steps_ms_per_po"])
+    assert data["clone"]["bytes_copied"] < data["clone"]["total_bytes"] / 4, "the clone copied the caches"
+    assert data["machine"]["chromium"].startswith("Chromium")
+
+    assert work.is_dir() and not any(work.iterdir()), f"left in the work dir: {list(work.iterdir())}"
