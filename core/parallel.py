@@ -13,7 +13,7 @@ from typing import Iterator
 
 from core.po_worker import WorkerConfig
 from corelib.autoscale import auto_workers
-from corelib.downloads import remove_tree
+from corelib.tree_removal import remove_tree
 from corelib.errors import FatalError
 from corelib.profile_manager import ProfileManager, profile_in_use_warning
 from corelib.process_reaper import kill_browser_tree

@@ -33,13 +33,7 @@ from core.sites import SiteDefinition, get_site
 from core.status import Status
 from corelib.browser_session import BrowserSession
 from corelib.download_sink import DownloadSink, LocalDownloadSink
-from corelib.downloads import (
-    DownloadStalled,
-    DownloadTimeout,
-    publish_folder,
-    remove_tree,
-    sha256_file,
-)
+from corelib.downloads import DownloadStalled, DownloadTimeout, publish_folder, sha256_file
 from corelib.errors import (
     ErrorClass,
     LoginRequiredError,
@@ -48,9 +42,11 @@ from corelib.errors import (
     classify,
     reason_of,
 )
+from corelib.polling import Backoff
 from corelib.retry import RetryPolicy
 from corelib.safe_paths import contained, fit_in_path, safe_component, unique_name
 from corelib.tasks import Event
+from corelib.tree_removal import remove_tree
 from corelib.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
@@ -133,6 +129,20 @@ class _Downloaded:
     staged: Path
     hint: str
     source: str
+
+
+@dataclass(frozen=True)
+class _Window:
+    """The PO page's window as it stands between downloads: read once per page, not once per click
+    (three WebDriver round trips per file saved)."""
+
+    main: str
+    handles: frozenset[str]
+    url: str
+
+    @classmethod
+    def of(cls, driver) -> "_Window":
+        return cls(driver.current_window_handle, frozenset(driver.window_handles), driver.current_url)
 
 
 @dataclass
@@ -301,13 +311,14 @@ class PoJob:
 
     def _wait_state(self, driver) -> tuple[str, str]:
         deadline = time.monotonic() + self.config.page_timeout
+        backoff = Backoff(first=0.005)
         while True:
             state, detail = driver.execute_script(PAGE_STATE_JS, self._probe_cfg)
             if state != "loading":
                 return state, detail
             if time.monotonic() > deadline:
                 raise TransientError(f"the page never showed a known shape ({detail})", reason="TIMEOUT")
-            time.sleep(0.05)
+            backoff.sleep()
 
     def _find(self, driver) -> list[_Found]:
         return [_Found(el, meta["name"], meta["href"], meta["target"])
@@ -326,11 +337,12 @@ class PoJob:
         items = self._find(driver)
         result = _PageResult(supplier=supplier, found=len(items), source=source)
         self.event("attachments_found", url=url, detail=f"{len(items)} on {source} page")
+        window = _Window.of(driver) if items else None
         idx = 0
         while idx < len(items):
             item = items[idx]
             try:
-                name = self._download_one(driver, item)
+                name = self._download_one(driver, item, window)
                 target = files_dir / unique_name(files_dir, name, set())
                 self.sink.fetch(name, target)
                 result.downloaded.append(_Downloaded(target, item.name, source))
@@ -352,16 +364,18 @@ class PoJob:
                 items = self._find(driver)
                 if len(items) != result.found:
                     raise TransientError("the attachment list changed after a restart", reason="PAGE_CHANGED")
+                window = _Window.of(driver)
                 idx += 1
         return result
 
-    def _download_one(self, driver, item: _Found) -> str:
-        """Click one attachment and wait for exactly one new finished file; close any popup it opened."""
+    def _download_one(self, driver, item: _Found, window: _Window) -> str:
+        """Click one attachment and wait for exactly one new finished file; close any popup it opened.
+
+        `window` is the page as the previous download left it: every popup is closed before this
+        returns, so the handles and the URL still hold for the next click."""
         from selenium.common.exceptions import ElementClickInterceptedException, ElementNotInteractableException
 
-        main = driver.current_window_handle
-        handles = set(driver.window_handles)
-        page_url = driver.current_url
+        main, handles, page_url = window.main, window.handles, window.url
         driver.execute_script(SCROLL_CENTER_JS, item.element)
         try:
             item.element.click()
@@ -371,12 +385,12 @@ class PoJob:
             how = "js-click"
         popups: list[str] = []
 
-        def watch_popups() -> None:
+        def watch_popups(check_page: bool = True) -> None:
             for h in driver.window_handles:
                 if h not in handles and h not in popups:
                     popups.append(h)
                     self.event("popup_opened", window=f"popup-{len(popups)}", detail=item.name[:100])
-            if driver.current_url != page_url:
+            if check_page and driver.current_url != page_url:
                 # A link that answers with an error page replaces the PO page instead of downloading:
                 # say so now rather than after the download timeout.
                 state, detail = driver.execute_script(PAGE_STATE_JS, self._probe_cfg)
@@ -391,7 +405,7 @@ class PoJob:
             names = self.sink.wait_for_new(1, timeout=self.config.download_timeout,
                                            stall_timeout=self.config.stall_timeout, on_poll=watch_popups)
         finally:
-            watch_popups()
+            watch_popups(check_page=False)  # the file is in (or the wait failed): only popups matter now
             if popups:  # no new window: focus never left the main one, two round trips saved
                 self._close_windows(driver, main, popups)
         if len(names) != 1:

@@ -16,7 +16,7 @@ from core.po_job import JobConfig, PoJob, PoTaskPayload
 from core.results import outcome_to_result
 from corelib.browser import BrowserSpec
 from corelib.browser_session import BrowserSession, RemoteBrowserSession
-from corelib.downloads import remove_tree
+from corelib.tree_removal import remove_tree
 from corelib.download_sink import DownloadSink, GridDownloadSink
 from corelib.grid import GridSpec
 from corelib.tasks import Event, Task, TaskResult

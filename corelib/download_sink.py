@@ -23,6 +23,7 @@ from typing import Any, Callable, Protocol
 
 from corelib.downloads import DownloadFolder, DownloadStalled, DownloadTimeout, is_partial
 from corelib.errors import TransientError
+from corelib.polling import Backoff, Throttle
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,8 @@ class GridDownloadSink:
         probed: dict[str, int] = {}
         stable_since: float | None = None
         probe_every = max(stall_timeout / 4, self.poll)
+        backoff = Backoff(first=min(0.01, self.poll), ceiling=self.poll)
+        callback = Throttle(on_poll, self.poll)
         while True:
             now = time.monotonic()
             names = set(self.names())
@@ -121,9 +124,8 @@ class GridDownloadSink:
                 raise DownloadTimeout(
                     f"{len(done)} of {count} download(s) finished within {timeout:.0f}s on the Grid node"
                     + (f"; still partial: {', '.join(partial)}" if partial else ""))
-            if on_poll:
-                on_poll()
-            time.sleep(self.poll)
+            callback()
+            backoff.sleep()
 
     def _contents(self, name: str) -> zipfile.ZipFile:
         from selenium.webdriver.remote.command import Command

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from corelib.errors import TransientError
+from corelib.polling import Backoff, Throttle
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +60,11 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 class DownloadFolder:
     """One browser's download directory for one PO attempt."""
 
-    def __init__(self, path: Path, poll: float = 0.05) -> None:
+    def __init__(self, path: Path, poll: float = 0.05, callback_every: float = 0.1) -> None:
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
-        self.poll = poll
+        self.poll = poll  # the longest interval between two looks at the folder
+        self.callback_every = callback_every  # on_poll's rate: it usually costs browser round trips
 
     def _scan(self) -> dict[str, int]:
         sizes: dict[str, int] = {}
@@ -98,8 +100,11 @@ class DownloadFolder:
 
         Raises DownloadStalled when a partial file stops growing for stall_timeout (Chromium keeps an
         interrupted download's .crdownload), DownloadTimeout when nothing finishes within timeout.
-        on_poll lets the caller do work between polls (e.g. close a popup window once it is done).
+        on_poll lets the caller do work while the wait goes on (notice a popup or an error page); it
+        runs every callback_every seconds, never in a wait that ends sooner.
         """
+        backoff = Backoff(ceiling=self.poll)
+        callback = Throttle(on_poll, self.callback_every)
         start = time.monotonic()
         last_sizes: dict[str, int] = {}
         last_change = start
@@ -126,9 +131,8 @@ class DownloadFolder:
                     f"{len(new_done)} of {count} download(s) finished within {timeout:.0f}s"
                     + (f"; still partial: {', '.join(partial)}" if partial else "")
                 )
-            if on_poll:
-                on_poll()
-            time.sleep(self.poll)
+            callback()
+            backoff.sleep()
 
     def clear(self) -> None:
         """Empty the folder: what an earlier attempt left must not be taken for this one's file."""
@@ -165,20 +169,3 @@ def publish_folder(staged: Path, dest: Path, replace: list[Path] | None = None) 
     for trash in doomed:
         shutil.rmtree(trash, ignore_errors=True)
     return dest
-
-
-def remove_tree(path: Path, deadline: float = 10.0) -> None:
-    """rmtree that waits out Windows' brief file locks (antivirus, a browser still closing)."""
-    end = time.monotonic() + deadline
-    delay = 0.05
-    while path.exists():
-        try:
-            shutil.rmtree(path)
-            return
-        except FileNotFoundError:
-            return
-        except OSError:
-            if time.monotonic() > end:
-                raise
-            time.sleep(delay)
-            delay = min(delay * 2, 1.0)

@@ -14,7 +14,6 @@ dead, and a worker still running on it is an orphan that the sweep stops first.
 """
 from __future__ import annotations
 
-import errno
 import fnmatch
 import getpass
 import itertools
@@ -35,6 +34,7 @@ import psutil
 
 from corelib.errors import FatalError
 from corelib.process_reaper import kill_browser_tree, live_browsers_on
+from corelib.tree_removal import remove_tree
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,6 @@ RUN_PREFIX = "run-"
 # A run folder without owner.json older than this is debris from a run that died while starting.
 ORPHAN_WITHOUT_OWNER_AGE = 3600.0
 _CREATE_TIME_TOLERANCE = 1.0
-_RMTREE_DEADLINE = 10.0
 
 _SIMPLE_SKIPS = frozenset(
     os.path.normcase(p) for p in CLONE_SKIP if "/" not in p and not any(c in p for c in "*?[")
@@ -202,46 +201,6 @@ def _copy_tree(
             # On Windows a running browser holds some files (Cookies, LevelDB LOCK) exclusively.
             unreadable.append("/".join(parts))
             log.warning("Cannot copy %s while cloning: %s", entry.path, exc)
-
-
-def _rmtree_onexc(func, path, exc) -> None:
-    """Make read-only entries writable and try again (Windows marks some profile files read-only)."""
-    if isinstance(exc, FileNotFoundError):
-        return
-    if isinstance(exc, PermissionError):
-        try:
-            os.chmod(path, stat.S_IWRITE | stat.S_IREAD | (stat.S_IEXEC if os.path.isdir(path) else 0))
-            func(path)
-            return
-        except FileNotFoundError:
-            return
-        except OSError:
-            pass
-    raise exc
-
-
-def remove_tree(path: Path, deadline_seconds: float = _RMTREE_DEADLINE) -> None:
-    """rmtree that waits out Windows' late file handles (PermissionError) with a bounded backoff."""
-    deadline = time.monotonic() + deadline_seconds
-    delay = 0.05
-    while True:
-        try:
-            if path.is_symlink():
-                path.unlink()
-            elif sys.version_info >= (3, 12):
-                shutil.rmtree(path, onexc=_rmtree_onexc)
-            else:
-                shutil.rmtree(path, onerror=lambda func, p, info: _rmtree_onexc(func, p, info[1]))
-            return
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            retryable = isinstance(exc, PermissionError) or exc.errno in (errno.ENOTEMPTY, errno.EBUSY)
-            if not retryable or time.monotonic() + delay > deadline:
-                raise
-            log.debug("Retrying removal of %s after %s", path, exc)
-            time.sleep(delay)
-            delay = min(delay * 2, 1.0)
 
 
 def _process_create_time(pid: int) -> float | None:

@@ -87,3 +87,48 @@ def test_publish_replaces_old_folders_in_one_rename(tmp_path):
     assert (dest / "a.pdf").read_bytes() == b"new"
     assert sorted(p.name for p in dest.parent.iterdir()) == ["1_COMPLETED"]
     assert sha256_file(dest / "a.pdf") == "11507a0e2f5e69d5dfa40a62a1bd7b6ee57e6bcd85c67c9b8431b36fff21c437"
+
+
+def test_backoff_starts_short_and_stops_at_its_ceiling():
+    from corelib.polling import Backoff
+
+    b = Backoff(first=0.002, ceiling=0.05, factor=2)
+    intervals = [b.next_interval() for _ in range(8)]
+    assert intervals[:3] == [0.002, 0.004, 0.008]
+    assert max(intervals) == 0.05 and intervals[-1] == 0.05
+    with pytest.raises(ValueError):
+        Backoff(first=0.1, ceiling=0.05)
+
+
+def test_throttle_skips_calls_until_its_interval_has_passed():
+    from corelib.polling import Throttle
+
+    calls = []
+    t = Throttle(lambda: calls.append(time.monotonic()), every=0.2)
+    t()
+    assert calls == [], "a wait that ends before the interval never pays for the check"
+    time.sleep(0.25)
+    t()
+    t()
+    assert len(calls) == 1
+
+
+def test_a_file_that_lands_right_away_is_seen_without_the_callback(tmp_path):
+    folder = DownloadFolder(tmp_path / "dl", poll=0.05, callback_every=0.5)
+    (folder.path / "a.pdf").write_bytes(b"x")
+    polled = []
+    assert folder.wait_for_new(set(), 1, timeout=5, on_poll=lambda: polled.append(1)) == ["a.pdf"]
+    assert polled == []
+
+
+def test_a_long_wait_still_runs_the_callback(tmp_path):
+    folder = DownloadFolder(tmp_path / "dl", poll=0.02, callback_every=0.05)
+    polled = []
+
+    def land_later():
+        polled.append(1)
+        if len(polled) == 3:
+            (folder.path / "late.pdf").write_bytes(b"x")
+
+    assert folder.wait_for_new(set(), 1, timeout=10, on_poll=land_later) == ["late.pdf"]
+    assert len(polled) == 3

@@ -22,7 +22,6 @@ import queue
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import Iterator
 from urllib.parse import urlsplit
 
@@ -31,7 +30,7 @@ from core.po_worker import WorkerConfig
 from core.results import outcome_to_result
 from core.sites import get_site
 from core.status import Status
-from corelib.downloads import remove_tree
+from corelib.tree_removal import remove_tree
 from corelib.errors import FatalError
 from corelib.tasks import Event, Task, TaskResult
 from corelib.worker_pool import result_from_exception

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from corelib.browser import BrowserSpec
-from corelib.downloads import remove_tree
+from corelib.tree_removal import remove_tree
 from corelib.tasks import Event
 from EXPERIMENTAL.single_session.devtools_link import DevToolsError
 from EXPERIMENTAL.single_session.shared_browser import BrowserGone, SharedBrowser
