@@ -48,6 +48,8 @@ DOWNLOAD_PREFS = {
 }
 
 
+PAGE_LOAD_STRATEGIES = ("normal", "eager", "none")
+
 @dataclass
 class BrowserSpec:
     """Everything needed to start one browser; picklable so workers can receive it."""
@@ -65,6 +67,9 @@ class BrowserSpec:
     extra_args: tuple[str, ...] = ()
     window_size: tuple[int, int] = (1366, 900)
     bidi: bool = False  # WebDriver BiDi (preload scripts reach popups too: the session recorder needs it)
+    # "normal": get() returns at the load event, then our own readiness probe runs. "none" suits a
+    # client that drives several windows and must not block on one window's navigation.
+    page_load_strategy: str = "normal"
 
     def __post_init__(self) -> None:
         if self.browser not in BROWSERS:
@@ -72,6 +77,8 @@ class BrowserSpec:
                 f"--browser: '{self.browser}' is not supported; expected one of {', '.join(BROWSERS)}",
                 reason="BAD_CONFIG",
             )
+        if self.page_load_strategy not in PAGE_LOAD_STRATEGIES:
+            raise ValueError(f"page_load_strategy {self.page_load_strategy!r}: expected one of {PAGE_LOAD_STRATEGIES}")
 
 
 @dataclass
@@ -225,7 +232,7 @@ def build_options(spec: BrowserSpec, binary: str | None):
     opts.add_experimental_option("prefs", prefs)
     opts.add_experimental_option("excludeSwitches", ["enable-automation", "enable-logging"])
     # Page loads are awaited by our own explicit readiness checks, with their own timeout.
-    opts.page_load_strategy = "normal"
+    opts.page_load_strategy = spec.page_load_strategy
     # The console log, for the artifacts of a failed attempt (driver.get_log("browser")).
     opts.set_capability("ms:loggingPrefs" if spec.browser == "edge" else "goog:loggingPrefs", {"browser": "ALL"})
     if spec.bidi:

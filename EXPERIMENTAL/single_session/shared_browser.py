@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from corelib.browser import BrowserSpec, build_options, quit_browser, resolve_browser_binary, resolve_driver
+from corelib.browser import BrowserSpec, quit_browser, start_browser
 from corelib.browser_session import TEMP_PREFIX
 from corelib.errors import FatalError, TransientError
 from EXPERIMENTAL.single_session.devtools_link import DevToolsError, DevToolsLink
@@ -45,35 +45,14 @@ class BrowserGone(TransientError):
         super().__init__(message, reason="BROWSER_CRASHED")
 
 
-def start_driver(spec: BrowserSpec, temp_dir: str):
-    """corelib.browser.start_browser with page_load_strategy "none" (BrowserSpec has no field for it)."""
-    from selenium import webdriver
-    from selenium.common.exceptions import WebDriverException
-
-    binary = resolve_browser_binary(spec)
-    resolution = resolve_driver(spec, binary)
-    opts = build_options(spec, binary)
-    opts.page_load_strategy = "none"
-    service_cls = webdriver.EdgeService if spec.browser == "edge" else webdriver.ChromeService
-    env = dict(os.environ, TMPDIR=temp_dir, TMP=temp_dir, TEMP=temp_dir)
-    service = service_cls(executable_path=resolution.path, env=env) if resolution.path else service_cls(env=env)
-    driver_cls = webdriver.Edge if spec.browser == "edge" else webdriver.Chrome
-    try:
-        return driver_cls(options=opts, service=service)
-    except WebDriverException as exc:
-        msg = (exc.msg or str(exc)).strip().splitlines()[0] if (exc.msg or str(exc)) else type(exc).__name__
-        tried = "; ".join(resolution.attempts + [f"{resolution.how}: {resolution.path or 'auto'}"])
-        raise FatalError(f"Could not start {spec.browser} ({binary or 'default install'}) for the single-session "
-                         f"strategy: {msg}. Driver routes tried: {tried}", reason="BROWSER_START_FAILED") from exc
-
-
 class SharedBrowser:
     """Owns the browser process, the command lock and the download router; windows borrow from it."""
 
     def __init__(self, spec: BrowserSpec, spool: Path, is_login_url: Callable[[str], bool] | None = None) -> None:
         if not spec.user_data_dir:
             raise ValueError("SharedBrowser needs spec.user_data_dir (to find its processes after a crash)")
-        self.spec = dataclasses.replace(spec, download_dir=str(spool),
+        # Page load strategy "none": a window's navigation must not hold the one command lock.
+        self.spec = dataclasses.replace(spec, download_dir=str(spool), page_load_strategy="none",
                                         extra_args=tuple(spec.extra_args) + NO_BACKGROUND_THROTTLING)
         self.spool = Path(spool)
         self._is_login_url = is_login_url
@@ -128,7 +107,7 @@ class SharedBrowser:
         if self._temp is None:
             self._temp = tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-")
         t0 = time.monotonic()
-        self.driver = start_driver(self.spec, self._temp)
+        self.driver = start_browser(self.spec, self._temp)
         self.anchor = self.driver.current_window_handle
         self.focused = self.anchor
         self.link = DevToolsLink.to_driver_browser(self.driver)
