@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -254,7 +255,7 @@ def start_browser(spec: BrowserSpec, temp_dir: str | None = None):
     env = dict(os.environ)
     if temp_dir:
         env.update(TMPDIR=temp_dir, TMP=temp_dir, TEMP=temp_dir)
-    service = service_cls(executable_path=resolution.path, env=env) if resolution.path else service_cls(env=env)
+    service = service_cls(executable_path=resolution.path, env=env, popen_kw=_away_from_the_console())
     driver_cls = webdriver.Edge if spec.browser == "edge" else webdriver.Chrome
     t0 = time.monotonic()
     try:
@@ -284,6 +285,15 @@ def start_browser(spec: BrowserSpec, temp_dir: str | None = None):
     )
     driver.set_page_load_timeout(spec.page_load_timeout)
     return driver
+
+
+def _away_from_the_console() -> dict:
+    """The driver (and the browser it starts) in a process group of its own: a Ctrl+C in the console
+    then reaches pobatch alone, which stops the run and quits the browser cleanly, instead of also
+    killing the browser in the middle of a download (Windows: a new process group gets no CTRL_C_EVENT)."""
+    if sys.platform == "win32":
+        return {"creation_flags": getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0x200)}
+    return {"start_new_session": True}
 
 
 def _profile_in_use(user_data_dir: str | None) -> bool:

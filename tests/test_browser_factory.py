@@ -29,6 +29,7 @@ from corelib.browser import (
     PORTAL_RESOLVER_RULES,
     BrowserSpec,
     DriverResolution,
+    _away_from_the_console,
     _driver_name,
     browser_binary_candidates,
     build_options,
@@ -329,6 +330,9 @@ def test_real_start_loads_a_local_page_and_saves_an_inline_pdf_in_download_dir(
             wait_until(landed, 60, "doc.pdf in the download folder")
             assert target.read_bytes() == PDF_BYTES
             assert len(driver.window_handles) == 1  # saved, not opened in a viewer tab
+            if hasattr(os, "getsid"):
+                # A console Ctrl+C goes to the terminal's process group: the driver and browser are outside it.
+                assert os.getsid(driver.service.process.pid) != os.getsid(0)
         finally:
             quit_browser(driver)
             kill_browser_tree(profile)
@@ -375,3 +379,11 @@ def test_start_on_a_profile_in_use_says_so(browser_available: None, tmp_path: Pa
         quit_browser(first)
         kill_browser_tree(profile)
     wait_until(lambda: not our_drivers(), 15, "chromedriver to exit")
+
+
+def test_the_driver_starts_outside_the_consoles_process_group(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Windows: CREATE_NEW_PROCESS_GROUP (no CTRL_C_EVENT reaches it); elsewhere: a session of its own."""
+    monkeypatch.setattr(sys, "platform", "win32")
+    assert _away_from_the_console() == {"creation_flags": 0x200}
+    monkeypatch.setattr(sys, "platform", "linux")
+    assert _away_from_the_console() == {"start_new_session": True}
