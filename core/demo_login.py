@@ -22,7 +22,6 @@ def prepare_demo_profile(profile_dir: Path, base_url: str, browser: str = "chrom
                          binary: str | None = None, timeout: float = 30.0) -> Path:
     """Seed a demo profile and sign it in to the demo portal; quitting writes the cookie to disk."""
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
     seed_profile(Path(profile_dir))

@@ -85,10 +85,20 @@ def _profile_runs(root: Path) -> list[str]:
     return [str(p) for p in root.iterdir()] if root.is_dir() else []
 
 
-@pytest.fixture
-def browser_available():
+def _require_browser() -> None:
     if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
         msg = "Debian chromium and chromium-driver are not installed"
         if os.environ.get("CI"):
             pytest.fail(msg)  # CI installs them: a skip there would hide a broken set-up
         pytest.skip(msg)
+
+
+@pytest.fixture
+def browser_available():
+    _require_browser()
+
+
+@pytest.fixture(scope="module")
+def browser_available_module():
+    """The same, for module fixtures (a function fixture cannot serve them)."""
+    _require_browser()

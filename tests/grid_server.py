@@ -20,7 +20,6 @@ import shutil
 import socket
 import subprocess
 import tarfile
-import time
 from pathlib import Path
 
 import psutil

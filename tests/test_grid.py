@@ -7,14 +7,16 @@ browsers (their --user-data-dir lies under the pytest temp folder) and fails a t
 """
 from __future__ import annotations
 
+
 import hashlib
 import json
 import logging
 import os
 import threading
 import time
+from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import psutil
 import pytest
@@ -31,6 +33,8 @@ from corelib.browser_session import RemoteBrowserSession
 from corelib.errors import ErrorClass, FatalError, classify
 from corelib.grid import GridSpec, SlotCount, check_grid, count_slots, free_slots, grid_status
 from corelib.store import RunStore
+from eventually import wait_for
+from orders_files import write_orders as write_orders_file
 
 try:
     from tests.grid_server import GridServer, free_port, missing_tools
@@ -109,24 +113,10 @@ def grid_sessions_released(request):
         wait_for(lambda: free_slots(server.url, "chromium").free == SLOTS, 30, "every Grid slot free again")
 
 
+write_orders = partial(write_orders_file, prefix="PO")  # these scenarios number POs "PO<n>"
+
+
 # ---- helpers ------------------------------------------------------------------------------------
-
-def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
-
-
-def write_orders(directory: Path, ids: list[str]) -> Path:
-    path = directory / "orders.csv"
-    path.write_text("PO_NUMBER\n" + "".join(f"PO{i}\n" for i in ids), encoding="utf-8")
-    return path
-
 
 def options(orders: Path, out: Path, portal: DemoPortal, profile: Path, tmp_path: Path, **kw: Any) -> RunOptions:
     base: dict[str, Any] = dict(site="demo", base_url=portal.base_url, browser="chromium", profile=profile,

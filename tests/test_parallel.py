@@ -7,6 +7,7 @@ each test that no browser, driver or worker process and no temporary profile is 
 """
 from __future__ import annotations
 
+
 import hashlib
 import json
 import logging
@@ -21,6 +22,7 @@ import sys
 import tempfile
 import threading
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -45,6 +47,8 @@ from corelib.process_reaper import browser_processes
 from corelib.store import RunStore
 from corelib.tasks import Event, Task
 from corelib.worker_pool import WorkerSpec, run_batch
+from eventually import wait_for
+from orders_files import write_orders as write_orders_file
 
 REPO = Path(__file__).resolve().parent.parent
 needs_browser = pytest.mark.usefixtures("browser_available")
@@ -102,12 +106,8 @@ def group_ids(name: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
+def demo(tmp_path_factory, browser_available_module):
     """(portal, signed-in base profile): the sample's POs plus every test's own, 100-200 ms per page."""
-    if shutil.which("chromedriver") is None:  # what conftest's browser_available says, for a module fixture
-        if os.environ.get("CI"):
-            pytest.fail("chromium and its driver are not installed")
-        pytest.skip("chromium and its driver are not installed")
     directory = tmp_path_factory.mktemp("demo")
     data = json.loads(sample_scenario_path().read_text(encoding="utf-8"))
     data["pos"] += [po for group in GROUPS.values() for po in group]
@@ -121,10 +121,7 @@ def demo(tmp_path_factory):
         portal.stop()
 
 
-def write_orders(directory: Path, ids: list[str], name: str = "orders.csv") -> Path:
-    path = directory / name
-    path.write_text("PO_NUMBER\n" + "".join(f"PO{i}\n" for i in ids), encoding="utf-8")
-    return path
+write_orders = partial(write_orders_file, prefix="PO")  # these scenarios number POs "PO<n>"
 
 
 def run_options(orders: Path, out: Path, portal: DemoPortal, profile: Path, tmp_path: Path,
@@ -228,17 +225,6 @@ class DirWatcher:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-
-
-def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(interval)
 
 
 def clone_dir(opts: RunOptions, run_id: str, worker_id: str) -> Path:
@@ -618,7 +604,6 @@ manager.clone("w1")
 print("ready", flush=True)
 time.sleep(120)
 """
-
 
 def test_the_sweep_stops_the_live_orphans_of_a_run_whose_app_died(tmp_path):
     from corelib.profile_manager import ProfileManager

@@ -7,7 +7,6 @@ the portal has stopped, and must rebuild the recorded PO page inside rrweb-playe
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -23,6 +22,7 @@ from corelib.browser import BrowserSpec
 from corelib.browser_session import BrowserSession
 from corelib.store import RunStore
 from corelib.tasks import Event
+from eventually import wait_for
 
 # rrweb event types
 FULL_SNAPSHOT, META = 2, 4
@@ -49,15 +49,6 @@ def _run(tmp: Path, portal: DemoPortal, record: bool) -> RunSummary:
     return MainApp(opts).run()
 
 
-def _wait(predicate, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 @pytest.mark.timeout(240)
@@ -115,26 +106,26 @@ def test_recorded_run_stores_one_recording_per_attempt_and_replays_offline(tmp_p
                                     window_size=(1400, 1000))) as viewer:
         d = viewer.driver
         d.get(page.as_uri())
-        _wait(lambda: d.execute_script("return !!(window.pobatchReplay && window.pobatchReplay.ready)"),
-              what="the player")
+        wait_for(lambda: d.execute_script("return !!(window.pobatchReplay && window.pobatchReplay.ready)"),
+              what="the player", timeout=30)
         info = d.execute_script("var r = window.pobatchReplay; return {events: r.events, window: r.window, "
                                 "error: r.error, total: r.player.getMetaData().totalTime}")
         assert info["error"] == "" and info["window"] == "main" and info["total"] > 0
         assert info["events"] == len(windows["main"]["events"])
-        text = _wait(lambda: d.execute_script(
+        text = wait_for(lambda: d.execute_script(
             "var f = document.querySelector('.rr-player .replayer-wrapper iframe');"
             "return f && f.contentDocument && f.contentDocument.body ? f.contentDocument.body.innerText : ''"),
-            what="the replayed page")
+            what="the replayed page", timeout=30)
         assert "Purchase Order #1" in text
-        _wait(lambda: d.execute_script("return window.pobatchReplay.player.getReplayer().getCurrentTime() > 0"),
-              what="playback to advance")
+        wait_for(lambda: d.execute_script("return window.pobatchReplay.player.getReplayer().getCurrentTime() > 0"),
+              what="playback to advance", timeout=30)
         # The popup of the same attempt plays on its own.
         buttons = d.find_elements("css selector", "#choices button")
         assert [b.text for b in buttons] == [f"attempt 1 ({len(windows['main']['events'])})",
                                              f"attempt 1 / popup-1 ({len(windows['popup-1']['events'])})"]
         buttons[1].click()
-        _wait(lambda: d.execute_script("return window.pobatchReplay.window === 'popup-1' && "
-                                       "window.pobatchReplay.ready"), what="the popup's replay")
+        wait_for(lambda: d.execute_script("return window.pobatchReplay.window === 'popup-1' && "
+                                       "window.pobatchReplay.ready"), what="the popup's replay", timeout=30)
         fetched = d.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
         assert [u for u in fetched if base_url in u] == []  # nothing asked of the (stopped) portal
         assert [e for e in d.get_log("browser") if e["level"] == "SEVERE" and "pobatch" in e["message"]] == []
@@ -154,10 +145,10 @@ def test_preload_records_a_page_and_keeps_its_buffer_across_a_navigation_it_made
             rec.before_navigation(d)
             d.get(portal.base_url + "/sessions/new")
             d.find_element("id", "user_email").send_keys("secret@example.com")
-            _wait(lambda: d.execute_script(f"return !!window.{PAGE_KEY}"), what="the recorder")
+            wait_for(lambda: d.execute_script(f"return !!window.{PAGE_KEY}"), what="the recorder", timeout=30)
             d.execute_script("window.__before = 1; location.href = '/order_headers/1'")  # navigates by itself
-            _wait(lambda: d.execute_script("return !window.__before && document.readyState === 'complete'"),
-                  what="the next page")
+            wait_for(lambda: d.execute_script("return !window.__before && document.readyState === 'complete'"),
+                  what="the next page", timeout=30)
             event = rec.finish(d)
     assert event is not None and emitted == [event] and event.worker_id == "w9" and event.attempt == 1
     body = json.loads(event.detail)

@@ -24,6 +24,7 @@ from corelib.browser import BrowserSpec
 from corelib.browser_session import BrowserSession
 from corelib.store import RunStore
 from corelib.tasks import Event, TaskResult
+from eventually import wait_for
 
 EVIL = "<img src=x onerror=\"document.title='pwned'\"> & \"Co\""
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -55,15 +56,6 @@ def _viewer(tmp: Path) -> BrowserSession:
     return BrowserSession(BrowserSpec(user_data_dir=str(tmp / "viewer"), local_only=True, window_size=(1400, 1000)))
 
 
-def _wait(predicate, timeout: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 # -- end to end -------------------------------------------------------------------------------------
@@ -107,7 +99,7 @@ def test_demo_run_writes_a_report_with_one_bar_per_attempt_and_artifacts_for_fai
     with _viewer(tmp_path) as viewer:
         d = viewer.driver
         d.get(report.as_uri())
-        _wait(lambda: d.execute_script("return document.readyState") == "complete", what="report load")
+        wait_for(lambda: d.execute_script("return document.readyState") == "complete", what="report load", timeout=20)
         bars = d.execute_script("""return Array.from(document.querySelectorAll('svg#timeline rect.attempt')).map(r =>
             [r.dataset.po, Number(r.dataset.attempt), r.dataset.outcome,
              r.parentElement.tagName.toLowerCase() === 'a' ? r.parentElement.getAttribute('href') : null,

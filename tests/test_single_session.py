@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import tempfile
 import threading
@@ -30,6 +29,7 @@ from core.status import Status
 from corelib.store import RunStore
 from EXPERIMENTAL.single_session.devtools_link import DevToolsError, DevToolsLink, browser_websocket_url
 from EXPERIMENTAL.single_session.window_pool import SessionHealth
+from orders_files import write_orders
 
 needs_browser = pytest.mark.usefixtures("browser_available")
 
@@ -77,21 +77,6 @@ def portal(tmp_path_factory, browser_available_module):
     (directory / "scenario.json").write_text(json.dumps(scenario), encoding="utf-8")
     with DemoPortal(directory / "scenario.json") as p:
         yield p, prepare_demo_profile(directory / "profile", p.base_url)
-
-
-@pytest.fixture(scope="module")
-def browser_available_module():
-    """conftest's browser_available, for module fixtures (a function fixture cannot serve them)."""
-    if shutil.which("chromedriver") is None or shutil.which("chromium") is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium and its driver are not installed")
-        pytest.skip("chromium and its driver are not installed")
-
-
-def write_orders(directory: Path, po_ids: list[str]) -> Path:
-    path = directory / "orders.csv"
-    path.write_text("PO_NUMBER\n" + "".join(f"{i}\n" for i in po_ids), encoding="utf-8")
-    return path
 
 
 def run_single(tmp_path: Path, portal: DemoPortal, profile: Path, po_ids: list[str], windows: int = 3,
