@@ -16,7 +16,6 @@ import logging
 import os
 import re
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,6 +56,7 @@ class SamplerReport:
     samples: int = 0
     foreign_cpu_mean: float = 0.0  # percent of ONE core used by processes not ours, averaged over samples
     foreign_cpu_max: float = 0.0
+    own_cpu_mean: float = 0.0  # the same for the benchmark's own processes (portal, workers, browsers)
     top_foreign: list[str] = field(default_factory=list)  # the busiest foreign processes seen
 
 
@@ -71,6 +71,7 @@ class MemorySampler:
         self._thread: threading.Thread | None = None
         self._samples = 0
         self._foreign: list[float] = []
+        self._own: list[float] = []
         self._foreign_by_name: dict[str, float] = {}
         self._cpu_procs: dict[int, psutil.Process] = {}
         self._me = os.getpid()
@@ -92,6 +93,7 @@ class MemorySampler:
             trees=trees, samples=self._samples,
             foreign_cpu_mean=sum(self._foreign) / n if n else 0.0,
             foreign_cpu_max=max(self._foreign) if n else 0.0,
+            own_cpu_mean=sum(self._own) / len(self._own) if self._own else 0.0,
             top_foreign=[f"{name} ({pct / max(n, 1):.0f}%)" for name, pct in top if pct / max(n, 1) >= 1.0],
         )
 
@@ -134,10 +136,10 @@ class MemorySampler:
         return any(real == r or real.startswith(r + os.sep) for r in self.roots)
 
     def _cpu(self, table: dict[int, _Proc], ours: set[int]) -> None:
-        total = 0.0
+        foreign = own = 0.0
         seen: set[int] = set()
         for pid, proc in table.items():
-            if pid in ours or pid == 0:
+            if pid == 0:
                 continue
             seen.add(pid)
             handle = self._cpu_procs.get(pid)
@@ -149,19 +151,22 @@ class MemorySampler:
                 pct = handle.cpu_percent(None)
             except psutil.Error:
                 continue
-            total += pct
+            if pid in ours:
+                own += pct
+                continue
+            foreign += pct
             if pct:
                 key = proc.name or str(pid)
                 self._foreign_by_name[key] = self._foreign_by_name.get(key, 0.0) + pct
         for pid in set(self._cpu_procs) - seen:
             del self._cpu_procs[pid]
-        self._foreign.append(total)
+        self._foreign.append(foreign)
+        self._own.append(own)
 
     def _sample_cpu_only(self) -> None:
         table = self._table()
-        ours = self._ours(table)
         for pid in table:
-            if pid not in ours and pid not in self._cpu_procs:
+            if pid not in self._cpu_procs:
                 try:
                     self._cpu_procs[pid] = psutil.Process(pid)
                     self._cpu_procs[pid].cpu_percent(None)

@@ -28,12 +28,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from benchmarks.browser_floor import measure_floor
 from benchmarks.clone_time import CloneMeasurement, make_cache_heavy_profile, measure_clone
 from benchmarks.machine import QuietCheck, current_load, machine_info, wait_for_quiet
 from benchmarks.memory import MemorySampler, TreePeak
 from benchmarks.naive_baseline import run_naive
 from benchmarks.report import render_markdown, write_between_markers
-from benchmarks.steps import portal_seconds, read_timeline, step_timings
+from benchmarks.steps import PER_FILE, portal_seconds, read_timeline, step_timings
 
 log = logging.getLogger("benchmarks")
 
@@ -73,9 +74,11 @@ class RunResult:
     ready_seconds: list[float] = field(default_factory=list)  # per worker: run start -> its first PO
     trees: list[TreePeak] = field(default_factory=list)
     foreign_cpu: float = 0.0  # mean % of one core used by other programs during the run
+    own_cpu: float = 0.0  # the same for the benchmark's own processes
     foreign_top: list[str] = field(default_factory=list)
     steps_ms_per_po: dict[str, float] = field(default_factory=dict)
     attempt_overhead_ms: float = 0.0  # median over POs: attempt time minus the portal's time
+    file_overhead_ms: float = 0.0  # median over files: the download step minus the file's latency
     retries: int = 0
     files: int = 0
     expected_files: int = 0
@@ -136,8 +139,9 @@ def run_pobatch(ctx: Context, config: str, rnd: int) -> RunResult:
     result = RunResult(
         config=config, round=rnd, wall=wall, workers=steps.workers, correct=not problems, problems=problems,
         ready_seconds=sorted(ts - started_wall for ts in steps.first_start.values()), trees=sampled.trees,
-        foreign_cpu=sampled.foreign_cpu_mean, foreign_top=sampled.top_foreign,
-        steps_ms_per_po={s: steps.per_po_mean(s, n) for s in steps.samples},
+        foreign_cpu=sampled.foreign_cpu_mean, foreign_top=sampled.top_foreign, own_cpu=sampled.own_cpu_mean,
+        steps_ms_per_po={s: steps.per_po_mean(s, n) for s in steps.samples if s != PER_FILE},
+        file_overhead_ms=steps.median(PER_FILE),
         attempt_overhead_ms=statistics.median(steps.attempt_overhead_ms) if steps.attempt_overhead_ms else 0.0,
         retries=steps.retries, files=sum(len(o.files) for o in summary.outcomes.values()),
         expected_files=sum(len(ctx.scenario.expected_files(p)) for p in ctx.po_ids),
@@ -179,7 +183,8 @@ def run_naive_once(ctx: Context, rnd: int) -> RunResult:
     shutil.rmtree(downloads, ignore_errors=True)
     return RunResult(config="naive", round=rnd, wall=res.wall, workers=1, correct=not problems, problems=problems,
                      ready_seconds=[res.browser_start], trees=sampled.trees, foreign_cpu=sampled.foreign_cpu_mean,
-                     foreign_top=sampled.top_foreign, files=res.files, expected_files=expected)
+                     foreign_top=sampled.top_foreign, own_cpu=sampled.own_cpu_mean, files=res.files,
+                     expected_files=expected)
 
 
 def measure_worker_start(ctx: Context, repeats: int) -> WorkerStart:
@@ -208,6 +213,26 @@ def measure_worker_start(ctx: Context, repeats: int) -> WorkerStart:
             manager.cleanup()
     shutil.rmtree(ctx.work / "out" / "start", ignore_errors=True)
     return WorkerStart(clone_s, browser_s)
+
+
+def measure_browser_floor(ctx: Context, repeats: int) -> dict[str, float]:
+    """The same POs served without latency, fetched by the shortest Selenium loop (see browser_floor)."""
+    from core.demo_login import prepare_demo_profile
+    from core.demo_portal import DemoPortal, generate_scenario
+
+    s = ctx.settings
+    zero = generate_scenario(count=s.count, seed=s.seed, attachments_per_po=s.attachments_per_po, page_ms=0,
+                             attachment_ms=0)
+    runs = []
+    try:
+        with DemoPortal(zero).start() as portal:
+            profile = prepare_demo_profile(ctx.work / "floor-profile", portal.base_url)
+            for i in range(repeats):
+                runs.append(measure_floor(portal.base_url, ctx.po_ids, profile, ctx.work / "out" / f"floor-{i}")
+                            .summary())
+    finally:
+        shutil.rmtree(ctx.work / "floor-profile", ignore_errors=True)
+    return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
 
 
 def measure_big_clone(ctx: Context) -> CloneMeasurement:
@@ -245,6 +270,8 @@ def benchmark(settings: Settings, work: Path, quiet: QuietCheck) -> dict:
                 log.info("  %s: %.1f s, %d worker(s)%s", config, res.wall, res.workers,
                          "" if res.correct else f", WRONG: {'; '.join(res.problems[:3])}")
                 results[config].append(res)
+    log.info("browser floor: %d repeat(s)", settings.runs)
+    floor = measure_browser_floor(ctx, settings.runs)
     log.info("clone of a %.0f MiB cache-heavy profile: %d repeat(s)", settings.clone_bytes / 2**20,
              settings.clone_repeats)
     clone = measure_big_clone(ctx)
@@ -262,6 +289,7 @@ def benchmark(settings: Settings, work: Path, quiet: QuietCheck) -> dict:
         "auto_workers": list(auto_workers(len(scenario.pos))),
         "worker_start": {"clone_seconds": start.clone_seconds, "browser_seconds": start.browser_seconds,
                          "median_total": start.total},
+        "browser_floor": floor,
         "clone": {
             "total_bytes": clone.layout.total_bytes, "cache_bytes": clone.layout.cache_bytes,
             "kept_bytes": clone.layout.kept_bytes, "files": clone.layout.files,
@@ -330,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
         if own_work:
             shutil.rmtree(work, ignore_errors=True)
         else:
-            for sub in ("out", "profiles", "profile", "clones", "big-profile", "orders.csv"):
+            for sub in ("out", "profiles", "profile", "floor-profile", "clones", "big-profile", "orders.csv"):
                 target = work / sub
                 if target.is_dir():
                     shutil.rmtree(target, ignore_errors=True)
