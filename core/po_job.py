@@ -376,13 +376,17 @@ class PoJob:
         from selenium.common.exceptions import ElementClickInterceptedException, ElementNotInteractableException
 
         main, handles, page_url = window.main, window.handles, window.url
-        driver.execute_script(SCROLL_CENTER_JS, item.element)
-        try:
-            item.element.click()
-            how = "click"
-        except (ElementClickInterceptedException, ElementNotInteractableException):
-            driver.execute_script(JS_CLICK, item.element)  # a floating toolbar covers it
-            how = "js-click"
+        if self.site.pointer_clicks:
+            driver.execute_script(SCROLL_CENTER_JS, item.element)
+            try:
+                item.element.click()
+                how = "click"
+            except (ElementClickInterceptedException, ElementNotInteractableException):
+                driver.execute_script(JS_CLICK, item.element)  # a floating toolbar covers it
+                how = "js-click"
+        else:
+            driver.execute_script(JS_CLICK, item.element)
+            how = "script"
         popups: list[str] = []
 
         def watch_popups(check_page: bool = True) -> None:

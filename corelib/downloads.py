@@ -60,10 +60,13 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 class DownloadFolder:
     """One browser's download directory for one PO attempt."""
 
-    def __init__(self, path: Path, poll: float = 0.05, callback_every: float = 0.1) -> None:
+    def __init__(self, path: Path, poll: float = 0.01, callback_every: float = 0.2) -> None:
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
-        self.poll = poll  # the longest interval between two looks at the folder
+        # The longest interval between two looks at the folder: a look is one scandir of a folder
+        # holding a file or two (tens of microseconds), so looking often costs nothing measurable,
+        # while every millisecond between the rename and our look is a millisecond per file.
+        self.poll = poll
         self.callback_every = callback_every  # on_poll's rate: it usually costs browser round trips
 
     def _scan(self) -> dict[str, int]:

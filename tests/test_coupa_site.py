@@ -7,7 +7,9 @@ profile, with its own download folder, and closes it in a finally block.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
+import json
 import os
 import re
 from collections import Counter
@@ -23,7 +25,7 @@ from core.demo_portal.scenario import KINDS
 from core.page_probes import PAGE_STATE_JS
 from core.po_job import WORK_DIR_NAME, JobConfig, PoJob, PoTaskPayload
 from core.results import PoOutcome
-from core.sites import DEMO
+from core.sites import DEMO, SiteDefinition
 from core.status import Status
 from corelib.browser import BrowserSpec
 from corelib.browser_session import BrowserSession
@@ -57,7 +59,8 @@ def signed_in_profile(portal: DemoPortal, tmp_path_factory: pytest.TempPathFacto
 
 
 @contextlib.contextmanager
-def po_job(profile: Path, portal: DemoPortal, work: Path, events: list[Event]) -> Iterator[PoJob]:
+def po_job(profile: Path, portal: DemoPortal, work: Path, events: list[Event],
+           site: SiteDefinition | None = None) -> Iterator[PoJob]:
     """A PoJob on its own browser (own download folder); the browser is closed whatever happens."""
     incoming = work / "incoming"
     incoming.mkdir(parents=True)
@@ -65,7 +68,7 @@ def po_job(profile: Path, portal: DemoPortal, work: Path, events: list[Event]) -
     session = BrowserSession(spec)
     try:
         config = JobConfig(site="demo", base_url=portal.base_url, out_dir=str(work / "out"))
-        yield PoJob(session, config, emit=events.append)
+        yield PoJob(session, config, emit=events.append, site=site)
     finally:
         session.close()
 
@@ -189,10 +192,16 @@ def test_a_harmless_notice_is_not_an_error(signed_in_profile: Path, portal: Demo
 
 
 # -- every attachment kind --------------------------------------------------------------------------
+# Script clicks are the default; pointer clicks (trusted events) stay for portals that need them.
+CLICKS = pytest.mark.parametrize("pointer", [False, True], ids=["script-click", "pointer-click"])
+
+
+@CLICKS
 def test_link_download_attr_and_js_kinds_under_the_floating_toolbar(signed_in_profile: Path, portal: DemoPortal,
-                                                                    tmp_path: Path) -> None:
+                                                                    tmp_path: Path, pointer: bool) -> None:
     events: list[Event] = []
-    with po_job(signed_in_profile, portal, tmp_path, events) as job:
+    site = dataclasses.replace(DEMO, pointer_clicks=pointer)
+    with po_job(signed_in_profile, portal, tmp_path, events, site) as job:
         driver = job.session.driver
         driver.get(portal.po_url("100001"))
         # The page opens scrolled to its attachments: the first one lies under the floating toolbar.
@@ -215,15 +224,18 @@ def test_link_download_attr_and_js_kinds_under_the_floating_toolbar(signed_in_pr
     assert_plain_names_arrive_as_served(portal, "100001", outcome)
     assert {f.name for f in outcome.files} == {"Invoice 2024-001.pdf", "Delivery note.docx", "Facture été №5.pdf"}
     assert all(f.source == "po" for f in outcome.files)
-    # the covered link was downloaded (by a scrolled click or a JS click)
+    # the covered link was downloaded (pointer: by a scrolled click or, still covered, a script click)
     done = downloads_of(events, "100001")
-    assert any(re.match(re.escape(first_name) + r" via (js-)?click ", d) for d in done), done
+    how = r"(js-)?click" if pointer else "script"
+    assert any(re.match(re.escape(first_name) + f" via {how} ", d) for d in done), done
     assert Path(outcome.download_folder) == tmp_path / "out" / "Acme Office Supplies" / "100001_COMPLETED"
 
 
-def test_span_popup_and_a_duplicate_name(signed_in_profile: Path, portal: DemoPortal, tmp_path: Path) -> None:
+@CLICKS
+def test_span_popup_and_a_duplicate_name(signed_in_profile: Path, portal: DemoPortal, tmp_path: Path,
+                                         pointer: bool) -> None:
     events: list[Event] = []
-    with po_job(signed_in_profile, portal, tmp_path, events) as job:
+    with po_job(signed_in_profile, portal, tmp_path, events, dataclasses.replace(DEMO, pointer_clicks=pointer)) as job:
         outcome = job.process(PoTaskPayload("100002"))
         # the popup that started a download was closed and the PO page's window kept
         assert len(job.session.driver.window_handles) == 1

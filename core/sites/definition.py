@@ -24,6 +24,11 @@ class SiteDefinition:
     id_prefixes: tuple[str, ...] = ("PO", "PM")
     default_base_url: str = ""
     sso_leaves_host: bool = True  # leaving the portal's host means an identity provider wants a login
+    # False: attachments are clicked with element.click() run in the page, which no overlay can
+    # intercept and which starts a download about 60 ms sooner than WebDriver's pointer click
+    # (BENCHMARKS.md). True: scroll, then a pointer click (a trusted event) for a portal whose
+    # handlers ignore script clicks; a covered element still falls back to the script click.
+    pointer_clicks: bool = False
     extra: dict = field(default_factory=dict)
 
     def po_id(self, po_number: str) -> str:
