@@ -394,6 +394,12 @@ class PoJob:
                 if h not in handles and h not in popups:
                     popups.append(h)
                     self.event("popup_opened", window=f"popup-{len(popups)}", detail=item.name[:100])
+            if check_page and popups:
+                # A popup that lands on the sign-in page never downloads: say so now, not after the
+                # download timeout (and not once per attempt).
+                seen = self._popup_on_sign_in(driver, main, popups)
+                if seen:
+                    raise LoginRequiredError(f"The portal asked for a sign-in in a window the download opened ({seen}).")
             if check_page and driver.current_url != page_url:
                 # A link that answers with an error page replaces the PO page instead of downloading:
                 # say so now rather than after the download timeout.
@@ -418,6 +424,24 @@ class PoJob:
         return names[0]
 
     # -- windows ----------------------------------------------------------------------------------
+    def _popup_on_sign_in(self, driver, main: str, popups: list[str]) -> str:
+        """The sign-in URL one of these popups shows, else ''. Looking means switching to it and back,
+        so this runs only while a download is awaited longer than usual."""
+        from selenium.common.exceptions import NoSuchWindowException
+
+        try:
+            for h in popups:
+                try:
+                    driver.switch_to.window(h)
+                    url = driver.current_url
+                except NoSuchWindowException:  # it closed itself meanwhile
+                    continue
+                if self.site.is_login_url(self.config.base_url, url):
+                    return url
+            return ""
+        finally:
+            driver.switch_to.window(main)
+
     def _close_windows(self, driver, main: str, handles: list[str]) -> None:
         """Close popups that are still open, never the main window (closing the last one ends the session)."""
         open_now = set(driver.window_handles)

@@ -325,3 +325,27 @@ def test_file_names_are_windows_safe_and_stay_in_their_po_folder(signed_in_profi
     # nothing escaped anywhere else either: not above the output folder, not left in the download folder
     assert not [p for p in tmp_path.rglob("*escape*") if folder not in p.parents]
     assert not any((tmp_path / "incoming").iterdir())
+
+
+def test_a_popup_that_lands_on_the_sign_in_page_stops_the_po_at_once(browser_available: None, tmp_path: Path) -> None:
+    """Not after the download timeout: the popup is looked at while its download is awaited."""
+    path = tmp_path / "scenario.json"
+    path.write_text(json.dumps({
+        "name": "popup-sign-in", "seed": 1, "latency": {"page_ms": 0, "attachment_ms": 0},
+        "pos": [{"id": "900001", "supplier": "Popup Ltd",
+                 "attachments": [{"name": "scan.pdf", "kind": "popup", "size": 4000}]}]}), encoding="utf-8")
+    events: list[Event] = []
+    with DemoPortal(path).start() as portal:
+        profile = prepare_demo_profile(tmp_path / "profile", portal.base_url, timeout=60)
+        used = portal.state()["sessions"][0]["requests"]
+        # The PO page is the session's last request: the popup it opens meets the sign-in page.
+        portal.scenario = dataclasses.replace(
+            portal.scenario, session=dataclasses.replace(portal.scenario.session, expire_after_requests=used + 1))
+        with po_job(profile, portal, tmp_path / "work", events) as job:
+            job.config.download_timeout = 60.0
+            outcome = job.process(PoTaskPayload("900001"))
+
+    assert outcome.status is Status.LOGIN_REQUIRED, outcome
+    assert outcome.attempts == 1 and "sign-in" in outcome.error_message
+    assert "popup_opened" in actions_of(events, "900001")
+    assert not [e for e in events if e.action == "download" and e.outcome == "failed"], "it waited for a timeout"

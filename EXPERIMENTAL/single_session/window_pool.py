@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import json
 import logging
 import queue
@@ -23,16 +24,15 @@ import sys
 import threading
 import time
 from typing import Iterator
-from urllib.parse import urlsplit
 
 from core.po_job import PoJob, PoTaskPayload
 from core.po_worker import WorkerConfig
 from core.results import outcome_to_result
 from core.sites import get_site
 from core.status import Status
-from corelib.tree_removal import remove_tree
 from corelib.errors import FatalError
 from corelib.tasks import Event, Task, TaskResult
+from corelib.tree_removal import remove_tree
 from corelib.worker_pool import result_from_exception
 from EXPERIMENTAL.single_session.shared_browser import SharedBrowser
 from EXPERIMENTAL.single_session.window_session import WindowSession
@@ -312,16 +312,7 @@ class WindowPool:
 def login_url_predicate(cfg: WorkerConfig):
     """Whether a URL is the portal's sign-in page (for popups and downloads; pages are probed in-page)."""
     site = get_site(cfg.job.site)
-    host = urlsplit(cfg.job.base_url).netloc.lower()
-    paths = tuple(site.login_paths)
-
-    def is_login(url: str) -> bool:
-        parts = urlsplit(url)
-        if parts.netloc.lower() != host:
-            return False
-        return any(parts.path == p or parts.path.startswith(p.rstrip("/") + "/") for p in paths)
-
-    return is_login
+    return functools.partial(site.is_login_url, cfg.job.base_url)
 
 
 def run_single_session(cfg: WorkerConfig, tasks: list[Task], windows: int | None = None) -> Iterator[TaskResult | Event]:

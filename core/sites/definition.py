@@ -42,6 +42,14 @@ class SiteDefinition:
     def host_of(self, base_url: str) -> str:
         return urlsplit(base_url).netloc.lower()
 
+    def is_login_url(self, base_url: str, url: str) -> bool:
+        """Whether a URL is the portal's own sign-in page: for popups and downloads, whose pages are
+        not probed in-page. Another host is not taken for a sign-in here (a popup may show a file host)."""
+        parts = urlsplit(url)
+        if parts.netloc.lower() != self.host_of(base_url):
+            return False
+        return any(parts.path == p or parts.path.startswith(p.rstrip("/") + "/") for p in self.login_paths)
+
     def page_probe_config(self, base_url: str) -> dict:
         """What the in-page state probe needs, as one JSON-able dict (one round trip per poll)."""
         return {
