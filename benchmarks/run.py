@@ -2,10 +2,11 @@
 
 Against the bundled demo portal with a generated fixed-latency scenario (so the portal's own share of
 the time is known exactly), on a signed-in profile, this runs pobatch sequential, pobatch parallel
-with 1, 2 and 4 workers and auto, and the naive baseline; each configuration `--runs` times, the
-rounds interleaved so that a slow minute of the machine hits every configuration alike. It also
-times a worker start on its own (profile clone + browser start) and the clone of a large,
-cache-heavy profile. Then it compares everything with the ideal: the portal's time divided by N,
+with 1, 2 and 4 workers and auto, the naive baseline and the leanest Selenium loop (lean_loop.py);
+each configuration `--runs` times, the rounds interleaved so that a slow minute of the machine
+hits every configuration alike. It also times a worker start on its own (profile clone + browser
+start), the browser's floor (the lean loop with no latency) and the clone of a large, cache-heavy
+profile. Then it compares everything with the ideal: the portal's time divided by N,
 plus one worker start.
 
 --quick is a tiny version (a few POs, short latencies, one run) that CI runs to keep this working;
@@ -28,8 +29,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks.browser_floor import measure_floor
-from benchmarks.clone_time import CloneMeasurement, make_cache_heavy_profile, measure_clone
+from benchmarks.clone_time import (
+    CloneMeasurement,
+    make_cache_heavy_profile,
+    measure_clone,
+)
+from benchmarks.lean_loop import loop_overhead, run_lean_loop
 from benchmarks.machine import QuietCheck, current_load, machine_info, wait_for_quiet
 from benchmarks.memory import MemorySampler, TreePeak
 from benchmarks.naive_baseline import run_naive
@@ -40,7 +45,8 @@ log = logging.getLogger("benchmarks")
 
 REPO = Path(__file__).resolve().parent.parent
 POBATCH_CONFIGS = ("sequential", "parallel-1", "parallel-2", "parallel-4", "parallel-auto")
-ALL_CONFIGS = (*POBATCH_CONFIGS, "naive")
+BASELINES = ("naive", "lean")
+ALL_CONFIGS = (*POBATCH_CONFIGS, *BASELINES)
 
 
 @dataclass(frozen=True)
@@ -59,7 +65,7 @@ class Settings:
 
 
 QUICK = Settings(count=4, attachments_per_po=(1, 2), page_ms=100, attachment_ms=50, runs=1,
-                 configs=("sequential", "parallel-2", "naive"), naive_sleep=0.5, clone_bytes=32 * 1024**2,
+                 configs=("sequential", "parallel-2", "naive", "lean"), naive_sleep=0.5, clone_bytes=32 * 1024**2,
                  clone_repeats=1, quick=True)
 
 
@@ -187,6 +193,25 @@ def run_naive_once(ctx: Context, rnd: int) -> RunResult:
                      expected_files=expected)
 
 
+def run_lean_once(ctx: Context, rnd: int) -> RunResult:
+    downloads = ctx.work / "out" / f"lean-{rnd}"
+    ctx.portal.reset()
+    sampler = MemorySampler([ctx.work]).start()
+    try:
+        times = run_lean_loop(ctx.portal.base_url, ctx.po_ids, ctx.profile, downloads)
+    finally:
+        sampled = sampler.stop()
+    shutil.rmtree(downloads, ignore_errors=True)
+    expected = sum(len(ctx.scenario.expected_files(p)) for p in ctx.po_ids)
+    problems = [] if times.file_count == expected else [f"{times.file_count} of {expected} files"]
+    over = loop_overhead(times, ctx.scenario)
+    return RunResult(config="lean", round=rnd, wall=times.wall, workers=1, correct=not problems, problems=problems,
+                     ready_seconds=[times.browser_start], trees=sampled.trees, foreign_cpu=sampled.foreign_cpu_mean,
+                     foreign_top=sampled.top_foreign, own_cpu=sampled.own_cpu_mean, files=times.file_count,
+                     expected_files=expected, steps_ms_per_po=over.steps_ms_per_po, file_overhead_ms=over.file_ms,
+                     attempt_overhead_ms=over.po_ms_median)
+
+
 def measure_worker_start(ctx: Context, repeats: int) -> WorkerStart:
     """What one parallel worker pays before its first PO: clone the profile, start its browser."""
     from core.po_job import JobConfig
@@ -215,8 +240,8 @@ def measure_worker_start(ctx: Context, repeats: int) -> WorkerStart:
     return WorkerStart(clone_s, browser_s)
 
 
-def measure_browser_floor(ctx: Context, repeats: int) -> dict[str, float]:
-    """The same POs served without latency, fetched by the shortest Selenium loop (see browser_floor)."""
+def measure_browser_floor(ctx: Context, repeats: int) -> dict:
+    """The same POs served without latency, fetched by the lean loop: what Chromium itself needs."""
     from core.demo_login import prepare_demo_profile
     from core.demo_portal import DemoPortal, generate_scenario
 
@@ -228,11 +253,15 @@ def measure_browser_floor(ctx: Context, repeats: int) -> dict[str, float]:
         with DemoPortal(zero).start() as portal:
             profile = prepare_demo_profile(ctx.work / "floor-profile", portal.base_url)
             for i in range(repeats):
-                runs.append(measure_floor(portal.base_url, ctx.po_ids, profile, ctx.work / "out" / f"floor-{i}")
-                            .summary())
+                times = run_lean_loop(portal.base_url, ctx.po_ids, profile, ctx.work / "out" / f"floor-{i}",
+                                      warm_up=True)
+                runs.append(dataclasses.asdict(loop_overhead(times, zero)))
     finally:
         shutil.rmtree(ctx.work / "floor-profile", ignore_errors=True)
-    return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+        shutil.rmtree(ctx.work / "out", ignore_errors=True)
+    steps = {k: statistics.median(r["steps_ms_per_po"][k] for r in runs) for k in runs[0]["steps_ms_per_po"]}
+    return {"steps_ms_per_po": steps,
+            **{k: statistics.median(r[k] for r in runs) for k in runs[0] if k != "steps_ms_per_po"}}
 
 
 def measure_big_clone(ctx: Context) -> CloneMeasurement:
@@ -266,7 +295,8 @@ def benchmark(settings: Settings, work: Path, quiet: QuietCheck) -> dict:
         for rnd in range(settings.runs):
             for config in settings.configs:
                 log.info("round %d/%d: %s", rnd + 1, settings.runs, config)
-                res = run_naive_once(ctx, rnd) if config == "naive" else run_pobatch(ctx, config, rnd)
+                run = {"naive": run_naive_once, "lean": run_lean_once}.get(config)
+                res = run(ctx, rnd) if run else run_pobatch(ctx, config, rnd)
                 log.info("  %s: %.1f s, %d worker(s)%s", config, res.wall, res.workers,
                          "" if res.correct else f", WRONG: {'; '.join(res.problems[:3])}")
                 results[config].append(res)
@@ -372,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
     wrong = [f"{c} round {r['round'] + 1}: {'; '.join(r['problems'][:3])}"
-             for c, rs in data["runs"].items() if c != "naive" for r in rs if not r["correct"]]
+             for c, rs in data["runs"].items() if c not in BASELINES for r in rs if not r["correct"]]
     if wrong:
         log.error("pobatch got wrong results in %d run(s):\n  %s", len(wrong), "\n  ".join(wrong))
         return 1

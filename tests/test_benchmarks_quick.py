@@ -60,12 +60,13 @@ def test_quick_benchmark_writes_a_well_formed_table(tmp_path, browser_available)
         assert len(cells) == len(columns), line
         rows[cells[0]] = dict(zip(columns, cells))
     assert set(rows) == {"pobatch sequential", "pobatch parallel, 2 workers", "naive script (sleep per file)",
-                         "ideal, N=1", "ideal, N=2"}
+                         "lean Selenium loop (no checks)", "ideal, N=1", "ideal, N=2"}
     for label, row in rows.items():
         for col in ("N", "Wall s (min–max)", "POs/min", "Efficiency", "Overhead/PO ms", "Worker ready s"):
             assert _number(row[col]) >= 0, (label, col, row[col])
         assert _number(row["Wall s (min–max)"]) > 0
-    for label in ("pobatch sequential", "pobatch parallel, 2 workers", "naive script (sleep per file)"):
+    for label in ("pobatch sequential", "pobatch parallel, 2 workers", "naive script (sleep per file)",
+                  "lean Selenium loop (no checks)"):
         assert rows[label]["Correct"] == "1/1", rows[label]
         assert _number(rows[label]["Browser USS MB"]) > 0, "the memory sampler found no browser"
         assert _number(rows[label]["Browser PSS MB"]) > 0
@@ -75,13 +76,18 @@ def test_quick_benchmark_writes_a_well_formed_table(tmp_path, browser_available)
         assert target in text
 
     data = json.loads(results.read_text(encoding="utf-8"))
-    assert set(data["runs"]) == {"sequential", "parallel-2", "naive"}
+    assert set(data["runs"]) == {"sequential", "parallel-2", "naive", "lean"}
     for config, runs in data["runs"].items():
         assert len(runs) == 1 and runs[0]["correct"], (config, runs[0]["problems"])
     seq = data["runs"]["sequential"][0]
     assert seq["files"] == seq["expected_files"] == data["scenario"]["files"]
     assert {"open page", "downloads", "between POs"} <= set(seq["steps_ms_per_po"])
-    assert data["browser_floor"]["file_ms"] > 0 and data["browser_floor"]["page_ms"] > 0
+    lean = data["runs"]["lean"][0]
+    assert lean["files"] == lean["expected_files"] == data["scenario"]["files"]
+    assert {"open page", "find attachments", "downloads"} <= set(lean["steps_ms_per_po"])
+    floor = data["browser_floor"]
+    assert floor["file_ms"] > 0 and floor["page_ms"] > 0, "with no latency, the browser's own time is all there is"
+    assert floor["files_per_po"] == data["scenario"]["files"] / data["scenario"]["pos"]
     assert data["clone"]["bytes_copied"] < data["clone"]["total_bytes"] / 4, "the clone copied the caches"
     assert data["machine"]["chromium"].startswith("Chromium")
 
