@@ -51,6 +51,7 @@ DOWNLOAD_PREFS = {
 
 PAGE_LOAD_STRATEGIES = ("normal", "eager", "none")
 
+
 @dataclass
 class BrowserSpec:
     """Everything needed to start one browser; picklable so workers can receive it."""

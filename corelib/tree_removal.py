@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+from corelib.polling import Backoff
+
 log = logging.getLogger(__name__)
 
 
@@ -37,7 +39,7 @@ def _rmtree_onexc(func, path, exc) -> None:
 def remove_tree(path: Path, deadline_seconds: float = 10.0) -> None:
     """rmtree that waits out Windows' late file handles (PermissionError) with a bounded backoff."""
     deadline = time.monotonic() + deadline_seconds
-    delay = 0.05
+    backoff = Backoff(first=0.05, ceiling=1.0, factor=2.0)
     while True:
         try:
             if path.is_symlink():
@@ -51,8 +53,8 @@ def remove_tree(path: Path, deadline_seconds: float = 10.0) -> None:
             return
         except OSError as exc:
             retryable = isinstance(exc, PermissionError) or exc.errno in (errno.ENOTEMPTY, errno.EBUSY)
+            delay = backoff.next_interval()
             if not retryable or time.monotonic() + delay > deadline:
                 raise
             log.debug("Retrying removal of %s after %s", path, exc)
             time.sleep(delay)
-            delay = min(delay * 2, 1.0)
