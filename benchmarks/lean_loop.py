@@ -14,11 +14,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from benchmarks.script_browser import ATTACHMENT_SELECTOR, close_popups, script_browser
 from benchmarks.steps import file_seconds, portal_seconds
 from core.demo_portal import Scenario
-from core.sites import get_site
-from corelib.browser import BrowserSpec
-from corelib.browser_session import BrowserSession
 from corelib.downloads import is_partial
 
 
@@ -58,13 +56,9 @@ def run_lean_loop(base_url: str, po_ids: list[str], profile_dir: Path, download_
     """
     from selenium.webdriver.common.by import By
 
-    selector = ", ".join(get_site("demo").attachment_selectors)
-    download_dir.mkdir(parents=True, exist_ok=True)
-    spec = BrowserSpec(browser="chromium", headless=True, user_data_dir=str(profile_dir),
-                       download_dir=str(download_dir), local_only=True)
     times = LoopTimes()
     t_start = time.perf_counter()
-    with BrowserSession(spec) as session:
+    with script_browser(profile_dir, download_dir) as session:
         driver = session.driver
         times.browser_start = time.perf_counter() - t_start
         main = driver.current_window_handle
@@ -74,7 +68,7 @@ def run_lean_loop(base_url: str, po_ids: list[str], profile_dir: Path, download_
             t_po = time.perf_counter()
             driver.get(f"{base_url}/order_headers/{po}")
             t_page = time.perf_counter()
-            links = driver.find_elements(By.CSS_SELECTOR, selector)
+            links = driver.find_elements(By.CSS_SELECTOR, ATTACHMENT_SELECTOR)
             t_found = time.perf_counter()
             times.page[po], times.find[po] = t_page - t_po, t_found - t_page
             files = times.files.setdefault(po, [])
@@ -84,12 +78,7 @@ def run_lean_loop(base_url: str, po_ids: list[str], profile_dir: Path, download_
                 name = _wait_file(download_dir)
                 files.append(time.perf_counter() - t0)
                 os.remove(download_dir / name)
-            if len(driver.window_handles) > 1:
-                for handle in driver.window_handles:
-                    if handle != main:
-                        driver.switch_to.window(handle)
-                        driver.close()
-                driver.switch_to.window(main)
+            close_popups(driver, main)
             times.whole[po] = time.perf_counter() - t_po
     times.wall = time.perf_counter() - t_start
     return times

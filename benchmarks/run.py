@@ -113,6 +113,10 @@ class Context:
     def po_ids(self) -> list[str]:
         return [po.id for po in self.scenario.pos]
 
+    @property
+    def expected_files(self) -> int:
+        return sum(len(self.scenario.expected_files(p)) for p in self.po_ids)
+
 
 # -- one run of each kind ---------------------------------------------------------------------------
 def _workers_of(config: str) -> tuple[bool, int | None]:
@@ -150,7 +154,7 @@ def run_pobatch(ctx: Context, config: str, rnd: int) -> RunResult:
         file_overhead_ms=steps.median(PER_FILE),
         attempt_overhead_ms=statistics.median(steps.attempt_overhead_ms) if steps.attempt_overhead_ms else 0.0,
         retries=steps.retries, files=sum(len(o.files) for o in summary.outcomes.values()),
-        expected_files=sum(len(ctx.scenario.expected_files(p)) for p in ctx.po_ids),
+        expected_files=ctx.expected_files,
     )
     shutil.rmtree(out, ignore_errors=True)
     return result
@@ -183,7 +187,7 @@ def run_naive_once(ctx: Context, rnd: int) -> RunResult:
         res = run_naive(ctx.portal.base_url, ctx.po_ids, ctx.profile, downloads, ctx.settings.naive_sleep)
     finally:
         sampled = sampler.stop()
-    expected = sum(len(ctx.scenario.expected_files(p)) for p in ctx.po_ids)
+    expected = ctx.expected_files
     problems = [] if res.files == expected and not res.partial else [
         f"{res.files} of {expected} files, {res.partial} still partial"]
     shutil.rmtree(downloads, ignore_errors=True)
@@ -202,7 +206,7 @@ def run_lean_once(ctx: Context, rnd: int) -> RunResult:
     finally:
         sampled = sampler.stop()
     shutil.rmtree(downloads, ignore_errors=True)
-    expected = sum(len(ctx.scenario.expected_files(p)) for p in ctx.po_ids)
+    expected = ctx.expected_files
     problems = [] if times.file_count == expected else [f"{times.file_count} of {expected} files"]
     over = loop_overhead(times, ctx.scenario)
     return RunResult(config="lean", round=rnd, wall=times.wall, workers=1, correct=not problems, problems=problems,
