@@ -14,10 +14,9 @@ import stat
 import sys
 import tempfile
 import threading
-import time
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path, PureWindowsPath
-from typing import Callable, Iterator
+from typing import Iterator
 
 import psutil
 import pytest
@@ -42,6 +41,7 @@ from corelib.browser import (
 from corelib.errors import FatalError
 from corelib.process_reaper import kill_browser_tree
 from conftest import CHROMEDRIVER
+from eventually import wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -80,14 +80,6 @@ def scratch() -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def our_drivers() -> list[psutil.Process]:
@@ -327,7 +319,7 @@ def test_real_start_loads_a_local_page_and_saves_an_inline_pdf_in_download_dir(
                 return target.is_file() and not any(n.endswith(".crdownload") or n.startswith(".org.chromium")
                                                     for n in names)
 
-            wait_until(landed, 60, "doc.pdf in the download folder")
+            wait_for(landed, 60, "doc.pdf in the download folder")
             assert target.read_bytes() == PDF_BYTES
             assert len(driver.window_handles) == 1  # saved, not opened in a viewer tab
             if hasattr(os, "getsid"):
@@ -336,7 +328,7 @@ def test_real_start_loads_a_local_page_and_saves_an_inline_pdf_in_download_dir(
         finally:
             quit_browser(driver)
             kill_browser_tree(profile)
-    wait_until(lambda: not our_drivers(), 15, "chromedriver to exit")
+    wait_for(lambda: not our_drivers(), 15, "chromedriver to exit")
 
 
 def test_start_failure_is_fatal_and_lists_the_driver_routes_tried(browser_available: None, tmp_path: Path,
@@ -357,11 +349,11 @@ def test_start_failure_is_fatal_and_lists_the_driver_routes_tried(browser_availa
     # Nothing holds the profile, so the hint points at the browser, not at "close your other window".
     assert "open in another browser window" not in msg
     assert "--browser-binary" in msg
-    wait_until(lambda: not our_drivers(), 15, "chromedriver to exit after the failed start")
+    wait_for(lambda: not our_drivers(), 15, "chromedriver to exit after the failed start")
 
     with pytest.raises(FatalError, match=r"Driver routes tried: explicit --driver: .*chromedriver"):
         start_browser(BrowserSpec(binary="/bin/false", driver=CHROMEDRIVER, local_only=True), temp_dir=str(scratch))
-    wait_until(lambda: not our_drivers(), 15, "chromedriver to exit after the failed start")
+    wait_for(lambda: not our_drivers(), 15, "chromedriver to exit after the failed start")
 
 
 def test_start_on_a_profile_in_use_says_so(browser_available: None, tmp_path: Path, scratch: Path) -> None:
@@ -378,7 +370,7 @@ def test_start_on_a_profile_in_use_says_so(browser_available: None, tmp_path: Pa
     finally:
         quit_browser(first)
         kill_browser_tree(profile)
-    wait_until(lambda: not our_drivers(), 15, "chromedriver to exit")
+    wait_for(lambda: not our_drivers(), 15, "chromedriver to exit")
 
 
 def test_the_driver_starts_outside_the_consoles_process_group(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -32,6 +32,7 @@ from core.demo_portal import (
 )
 from core.demo_portal.scenario import draw_ms
 from core.demo_portal.server import content_disposition
+from eventually import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.timeout(60)
@@ -599,14 +600,6 @@ def _stall_in_flight(portal: DemoPortal, path: str, token: str, started: threadi
     return outcome
 
 
-def _wait_for(cond, timeout: float = 5.0) -> None:
-    end = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > end:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.01)
-
-
 @pytest.mark.parametrize("fault", ["page", "attachment"])
 def test_stop_returns_promptly_while_a_stall_is_in_flight(fault: str) -> None:
     sc = scenario([{"id": "1", "faults": {"page": ["stall"] if fault == "page" else ["ok"]},
@@ -618,7 +611,7 @@ def test_stop_returns_promptly_while_a_stall_is_in_flight(fault: str) -> None:
         e = portal.scenario.entries("1")[0]
         path = "/order_headers/1" if fault == "page" else e.file_url
         outcome = _stall_in_flight(portal, path, c.token, threading.Event())
-        _wait_for(lambda: portal.stalls_in_flight() == 1)
+        wait_for(lambda: portal.stalls_in_flight() == 1, 5.0, "the stall to be in flight", interval=0.01)
         assert outcome["thread"].is_alive()  # really stalled
         assert portal.page_hits("1") == (1 if fault == "page" else 0)
         t0 = time.monotonic()

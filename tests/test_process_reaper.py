@@ -24,6 +24,7 @@ import pytest
 
 from corelib import process_reaper
 from corelib.process_reaper import browser_processes, kill_browser_tree, live_browsers_on
+from eventually import wait_for
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -79,14 +80,6 @@ def is_gone(pid: int) -> bool:
         return True
 
 
-def wait_until(condition: Callable[[], bool], timeout: float = 15.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
-
-
 def processes_using_dirs_under(root: Path) -> list[psutil.Process]:
     """Independent of the code under test: live processes whose command line names a dir under root."""
     needle = f"--user-data-dir={root}"
@@ -122,7 +115,7 @@ def scratch(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     finally:
         leftovers: list[psutil.Process] = []
         try:
-            wait_until(lambda: not processes_using_dirs_under(root), timeout=10, what="browsers to exit")
+            wait_for(lambda: not processes_using_dirs_under(root), timeout=10, what="browsers to exit")
         except AssertionError:
             leftovers = processes_using_dirs_under(root)
         drivers_left = [p for p in _STARTED_DRIVERS if p.is_running() and not is_gone(p.pid)]
@@ -214,7 +207,7 @@ def start_python_child(function: Callable[..., None], *args: str) -> subprocess.
 def read_child_report(child: subprocess.Popen, report_file: Path, timeout: float = 90.0) -> dict:
     """Wait for the child's report file; fail fast if the child died first."""
     try:
-        wait_until(lambda: report_file.exists() or child.poll() is not None, timeout, "the child's report")
+        wait_for(lambda: report_file.exists() or child.poll() is not None, timeout, "the child's report")
         if not report_file.exists():
             raise AssertionError(f"child exited with {child.returncode} before reporting")
     except BaseException:
@@ -326,7 +319,7 @@ def test_browser_processes_finds_exactly_the_session_tree(scratch: Path, portal:
         decoy.wait(10)
         first.quit()
         second.quit()
-    wait_until(lambda: not browser_processes(first_dir) and not browser_processes(second_dir), what="quit")
+    wait_for(lambda: not browser_processes(first_dir) and not browser_processes(second_dir), 15, "quit")
 
 
 @pytest.mark.timeout(180)
@@ -363,7 +356,7 @@ def test_live_browsers_on_by_command_line_and_by_lock(scratch: Path, portal: _Po
         assert live_browsers_on(stale) == []
     finally:
         driver.quit()
-    wait_until(lambda: live_browsers_on(profile) == [], what="the browser to exit")
+    wait_for(lambda: live_browsers_on(profile) == [], 15, "the browser to exit")
 
 
 def test_kill_browser_tree_removes_only_a_dead_browsers_own_socket_folder(scratch: Path) -> None:

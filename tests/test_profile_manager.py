@@ -26,6 +26,7 @@ from corelib.profile_manager import (
     ProfileManager,
     profile_in_use_warning,
 )
+from eventually import wait_for
 from test_process_reaper import (  # noqa: F401 - portal and scratch are fixtures
     _STARTED_DRIVERS,
     _Portal,
@@ -36,7 +37,6 @@ from test_process_reaper import (  # noqa: F401 - portal and scratch are fixture
     scratch,
     start_python_child,
     start_test_browser,
-    wait_until,
 )
 
 MiB = 1024 * 1024
@@ -87,7 +87,7 @@ def test_clone_carries_the_login_cookie_to_a_new_browser(
     driver.get(portal.url("/login"))
     assert driver.title == "page /login"
     driver.quit()  # a clean quit flushes the cookie to disk
-    wait_until(lambda: not browser_processes(base), what="the base browser to exit")
+    wait_for(lambda: not browser_processes(base), 15, "the base browser to exit")
     assert ("127.0.0.1", "pobatch_session") in cookie_rows(base)
 
     with ProfileManager(base, "cookie", scratch / "work") as profiles:
@@ -215,7 +215,7 @@ def test_clone_of_profile_in_use_starts_a_browser_and_release_kills_it(
             assert user_browser.title == "page /still-mine"
     finally:
         user_browser.quit()
-    wait_until(lambda: profile_in_use_warning(base) is None, what="the warning to clear")
+    wait_for(lambda: profile_in_use_warning(base) is None, 15, "the warning to clear")
 
 
 def test_clone_of_mostly_cache_gigabyte_profile_is_small(
