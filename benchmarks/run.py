@@ -39,7 +39,7 @@ from benchmarks.machine import QuietCheck, current_load, machine_info, wait_for_
 from benchmarks.memory import MemorySampler, TreePeak
 from benchmarks.naive_baseline import run_naive
 from benchmarks.report import render_markdown, write_between_markers
-from benchmarks.steps import PER_FILE, portal_seconds, read_timeline, step_timings
+from benchmarks.steps import portal_seconds, read_timeline, step_timings
 
 log = logging.getLogger("benchmarks")
 
@@ -150,8 +150,8 @@ def run_pobatch(ctx: Context, config: str, rnd: int) -> RunResult:
         config=config, round=rnd, wall=wall, workers=steps.workers, correct=not problems, problems=problems,
         ready_seconds=sorted(ts - started_wall for ts in steps.first_start.values()), trees=sampled.trees,
         foreign_cpu=sampled.foreign_cpu_mean, foreign_top=sampled.top_foreign, own_cpu=sampled.own_cpu_mean,
-        steps_ms_per_po={s: steps.per_po_mean(s, n) for s in steps.samples if s != PER_FILE},
-        file_overhead_ms=steps.median(PER_FILE),
+        steps_ms_per_po={s: steps.per_po_mean(s, n) for s in steps.samples},
+        file_overhead_ms=steps.median("downloads"),
         attempt_overhead_ms=statistics.median(steps.attempt_overhead_ms) if steps.attempt_overhead_ms else 0.0,
         retries=steps.retries, files=sum(len(o.files) for o in summary.outcomes.values()),
         expected_files=ctx.expected_files,

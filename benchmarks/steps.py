@@ -19,8 +19,8 @@ from corelib.tasks import Event
 
 _DOWNLOAD_RE = re.compile(r"^(?P<name>.*) via (?P<how>[\w-]+) in (?P<secs>[\d.]+)s$")
 
+# One sample per PO for every step but "downloads", which has one per file (its median is per file).
 STEP_NAMES = ("open page", "find attachments", "downloads", "publish", "end of attempt", "between POs")
-PER_FILE = "download, per file"  # the same overhead per file (not a step of its own)
 
 
 def portal_seconds(scenario: Scenario, po_id: str) -> float:
@@ -103,7 +103,6 @@ def step_timings(events: list[Event], scenario: Scenario) -> StepTimings:
                 m = _DOWNLOAD_RE.match(e.detail)
                 latency = files.get((e.task_key, m.group("name")), 0.0) if m else 0.0
                 add("downloads", e.ts - prev_ts - latency)
-                add(PER_FILE, e.ts - prev_ts - latency)
             elif e.action == "published":
                 add("publish", e.ts - prev_ts)
             elif e.action == "attempt_end":
