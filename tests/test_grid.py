@@ -7,7 +7,6 @@ browsers (their --user-data-dir lies under the pytest temp folder) and fails a t
 """
 from __future__ import annotations
 
-
 import hashlib
 import json
 import logging
@@ -113,10 +112,10 @@ def grid_sessions_released(request):
         wait_for(lambda: free_slots(server.url, "chromium").free == SLOTS, 30, "every Grid slot free again")
 
 
+# ---- helpers ------------------------------------------------------------------------------------
+
 write_orders = partial(write_orders_file, prefix="PO")  # these scenarios number POs "PO<n>"
 
-
-# ---- helpers ------------------------------------------------------------------------------------
 
 def options(orders: Path, out: Path, portal: DemoPortal, profile: Path, tmp_path: Path, **kw: Any) -> RunOptions:
     base: dict[str, Any] = dict(site="demo", base_url=portal.base_url, browser="chromium", profile=profile,

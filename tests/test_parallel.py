@@ -7,7 +7,6 @@ each test that no browser, driver or worker process and no temporary profile is 
 """
 from __future__ import annotations
 
-
 import hashlib
 import json
 import logging
@@ -604,6 +603,7 @@ manager.clone("w1")
 print("ready", flush=True)
 time.sleep(120)
 """
+
 
 def test_the_sweep_stops_the_live_orphans_of_a_run_whose_app_died(tmp_path):
     from corelib.profile_manager import ProfileManager

@@ -49,8 +49,6 @@ def _run(tmp: Path, portal: DemoPortal, record: bool) -> RunSummary:
     return MainApp(opts).run()
 
 
-
-
 @pytest.mark.timeout(240)
 def test_recorded_run_stores_one_recording_per_attempt_and_replays_offline(tmp_path, browser_available):
     with DemoPortal(_scenario()).start() as portal:
@@ -107,7 +105,7 @@ def test_recorded_run_stores_one_recording_per_attempt_and_replays_offline(tmp_p
         d = viewer.driver
         d.get(page.as_uri())
         wait_for(lambda: d.execute_script("return !!(window.pobatchReplay && window.pobatchReplay.ready)"),
-              what="the player", timeout=30)
+                 what="the player", timeout=30)
         info = d.execute_script("var r = window.pobatchReplay; return {events: r.events, window: r.window, "
                                 "error: r.error, total: r.player.getMetaData().totalTime}")
         assert info["error"] == "" and info["window"] == "main" and info["total"] > 0
@@ -118,14 +116,14 @@ def test_recorded_run_stores_one_recording_per_attempt_and_replays_offline(tmp_p
             what="the replayed page", timeout=30)
         assert "Purchase Order #1" in text
         wait_for(lambda: d.execute_script("return window.pobatchReplay.player.getReplayer().getCurrentTime() > 0"),
-              what="playback to advance", timeout=30)
+                 what="playback to advance", timeout=30)
         # The popup of the same attempt plays on its own.
         buttons = d.find_elements("css selector", "#choices button")
         assert [b.text for b in buttons] == [f"attempt 1 ({len(windows['main']['events'])})",
                                              f"attempt 1 / popup-1 ({len(windows['popup-1']['events'])})"]
         buttons[1].click()
         wait_for(lambda: d.execute_script("return window.pobatchReplay.window === 'popup-1' && "
-                                       "window.pobatchReplay.ready"), what="the popup's replay", timeout=30)
+                                          "window.pobatchReplay.ready"), what="the popup's replay", timeout=30)
         fetched = d.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
         assert [u for u in fetched if base_url in u] == []  # nothing asked of the (stopped) portal
         assert [e for e in d.get_log("browser") if e["level"] == "SEVERE" and "pobatch" in e["message"]] == []
@@ -148,7 +146,7 @@ def test_preload_records_a_page_and_keeps_its_buffer_across_a_navigation_it_made
             wait_for(lambda: d.execute_script(f"return !!window.{PAGE_KEY}"), what="the recorder", timeout=30)
             d.execute_script("window.__before = 1; location.href = '/order_headers/1'")  # navigates by itself
             wait_for(lambda: d.execute_script("return !window.__before && document.readyState === 'complete'"),
-                  what="the next page", timeout=30)
+                     what="the next page", timeout=30)
             event = rec.finish(d)
     assert event is not None and emitted == [event] and event.worker_id == "w9" and event.attempt == 1
     body = json.loads(event.detail)

@@ -56,8 +56,6 @@ def _viewer(tmp: Path) -> BrowserSession:
     return BrowserSession(BrowserSpec(user_data_dir=str(tmp / "viewer"), local_only=True, window_size=(1400, 1000)))
 
 
-
-
 # -- end to end -------------------------------------------------------------------------------------
 @pytest.mark.timeout(240)
 def test_demo_run_writes_a_report_with_one_bar_per_attempt_and_artifacts_for_failures(tmp_path, browser_available):
