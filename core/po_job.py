@@ -20,22 +20,30 @@ from typing import Any, Callable
 
 from core.artifacts import attempt_dir, capture_failure, drain_console
 from core.page_probes import (
+    BAD_SELECTORS_JS,
     FIND_ATTACHMENTS_JS,
     JS_CLICK,
     PAGE_STATE_JS,
     REQUISITION_JS,
+    RETRY_AFTER_JS,
     SCROLL_CENTER_JS,
+    SETTLE_JS,
     SUPPLIER_JS,
+    PageProbe,
+    PageState,
+    Settle,
 )
 from core.recorder import SessionRecorder
 from core.results import FileRecord, PoOutcome
-from core.sites import SiteDefinition, get_site
+from core.sites import SiteDefinition, resolve_site
+from core.sites.site_file import describe_selector
 from core.status import Status
 from corelib.browser_session import BrowserSession
 from corelib.download_sink import DownloadSink, LocalDownloadSink
 from corelib.downloads import DownloadStalled, DownloadTimeout, publish_folder, sha256_file
 from corelib.errors import (
     ErrorClass,
+    FatalError,
     LoginRequiredError,
     PobatchError,
     TransientError,
@@ -44,8 +52,9 @@ from corelib.errors import (
 )
 from corelib.polling import Backoff
 from corelib.retry import RetryPolicy
-from corelib.safe_paths import contained, fit_in_path, safe_component, unique_name
+from corelib.safe_paths import contained, fit_in_path, name_from_page, safe_component, unique_name
 from corelib.tasks import Event
+from corelib.throttle import SharedThrottle, parse_retry_after
 from corelib.tree_removal import remove_tree
 from corelib.watchdog import Watchdog
 
@@ -53,6 +62,10 @@ log = logging.getLogger(__name__)
 
 UNKNOWN_SUPPLIER = "Unknown supplier"
 WORK_DIR_NAME = ".pobatch"
+# A complete page that proves nothing may still be drawing itself: look again for this long before
+# calling it unrecognised (only such pages pay it).
+UNRECOGNISED_GRACE_S = 3.0
+DEFAULT_RETRY_AFTER_S = 30.0  # a 429 that does not say how long to wait
 
 
 @dataclass
@@ -62,6 +75,7 @@ class JobConfig:
     site: str
     base_url: str
     out_dir: str
+    site_file: str = ""  # a site file that extends or replaces the built-in definition
     page_timeout: float = 60.0  # page load, then readiness probe
     download_timeout: float = 120.0  # one attachment, from click to finished file
     stall_timeout: float = 20.0  # a partial download that stops growing this long has failed
@@ -83,6 +97,10 @@ class JobConfig:
     @property
     def journal_dir(self) -> Path:
         return self.work_dir / "journal"
+
+    @property
+    def throttle_path(self) -> Path:
+        return self.work_dir / "throttle"
 
     @property
     def retry(self) -> RetryPolicy:
@@ -114,6 +132,10 @@ class _Partial(TransientError):
     def __init__(self, message: str, outcome_parts: dict[str, Any]) -> None:
         super().__init__(message, reason="DOWNLOAD_FAILED")
         self.parts = outcome_parts
+
+
+_ERROR_STATES = (PageState.SERVER_ERROR, PageState.NOT_FOUND, PageState.NOT_AUTHORIZED, PageState.CONNECTION_ERROR,
+                 PageState.ERROR_PAGE, PageState.RATE_LIMITED)
 
 
 @dataclass
@@ -176,11 +198,14 @@ class PoJob:
         # to one click.
         self.sink: DownloadSink = sink or LocalDownloadSink(Path(session.spec.download_dir))
         self.config = config
-        self.site = site or get_site(config.site)
+        self.site = site or resolve_site(config.site, config.site_file or None)
         self._emit = emit or (lambda e: None)
         self.worker_id = worker_id
         self._sleep = sleep
         self._probe_cfg = self.site.page_probe_config(config.base_url)
+        self._expects: dict[str, dict[str, Any]] = {}  # URL -> what its page must prove
+        self._selectors_checked = False
+        self.throttle = SharedThrottle(config.throttle_path, sleep=sleep)
         self._po = ""
         self._attempt_no = 0
         self.recorder = SessionRecorder(self._emit, worker_id) if config.record else None
@@ -225,6 +250,7 @@ class PoJob:
                     self.session.restart()
                 if policy.should_retry(err_class, attempt):
                     delay = policy.delay(attempt, random.Random(hash((payload.po_number, attempt))))
+                    delay = max(delay, getattr(exc, "retry_after", 0.0))
                     self.event("retry_wait", detail=f"{delay:.1f}s")
                     self._sleep(delay)
                     continue
@@ -256,19 +282,20 @@ class PoJob:
         files_dir.mkdir(parents=True, exist_ok=True)
         url = self._url(payload)
         self.event("attempt_start", url=url)
-        state = self._open(driver, url)
-        if state in ("not_found", "not_authorized"):
-            reason = "NOT_AUTHORIZED" if state == "not_authorized" else ""
+        self.throttle.wait()  # another worker may have been told to slow down
+        probe = self._open(driver, url, self.site.expectation("po", self.site.po_id(payload.po_number),
+                                                              self.config.base_url))
+        if probe.state in (PageState.NOT_FOUND, PageState.NOT_AUTHORIZED):
+            reason = "NOT_AUTHORIZED" if probe.state == PageState.NOT_AUTHORIZED else ""
             return self._publish_outcome(payload, Status.PO_NOT_FOUND, {"reason": reason, "po_url": url}, attempt, 0)
+        self._check_selectors(driver)
+        self._await_attachments(driver, probe)
         page = self._collect(url, files_dir, source="po")
+        self._confirm_settled(self.session.driver, page.found)
         if page.found == 0:
-            req_url = self.session.driver.execute_script(REQUISITION_JS, self.site.requisition_selector) or ""
-            if req_url:
-                self.event("requisition_fallback", url=req_url)
-                self._open(self.session.driver, req_url)
-                req = self._collect(req_url, files_dir, source="requisition")
+            req = self._requisition_fallback(files_dir)
+            if req is not None:
                 req.supplier = page.supplier or req.supplier
-                req.reason = "REQUISITION_FALLBACK" if req.found else ""
                 page = req
         parts = {"supplier": page.supplier, "found": page.found, "downloaded": page.downloaded,
                  "reason": page.reason, "po_url": url}
@@ -278,9 +305,36 @@ class PoJob:
         status = Status.COMPLETED if page.found else Status.NO_ATTACHMENTS
         return self._publish_outcome(payload, status, parts, attempt, 0)
 
-    def _open(self, driver, url: str) -> str:
-        """Navigate and classify the page; raise for login, server errors and unknown pages."""
+    def _requisition_fallback(self, files_dir: Path) -> _PageResult | None:
+        """The PO has no attachments of its own: its requisition's, if it links one. The requisition
+        page must prove its identity as a PO page does, or the answer would rest on a guess."""
+        driver = self.session.driver
+        if not self.site.requisition_selector or not self.site.requisition_path:
+            return None
+        req_url = driver.execute_script(REQUISITION_JS, self.site.requisition_selector) or ""
+        if not req_url:
+            return None
+        rid = self.site.requisition_id(req_url)
+        if not rid:
+            raise TransientError(f"the requisition link {req_url} does not match the site's requisition path "
+                                 f"{self.site.requisition_path}", reason="UNRECOGNISED_PAGE")
+        self.event("requisition_fallback", url=req_url)
+        probe = self._open(driver, req_url, self.site.expectation("requisition", rid, self.config.base_url))
+        if probe.state in (PageState.NOT_FOUND, PageState.NOT_AUTHORIZED):
+            # The PO's own answer stands (it has no attachments); say why its requisition added none.
+            return _PageResult(source="requisition", reason=f"REQUISITION_{probe.state.upper()}")
+        self._await_attachments(driver, probe)
+        req = self._collect(req_url, files_dir, source="requisition")
+        self._confirm_settled(self.session.driver, req.found)
+        req.reason = "REQUISITION_FALLBACK" if req.found else ""
+        return req
+
+    def _open(self, driver, url: str, expect: dict[str, Any] | None = None) -> PageProbe:
+        """Navigate and classify the page; raise for login, server errors and pages that prove nothing.
+        `expect` is what the page must prove; a reload of a page already opened reuses it."""
         from selenium.common.exceptions import TimeoutException
+
+        expect = self._expects.setdefault(url, expect) if expect is not None else self._expects.get(url)
 
         if self.recorder:
             self.recorder.before_navigation(driver)  # a navigation ends the page's recording buffer
@@ -294,31 +348,125 @@ class PoJob:
                 pass
             raise TransientError(f"page did not load within {self.config.page_timeout:.0f}s: {url}",
                                  reason="TIMEOUT") from exc
-        state, detail = self._wait_state(driver)
-        self.event("open", url=url, outcome=state, detail=str(detail)[:200])
-        if state == "login":
+        probe = self._wait_state(driver, expect)
+        self.event("open", url=url, outcome=probe.state, detail=probe.evidence[:200])
+        state, evidence = probe.state, probe.evidence
+        if state == PageState.LOGIN:
             raise LoginRequiredError(
-                f"The portal asked for a sign-in ({detail}). Open {self.config.base_url} once in your own "
+                f"The portal asked for a sign-in ({evidence}). Open {self.config.base_url} once in your own "
                 "browser profile, sign in, close the browser, then run pobatch again: finished POs are kept."
             )
-        if state == "server_error":
-            raise TransientError(f"the portal answered with a server error page at {url}", reason="HTTP_500")
-        if state == "connection_error":
-            raise TransientError(f"the connection to {url} failed ({detail})", reason="CONNECTION_FAILED")
-        if state == "error_page":
-            raise TransientError(f"the portal showed an error at {url}: {detail}", reason="PORTAL_ERROR")
-        return state
+        if state == PageState.RATE_LIMITED:
+            pause = self._retry_after(driver)
+            self.throttle.hold(pause)
+            self.event("rate_limited", url=url, detail=f"{pause:.0f}s")
+            raise TransientError(f"the portal asked to slow down (HTTP 429) at {url}; every worker waits "
+                                 f"{pause:.0f}s", reason="HTTP_429", retry_after=pause)
+        if state == PageState.SERVER_ERROR:
+            reason = f"HTTP_{probe.http}" if probe.http >= 500 else "HTTP_500"
+            raise TransientError(f"the portal answered with a server error page at {url} ({evidence})", reason=reason)
+        if state == PageState.CONNECTION_ERROR:
+            raise TransientError(f"the connection to {url} failed ({evidence})", reason="CONNECTION_FAILED")
+        if state == PageState.ERROR_PAGE:
+            raise TransientError(f"the portal showed an error at {url}: {evidence}", reason="PORTAL_ERROR")
+        if state == PageState.UNRECOGNISED:
+            raise TransientError(f"the page at {url} is not the page pobatch expected ({evidence}); "
+                                 "run 'pobatch check' to see what it shows", reason="UNRECOGNISED_PAGE")
+        return probe
 
-    def _wait_state(self, driver) -> tuple[str, str]:
+    def _probe(self, driver, expect: dict[str, Any] | None) -> PageProbe:
+        return PageProbe.of(driver.execute_script(PAGE_STATE_JS, self._probe_cfg, expect))
+
+    def _wait_state(self, driver, expect: dict[str, Any] | None) -> PageProbe:
+        """Poll the page until it shows a known state. A page that proves nothing is looked at again
+        for a short grace (a script may still be drawing it) before it counts as unrecognised."""
         deadline = time.monotonic() + self.config.page_timeout
+        grace_end = 0.0
         backoff = Backoff(first=0.005)
         while True:
-            state, detail = driver.execute_script(PAGE_STATE_JS, self._probe_cfg)
-            if state != "loading":
-                return state, detail
-            if time.monotonic() > deadline:
-                raise TransientError(f"the page never showed a known shape ({detail})", reason="TIMEOUT")
+            probe = self._probe(driver, expect)
+            now = time.monotonic()
+            if probe.state == PageState.UNRECOGNISED:
+                grace_end = grace_end or now + min(UNRECOGNISED_GRACE_S, self.config.page_timeout)
+                if now >= grace_end:
+                    return probe
+            elif probe.state != PageState.LOADING:
+                return probe
+            if now > deadline:
+                raise TransientError(f"the page never showed a known shape ({probe.evidence})", reason="TIMEOUT")
             backoff.sleep()
+
+    def _retry_after(self, driver) -> float:
+        """Seconds a 429 asked for (its Retry-After header), or a default when it did not say."""
+        try:
+            value = driver.execute_async_script(RETRY_AFTER_JS)
+        except Exception as exc:  # the page went away meanwhile: fall back to the default
+            log.debug("Retry-After not readable: %s", exc)
+            value = None
+        seconds = parse_retry_after(value)
+        return DEFAULT_RETRY_AFTER_S if seconds is None else seconds
+
+    def _check_selectors(self, driver) -> None:
+        """Once per browser: a selector the browser rejects is a broken site file, not a PO's fault."""
+        if self._selectors_checked:
+            return
+        bad = driver.execute_script(BAD_SELECTORS_JS, {k: list(v) for k, v in self.site.selector_fields().items()})
+        self._selectors_checked = True
+        if bad:
+            field_name, selector = bad[0]
+            raise FatalError(describe_selector(self.site, field_name, selector,
+                                               "the browser rejects this CSS selector"), reason="BAD_SITE_FILE")
+
+    def _settle(self, driver) -> Settle:
+        return Settle.of(driver.execute_script(SETTLE_JS, self._probe_cfg))
+
+    def _await_attachments(self, driver, probe: PageProbe) -> Settle:
+        """Wait, with a bound, until the attachment area can be counted: no loading marker, the
+        loaded marker present if the site has one, and either attachments in view or an area that
+        has been present, empty and quiet for `empty_quiet_ms` (NO_ATTACHMENTS needs that evidence).
+        A list a script draws after the page loaded is therefore awaited, not missed."""
+        site = self.site
+        settle = probe.settle
+        deadline = time.monotonic() + site.settle_timeout_s
+        backoff = Backoff(first=0.01, ceiling=0.1)
+        while True:
+            drawn = not settle.loading and bool(settle.loaded)
+            if drawn and settle.count > 0:
+                return settle
+            if drawn and settle.area and settle.quiet_ms >= site.empty_quiet_ms:
+                return settle
+            if time.monotonic() > deadline:
+                break
+            backoff.sleep()
+            settle = self._settle(driver)
+        if settle.loading or not settle.loaded:
+            what = f"the loading marker {settle.loading} never went away" if settle.loading else \
+                "none of the loaded markers appeared"
+            raise TransientError(f"the attachment list did not settle within {site.settle_timeout_s:.0f}s: {what}",
+                                 reason="ATTACHMENTS_NOT_SETTLED")
+        if not settle.area:
+            raise TransientError("the page shows no attachments and none of the attachment areas "
+                                 f"({', '.join(site.attachment_area_selectors)}), so it cannot say there are none",
+                                 reason="UNRECOGNISED_PAGE")
+        raise TransientError(f"the attachment area never stayed quiet for {site.empty_quiet_ms} ms",
+                             reason="ATTACHMENTS_NOT_SETTLED")
+
+    def _confirm_settled(self, driver, found: int) -> None:
+        """After the downloads: the list counted must still be the whole list. The DOM must have been
+        quiet for `quiet_ms` (usually long over while files downloaded, so this costs one round trip)
+        and show as many attachments as were counted; a list that grew meanwhile is retried."""
+        deadline = time.monotonic() + self.site.settle_timeout_s
+        backoff = Backoff(first=0.01, ceiling=0.1)
+        while True:
+            settle = self._settle(driver)
+            if settle.quiet_ms >= self.site.quiet_ms and not settle.loading:
+                break
+            if time.monotonic() > deadline:
+                raise TransientError("the attachment list kept changing", reason="ATTACHMENTS_NOT_SETTLED")
+            backoff.sleep()
+        if settle.count != found:
+            raise TransientError(f"the page showed {settle.count} attachment(s) after {found} were counted",
+                                 reason="PAGE_CHANGED")
 
     def _find(self, driver) -> list[_Found]:
         return [_Found(el, meta["name"], meta["href"], meta["target"])
@@ -403,11 +551,11 @@ class PoJob:
             if check_page and driver.current_url != page_url:
                 # A link that answers with an error page replaces the PO page instead of downloading:
                 # say so now rather than after the download timeout.
-                state, detail = driver.execute_script(PAGE_STATE_JS, self._probe_cfg)
-                if state == "login":
-                    raise LoginRequiredError(f"The portal asked for a sign-in while downloading ({detail}).")
-                if state in ("server_error", "not_found", "not_authorized", "connection_error", "error_page"):
-                    raise TransientError(f"the attachment link showed an error page ({state}: {detail})",
+                seen = self._probe(driver, None)
+                if seen.state == PageState.LOGIN:
+                    raise LoginRequiredError(f"The portal asked for a sign-in while downloading ({seen.evidence}).")
+                if seen.state in _ERROR_STATES or (seen.state == PageState.UNRECOGNISED and seen.http >= 400):
+                    raise TransientError(f"the attachment link showed an error page ({seen.state}: {seen.evidence})",
                                          reason="DOWNLOAD_FAILED")
 
         t0 = time.monotonic()
@@ -477,7 +625,8 @@ class PoJob:
         taken: set[str] = set()
         records: list[FileRecord] = []
         for d in downloaded:
-            name = safe_component(d.staged.name, fallback="attachment", basename=True)
+            served = name_from_page(d.staged.name, d.hint, getattr(d, "url", ""))
+            name = safe_component(served, fallback="attachment", basename=True)
             name = unique_name(staged, fit_in_path(dest, name), taken)
             target = staged / name
             if not contained(staged, target):

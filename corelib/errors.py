@@ -30,6 +30,10 @@ class PobatchError(Exception):
 class TransientError(PobatchError):
     error_class = ErrorClass.TRANSIENT
 
+    def __init__(self, message: str = "", reason: str = "", retry_after: float = 0.0) -> None:
+        super().__init__(message, reason)
+        self.retry_after = retry_after  # the server asked for at least this pause (HTTP 429 Retry-After)
+
 
 class BusinessError(PobatchError):
     error_class = ErrorClass.BUSINESS

@@ -10,6 +10,7 @@ import os
 import re
 import unicodedata
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 _ILLEGAL = re.compile(r'[<>:"/\\|?*\x00-\x1f\x7f]')
 _RESERVED = {"CON", "PRN", "AUX", "NUL"} | {f"COM{i}" for i in range(1, 10)} | {f"LPT{i}" for i in range(1, 10)}
@@ -83,3 +84,25 @@ def contained(parent: Path, child: Path) -> bool:
     parent_r = Path(os.path.abspath(parent))
     child_r = Path(os.path.abspath(child))
     return parent_r == child_r.parent or parent_r in child_r.parents
+
+
+_EXTENSION = re.compile(r"\.[A-Za-z0-9]{1,8}$")
+
+
+def name_from_page(served: str, label: str, url: str) -> str:
+    """The name a file should keep: the one the server gave, unless the browser only made it up
+    from the URL (no Content-Disposition name), in which case the page's label for the attachment
+    (its download attribute, title or text) wins when it carries a file extension.
+
+    A browser names a file without Content-Disposition after the URL's last segment, adding an
+    extension from the MIME type ("/files/9/attachment_file" -> "attachment_file.pdf"), or
+    "download" when the URL has no usable segment.
+    """
+    label = (label or "").strip()
+    if not label or not _EXTENSION.search(label) or label == served:
+        return served
+    segment = unquote(urlsplit(url or "").path.rstrip("/").rpartition("/")[2])
+    served_stem = served.rpartition(".")[0] if "." in served else served
+    seg_stem = segment.rpartition(".")[0] if "." in segment else segment
+    made_up = served_stem.lower() in {"download", seg_stem.lower(), segment.lower()} if served_stem else True
+    return label if made_up else served

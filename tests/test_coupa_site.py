@@ -22,7 +22,7 @@ from conftest import CHROMEDRIVER, CHROMIUM
 from core.demo_login import prepare_demo_profile
 from core.demo_portal import DemoPortal
 from core.demo_portal.scenario import KINDS
-from core.page_probes import PAGE_STATE_JS
+from core.page_probes import PAGE_STATE_JS, PageProbe
 from core.po_job import WORK_DIR_NAME, JobConfig, PoJob, PoTaskPayload
 from core.results import PoOutcome
 from core.sites import DEMO, SiteDefinition
@@ -78,9 +78,11 @@ def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def probe(driver, portal: DemoPortal) -> tuple[str, str]:
-    state, detail = driver.execute_script(PAGE_STATE_JS, DEMO.page_probe_config(portal.base_url))
-    return state, detail
+def probe(driver, portal: DemoPortal, po: str | None = None) -> tuple[str, str]:
+    """The page state and its evidence; with `po`, what that PO's page must prove is checked too."""
+    expect = DEMO.expectation("po", po, portal.base_url) if po else None
+    seen = PageProbe.of(driver.execute_script(PAGE_STATE_JS, DEMO.page_probe_config(portal.base_url), expect))
+    return seen.state, seen.detail
 
 
 def published_files(out: Path) -> list[Path]:
@@ -145,9 +147,9 @@ def test_a_profile_that_never_signed_in_is_told_to_sign_in(browser_available: No
         driver = job.session.driver
         # the portal redirected to its login page, and the probe knows it by path and by form
         assert "/sessions/new" in driver.current_url
-        assert probe(driver, portal) == ("login", "/sessions/new")
+        assert probe(driver, portal) == ("login", "sign-in path /sessions/new")
         driver.get(portal.base_url + "/sessions/new")
-        assert probe(driver, portal) == ("login", "/sessions/new")
+        assert probe(driver, portal) == ("login", "sign-in path /sessions/new")
         assert len(driver.find_elements("css selector", "form#new_session #user_email")) == 1
     assert portal.download_counts() == before
     assert published_files(tmp_path / "out") == []
@@ -183,7 +185,8 @@ def test_a_harmless_notice_is_not_an_error(signed_in_profile: Path, portal: Demo
         notices = driver.execute_script(
             "return [...document.querySelectorAll('div.notice')].map(e => e.innerText.trim())")
         assert notices and all(notices), "the PO page should carry a non-empty div.notice"
-        assert probe(driver, portal)[0] == "ready"
+        assert probe(driver, portal, "100012")[0] == "ready"
+        assert probe(driver, portal)[0] == "unrecognised"  # nothing expected, nothing proven
         outcome = job.process(PoTaskPayload("100012"))
 
     assert (outcome.status, outcome.reason) == (Status.COMPLETED, "")

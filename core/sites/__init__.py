@@ -1,23 +1,58 @@
-"""Site definitions: everything portal-specific lives here, so a new portal is data, not workflow code."""
+"""Site definitions: everything portal-specific lives here, so a new portal is data, not workflow code.
+
+`resolve_site` is the one way the application gets a definition: a built-in one by name, extended or
+replaced by a site file (`--site-file`, else `site.toml` in the user's config folder).
+"""
 from __future__ import annotations
 
-from core.sites.definition import SiteDefinition
+import dataclasses
+from pathlib import Path
+
 from core.sites.coupa import COUPA
+from core.sites.definition import SiteDefinition
 from core.sites.demo import DEMO
+from core.sites.site_file import SiteFileError, load_site_file
+from core.user_config import config_dir
+from corelib.errors import FatalError
+
 
 SITES: dict[str, SiteDefinition] = {s.name: s for s in (COUPA, DEMO)}
+USER_SITE_FILE = "site.toml"
 
 
 def get_site(name: str) -> SiteDefinition:
     try:
         return SITES[name]
     except KeyError:
-        from corelib.errors import FatalError
-
         raise FatalError(
             f"--site: '{name}' is not a known site; expected one of {', '.join(sorted(SITES))}",
             reason="BAD_CONFIG",
         ) from None
 
 
-__all__ = ["SiteDefinition", "SITES", "get_site"]
+def default_site_file() -> Path | None:
+    """The user's own site file, picked up without an option (e.g. %LOCALAPPDATA%\\pobatch\\site.toml)."""
+    path = config_dir() / USER_SITE_FILE
+    return path if path.is_file() else None
+
+
+def resolve_site(name: str, site_file: str | Path | None = None) -> SiteDefinition:
+    """The built-in site `name`, or the definition a site file builds on it. A file that does not
+    say `extends` defines its portal from scratch and replaces the built-in one whole."""
+    if not site_file:
+        return get_site(name)
+    base = get_site(name)
+    try:
+        site = load_site_file(site_file, builtins=get_site)
+    except SiteFileError as exc:
+        raise FatalError(str(exc), reason="BAD_SITE_FILE") from None
+    if not site.default_base_url and base.default_base_url:
+        site = _with(site, default_base_url=base.default_base_url)
+    return site
+
+
+def _with(site: SiteDefinition, **changes: object) -> SiteDefinition:
+    return dataclasses.replace(site, **changes)
+
+
+__all__ = ["SiteDefinition", "SITES", "get_site", "resolve_site", "default_site_file", "SiteFileError"]

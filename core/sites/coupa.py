@@ -1,35 +1,9 @@
-"""Coupa, from the public facts in DESIGN.md (verify against a real tenant when one is available)."""
+"""Coupa: the built-in definition, read from coupa.toml (a site file like any user's)."""
 from __future__ import annotations
 
-from core.sites.definition import SiteDefinition
+from pathlib import Path
 
-_FILE_TYPES = (".pdf", ".docx", ".doc", ".msg", ".eml", ".xlsx", ".xls", ".csv", ".zip", ".txt", ".png", ".jpg", ".tif")
+from core.sites.site_file import load_site_file
 
-COUPA = SiteDefinition(
-    name="coupa",
-    po_path="/order_headers/{id}",
-    login_paths=("/sessions/new", "/sessions", "/login", "/sso"),
-    login_selectors=("#user_email", "#user_password", "form#new_session"),
-    ready_selectors=(
-        "span[data-supplier-name]", "[class*='supplier-name']", ".supplier-info span",
-        "a[href*='attachment']", "a[href*='/requisition_headers/']", "h1",
-    ),
-    supplier_selectors=("span[data-supplier-name]", "[class*='supplier-name']", ".supplier-info span"),
-    attachment_selectors=(
-        "a[href*='attachment']",
-        "a[href*='attachment_file']",
-        "a[download]",
-        "span[aria-label*='file attachment']",
-        "[role='button'][aria-label*='attachment']",
-        *(f"span[title*='{ext}' i]" for ext in _FILE_TYPES),
-    ),
-    requisition_selector="a[href*='/requisition_headers/']",
-    not_found_texts=(
-        "Oops! We couldn't find what you wanted",
-        "The page you were looking for doesn't exist",
-    ),
-    not_authorized_texts=("You are not authorized", "Access denied"),
-    server_error_texts=("We're sorry, but something went wrong",),
-    error_selectors=("div.flash_error", "div#error_explanation"),
-    overlay_selectors=(".page_buttons_right.orderHeaderShowFloatingSection.floatingSectionOnTop",),
-)
+COUPA_FILE = Path(__file__).with_name("coupa.toml")
+COUPA = load_site_file(COUPA_FILE)
