@@ -22,7 +22,7 @@ from core.profiles import resolve_base_profile
 from core.recorder import is_recording, store_recording
 from core.report import ActivityLog, report_path, write_report
 from core.results import PoOutcome, outcome_from_data, outcome_from_result, outcome_to_result
-from core.sites import get_site
+from core.sites import default_site_file, resolve_site
 from core.status import FINAL_STATUSES, Status
 from core.workbook import write_results
 from corelib.browser import BrowserSpec, default_browser
@@ -42,6 +42,7 @@ class RunOptions:
     orders: Path
     out: Path | None = None
     site: str = "coupa"
+    site_file: Path | None = None  # extends or replaces the site definition (else the user's site.toml)
     base_url: str | None = None
     browser: str = field(default_factory=default_browser)
     profile: Path | None = None
@@ -105,7 +106,10 @@ class MainApp:
     def run(self) -> RunSummary:
         opts = self.opts
         orders = read_orders(opts.orders, sheet=opts.sheet)  # OrdersError: nothing written yet
-        site = get_site(opts.site)
+        site_file = opts.site_file or default_site_file()
+        site = resolve_site(opts.site, site_file)  # FatalError naming the key and line, before any work
+        if site_file:
+            log.warning("site definition: %s (%s)", site.name, site_file)
         base_url = (opts.base_url or site.default_base_url).rstrip("/")
         if not base_url.startswith(("http://", "https://")):
             raise FatalError(
@@ -123,9 +127,10 @@ class MainApp:
         work.mkdir(exist_ok=True)
         self.store = RunStore(work / "runs.sqlite")
         mode = opts.mode()
-        self.run_id = self.store.begin_run(mode, {"orders": str(opts.orders), "site": opts.site, "base_url": base_url})
+        self.run_id = self.store.begin_run(mode, {"orders": str(opts.orders), "site": site.name,
+                                                       "site_file": str(site_file or ""), "base_url": base_url})
         self.activities = ActivityLog.into_store(self.store, self.run_id)
-        job = JobConfig(site=site.name, base_url=base_url, out_dir=str(out), page_timeout=opts.page_timeout,
+        job = JobConfig(site=opts.site, site_file=str(site_file or ""), base_url=base_url, out_dir=str(out), page_timeout=opts.page_timeout,
                         download_timeout=opts.download_timeout, stall_timeout=opts.stall_timeout,
                         max_attempts=opts.max_attempts, backoff_base=opts.backoff_base, po_timeout=opts.po_timeout,
                         run_id=self.run_id, record=opts.record)

@@ -59,6 +59,14 @@ def browser_options(f):
     return f
 
 
+SITE_FILE_HELP = ("A site file (TOML) that extends or replaces the portal's definition: selectors, texts, "
+                  "URL patterns. Default: site.toml in pobatch's config folder, if there is one.")
+
+
+def site_file_option(f):
+    return click.option("--site-file", type=click.Path(dir_okay=False), help=SITE_FILE_HELP)(f)
+
+
 def run_options(f):
     f = click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")(f)
     f = click.option("--po-timeout", type=click.FloatRange(10, 3600), default=180, show_default=True,
@@ -98,6 +106,7 @@ def main() -> None:
               help="Which portal definition to use.")
 @click.option("--base-url", help="Portal address, e.g. https://yourcompany.coupahost.com")
 @click.option("--sheet", help="Excel sheet to read (default: PO_Data if present, else the first).")
+@site_file_option
 @run_options
 def run(orders: str, site: str, base_url: str | None, sheet: str | None, **kw) -> None:
     """Process every PO in ORDERS (CSV or Excel) and download its attachments."""
@@ -123,7 +132,8 @@ def _run(orders: Path, *, verbose: int = 0, local_only: bool = False, **kw):
                       workers=kw["workers"], strategy=strategy if strategy == "single-session" else None,
                       windows=kw.get("windows") or 3,
                       po_timeout=kw["po_timeout"], max_attempts=kw["max_attempts"], local_only=local_only,
-                      grid=kw.get("grid"), record=kw.get("record", False))
+                      grid=kw.get("grid"), record=kw.get("record", False),
+                      site_file=Path(kw["site_file"]) if kw.get("site_file") else None)
     try:
         summary = MainApp(opts, view=ConsoleView()).run()
     except OrdersError as exc:
@@ -147,6 +157,7 @@ def _run(orders: Path, *, verbose: int = 0, local_only: bool = False, **kw):
 @click.option("--scenario", type=click.Path(dir_okay=False, exists=True), help="Demo scenario file.")
 @click.option("--force", is_flag=True, help="Redo POs that are already COMPLETED.")
 @click.option("--record", is_flag=True, help=RECORD_HELP)
+@site_file_option
 @browser_options
 @click.option("-v", "--verbose", count=True, help="More log output.")
 def demo(out: str, scenario: str | None, profile: str | None, **kw) -> None:
@@ -248,6 +259,72 @@ def replay(run: str, po: str, out: str, attempt: int | None, open_page: bool) ->
     click.echo(str(path))
     if open_page and not os.environ.get("CI"):
         webbrowser.open(path.as_uri())
+
+
+@main.command()
+@click.argument("pos", nargs=-1, required=True, metavar="PO [PO...]")
+@click.option("--site", type=click.Choice(["coupa", "demo"]), default="coupa", show_default=True,
+              help="Which portal definition to start from.")
+@click.option("--base-url", help="Portal address, e.g. https://yourcompany.coupahost.com")
+@site_file_option
+@click.option("--headless/--visible", default=False, show_default=True, help="Hide the browser window, or show it.")
+@click.option("--download", "download_dir", type=click.Path(file_okay=False),
+              help="Also run the real workflow for each PO and put its folder under DIR (default: download nothing).")
+@click.option("--snapshot", type=click.Path(dir_okay=False),
+              help="Where to write the JSON snapshot to send to whoever maintains your site file. "
+                   "Default: pobatch-check-<time>.json in the current folder.")
+@browser_options
+@click.option("-v", "--verbose", count=True, help="More log output.")
+def check(pos: tuple[str, ...], site: str, base_url: str | None, site_file: str | None, headless: bool,
+          download_dir: str | None, snapshot: str | None, browser: str, profile: str | None, driver: str | None,
+          browser_binary: str | None, verbose: int) -> None:
+    """Before a big batch: does pobatch understand your portal? Prints the evidence for each PO.
+
+    For every PO: the HTTP status and page state with what decided it, the identity evidence, the
+    supplier, each attachment with the selector that matched it, and file-like names no selector
+    matched. Exit code 0 means everything was understood.
+    """
+    import time as _time
+
+    from core.check import run_check, verdict, write_snapshot
+    from core.orders import normalize_po
+    from core.profiles import resolve_base_profile
+    from core.sites import default_site_file, resolve_site
+    from corelib.browser import BrowserSpec
+    from corelib.errors import LoginRequiredError
+
+    _setup_logging(verbose)
+    numbers = []
+    for raw in pos:
+        po = normalize_po(raw)
+        if not po:
+            _fail(f"PO '{raw}': expected a PO number such as 100001 or PO100001")
+        numbers.append(po)
+    try:
+        chosen_file = site_file or default_site_file()
+        definition = resolve_site(site, chosen_file)
+        url = (base_url or definition.default_base_url or "").rstrip("/")
+        if not url.startswith(("http://", "https://")):
+            _fail(f"--base-url: '{base_url or ''}' is not a portal address; expected e.g. "
+                  "https://yourcompany.coupahost.com")
+        from urllib.parse import urlsplit
+
+        spec = BrowserSpec(browser=browser, headless=headless, binary=browser_binary, driver=driver,
+                           local_only=urlsplit(url).hostname in ("127.0.0.1", "localhost", "::1"))
+        checks = run_check(numbers, site_name=site, site_file=str(chosen_file or ""), base_url=url, browser=spec,
+                           base_profile=resolve_base_profile(profile, browser),
+                           download_dir=Path(download_dir).resolve() if download_dir else None,
+                           profiles_root=None, echo=click.echo)
+    except LoginRequiredError as exc:
+        click.echo(f"Sign-in required: {exc}", err=True)
+        sys.exit(EXIT_LOGIN)
+    except FatalError as exc:
+        _fail(str(exc))
+    target = Path(snapshot) if snapshot else Path(_time.strftime("pobatch-check-%Y%m%d-%H%M%S.json"))
+    write_snapshot(target.resolve(), definition, url, checks)
+    click.echo(verdict(checks))
+    click.echo(f"Snapshot: {target.resolve()}")
+    sys.exit(0 if all(c.understood for c in checks) else 1)
 
 
 @main.command("demo-portal")

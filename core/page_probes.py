@@ -106,8 +106,8 @@ if (e) {
   }
 }
 const x = {identity: identity};
-if ((t = hasText(c.not_found_texts))) return out('not_found', 'text "' + t + '"' + (http ? ', HTTP ' + http : ''), x);
-if ((t = hasText(c.not_authorized_texts))) return out('not_authorized', 'text "' + t + '"' + (http ? ', HTTP ' + http : ''), x);
+if ((t = hasText(c.not_found_texts))) return out('not_found', 'text "' + t + '"', x);
+if ((t = hasText(c.not_authorized_texts))) return out('not_authorized', 'text "' + t + '"', x);
 if ((t = hasText(c.server_error_texts))) return out('server_error', 'text "' + t + '"', x);
 for (const q of c.error_selectors) {
   const el = sel(q);

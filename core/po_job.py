@@ -289,7 +289,7 @@ class PoJob:
             reason = "NOT_AUTHORIZED" if probe.state == PageState.NOT_AUTHORIZED else ""
             return self._publish_outcome(payload, Status.PO_NOT_FOUND, {"reason": reason, "po_url": url}, attempt, 0)
         self._check_selectors(driver)
-        self._await_attachments(driver, probe)
+        self.await_attachments(driver, probe)
         page = self._collect(url, files_dir, source="po")
         self._confirm_settled(self.session.driver, page.found)
         if page.found == 0:
@@ -323,7 +323,7 @@ class PoJob:
         if probe.state in (PageState.NOT_FOUND, PageState.NOT_AUTHORIZED):
             # The PO's own answer stands (it has no attachments); say why its requisition added none.
             return _PageResult(source="requisition", reason=f"REQUISITION_{probe.state.upper()}")
-        self._await_attachments(driver, probe)
+        self.await_attachments(driver, probe)
         req = self._collect(req_url, files_dir, source="requisition")
         self._confirm_settled(self.session.driver, req.found)
         req.reason = "REQUISITION_FALLBACK" if req.found else ""
@@ -374,6 +374,15 @@ class PoJob:
                                  "run 'pobatch check' to see what it shows", reason="UNRECOGNISED_PAGE")
         return probe
 
+    def look(self, url: str, expect: dict[str, Any] | None) -> PageProbe:
+        """Open a page and say what it shows, acting on nothing (pobatch check)."""
+        driver = self.session.driver
+        driver.get(url)
+        probe = self._wait_state(driver, expect)
+        if probe.state == PageState.READY:
+            self._check_selectors(driver)
+        return probe
+
     def _probe(self, driver, expect: dict[str, Any] | None) -> PageProbe:
         return PageProbe.of(driver.execute_script(PAGE_STATE_JS, self._probe_cfg, expect))
 
@@ -420,7 +429,7 @@ class PoJob:
     def _settle(self, driver) -> Settle:
         return Settle.of(driver.execute_script(SETTLE_JS, self._probe_cfg))
 
-    def _await_attachments(self, driver, probe: PageProbe) -> Settle:
+    def await_attachments(self, driver, probe: PageProbe) -> Settle:
         """Wait, with a bound, until the attachment area can be counted: no loading marker, the
         loaded marker present if the site has one, and either attachments in view or an area that
         has been present, empty and quiet for `empty_quiet_ms` (NO_ATTACHMENTS needs that evidence).

@@ -194,6 +194,8 @@ class _Locator:
             header = re.match(r"^\[\s*([A-Za-z0-9_.-]+)\s*\]", stripped)
             if header:
                 current = header.group(1)
+                if not section and current == key:  # an unknown [section] itself
+                    return no
                 continue
             if current != section:
                 continue
