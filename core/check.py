@@ -42,9 +42,11 @@ for (const el of document.body.querySelectorAll('*')) {
   const attrs = ['title', 'download', 'aria-label', 'href'].map(a => el.getAttribute(a) || '').join(' ');
   const m = (own + ' ' + attrs).match(re);
   if (!m || inMatched(el)) continue;
+  // The whole label when it is the element's text (names have spaces), else the matched part.
+  const label = own.trim().includes(m[0]) ? own.trim().replace(/\s+/g, ' ').slice(0, 160) : m[0];
   const tag = el.tagName.toLowerCase() + (el.id ? '#' + el.id : '') +
     (el.classList.length ? '.' + [...el.classList].join('.') : '');
-  seen.push([m[0], tag]);
+  seen.push([label, tag]);
   if (seen.length >= 20) break;
 }
 return seen;
