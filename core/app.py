@@ -16,6 +16,7 @@ from typing import Iterable, Iterator
 from urllib.parse import urlsplit
 
 from core.orders import OrdersError, OrdersFile, describe_problems, read_orders
+from core.page_probes import SIGNED_IN_STATES
 from core.po_job import WORK_DIR_NAME, JobConfig
 from core.po_worker import WorkerConfig, sequential_handler
 from core.profiles import resolve_base_profile
@@ -77,8 +78,6 @@ class RunOptions:
 
 # Opt-in strategies still being proven (EXPERIMENTAL/README.md): resolved by name, only when asked for.
 EXPERIMENTAL_STRATEGIES = {"single-session": "EXPERIMENTAL.single_session:run_single_session"}
-# Page states only a signed-in browser sees (core.page_probes).
-SIGNED_IN_STATES = ("ready", "not_found", "not_authorized")
 
 
 @dataclass

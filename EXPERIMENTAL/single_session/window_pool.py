@@ -28,7 +28,8 @@ from typing import Iterator
 from core.po_job import PoJob, PoTaskPayload
 from core.po_worker import WorkerConfig
 from core.results import outcome_to_result
-from core.sites import get_site
+from core.page_probes import SIGNED_IN_STATES
+from core.sites import resolve_site
 from core.status import Status
 from corelib.errors import FatalError
 from corelib.tasks import Event, Task, TaskResult
@@ -40,7 +41,6 @@ from EXPERIMENTAL.single_session.window_sink import WindowDownloadSink
 
 log = logging.getLogger(__name__)
 
-SIGNED_IN_STATES = ("ready", "not_found", "not_authorized")  # page states only a signed-in session sees
 MAX_LOGIN_RECHECKS_PER_PO = 2
 STOP_GRACE = 30.0  # seconds windows get to finish their current PO when the run stops early
 
@@ -311,7 +311,7 @@ class WindowPool:
 
 def login_url_predicate(cfg: WorkerConfig):
     """Whether a URL is the portal's sign-in page (for popups and downloads; pages are probed in-page)."""
-    site = get_site(cfg.job.site)
+    site = resolve_site(cfg.job.site, cfg.job.site_file or None)
     return functools.partial(site.is_login_url, cfg.job.base_url)
 
 
