@@ -132,3 +132,13 @@ def test_definitions_are_frozen_and_picklable() -> None:
     assert pickle.loads(pickle.dumps(COUPA)) == COUPA
     with pytest.raises(dataclasses.FrozenInstanceError):
         COUPA.name = "x"  # type: ignore[misc]
+
+
+def test_the_readme_worked_example_is_a_valid_site_file() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    block = readme.split("A worked example", 1)[1].split("```toml\n", 1)[1].split("```", 1)[0]
+    site = parse(block)
+    assert site.name == "acme-tenant"
+    assert site.po_number_selectors[-1] == "span.po-number" and site.attachment_selectors[-1] == "a.doc-link"
+    assert site.loading_selectors == (".busy",) and site.empty_quiet_ms == 3000
+    assert "Bestellung nicht gefunden" in site.not_found_texts
