@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -51,7 +50,7 @@ from corelib.errors import (
     reason_of,
 )
 from corelib.polling import Backoff
-from corelib.retry import RetryPolicy
+from corelib.retry import RetryPolicy, jitter_rng
 from corelib.safe_paths import contained, fit_in_path, name_from_page, safe_component, unique_name
 from corelib.tasks import Event
 from corelib.throttle import SharedThrottle, parse_retry_after
@@ -249,7 +248,7 @@ class PoJob:
                     self.event("browser_restart", detail=reason)
                     self.session.restart()
                 if policy.should_retry(err_class, attempt):
-                    delay = policy.delay(attempt, random.Random(hash((payload.po_number, attempt))))
+                    delay = policy.delay(attempt, jitter_rng(payload.po_number, attempt))
                     delay = max(delay, getattr(exc, "retry_after", 0.0))
                     self.event("retry_wait", detail=f"{delay:.1f}s")
                     self._sleep(delay)

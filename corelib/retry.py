@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import random
+import zlib
 from dataclasses import dataclass
 
 from corelib.errors import ErrorClass
@@ -23,3 +24,9 @@ class RetryPolicy:
         base = min(self.max_delay, self.base_delay * (2 ** max(0, attempt - 1)))
         spread = base * self.jitter
         return max(0.0, base + (rng or random).uniform(-spread, spread))
+
+
+def jitter_rng(key: str, attempt: int) -> random.Random:
+    """The same jitter for the same item and attempt in every process and run: hash() of a str is
+    salted per process (PYTHONHASHSEED), so it would make retries unreproducible."""
+    return random.Random(zlib.crc32(f"{key}\x00{attempt}".encode("utf-8")))

@@ -35,3 +35,15 @@ def test_backoff_grows_and_is_capped():
     q = RetryPolicy(base_delay=1, jitter=0.25)
     d = q.delay(1, random.Random(1))
     assert 0.75 <= d <= 1.25
+
+
+def test_retry_jitter_is_the_same_in_every_process() -> None:
+    """hash() of a str is salted per process; the jitter must not be."""
+    import subprocess
+    import sys
+
+    code = ("from corelib.retry import RetryPolicy, jitter_rng; "
+            "print(repr(RetryPolicy().delay(2, jitter_rng('100001', 2))))")
+    runs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env={"PYTHONHASHSEED": str(seed), "PATH": ""}).stdout for seed in (1, 2, 3)}
+    assert len(runs) == 1

@@ -38,7 +38,7 @@ class SiteDefinition:
     requisition_markers: tuple[str, ...] = ()
     loading_selectors: tuple[str, ...] = ()  # a spinner inside the attachment area: not settled yet
     loaded_selectors: tuple[str, ...] = ()  # present once the attachment list is drawn (if the site has one)
-    quiet_ms: int = 300  # the DOM must have been quiet this long before a found list is trusted
+    quiet_ms: int = 200  # the DOM must have been quiet this long before a found list is trusted
     empty_quiet_ms: int = 2000  # ... and this long before an empty list is believed
     settle_timeout_s: float = 20.0  # bound on waiting for the attachment area to settle
     overlay_selectors: tuple[str, ...] = ()  # floating bars that can cover links
