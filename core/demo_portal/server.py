@@ -117,6 +117,10 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         log.debug("demo portal %s: %s", self.address_string(), format % args)
 
+    def version_string(self) -> str:
+        """The Server header: the portal's own, or a proxy's when a proxy answers instead of the portal."""
+        return getattr(self, "_server_as", "") or super().version_string()
+
     def do_GET(self) -> None:
         self._dispatch("GET")
 
@@ -180,6 +184,7 @@ class _Handler(BaseHTTPRequestHandler):
     # -- routing ----------------------------------------------------------------------------------
     def _dispatch(self, method: str) -> None:
         self._rotate_from: str | None = None
+        self._server_as = ""
         url = urlsplit(self.path)
         path = url.path
         try:
@@ -278,7 +283,8 @@ class _Handler(BaseHTTPRequestHandler):
         if fault == "http500_bare":
             self._send(500, pages.bare_server_error_page())
         elif fault in ("http502", "http503"):
-            self._send(int(fault[4:]), pages.proxy_error_page(int(fault[4:])), headers={"Server": "nginx"})
+            self._server_as = "nginx/1.24.0"
+            self._send(int(fault[4:]), pages.proxy_error_page(int(fault[4:])))
         elif fault == "http429":
             self._send(429, pages.too_many_requests_page(), headers={"Retry-After": str(po.retry_after_seconds)})
         elif fault == "maintenance":
