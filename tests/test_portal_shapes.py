@@ -15,7 +15,7 @@ import tomllib
 from html import escape
 from html.parser import HTMLParser
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 import pytest
 
@@ -203,7 +203,8 @@ def test_bare_500_proxy_pages_and_the_rate_limit_page(unfamiliar: DemoPortal) ->
     r = c.get("/order_headers/300005")
     assert r.status == 500 and "<h1>Internal Server Error</h1>" in r.text
     assert_no_portal_markup(r.text)
-    for po, status, title in (("300006", 502, "502 Bad Gateway"), ("300007", 503, "503 Service Temporarily Unavailable")):
+    for po, status, title in (("300006", 502, "502 Bad Gateway"),
+                              ("300007", 503, "503 Service Temporarily Unavailable")):
         r = c.get(f"/order_headers/{po}")
         assert r.status == status and f"<center><h1>{title}</h1></center>" in r.text
         assert f"<title>{title}</title>" in r.text and "<center>nginx</center>" in r.text
@@ -422,7 +423,8 @@ def test_hostile_names_are_served_whole_and_matched_back_by_bytes() -> None:
     assert "L" * 300 + ".pdf" in names
     mixed = next(n for n in names if not n.startswith("L"))
     assert len(mixed) == 175 and len(mixed.encode("utf-8")) > 255
-    assert re.search(r"[\U0001F300-\U0001FAFF]", mixed) and re.search(r"[а-я]", mixed) and re.search(r"[一-龯]", mixed)
+    assert re.search(r"[\U0001F300-\U0001FAFF]", mixed) and re.search(r"[а-я]", mixed)
+    assert re.search(r"[一-龯]", mixed)
     with DemoPortal(s).start() as portal:
         c = logged_in(portal)
         for po_id in ("400001", "400002"):
@@ -435,7 +437,8 @@ def test_hostile_names_are_served_whole_and_matched_back_by_bytes() -> None:
             assert served == portal.expected_files(po_id)  # the truth holds the original names
             assert all(len(n.encode("utf-8")) > 255 for n in served)
             # a client shortens them its own way; the helper maps what it saved back by content
-            short = {f"{i}-{hashlib.md5(n.encode()).hexdigest()[:6]}.pdf": data for i, (n, data) in enumerate(served.items())}
+            short = {f"{i}-{hashlib.md5(n.encode()).hexdigest()[:6]}.pdf": data
+                     for i, (n, data) in enumerate(served.items())}
             assert portal.match_by_bytes(po_id, short) == {k: n for k, n in zip(short, served)}
             assert portal.match_by_bytes(po_id, {"x.pdf": b"not served"}) == {"x.pdf": None}
             assert s.original_name(po_id, next(iter(served.values()))) == next(iter(served))

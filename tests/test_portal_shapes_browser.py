@@ -44,7 +44,8 @@ BUILTIN: dict[str, list[str]] = {
 BUILTIN_TEXTS = ["Oops! We couldn't find what you wanted", "The page you were looking for doesn't exist",
                  "You are not authorized", "Access denied", "We're sorry, but something went wrong"]
 _TOML_KEYS = {("login", "selectors"): "login", ("identity", "po_number_selectors"): "po_number",
-              ("identity", "po_markers"): "po_markers", ("identity", "requisition_number_selectors"): "requisition_number",
+              ("identity", "po_markers"): "po_markers",
+              ("identity", "requisition_number_selectors"): "requisition_number",
               ("identity", "requisition_markers"): "po_markers", ("supplier", "selectors"): "supplier",
               ("attachments", "selectors"): "attachments", ("attachments", "area"): "area",
               ("attachments", "loading"): "loading", ("attachments", "loaded"): "loading",
@@ -68,7 +69,8 @@ def builtin_definition() -> tuple[dict[str, list[str]], list[str]]:
 
 
 COUNT_JS = "return arguments[0].map(function (s) { return document.querySelectorAll(s).length; });"
-TEXTS_JS = "return arguments[0].map(function (s) { return Array.from(document.querySelectorAll(s), e => e.textContent); });"
+TEXTS_JS = ("return arguments[0].map(function (s) "
+            "{ return Array.from(document.querySelectorAll(s), e => e.textContent); });")
 
 
 def counts(driver: Any, selectors: list[str]) -> dict[str, int]:
@@ -115,7 +117,8 @@ document.addEventListener('DOMContentLoaded', function () {
 });
 """
 _LIST_TIMING_JS = """
-var e = performance.getEntriesByType('resource').filter(function (r) { return r.name.indexOf('/attachments.json') >= 0; });
+var e = performance.getEntriesByType('resource')
+  .filter(function (r) { return r.name.indexOf('/attachments.json') >= 0; });
 return e.length ? {start: e[0].startTime, end: e[0].responseEnd} : null;
 """
 
@@ -149,7 +152,8 @@ def test_a_delayed_list_appears_after_its_delay_and_downloads_the_real_bytes(bro
             drawn = matching(d, selectors["attachments"])
             if n:
                 kinds = {e.spec.kind for e in portal.scenario.entries(po_id)}
-                assert d.execute_script("return document.querySelectorAll('#attachments li.attachment_item').length") == n
+                items = d.execute_script("return document.querySelectorAll('#attachments li.attachment_item').length")
+                assert items == n
                 assert drawn, po_id  # the drawn elements are Coupa's: the built-in selectors find them
                 assert kinds <= set(ALL_KINDS)
             else:

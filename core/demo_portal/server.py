@@ -4,6 +4,11 @@ A real server (stdlib ThreadingHTTPServer) so clients meet real sockets: real la
 stop half-way, connections dropped without an answer, stalls. It keeps score (page hits, complete
 downloads) so tests can check what a client really fetched. Every wait in a handler is a wait on the
 stop event, so stop() returns promptly even while a response is stalled.
+
+It also serves what an unfamiliar portal throws at a client (scenario.py lists the shapes): pages in a
+second markup, attachment lists fetched by script from `/order_headers/<id>/attachments.json`, proxy
+and bare error pages, redirects, and an identity provider's interstitial on a second listener bound to
+another loopback address (`sso_host`, 127.0.0.2 by default), so that the browser leaves the portal's host.
 """
 from __future__ import annotations
 
@@ -193,7 +198,8 @@ class _Handler(BaseHTTPRequestHandler):
             if path.startswith("/__demo__/"):
                 return self._demo_api(method, path)
             if path == "/sessions/new":
-                return self._send(200, self.pages.login_page(_safe_return_to(parse_qs(url.query).get("return_to", [""])[0])))
+                return_to = _safe_return_to(parse_qs(url.query).get("return_to", [""])[0])
+                return self._send(200, self.pages.login_page(return_to))
             if path == "/sessions":
                 if method == "POST":
                     return self._login()
@@ -759,16 +765,18 @@ class DemoPortal:
             self._connections.pop(conn, None)
 
 
-def main(scenario: str | None = None, port: int = 8765, host: str = "127.0.0.1") -> None:
+def main(scenario: str | None = None, port: int = 8765, host: str = "127.0.0.1", markup: str | None = None) -> None:
     """Serve the demo portal until Ctrl+C (`pobatch demo-portal`, `python -m core.demo_portal`)."""
-    portal = DemoPortal(scenario, host=host, port=port)
+    portal = DemoPortal(scenario, host=host, port=port, markup=markup)
     try:
         portal._bind()
     except OSError as exc:
         log.error("cannot listen on %s:%s (%s); pick another port with --port", host, port, exc.strerror or exc)
         raise SystemExit(2) from None
-    log.info("Demo portal running at %s (scenario: %s, %d POs)", portal.base_url,
-             scenario or "bundled sample", len(portal.scenario.pos))
+    log.info("Demo portal running at %s (scenario: %s, %d POs, %s markup)", portal.base_url,
+             scenario or "bundled sample", len(portal.scenario.pos), portal.markup)
+    if portal._sso is not None:
+        log.info("identity provider interstitial at %s", portal.sso_base_url)
     log.info("log in at %s/sessions/new with any e-mail and password '%s'", portal.base_url, DEMO_PASSWORD)
     try:
         portal.serve_forever()
