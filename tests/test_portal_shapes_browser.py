@@ -232,3 +232,30 @@ def test_the_variant_matches_none_of_the_builtin_selectors_and_all_of_its_site_f
                                    | {site["requisition"]["link_selector"]})
         assert len(variant_selectors) >= 15
         assert matching(d, variant_selectors) == {}
+
+
+def test_the_sso_interstitial_leaves_the_portals_host(browser_available: None, tmp_path: Path) -> None:
+    """The redirect really takes a browser to another host. Chromium applies --host-resolver-rules to IP
+    literals too, so a local-only browser needs the identity provider's address excluded as well."""
+    from core.demo_portal import Scenario
+
+    sc = Scenario.from_dict({"seed": 1, "pos": [{"id": "1", "faults": {"page": ["sso_interstitial", "ok"]},
+                                                 "attachments": [{"name": "a.pdf"}]}]})
+    with DemoPortal(sc).start() as portal:
+        rules = f"MAP * ~NOTFOUND , EXCLUDE 127.0.0.1 , EXCLUDE {portal.sso_host}"
+        spec = BrowserSpec(user_data_dir=str(tmp_path / "profile"), local_only=True, page_load_timeout=60,
+                           extra_args=(f"--host-resolver-rules={rules}",))
+        with BrowserSession(spec) as session:
+            d = session.driver
+            sign_in(d, portal, "#user_email", "#user_password", "form#new_session")
+            d.get(portal.po_url("1"))
+            assert d.current_url.startswith(portal.sso_base_url + "/idp/authorize?")
+            assert d.execute_script("return location.hostname") == portal.sso_host != "127.0.0.1"
+            assert d.execute_script("return document.getElementById('idp-continue').textContent") == \
+                "Continue to sign in"
+            builtin, texts = builtin_definition()
+            assert matching(d, sorted({s for group in builtin.values() for s in group})) == {}
+            assert portal.sso_hits() == 1 and portal.page_hits("1") == 1
+            d.get(portal.po_url("1"))  # the fault list goes on: the PO's own page, on the portal's host
+            assert d.execute_script("return location.host") == f"127.0.0.1:{portal.port}"
+            assert "Purchase Order #1" in d.title

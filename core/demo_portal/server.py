@@ -433,11 +433,13 @@ class _SsoHandler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         portal = self.server.portal
-        with portal._lock:
-            portal._sso_hits += 1
-        body = pages.sso_interstitial_page(f"{portal.base_url}/sessions/new").encode("utf-8")
+        favicon = urlsplit(self.path).path == "/favicon.ico"  # a browser asks every new origin for one
+        if not favicon:
+            with portal._lock:
+                portal._sso_hits += 1
+        body = b"" if favicon else pages.sso_interstitial_page(f"{portal.base_url}/sessions/new").encode("utf-8")
         try:
-            self.send_response(200)
+            self.send_response(204 if favicon else 200)
             for k, v in {"Content-Type": "text/html; charset=utf-8", "Content-Length": str(len(body)),
                          "Cache-Control": "no-store"}.items():
                 self.send_header(k, v)
@@ -670,7 +672,7 @@ class DemoPortal:
             return self._redirects.get(po_id, 0)
 
     def sso_hits(self) -> int:
-        """Requests the identity provider's host answered."""
+        """Pages the identity provider's host answered (its favicon not counted)."""
         with self._lock:
             return self._sso_hits
 
