@@ -1,4 +1,4 @@
-"""The bundled demo portal: Coupa's page shapes on 127.0.0.1, driven by a seeded scenario.
+"""The bundled demo portal: Coupa's page shapes (or a second markup) on 127.0.0.1, driven by a seeded scenario.
 
 `pobatch demo` runs against it and the tests exercise it; `python -m core.demo_portal` serves it alone.
 """
@@ -14,14 +14,19 @@ from core.demo_portal.scenario import (
     ScenarioError,
     SessionOptions,
     generate_scenario,
+    hostile_names_scenario_path,
     load_scenario,
     sample_orders_path,
     sample_scenario_path,
+    unfamiliar_scenario_path,
+    variant_scenario_path,
+    variant_site_path,
 )
 from core.demo_portal.server import DEMO_PASSWORD, SESSION_COOKIE, DemoPortal, main
 
 __all__ = [
     "AttachmentEntry", "AttachmentSpec", "DEMO_PASSWORD", "DemoPortal", "LatencySpec", "PoSpec", "RequisitionSpec",
     "SESSION_COOKIE", "Scenario", "ScenarioError", "SessionOptions", "generate_scenario", "load_scenario", "main",
-    "sample_orders_path", "sample_scenario_path",
+    "sample_orders_path", "sample_scenario_path", "unfamiliar_scenario_path", "hostile_names_scenario_path",
+    "variant_scenario_path", "variant_site_path",
 ]

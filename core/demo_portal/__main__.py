@@ -1,4 +1,6 @@
-"""`python -m core.demo_portal [--scenario FILE] [--port N] [--host H]`: serve the demo portal until Ctrl+C."""
+"""`python -m core.demo_portal [--scenario FILE] [--port N] [--host H] [--markup coupa|variant]`.
+
+Serve the demo portal until Ctrl+C."""
 from __future__ import annotations
 
 import argparse
@@ -13,9 +15,11 @@ def cli() -> None:
     parser.add_argument("--scenario", help="scenario JSON file (default: the bundled sample)")
     parser.add_argument("--port", type=int, default=8765, help="port (0 = any free port; default 8765)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--markup", choices=["coupa", "variant"], help="draw the pages with this markup "
+                        "(default: the scenario's)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
-    main(args.scenario, args.port, args.host)
+    main(args.scenario, args.port, args.host, markup=args.markup)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,11 @@
 """HTML of the demo portal, shaped like Coupa's pages so the Coupa site definition is what gets exercised.
 
 The shapes that matter (selectors, error texts, the floating toolbar that covers an attachment link)
-follow DESIGN.md. Everything else is filler that makes the page long enough to scroll.
+follow docs/design.md. Everything else is filler that makes the page long enough to scroll.
+
+The second markup (markup = "variant") lives in variant_pages.py with the same functions; the pages
+that no portal draws itself (a proxy's 502, a bare 500, a rate-limit page, a maintenance page, an
+identity provider's interstitial) are at the end of this module and shared by both.
 """
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ import json
 from html import escape
 from typing import Iterable
 
-from core.demo_portal.scenario import AttachmentEntry, PoSpec
+from core.demo_portal.scenario import AttachmentEntry, PoSpec, RequisitionSpec
 
 _STYLE = """
 body { margin: 0; font-family: Arial, Helvetica, sans-serif; font-size: 14px; color: #222; }
@@ -98,7 +102,9 @@ def home_page(pos: Iterable[PoSpec]) -> str:
         f'<span class="supplier">{escape(po.supplier)}</span></li>'
         for po in pos
     )
-    return _layout("Home | Coupa", f"<h2>Purchase Orders</h2>\n<ul class=\"po_list\">\n{items}\n</ul>")
+    # A heading, like every dashboard: a client that takes any h1 for a PO page is fooled by it.
+    return _layout("Home | Coupa", '<h1 class="dashboard_title">Home</h1>\n'
+                   f"<h2>Purchase Orders</h2>\n<ul class=\"po_list\">\n{items}\n</ul>")
 
 
 def _attachment_element(e: AttachmentEntry) -> str:
@@ -116,7 +122,7 @@ def _attachment_element(e: AttachmentEntry) -> str:
                 f'tabindex="0" data-token="{escape(e.token)}">{name}</span>')
     if kind == "popup":
         return f'<a class="attachment_popup" href="{escape(e.page_url)}" target="_blank">{name}</a>'
-    if kind == "inline_pdf":
+    if kind in ("inline_pdf", "inline_labeled"):
         return f'<a class="attachment_inline" href="{escape(e.page_url)}">{name}</a>'
     raise ValueError(f"unknown attachment kind {kind!r}")
 
@@ -130,13 +136,25 @@ def _filler_rows(prefix: str, count: int) -> str:
     return f'<table class="filler"><tr><th>#</th><th>Description</th><th>Qty</th><th>Price</th></tr>\n{rows}</table>'
 
 
-def document_page(title: str, heading: str, heading_class: str, supplier: str,
-                  entries: Iterable[AttachmentEntry], requisition_id: str | None) -> str:
-    """A PO or requisition page: header, long filler, the attachments section, more filler."""
+def list_html(entries: Iterable[AttachmentEntry]) -> str:
+    """The attachment list as it stands in the attachment area, or its "No attachments" state."""
     entries = list(entries)
     items = "\n".join(f'<li class="attachment_item">{_attachment_element(e)}</li>' for e in entries)
-    section = (f'<ul>\n{items}\n</ul>' if entries
-               else '<p class="empty">No attachments</p>')
+    return f'<ul>\n{items}\n</ul>' if entries else '<p class="empty">No attachments</p>'
+
+
+def document_page(title: str, heading: str, heading_class: str, supplier: str,
+                  entries: Iterable[AttachmentEntry], requisition_id: str | None,
+                  delayed: "DelayedList | None" = None) -> str:
+    """A PO or requisition page: header, long filler, the attachments section, more filler."""
+    entries = list(entries)
+    if delayed is None:
+        section = list_html(entries)
+        script = _DOWNLOAD_JS if entries else ""
+    else:  # drawn by script: only the area (and perhaps its spinner) is in the HTML
+        section = '<div class="spinner">Loading…</div>' if delayed.spinner else ""
+        script = delayed_list_script(delayed.endpoint, "attachments", ".spinner", "data-token",
+                                     "/attachments/{token}/raw", "li.attachment_item")
     req = (f'<a href="/requisition_headers/{escape(requisition_id)}" class="requisition_link">'
            f"Requisition #{escape(requisition_id)}</a>" if requisition_id else "")
     body = f"""
@@ -152,9 +170,34 @@ def document_page(title: str, heading: str, heading_class: str, supplier: str,
 {req}
 <h3>History</h3>
 {_filler_rows("Event", 32)}
-{_DOWNLOAD_JS if entries else ""}
+{script}
 """
     return _layout(title, body, toolbar=True)
+
+
+def po_page(po: PoSpec, entries: Iterable[AttachmentEntry], delayed: "DelayedList | None" = None) -> str:
+    rid = po.requisition.id if po.requisition else None
+    return document_page(f"Purchase Order #{po.id} | Coupa", f"Purchase Order #{po.id}", "po-title",
+                         po.supplier, entries, rid, delayed)
+
+
+def requisition_page(po: PoSpec, req: RequisitionSpec, entries: Iterable[AttachmentEntry]) -> str:
+    return document_page(f"Requisition #{req.id} | Coupa", f"Requisition #{req.id}", "requisition-title",
+                         po.supplier, entries, None)
+
+
+def page_url(e: AttachmentEntry) -> str:
+    """Where the attachment's element points (Coupa's URLs: /attachment_files/..., /attachments/...)."""
+    return e.page_url
+
+
+def file_url(e: AttachmentEntry) -> str:
+    """The URL that answers with the attachment's bytes."""
+    return e.file_url
+
+
+def attachment_element(e: AttachmentEntry) -> str:
+    return _attachment_element(e)
 
 
 def popup_page(file_url: str) -> str:
@@ -186,3 +229,98 @@ def server_error_page() -> str:
         '<div class="dialog"><div><h1>We\'re sorry, but something went wrong.</h1></div>\n'
         "<p>If you are the application owner check the logs for more information.</p></div>\n</body></html>\n"
     )
+
+
+# -- a list drawn by script after the page has loaded ----------------------------------------------
+class DelayedList:
+    """How a PO page draws its attachment list later: the JSON endpoint to fetch, and a spinner or not."""
+
+    def __init__(self, endpoint: str, spinner: bool) -> None:
+        self.endpoint, self.spinner = endpoint, spinner
+
+
+_DELAYED_JS = """
+<script>
+(function () {
+  var area = document.getElementById(%(area)s);
+  function startDownload(token) {
+    var a = document.createElement('a');
+    a.href = %(download)s.replace('{token}', encodeURIComponent(token));
+    a.click();
+  }
+  function target(ev) { return ev.target.closest ? ev.target.closest('[' + %(attr)s + ']') : null; }
+  area.addEventListener('click', function (ev) {
+    var el = target(ev);
+    if (el) { ev.preventDefault(); startDownload(el.getAttribute(%(attr)s)); }
+  });
+  area.addEventListener('keydown', function (ev) {
+    var el = target(ev);
+    if (el && (ev.key === 'Enter' || ev.key === ' ')) { ev.preventDefault(); startDownload(el.getAttribute(%(attr)s)); }
+  });
+  fetch(%(endpoint)s, {credentials: 'same-origin', cache: 'no-store', headers: {'Accept': 'application/json'}})
+    .then(function (r) { if (!r.ok) { throw new Error('HTTP ' + r.status); } return r.json(); })
+    .then(function (data) {
+      var marker = area.querySelector(%(marker)s);
+      if (marker) { marker.parentNode.removeChild(marker); }
+      area.insertAdjacentHTML('beforeend', data.html);
+      var first = area.querySelector(%(item)s);
+      if (first) { window.scrollTo(0, first.getBoundingClientRect().top + window.pageYOffset - 30); }
+    })
+    .catch(function () { /* the loading marker stays: the list never settled */ });
+})();
+</script>
+"""
+
+
+def delayed_list_script(endpoint: str, area_id: str, marker: str, token_attr: str, download: str,
+                        item: str) -> str:
+    """The script that fetches the list, removes the loading marker and draws the list (or its empty state)."""
+    return _DELAYED_JS % {k: json.dumps(v) for k, v in {
+        "endpoint": endpoint, "area": area_id, "marker": marker, "attr": token_attr, "download": download,
+        "item": item}.items()}
+
+
+# -- pages no portal draws itself: proxies, bare servers, identity providers ------------------------
+def bare_server_error_page() -> str:
+    """A 500 from a server without an error page of its own: a heading, nothing of the portal."""
+    return ("<!DOCTYPE html>\n<html><head><title>500 Internal Server Error</title></head>\n"
+            "<body>\n<h1>Internal Server Error</h1>\n</body></html>\n")
+
+
+_PROXY_TITLES = {502: "502 Bad Gateway", 503: "503 Service Temporarily Unavailable"}
+
+
+def proxy_error_page(status: int) -> str:
+    """nginx's own error page, as a reverse proxy in front of the portal shows it."""
+    title = _PROXY_TITLES[status]
+    return (f"<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n<center><h1>{title}</h1></center>\r\n"
+            "<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n")
+
+
+def too_many_requests_page() -> str:
+    return ("<!DOCTYPE html>\n<html><head><title>Too Many Requests</title></head>\n<body>\n"
+            "<h1>Too Many Requests</h1>\n<p>You have sent too many requests. Please slow down.</p>\n"
+            "</body></html>\n")
+
+
+def maintenance_page() -> str:
+    """Served with HTTP 200: only the page's content says that this is not the PO."""
+    return ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Maintenance</title></head>\n<body>\n"
+            "<h1>Down for maintenance</h1>\n<p>We are improving the service and will be back shortly.</p>\n"
+            "</body></html>\n")
+
+
+def bare_not_found_page() -> str:
+    """A 404 with none of the portal's not-found texts (a proxy or a bare server answered)."""
+    return ("<!DOCTYPE html>\n<html><head><title>404 Not Found</title></head>\n<body>\n<h1>Not Found</h1>\n"
+            "<p>The requested URL was not found on this server.</p>\n</body></html>\n")
+
+
+def sso_interstitial_page(continue_url: str) -> str:
+    """An identity provider's "Continue to sign in" page, on its own host."""
+    url = escape(continue_url)
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Sign in | Identity Provider"
+            "</title></head>\n<body>\n<div class=\"idp-card\">\n<h2>Your organisation signs you in</h2>\n"
+            "<p>Your session has ended. Continue to sign in with your organisation's account.</p>\n"
+            f'<form method="get" action="{url}"><button type="submit" id="idp-continue">Continue to sign in</button>'
+            "</form>\n</div>\n</body></html>\n")

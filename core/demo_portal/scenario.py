@@ -6,7 +6,7 @@ bytes, and the scenario itself can say what a correct client must end up with.
 
 Shape::
 
-    {"name": "...", "seed": 7, "stall_seconds": 30, "client_max_attempts": 3,
+    {"name": "...", "seed": 7, "stall_seconds": 30, "client_max_attempts": 3, "markup": "coupa",
      "latency": {"page_ms": 100 | [50, 150], "attachment_ms": 0 | [20, 80]},
      "session": {"expire_after_requests": null | N, "rotate_token": false},
      "pos": [{"id": "100001", "supplier": "Acme",
@@ -14,7 +14,39 @@ Shape::
               "requisition": {"id": "5001", "attachments": [...]},
               "missing": false, "forbidden": false,
               "faults": {"page": ["http500", "ok"]},
+              "attachments_delay_ms": 1500, "spinner": true,
+              "redirect_to": "100002", "retry_after_seconds": 1,
               "expected": {"status": "COMPLETED", "reason": ""}}]}
+
+Optional keys (all absent in the bundled sample, which keeps Coupa's plain shapes):
+
+* `markup`: "coupa" (default) or "variant". The variant draws every page with markup that matches none
+  of the built-in Coupa definition's selectors and texts (other classes, ids, attributes, error texts,
+  `/files/<token>` file URLs, `/requisitions/<rid>` requisition pages, another login form); the URL of
+  a PO page (`/order_headers/<id>`), the sign-in path and the session cookie stay the same.
+  data/variant_site.toml is the site file that describes it.
+* `attachments_delay_ms` (per PO): the attachment list is not in the HTML. The page holds an empty
+  attachment area and a script that fetches the list from the JSON endpoint
+  `/order_headers/<id>/attachments.json` (which answers after this many ms) and then draws it, or the
+  usual "No attachments" state when it is empty. `spinner` (default true) puts a loading marker
+  (`<div class="spinner">Loading…</div>`; in the variant `.busy-indicator`) in the area until then.
+* `redirect_to` (per PO): the PO the `redirect_other_po` page fault sends the browser to. It must be
+  another PO of the scenario that is served normally (not missing, not forbidden, no page faults, no
+  redirect of its own), so that the arrivals it gets by redirect (counted in its page hits) never
+  change its own outcome.
+* `retry_after_seconds` (per PO, default 1): the `Retry-After` of the `http429` page fault.
+
+Attachment kinds: the Coupa sample's KINDS, plus `inline_labeled`: a link whose text is the file's
+name (`contract.pdf`) while its URL ends in `/attachment_file` and the file is served without
+Content-Disposition, so only the label names it.
+
+Page faults: `ok`; `http500` (Rails' 500 page); `stall`; `drop` (closed without an answer);
+`http500_bare` (500, a bare "Internal Server Error" h1); `http502`, `http503` (a proxy's nginx page);
+`http429` (a plain "Too Many Requests" page with Retry-After); `maintenance` (HTTP 200 and a
+"Down for maintenance" h1, no PO markup); `redirect_other_po` (302 to `redirect_to`'s page);
+`redirect_dashboard` (302 to `/`, the dashboard); `sso_interstitial` (302 to an identity provider's
+"Continue to sign in" page on another host, see DemoPortal.sso_base_url); `http404_bare` (404 and a
+"Not Found" h1 without the site's not-found texts).
 
 Fault lists are consumed one item per request (the PO page per PO, an attachment per attachment) and
 the last item repeats: ["http500", "ok"] fails once, then works; ["http500"] always fails.
@@ -31,8 +63,14 @@ attempt in which any attachment failed is retried as a whole (every attachment i
 * Page faults on every attempt -> the last attempt decides: http500 -> (FAILED, "HTTP_500"), drop ->
   (FAILED, "CONNECTION_FAILED") (a browser shows its own error page for an empty response), stall ->
   (TIMEOUT, "TIMEOUT") (this assumes the client's page timeout is shorter than `stall_seconds`; the
-  stalled page is answered normally afterwards). A page fault that clears within the attempts is
-  invisible in the outcome.
+  stalled page is answered normally afterwards), http500_bare -> (FAILED, "HTTP_500"), http502 ->
+  (FAILED, "HTTP_502"), http503 -> (FAILED, "HTTP_503"), http429 -> (FAILED, "HTTP_429"); maintenance,
+  redirect_other_po, redirect_dashboard and http404_bare -> (FAILED, "UNRECOGNISED_PAGE"): a page
+  that does not prove it is this PO's page is never a final answer. A page fault that clears within
+  the attempts is invisible in the outcome; the files are always the PO's own, never those of the PO
+  it was redirected to.
+* sso_interstitial -> (LOGIN_REQUIRED, "") on the first attempt that meets it: a sign-in is never
+  retried (it stops the whole run), so even a fault list that would clear later gives LOGIN_REQUIRED.
 * No attachments but a requisition with some -> (COMPLETED, "REQUISITION_FALLBACK").
   No attachments anywhere -> (NO_ATTACHMENTS, "").
 * An attachment that still fails in the last attempt -> (PARTIAL, "DOWNLOAD_FAILED"), and the files
@@ -50,8 +88,11 @@ shows that page instead of downloading; only a client that looks at the page aft
 it before its download timeout.
 
 Expected files (`expected_files`) are keyed by the name the portal serves (Content-Disposition name,
-the `download` attribute, or, for `inline_pdf`, the last URL segment). A name repeated within one PO
-gets " (1)", " (2)" before its extension, as Chromium names the second copy.
+the `download` attribute, for `inline_pdf` the last URL segment, for `inline_labeled` the link's
+label). A name repeated within one PO gets " (1)", " (2)" before its extension, as Chromium names the
+second copy. A name too long for a file system (data/hostile_names_scenario.json) is keyed by its
+original; a client must shorten it, so `Scenario.match_by_bytes` maps saved names back to the
+originals by content (sha256).
 """
 from __future__ import annotations
 
@@ -66,15 +107,31 @@ from urllib.parse import quote
 
 from core.status import Status
 
+# The Coupa sample's kinds (the sample holds every one of them); EXTRA_KINDS are the shapes of portals
+# pobatch has not met yet, kept apart so the sample and generated scenarios stay as they were.
 KINDS = ("link", "download_attr", "js", "span", "popup", "inline_pdf")
-PAGE_FAULTS = ("ok", "http500", "stall", "drop")
+EXTRA_KINDS = ("inline_labeled",)
+ALL_KINDS = KINDS + EXTRA_KINDS
+MARKUPS = ("coupa", "variant")
+PAGE_FAULTS = ("ok", "http500", "stall", "drop", "http500_bare", "http502", "http503", "http429", "maintenance",
+               "redirect_other_po", "redirect_dashboard", "sso_interstitial", "http404_bare")
 ATTACHMENT_FAULTS = ("ok", "http500", "drop_mid", "stall_mid")
 _ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _PAGE_FAILURE = {
     "http500": (Status.FAILED.value, "HTTP_500"),
     "drop": (Status.FAILED.value, "CONNECTION_FAILED"),
     "stall": (Status.TIMEOUT.value, "TIMEOUT"),
+    "http500_bare": (Status.FAILED.value, "HTTP_500"),
+    "http502": (Status.FAILED.value, "HTTP_502"),
+    "http503": (Status.FAILED.value, "HTTP_503"),
+    "http429": (Status.FAILED.value, "HTTP_429"),
+    "maintenance": (Status.FAILED.value, "UNRECOGNISED_PAGE"),
+    "redirect_other_po": (Status.FAILED.value, "UNRECOGNISED_PAGE"),
+    "redirect_dashboard": (Status.FAILED.value, "UNRECOGNISED_PAGE"),
+    "http404_bare": (Status.FAILED.value, "UNRECOGNISED_PAGE"),
 }
+# Page faults that end the PO (and the run) at once instead of being retried.
+_PAGE_STOP = {"sso_interstitial": (Status.LOGIN_REQUIRED.value, "")}
 _MAX_SIZE = 50 * 1024 * 1024
 # Requests one client try can cost: Chromium itself re-requests a download cut off mid-way (up to about
 # five times) and re-sends a page request whose keep-alive connection closed without an answer.
@@ -131,6 +188,10 @@ class PoSpec:
     forbidden: bool = False
     page_faults: tuple[str, ...] = ()
     expected: tuple[str, str] | None = None
+    attachments_delay_ms: int | None = None  # None: the list is in the HTML; else drawn by script
+    spinner: bool = True  # with attachments_delay_ms: a loading marker until the list is drawn
+    redirect_to: str | None = None  # the target of the redirect_other_po page fault
+    retry_after_seconds: int = 1  # the Retry-After of the http429 page fault
 
 
 @dataclass(frozen=True)
@@ -157,6 +218,8 @@ class AttachmentEntry:
             return f"/attachment_files/{self.token}"
         if self.spec.kind == "inline_pdf":
             return f"/attachments/{self.token}/inline/{quote(self.spec.name, safe='')}"
+        if self.spec.kind == "inline_labeled":
+            return f"/attachments/{self.token}/attachment_file"
         return f"/attachments/{self.token}/raw"
 
     @property
@@ -177,6 +240,7 @@ class Scenario:
     client_max_attempts: int = 3
     name: str = ""
     description: str = ""
+    markup: str = "coupa"
     _by_id: dict[str, PoSpec] = field(init=False, repr=False, compare=False)
     _req_owner: dict[str, PoSpec] = field(init=False, repr=False, compare=False)
     _entries: dict[tuple[str, str], tuple[AttachmentEntry, ...]] = field(init=False, repr=False, compare=False)
@@ -248,6 +312,23 @@ class Scenario:
             out[name] = self.file_bytes(e)
         return out
 
+    def expected_sha256(self, po_id: str) -> dict[str, str]:
+        """sha256 hex of each expected file's bytes -> its expected (original, unshortened) name."""
+        return {hashlib.sha256(data).hexdigest(): name for name, data in self.expected_files(po_id).items()}
+
+    def original_name(self, po_id: str, data: bytes) -> str | None:
+        """The expected name of the file of this PO whose bytes these are; None for bytes it never serves."""
+        return self.expected_sha256(po_id).get(hashlib.sha256(data).hexdigest())
+
+    def match_by_bytes(self, po_id: str, saved: dict[str, bytes]) -> dict[str, str | None]:
+        """Saved name -> the expected (original) name with the same bytes, or None when nothing matches.
+
+        For names a client must shorten (data/hostile_names_scenario.json): the exact short form is the
+        client's choice, so a test matches what it saved to the truth by content, then checks the
+        short names itself (length, extension kept, unique)."""
+        by_sha = self.expected_sha256(po_id)
+        return {name: by_sha.get(hashlib.sha256(data).hexdigest()) for name, data in saved.items()}
+
     def _derive(self, po: PoSpec) -> tuple[str, str, tuple[AttachmentEntry, ...]]:
         answers = [self._replay(po, tries, resend) for tries in _REPLAY_TRIES for resend in (False, True)]
         distinct = {(s, r, tuple(e.token for e in files)) for s, r, files in answers}
@@ -273,6 +354,8 @@ class Scenario:
             item = page.next()
             if item == "drop" and resend_dropped:
                 item = page.next()
+            if item in _PAGE_STOP:
+                return (*_PAGE_STOP[item], ())
             if item != "ok":
                 last = (*_PAGE_FAILURE[item], ())
                 continue
@@ -324,11 +407,19 @@ class Scenario:
                 d["forbidden"] = True
             if po.page_faults:
                 d["faults"] = {"page": list(po.page_faults)}
+            if po.attachments_delay_ms is not None:
+                d["attachments_delay_ms"] = po.attachments_delay_ms
+                d["spinner"] = po.spinner
+            if po.redirect_to is not None:
+                d["redirect_to"] = po.redirect_to
+            if po.retry_after_seconds != 1:
+                d["retry_after_seconds"] = po.retry_after_seconds
             if po.expected:
                 d["expected"] = {"status": po.expected[0], "reason": po.expected[1]}
             pos.append(d)
         return {
             "name": self.name, "description": self.description, "seed": self.seed,
+            **({"markup": self.markup} if self.markup != "coupa" else {}),
             "stall_seconds": self.stall_seconds, "client_max_attempts": self.client_max_attempts,
             "latency": {"page_ms": lat(self.latency.page_ms), "attachment_ms": lat(self.latency.attachment_ms)},
             "session": {"expire_after_requests": self.session.expire_after_requests,
@@ -379,6 +470,11 @@ def file_bytes(seed: int, owner: str, owner_id: str, index: int, name: str, size
     return head + body + tail
 
 
+def _has_extension(name: str) -> bool:
+    stem, dot, ext = name.rpartition(".")
+    return bool(dot and stem.strip() and ext and ext.isalnum() and len(ext) <= 8)
+
+
 def _token(seed: int, owner: str, owner_id: str, index: int) -> str:
     return hashlib.sha1(f"demo-token|{seed}|{owner}|{owner_id}|{index}".encode()).hexdigest()[:20]
 
@@ -401,6 +497,26 @@ def _unique(name: str, taken: set[str]) -> str:
 # -- loading and validation -----------------------------------------------------------------------
 def sample_scenario_path() -> Path:
     return _DATA_DIR / "sample_scenario.json"
+
+
+def unfamiliar_scenario_path() -> Path:
+    """Shapes of portals pobatch has never met: delayed lists, bare error pages, redirects, a label name."""
+    return _DATA_DIR / "unfamiliar_scenario.json"
+
+
+def hostile_names_scenario_path() -> Path:
+    """Names too long for a file system (over 255 UTF-8 bytes), served with an RFC 5987 filename*."""
+    return _DATA_DIR / "hostile_names_scenario.json"
+
+
+def variant_scenario_path() -> Path:
+    """The sample scenario drawn with the second markup (markup = "variant")."""
+    return _DATA_DIR / "variant_scenario.json"
+
+
+def variant_site_path() -> Path:
+    """The site file (TOML, extends the built-in coupa definition) that describes the variant markup."""
+    return _DATA_DIR / "variant_site.toml"
 
 
 def sample_orders_path(ext: str = "csv") -> Path:
@@ -466,11 +582,14 @@ def _attachments(v: Any, where: str) -> tuple[AttachmentSpec, ...]:
         if not isinstance(name, str) or not name.strip() or any(ord(c) < 32 for c in name):
             raise ScenarioError(f"{w}.name: expected a non-empty file name without control characters")
         kind = a.get("kind", "link")
-        if kind not in KINDS:
-            raise ScenarioError(f"{w}.kind: unknown kind {kind!r}; expected one of {list(KINDS)}")
+        if kind not in ALL_KINDS:
+            raise ScenarioError(f"{w}.kind: unknown kind {kind!r}; expected one of {list(ALL_KINDS)}")
         if kind == "inline_pdf" and (not name.lower().endswith(".pdf") or "/" in name or "\\" in name):
             raise ScenarioError(f"{w}: an inline_pdf takes its name from the URL: it must end in .pdf "
                                 f"and hold no / or \\ ({name!r})")
+        if kind == "inline_labeled" and not _has_extension(name):
+            raise ScenarioError(f"{w}: an inline_labeled file is named by its label alone: the name needs a "
+                                f"file extension ({name!r})")
         size = _int(a.get("size", 10_000), f"{w}.size", minimum=1)
         if size > _MAX_SIZE:
             raise ScenarioError(f"{w}.size: at most {_MAX_SIZE} bytes")
@@ -480,7 +599,10 @@ def _attachments(v: Any, where: str) -> tuple[AttachmentSpec, ...]:
 
 def _parse(data: Any, source: str) -> Scenario:
     top = _keys(data, {"name", "description", "seed", "stall_seconds", "client_max_attempts", "latency",
-                       "session", "pos"}, source)
+                       "session", "pos", "markup"}, source)
+    markup = top.get("markup", "coupa")
+    if markup not in MARKUPS:
+        raise ScenarioError(f"{source}: markup: unknown markup {markup!r}; expected one of {list(MARKUPS)}")
     latency = _keys(top.get("latency", {}), {"page_ms", "attachment_ms"}, f"{source}: latency")
     session = _keys(top.get("session", {}), {"expire_after_requests", "rotate_token"}, f"{source}: session")
     expire = session.get("expire_after_requests")
@@ -497,7 +619,7 @@ def _parse(data: Any, source: str) -> Scenario:
     for i, p in enumerate(pos_data):
         w = f"{source}: pos[{i}]"
         p = _keys(p, {"id", "supplier", "attachments", "requisition", "missing", "forbidden", "faults",
-                      "expected"}, w)
+                      "expected", "attachments_delay_ms", "spinner", "redirect_to", "retry_after_seconds"}, w)
         po_id = p.get("id")
         if not isinstance(po_id, str) or not _ID_RE.match(po_id):
             raise ScenarioError(f"{w}.id: expected letters, digits, '-' or '_' (the id in the URL), got {po_id!r}")
@@ -526,10 +648,24 @@ def _parse(data: Any, source: str) -> Scenario:
             if not isinstance(e.get("reason", ""), str):
                 raise ScenarioError(f"{w}.expected.reason: expected a string")
             expected = (e["status"], e.get("reason", ""))
+        delay = None
+        if p.get("attachments_delay_ms") is not None:
+            delay = _int(p["attachments_delay_ms"], f"{w}.attachments_delay_ms")
+        spinner = p.get("spinner", True)
+        if not isinstance(spinner, bool):
+            raise ScenarioError(f"{w}.spinner: expected true or false")
+        if "spinner" in p and delay is None:
+            raise ScenarioError(f"{w}.spinner: only means something with attachments_delay_ms (a list drawn "
+                                "by script); add that or drop spinner")
+        redirect_to = p.get("redirect_to")
+        if redirect_to is not None and (not isinstance(redirect_to, str) or not _ID_RE.match(redirect_to)):
+            raise ScenarioError(f"{w}.redirect_to: expected the id of another PO of the scenario, got {redirect_to!r}")
         pos.append(PoSpec(
             id=po_id, supplier=supplier, attachments=_attachments(p.get("attachments", []), f"{w}.attachments"),
             requisition=req, missing=flags["missing"], forbidden=flags["forbidden"],
             page_faults=_faults(faults.get("page", []), PAGE_FAULTS, f"{w}.faults.page"), expected=expected,
+            attachments_delay_ms=delay, spinner=spinner, redirect_to=redirect_to,
+            retry_after_seconds=_int(p.get("retry_after_seconds", 1), f"{w}.retry_after_seconds"),
         ))
     return Scenario(
         seed=_int(top.get("seed", 0), f"{source}: seed"),
@@ -542,6 +678,7 @@ def _parse(data: Any, source: str) -> Scenario:
         client_max_attempts=_int(top.get("client_max_attempts", 3), f"{source}: client_max_attempts", 1),
         name=str(top.get("name", "")),
         description=str(top.get("description", "")),
+        markup=markup,
     )
 
 
@@ -560,12 +697,36 @@ def _validate(s: Scenario) -> None:
                 raise ScenarioError(f"requisition {po.requisition.id} belongs to two POs; give each its own")
             reqs.add(po.requisition.id)
         for a in (*po.attachments, *(po.requisition.attachments if po.requisition else ())):
-            if a.kind not in KINDS:
+            if a.kind not in ALL_KINDS:
                 raise ScenarioError(f"PO {po.id}: unknown attachment kind {a.kind!r}")
             if any(f not in ATTACHMENT_FAULTS for f in a.faults):
                 raise ScenarioError(f"PO {po.id}: unknown attachment fault in {list(a.faults)}")
         if any(f not in PAGE_FAULTS for f in po.page_faults):
             raise ScenarioError(f"PO {po.id}: unknown page fault in {list(po.page_faults)}")
+        if po.attachments_delay_ms is not None and po.attachments_delay_ms < 0:
+            raise ScenarioError(f"PO {po.id}: attachments_delay_ms must be >= 0")
+        if po.retry_after_seconds < 0:
+            raise ScenarioError(f"PO {po.id}: retry_after_seconds must be >= 0")
+    by_id = {po.id: po for po in s.pos}
+    for po in s.pos:
+        redirects = "redirect_other_po" in po.page_faults
+        if redirects and po.redirect_to is None:
+            raise ScenarioError(f"PO {po.id}: the redirect_other_po page fault needs redirect_to (the PO it sends "
+                                "the browser to)")
+        if po.redirect_to is None:
+            continue
+        if not redirects:
+            raise ScenarioError(f"PO {po.id}: redirect_to is only used by the redirect_other_po page fault; "
+                                "add that fault or drop redirect_to")
+        target = by_id.get(po.redirect_to)
+        if target is None or target.id == po.id:
+            raise ScenarioError(f"PO {po.id}: redirect_to {po.redirect_to!r} must name another PO of the scenario")
+        if target.missing or target.forbidden or target.page_faults or target.redirect_to is not None:
+            raise ScenarioError(f"PO {po.id}: redirect_to {target.id!r} must be a PO served normally (not missing, "
+                                "not forbidden, no page faults, no redirect of its own), so that arrivals by "
+                                "redirect never change its own outcome")
+    if s.markup not in MARKUPS:
+        raise ScenarioError(f"unknown markup {s.markup!r}; expected one of {list(MARKUPS)}")
     if s.client_max_attempts < 1:
         raise ScenarioError("client_max_attempts must be at least 1")
 
@@ -588,7 +749,7 @@ def generate_scenario(count: int, seed: int, attachments_per_po: tuple[int, int]
         po_id = str(200001 + n)
         atts = []
         for i in range(rng.randint(*attachments_per_po)):
-            kind = rng.choice(KINDS)
+            kind = rng.choice(KINDS)  # the Coupa kinds only: generated scenarios stay as they were
             stem, ext = rng.choice(_GEN_DOCS)
             if kind == "inline_pdf":
                 ext = "pdf"

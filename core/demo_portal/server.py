@@ -4,6 +4,11 @@ A real server (stdlib ThreadingHTTPServer) so clients meet real sockets: real la
 stop half-way, connections dropped without an answer, stalls. It keeps score (page hits, complete
 downloads) so tests can check what a client really fetched. Every wait in a handler is a wait on the
 stop event, so stop() returns promptly even while a response is stalled.
+
+It also serves what an unfamiliar portal throws at a client (scenario.py lists the shapes): pages in a
+second markup, attachment lists fetched by script from `/order_headers/<id>/attachments.json`, proxy
+and bare error pages, redirects, and an identity provider's interstitial on a second listener bound to
+another loopback address (`sso_host`, 127.0.0.2 by default), so that the browser leaves the portal's host.
 """
 from __future__ import annotations
 
@@ -20,11 +25,13 @@ from dataclasses import dataclass
 from http.cookies import CookieError, SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-from core.demo_portal import pages
+from core.demo_portal import pages, variant_pages
 from core.demo_portal.scenario import (
+    MARKUPS,
     AttachmentEntry,
     Scenario,
     draw_ms,
@@ -40,9 +47,13 @@ DEMO_PASSWORD = "demo"
 SESSION_MAX_AGE = 86400  # persistent: Chromium writes it to the profile's Cookies file
 CHUNK = 16 * 1024
 _PO_RE = re.compile(r"^/order_headers/([^/]+)/?$")
-_REQ_RE = re.compile(r"^/requisition_headers/([^/]+)/?$")
+_LIST_RE = re.compile(r"^/order_headers/([^/]+)/attachments\.json$")  # the list a delayed page fetches
+_REQ_RE = re.compile(r"^/(?:requisition_headers|requisitions)/([^/]+)/?$")  # Coupa's, the variant's
 _FILE_RE = re.compile(r"^/attachment_files/([^/]+)/?$")
-_ATT_RE = re.compile(r"^/attachments/([^/]+)/(raw|popup|inline)(?:/.*)?$")
+_ATT_RE = re.compile(r"^/attachments/([^/]+)/(raw|popup|inline|attachment_file)(?:/.*)?$")
+_VFILE_RE = re.compile(r"^/files/([^/]+)(?:/(window|view|content)(?:/.*)?)?/?$")  # the variant's file URLs
+_INLINE = ("inline", "attachment_file", "view", "content")  # served without Content-Disposition
+_MARKUP_PAGES: dict[str, ModuleType] = {"coupa": pages, "variant": variant_pages}
 _OPEN_PATHS = ("/sessions/new", "/sessions", "/favicon.ico")
 _CONTENT_TYPES = {
     "pdf": "application/pdf",
@@ -91,6 +102,11 @@ class _Handler(BaseHTTPRequestHandler):
     def portal(self) -> "DemoPortal":
         return self.server.portal
 
+    @property
+    def pages(self) -> ModuleType:
+        """The page module of the portal's current markup (pages or variant_pages)."""
+        return _MARKUP_PAGES[self.portal.markup]
+
     def setup(self) -> None:
         super().setup()
         self.portal._track(self.connection)
@@ -105,6 +121,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         log.debug("demo portal %s: %s", self.address_string(), format % args)
+
+    def version_string(self) -> str:
+        """The Server header: the portal's own, or a proxy's when a proxy answers instead of the portal."""
+        return getattr(self, "_server_as", "") or super().version_string()
 
     def do_GET(self) -> None:
         self._dispatch("GET")
@@ -169,6 +189,7 @@ class _Handler(BaseHTTPRequestHandler):
     # -- routing ----------------------------------------------------------------------------------
     def _dispatch(self, method: str) -> None:
         self._rotate_from: str | None = None
+        self._server_as = ""
         url = urlsplit(self.path)
         path = url.path
         try:
@@ -177,7 +198,8 @@ class _Handler(BaseHTTPRequestHandler):
             if path.startswith("/__demo__/"):
                 return self._demo_api(method, path)
             if path == "/sessions/new":
-                return self._send(200, pages.login_page(_safe_return_to(parse_qs(url.query).get("return_to", [""])[0])))
+                return_to = _safe_return_to(parse_qs(url.query).get("return_to", [""])[0])
+                return self._send(200, self.pages.login_page(return_to))
             if path == "/sessions":
                 if method == "POST":
                     return self._login()
@@ -188,21 +210,23 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._redirect("/sessions/new?return_to=" + quote(target, safe=""))
             if method != "GET":
                 self._body()
-                return self._send(404, pages.not_found_page())
+                return self._send(404, self.pages.not_found_page())
             if path == "/":
-                return self._send(200, pages.home_page(self.portal.scenario.pos))
+                return self._send(200, self.pages.home_page(self.portal.scenario.pos))
             if m := _PO_RE.match(path):
                 return self._po_page(unquote(m.group(1)), path)
+            if m := _LIST_RE.match(path):
+                return self._attachment_list(unquote(m.group(1)))
             if m := _REQ_RE.match(path):
                 return self._requisition_page(unquote(m.group(1)), path)
             if m := _FILE_RE.match(path):
                 return self._attachment(m.group(1), path, inline=False)
-            if m := _ATT_RE.match(path):
-                token, what = m.group(1), m.group(2)
-                if what == "popup":
+            if m := _ATT_RE.match(path) or _VFILE_RE.match(path):
+                token, what = m.group(1), m.group(2) or ""
+                if what in ("popup", "window"):
                     return self._popup(token, path)
-                return self._attachment(token, path, inline=(what == "inline"))
-            return self._send(404, pages.not_found_page())
+                return self._attachment(token, path, inline=(what in _INLINE))
+            return self._send(404, self.pages.not_found_page())
         except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
             self.close_connection = True  # the client went away: normal for a cancelled download
 
@@ -213,7 +237,7 @@ class _Handler(BaseHTTPRequestHandler):
         password = form.get("user[password]", [""])[0]
         return_to = _safe_return_to(form.get("return_to", [""])[0])
         if not email or password != DEMO_PASSWORD:
-            return self._send(200, pages.login_page(return_to, "Invalid email or password"))
+            return self._send(200, self.pages.login_page(return_to, "Invalid email or password"))
         token = self.portal._new_session(email)
         log.info("demo portal: %s signed in", email)
         self._redirect(return_to or "/", {"Set-Cookie": _cookie(token)})
@@ -244,17 +268,63 @@ class _Handler(BaseHTTPRequestHandler):
         if fault == "drop":
             return self._abort()
         if fault == "http500":
-            return self._send(500, pages.server_error_page())
+            return self._send(500, self.pages.server_error_page())
         if fault == "stall" and not self._stall():
             return
+        if fault != "ok" and po is not None and self._page_fault(po.id, fault):
+            return
         if po is None or po.missing:
-            return self._send(404, pages.not_found_page())
+            return self._send(404, self.pages.not_found_page())
         if po.forbidden:
-            return self._send(403, pages.not_authorized_page())
-        rid = po.requisition.id if po.requisition else None
-        html = pages.document_page(f"Purchase Order #{po.id} | Coupa", f"Purchase Order #{po.id}", "po-title",
-                                   po.supplier, portal.scenario.entries(po.id, "po"), rid)
-        self._send(200, html)
+            return self._send(403, self.pages.not_authorized_page())
+        delayed = None
+        if po.attachments_delay_ms is not None:
+            delayed = pages.DelayedList(f"/order_headers/{quote(po.id, safe='')}/attachments.json", po.spinner)
+        self._send(200, self.pages.po_page(po, portal.scenario.entries(po.id, "po"), delayed))
+
+    def _page_fault(self, po_id: str, fault: str) -> bool:
+        """Answer a PO page with the shapes of issue 13 (proxies, redirects, ...); False: not one of them."""
+        po = self.portal.scenario.po(po_id)
+        assert po is not None
+        if fault == "http500_bare":
+            self._send(500, pages.bare_server_error_page())
+        elif fault in ("http502", "http503"):
+            self._server_as = "nginx/1.24.0"
+            self._send(int(fault[4:]), pages.proxy_error_page(int(fault[4:])))
+        elif fault == "http429":
+            self._send(429, pages.too_many_requests_page(), headers={"Retry-After": str(po.retry_after_seconds)})
+        elif fault == "maintenance":
+            self._send(200, pages.maintenance_page())
+        elif fault == "http404_bare":
+            self._send(404, pages.bare_not_found_page())
+        elif fault == "redirect_other_po":
+            with self.portal._lock:
+                self.portal._redirects[po.redirect_to or ""] += 1
+            self._redirect(f"/order_headers/{quote(po.redirect_to or '', safe='')}")
+        elif fault == "redirect_dashboard":
+            self._redirect("/")
+        elif fault == "sso_interstitial":
+            back = quote(f"{self.portal.base_url}/order_headers/{quote(po_id, safe='')}", safe="")
+            self._redirect(f"{self.portal.sso_base_url}/idp/authorize?client=pobatch-demo&return_to={back}")
+        else:
+            return False
+        return True
+
+    def _attachment_list(self, po_id: str) -> None:
+        """The JSON a delayed PO page fetches: its list, drawn by the page's script once it arrives."""
+        portal = self.portal
+        po = portal.scenario.po(po_id)
+        with portal._lock:
+            portal._list_hits[po_id] += 1
+        if po is None or po.missing or po.forbidden or po.attachments_delay_ms is None:
+            return self._send(404, json.dumps({"error": "no such list"}), "application/json")
+        if not self._pause(po.attachments_delay_ms / 1000.0):
+            return
+        entries = portal.scenario.entries(po.id, "po")
+        body = {"po": po.id, "html": self.pages.list_html(entries),
+                "attachments": [{"name": e.spec.name, "kind": e.spec.kind, "url": self.pages.page_url(e)}
+                                for e in entries]}
+        self._send(200, json.dumps(body, ensure_ascii=False), "application/json; charset=utf-8")
 
     def _requisition_page(self, rid: str, path: str) -> None:
         portal = self.portal
@@ -264,25 +334,23 @@ class _Handler(BaseHTTPRequestHandler):
             return
         found = portal.scenario.requisition(rid)
         if not found:
-            return self._send(404, pages.not_found_page())
+            return self._send(404, self.pages.not_found_page())
         po, req = found
-        html = pages.document_page(f"Requisition #{req.id} | Coupa", f"Requisition #{req.id}", "requisition-title",
-                                   po.supplier, portal.scenario.entries(po.id, "requisition"), None)
-        self._send(200, html)
+        self._send(200, self.pages.requisition_page(po, req, portal.scenario.entries(po.id, "requisition")))
 
     def _popup(self, token: str, path: str) -> None:
         entry = self.portal.scenario.entry_by_token(token)
         if not self._pause(self.portal._latency("page", path)):
             return
         if entry is None:
-            return self._send(404, pages.not_found_page())
-        self._send(200, pages.popup_page(entry.file_url))
+            return self._send(404, self.pages.not_found_page())
+        self._send(200, self.pages.popup_page(self.pages.file_url(entry)))
 
     def _attachment(self, token: str, path: str, inline: bool) -> None:
         portal = self.portal
         entry: AttachmentEntry | None = portal.scenario.entry_by_token(token)
         if entry is None:
-            return self._send(404, pages.not_found_page())
+            return self._send(404, self.pages.not_found_page())
         with portal._lock:
             fault = pick_fault(entry.spec.faults, portal._attachment_fault_n[token])
             portal._attachment_fault_n[token] += 1
@@ -291,7 +359,7 @@ class _Handler(BaseHTTPRequestHandler):
         if not self._pause(latency / 2):  # half before the first byte, half spread over the chunks
             return
         if fault == "http500":
-            return self._send(500, pages.server_error_page())
+            return self._send(500, self.pages.server_error_page())
         data = portal.scenario.file_bytes(entry)
         headers = {"Content-Type": content_type(entry.spec.name), "Content-Length": str(len(data))}
         if not inline:
@@ -340,6 +408,47 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(404, json.dumps({"error": "unknown demo endpoint"}), "application/json")
 
 
+class _SsoHandler(BaseHTTPRequestHandler):
+    """The identity provider's host: every GET answers its "Continue to sign in" interstitial."""
+
+    protocol_version = "HTTP/1.1"
+    server_version = "DemoIdP/1.0"
+    timeout = 120
+    server: _Server
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.portal._track(self.connection)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        except OSError:
+            pass
+        finally:
+            self.server.portal._untrack(self.connection)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        log.debug("demo identity provider %s: %s", self.address_string(), format % args)
+
+    def do_GET(self) -> None:
+        portal = self.server.portal
+        favicon = urlsplit(self.path).path == "/favicon.ico"  # a browser asks every new origin for one
+        if not favicon:
+            with portal._lock:
+                portal._sso_hits += 1
+        body = b"" if favicon else pages.sso_interstitial_page(f"{portal.base_url}/sessions/new").encode("utf-8")
+        try:
+            self.send_response(204 if favicon else 200)
+            for k, v in {"Content-Type": "text/html; charset=utf-8", "Content-Length": str(len(body)),
+                         "Cache-Control": "no-store"}.items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(body)
+        except OSError:
+            self.close_connection = True
+
+
 def _cookie(token: str) -> str:
     return f"{SESSION_COOKIE}={token}; Path=/; Max-Age={SESSION_MAX_AGE}; HttpOnly; SameSite=Lax"
 
@@ -354,7 +463,13 @@ def _safe_return_to(value: str) -> str:
 class DemoPortal:
     """The demo portal: start() it (or use it as a context manager), point a client at base_url."""
 
-    def __init__(self, scenario: Scenario | str | Path | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, scenario: Scenario | str | Path | None = None, host: str = "127.0.0.1", port: int = 0,
+                 markup: str | None = None, sso_host: str = "127.0.0.2", sso: bool | None = None,
+                 share_sessions_with: "DemoPortal | None" = None) -> None:
+        """`markup` overrides the scenario's; `sso_host` is where the sso_interstitial fault sends the
+        browser (another host than `host`; it listens only when the scenario uses that fault or `sso`
+        is true); `share_sessions_with` makes a session signed in on that portal valid here too (the
+        cookie is per host, not per port, so one signed-in profile serves both)."""
         if scenario is None:
             scenario = load_scenario(sample_scenario_path())
         elif not isinstance(scenario, Scenario):
@@ -362,16 +477,38 @@ class DemoPortal:
         self.scenario: Scenario = scenario
         self.host = host
         self._port = port
+        self._markup = scenario.markup
+        if markup is not None:
+            self.markup = markup
+        self.sso_host = sso_host
+        self._sso_wanted = sso if sso is not None else any(
+            "sso_interstitial" in po.page_faults for po in scenario.pos)
+        if self._sso_wanted and sso_host == host:
+            raise ValueError("the identity provider must listen on another host than the portal")
         self._httpd: _Server | None = None
+        self._sso: _Server | None = None
         self._thread: threading.Thread | None = None
+        self._sso_thread: threading.Thread | None = None
         self._serving = False
         self._stopping = threading.Event()
         self._life = threading.Lock()
-        self._lock = threading.Lock()
-        self._sessions: dict[str, _Session] = {}
+        self._lock = share_sessions_with._lock if share_sessions_with else threading.Lock()
+        self._sessions: dict[str, _Session] = share_sessions_with._sessions if share_sessions_with else {}
         self._connections: dict[socket.socket, threading.Thread] = {}
         self._stalls_in_flight = 0
         self._reset_counters()
+
+    @property
+    def markup(self) -> str:
+        """"coupa" or "variant"; settable while serving (sessions and counters stay), e.g. to show a
+        profile signed in on Coupa's markup the variant's pages."""
+        return self._markup
+
+    @markup.setter
+    def markup(self, value: str) -> None:
+        if value not in MARKUPS:
+            raise ValueError(f"unknown markup {value!r}; expected one of {list(MARKUPS)}")
+        self._markup = value
 
     # -- life cycle -------------------------------------------------------------------------------
     def _bind(self) -> _Server:
@@ -381,9 +518,25 @@ class DemoPortal:
                     raise RuntimeError("this DemoPortal was stopped; create a new one")
                 httpd = _Server((self.host, self._port), _Handler)
                 httpd.portal = self
+                if self._sso_wanted:
+                    try:
+                        sso = _Server((self.sso_host, 0), _SsoHandler)
+                    except OSError:
+                        httpd.server_close()
+                        raise
+                    sso.portal = self
+                    self._sso = sso
                 self._httpd = httpd
                 log.debug("demo portal bound to %s", self.base_url)
             return self._httpd
+
+    def _start_sso(self) -> None:
+        """The identity provider's host serves in its own daemon thread, whoever serves the portal."""
+        with self._life:
+            if self._sso is not None and self._sso_thread is None:
+                self._sso_thread = threading.Thread(target=self._sso.serve_forever, kwargs={"poll_interval": 0.05},
+                                                    name=f"demo-idp-{self._sso.server_address[1]}", daemon=True)
+                self._sso_thread.start()
 
     def start(self) -> "DemoPortal":
         """Serve in a daemon thread; returns self so `with DemoPortal().start() as p:` reads naturally."""
@@ -396,6 +549,7 @@ class DemoPortal:
                 self._thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
                                                 name=f"demo-portal-{httpd.server_address[1]}", daemon=True)
                 self._thread.start()
+        self._start_sso()
         return self
 
     def serve_forever(self) -> None:
@@ -405,6 +559,7 @@ class DemoPortal:
             if self._thread is not None or self._serving:
                 raise RuntimeError("the demo portal is already serving")
             self._serving = True
+        self._start_sso()
         try:
             httpd.serve_forever(poll_interval=0.05)
         finally:
@@ -422,6 +577,10 @@ class DemoPortal:
         if self._serving:
             httpd.shutdown()  # returns once the accept loop has left
         httpd.server_close()
+        if self._sso is not None:
+            if self._sso_thread is not None:
+                self._sso.shutdown()
+            self._sso.server_close()
         with self._lock:
             conns = dict(self._connections)
         for conn in conns:
@@ -429,8 +588,9 @@ class DemoPortal:
                 conn.shutdown(socket.SHUT_RDWR)  # wakes handlers blocked reading the next keep-alive request
             except OSError:
                 pass
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=5)
+        for thread in (self._thread, self._sso_thread):
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(timeout=5)
         deadline = time.monotonic() + 5
         for t in conns.values():
             if t is not threading.current_thread():
@@ -453,6 +613,18 @@ class DemoPortal:
     @property
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    @property
+    def sso_base_url(self) -> str:
+        """The identity provider's origin (another host than base_url), e.g. http://127.0.0.2:41234.
+
+        It exists when the scenario uses the sso_interstitial page fault (or DemoPortal(sso=True)). A
+        test browser whose host-resolver rules map every host but 127.0.0.1 to NOTFOUND cannot load it:
+        Chromium applies those rules to IP literals too, so it needs `EXCLUDE <sso_host>` as well."""
+        if self._sso is None:
+            raise RuntimeError("this demo portal has no identity provider host: the scenario uses no "
+                               "sso_interstitial fault (or pass sso=True), or it is not started")
+        return f"http://{self.sso_host}:{self._sso.server_address[1]}"
 
     def po_url(self, po_id: str) -> str:
         """The PO page's URL; accepts 'PO100001' / 'pm 100001' forms too, as the portal's clients do."""
@@ -489,6 +661,28 @@ class DemoPortal:
         with self._lock:
             return self._requisition_hits.get(rid, 0)
 
+    def attachment_list_hits(self, po_id: str) -> int:
+        """Requests for the JSON attachment list of a delayed PO page (not counted as page hits)."""
+        with self._lock:
+            return self._list_hits.get(po_id, 0)
+
+    def redirects_to(self, po_id: str) -> int:
+        """redirect_other_po answers sent to this PO's page (each arrival counts in its page hits too)."""
+        with self._lock:
+            return self._redirects.get(po_id, 0)
+
+    def sso_hits(self) -> int:
+        """Pages the identity provider's host answered (its favicon not counted)."""
+        with self._lock:
+            return self._sso_hits
+
+    def expected_sha256(self, po_id: str) -> dict[str, str]:
+        return self.scenario.expected_sha256(po_id)
+
+    def match_by_bytes(self, po_id: str, saved: dict[str, bytes]) -> dict[str, str | None]:
+        """Saved name -> expected original name with the same bytes (None: bytes this PO never served)."""
+        return self.scenario.match_by_bytes(po_id, saved)
+
     def state(self) -> dict[str, Any]:
         with self._lock:
             return {
@@ -498,6 +692,10 @@ class DemoPortal:
                 "requisition_hits": dict(self._requisition_hits),
                 "sessions": [{"email": s.email, "requests": s.requests} for s in self._sessions.values()],
                 "stalls_in_flight": self._stalls_in_flight,
+                "attachment_list_hits": dict(self._list_hits),
+                "redirects_to": dict(self._redirects),
+                "sso_hits": self._sso_hits,
+                "markup": self._markup,
             }
 
     def reset(self) -> None:
@@ -513,6 +711,9 @@ class DemoPortal:
         self._page_fault_n: Counter[str] = Counter()
         self._attachment_fault_n: Counter[str] = Counter()
         self._path_hits: Counter[str] = Counter()
+        self._list_hits: Counter[str] = Counter()
+        self._redirects: Counter[str] = Counter()
+        self._sso_hits = 0
 
     # -- used by the handler ----------------------------------------------------------------------
     def _latency(self, what: str, path: str) -> float:
@@ -566,16 +767,18 @@ class DemoPortal:
             self._connections.pop(conn, None)
 
 
-def main(scenario: str | None = None, port: int = 8765, host: str = "127.0.0.1") -> None:
+def main(scenario: str | None = None, port: int = 8765, host: str = "127.0.0.1", markup: str | None = None) -> None:
     """Serve the demo portal until Ctrl+C (`pobatch demo-portal`, `python -m core.demo_portal`)."""
-    portal = DemoPortal(scenario, host=host, port=port)
+    portal = DemoPortal(scenario, host=host, port=port, markup=markup)
     try:
         portal._bind()
     except OSError as exc:
         log.error("cannot listen on %s:%s (%s); pick another port with --port", host, port, exc.strerror or exc)
         raise SystemExit(2) from None
-    log.info("Demo portal running at %s (scenario: %s, %d POs)", portal.base_url,
-             scenario or "bundled sample", len(portal.scenario.pos))
+    log.info("Demo portal running at %s (scenario: %s, %d POs, %s markup)", portal.base_url,
+             scenario or "bundled sample", len(portal.scenario.pos), portal.markup)
+    if portal._sso is not None:
+        log.info("identity provider interstitial at %s", portal.sso_base_url)
     log.info("log in at %s/sessions/new with any e-mail and password '%s'", portal.base_url, DEMO_PASSWORD)
     try:
         portal.serve_forever()
