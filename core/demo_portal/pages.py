@@ -10,6 +10,7 @@ identity provider's interstitial) are at the end of this module and shared by bo
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from html import escape
 from typing import Iterable
 
@@ -232,11 +233,12 @@ def server_error_page() -> str:
 
 
 # -- a list drawn by script after the page has loaded ----------------------------------------------
+@dataclass(frozen=True)
 class DelayedList:
     """How a PO page draws its attachment list later: the JSON endpoint to fetch, and a spinner or not."""
 
-    def __init__(self, endpoint: str, spinner: bool) -> None:
-        self.endpoint, self.spinner = endpoint, spinner
+    endpoint: str
+    spinner: bool
 
 
 _DELAYED_JS = """

@@ -500,7 +500,7 @@ class DemoPortal:
 
     @property
     def markup(self) -> str:
-        """"coupa" or "variant"; settable while serving (sessions and counters stay), e.g. to show a
+        """The markup pages are drawn with, "coupa" or "variant"; settable while serving (sessions and counters stay), e.g. to show a
         profile signed in on Coupa's markup the variant's pages."""
         return self._markup
 
