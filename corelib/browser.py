@@ -37,7 +37,9 @@ HEADLESS_ARGS = ("--headless=new", "--disable-gpu")
 # The new-tab page looks up this host and ChromeDriver waits for the DNS failure (about 5 s).
 PORTAL_RESOLVER_RULES = "MAP start.duckduckgo.com ~NOTFOUND"
 # Local-only runs (tests, demo): nothing but loopback resolves.
-LOOPBACK_RESOLVER_RULES = "MAP * ~NOTFOUND , EXCLUDE 127.0.0.1"
+# Chromium applies these rules to IP literals too: every loopback address a local portal (and the demo
+# portal's stand-in identity provider on 127.0.0.2) listens on must be excluded by name.
+LOOPBACK_RESOLVER_RULES = "MAP * ~NOTFOUND , EXCLUDE 127.0.0.1 , EXCLUDE 127.0.0.2"
 
 DOWNLOAD_PREFS = {
     "download.prompt_for_download": False,
