@@ -22,7 +22,7 @@ import pytest
 
 from core.app import EXIT_LOGIN, EXIT_OK, MainApp, RunOptions, RunSummary
 from core.demo_login import prepare_demo_profile
-from core.demo_portal import DemoPortal, sample_orders_path, sample_scenario_path
+from core.demo_portal import DemoPortal, sample_orders_path, sample_scenario_path, unfamiliar_scenario_path
 from core.grid_login import apply_cookies, read_portal_cookies
 from core.profiles import seed_profile
 from core.results import PoOutcome
@@ -100,6 +100,14 @@ def custom(tmp_path_factory):
                                 "latency": {"page_ms": 0, "attachment_ms": SLOW_ATTACHMENT_MS},
                                 "pos": CUSTOM_POS}), encoding="utf-8")
     with DemoPortal(path).start() as portal:
+        yield portal, prepare_demo_profile(directory / "profile", portal.base_url)
+
+
+@pytest.fixture(scope="module")
+def unfamiliar(tmp_path_factory):
+    """(portal, signed-in profile) serving pages pobatch has never seen (issue 13's shapes)."""
+    directory = tmp_path_factory.mktemp("unfamiliar")
+    with DemoPortal(unfamiliar_scenario_path()).start() as portal:
         yield portal, prepare_demo_profile(directory / "profile", portal.base_url)
 
 
@@ -306,3 +314,21 @@ def test_slots_without_managed_downloads_do_not_count(grid):
         for slot in node["slots"]:
             del slot["stereotype"]["se:downloadsEnabled"]
     assert count_slots(status, "chrome") == SlotCount(0, 0, SLOTS)
+
+
+def test_grid_sessions_know_the_http_status_and_the_pages_identity(grid, unfamiliar, tmp_path):
+    """Navigation Timing's responseStatus answers through a remote session too: a bare 500, a proxy's
+    502 and a 404 without not-found text get their true reasons, a redirect to another PO proves
+    nothing, and a list drawn after the page loaded is awaited."""
+    portal, profile = unfamiliar
+    pos = ["300002", "300005", "300006", "300010", "300012", "300020"]
+    opts = options(write_orders(tmp_path, pos), tmp_path / "out", portal, profile, tmp_path, grid=grid.url,
+                   backoff_base=0.1)
+    summary = MainApp(opts).run()
+    expected = portal.expected_outcomes()
+    assert statuses(summary) == {po: tuple(expected[po]) for po in pos}
+    for po in ("300002", "300020"):
+        assert sorted(files_on_disk(summary.outcomes[po]).values()) == \
+            sorted(sha(b) for b in portal.expected_files(po).values())
+    opened = [e for e in events(summary, "open") if e.task_key == "300006"]
+    assert opened and all("HTTP 502" in e.detail for e in opened)
