@@ -27,7 +27,7 @@ from core.demo_login import prepare_demo_profile
 from core.demo_portal import DemoPortal
 from core.status import Status
 from corelib.store import RunStore
-from EXPERIMENTAL.single_session.devtools_link import DevToolsError, DevToolsLink, browser_websocket_url
+from corelib.devtools import DevToolsError, DevToolsLink, browser_websocket_url
 from EXPERIMENTAL.single_session.window_pool import SessionHealth
 from orders_files import write_orders
 

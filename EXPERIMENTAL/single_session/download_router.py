@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Callable
 
 from corelib.safe_paths import safe_component, unique_name
-from EXPERIMENTAL.single_session.devtools_link import DevToolsError, DevToolsLink
+from corelib.devtools import DevToolsError, DevToolsLink
 
 log = logging.getLogger(__name__)
 

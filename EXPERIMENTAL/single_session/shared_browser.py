@@ -25,7 +25,7 @@ from typing import Callable
 from corelib.browser import BrowserSpec, quit_browser, start_browser
 from corelib.browser_session import TEMP_PREFIX
 from corelib.errors import FatalError, TransientError
-from EXPERIMENTAL.single_session.devtools_link import DevToolsError, DevToolsLink
+from corelib.devtools import DevToolsError, DevToolsLink
 from EXPERIMENTAL.single_session.download_router import DownloadRouter
 
 log = logging.getLogger(__name__)

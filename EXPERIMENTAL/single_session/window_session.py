@@ -17,7 +17,7 @@ from typing import Callable
 from corelib.browser import BrowserSpec
 from corelib.tree_removal import remove_tree
 from corelib.tasks import Event
-from EXPERIMENTAL.single_session.devtools_link import DevToolsError
+from corelib.devtools import DevToolsError
 from EXPERIMENTAL.single_session.shared_browser import BrowserGone, SharedBrowser
 from EXPERIMENTAL.single_session.window_driver import WindowDriver
 
