@@ -34,6 +34,7 @@ from core.results import FileRecord, PoOutcome
 from core.sites import SiteDefinition, get_site
 from core.status import Status
 from corelib.browser_session import BrowserSession
+from corelib.devtools import DevToolsError
 from corelib.download_sink import DownloadBatch, DownloadSink, EventDownloadSink, Slot
 from corelib.downloads import DownloadStalled, DownloadTimeout, publish_folder, sha256_file
 from corelib.errors import (
@@ -462,14 +463,19 @@ class PoJob:
                     self.event("popup_opened", window=f"popup-{len(popups)}")
             open_popups = [h for h in popups if h in handles]
             if open_popups:
-                seen = self._popup_on_sign_in(driver, window.main, open_popups)
+                # Their URLs from DevTools: asking WebDriver means switching to each, which waits for
+                # its page to load.
+                urls = self._target_urls(batch)
+                seen = next((urls[h] for h in open_popups
+                             if self.site.is_login_url(self.config.base_url, urls.get(h, ""))), "")
                 if seen:
                     raise LoginRequiredError(f"The portal asked for a sign-in in a window the download opened ({seen}).")
-                begun = {s.download.frame_id for s, _ in active if s.download} | {
-                    d.frame_id for d in (s.download for s in batch.slots) if d}
+                begun = {d.frame_id for d in (s.download for s in batch.slots) if d}
                 ready = [h for h in open_popups if h in begun or (popups[h] is not None and popups[h].done)]
                 if ready and not self.recorder:
-                    self._close_windows(driver, window.main, ready)
+                    for h in ready:
+                        self._close_target(batch, h)
+                        popups.pop(h, None)
             if driver.current_url != window.url:
                 state, detail = driver.execute_script(PAGE_STATE_JS, self._probe_cfg)
                 if state == "login":
@@ -487,6 +493,25 @@ class PoJob:
 
         batch.wait(until, on_poll=look)
 
+    @staticmethod
+    def _target_urls(batch: DownloadBatch) -> dict[str, str]:
+        """Every page's URL by its target id (= its window handle), in one DevTools call."""
+        try:
+            infos = batch.tracker.link.call("Target.getTargets", timeout=5).get("targetInfos", [])
+        except DevToolsError as exc:
+            log.debug("Target.getTargets: %s", exc)
+            return {}
+        return {i.get("targetId", ""): i.get("url", "") for i in infos if i.get("type") == "page"}
+
+    def _close_target(self, batch: DownloadBatch, handle: str) -> None:
+        """Close a popup without switching to it (WebDriver would wait for its page); the download it
+        started goes on in the browser."""
+        try:
+            batch.tracker.link.call("Target.closeTarget", {"targetId": handle}, timeout=5)
+            self.event("popup_closed", window=handle[:8])
+        except DevToolsError as exc:  # it closed itself meanwhile
+            log.debug("popup %s already gone: %s", handle, exc)
+
     def _take(self, batch: DownloadBatch, slot: Slot, item: _Found, files_dir: Path, source: str) -> _Downloaded:
         """Move a finished download from the spool into the attempt's files under a safe, unique name
         (the browser's suggested name, shortened to fit a file system if need be)."""
@@ -496,7 +521,7 @@ class PoJob:
         target = files_dir / unique_name(files_dir, name, set())
         batch.fetch(slot, target)
         self.event("download", outcome="ok",
-                   detail=f"{target.name} ({slot.how.value}) in {time.monotonic() - slot.clicked:.2f}s")
+                   detail=f"{target.name} <- {item.name} ({slot.how.value}) in {time.monotonic() - slot.clicked:.2f}s")
         return _Downloaded(target, item.name, source, url=d.url or slot.url, suggested=d.suggested,
                            attribution=slot.how.value)
 

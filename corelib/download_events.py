@@ -74,6 +74,7 @@ class DownloadTracker:
         self._cond = threading.Condition()
         self._downloads: dict[str, BrowserDownload] = {}
         self._seq = 0
+        self.version = 0  # counts recorded events: wait_change(version) cannot miss one
         self._on_begin: list[BeginHandler] = []
         self._on_progress: list[ProgressHandler] = []
         link.on("Browser.downloadWillBegin", self._begin)
@@ -117,10 +118,10 @@ class DownloadTracker:
         with self._cond:
             return self._seq
 
-    def wait_change(self, timeout: float) -> None:
-        """Block until the next event is recorded, or timeout."""
+    def wait_change(self, version: int, timeout: float) -> None:
+        """Block until an event after `version` (a value read earlier) is recorded, or timeout."""
         with self._cond:
-            self._cond.wait(timeout)
+            self._cond.wait_for(lambda: self.version != version or self.link.closed, timeout)
 
     def settle(self, timeout: float = 5.0) -> None:
         """Return once every event the browser sent before now is recorded (a click's download that
@@ -165,6 +166,7 @@ class DownloadTracker:
                                 suggested=str(params.get("suggestedFilename") or ""),
                                 frame_id=str(params.get("frameId", "")), seq=self._seq)
             self._downloads[d.guid] = d
+            self.version += 1
             self._cond.notify_all()
         log.debug("download %s began: %s (%s) from frame %s", d.guid, d.suggested, d.url, d.frame_id)
         for handler in self._on_begin:
@@ -186,6 +188,7 @@ class DownloadTracker:
                 d.state = DownloadState.CANCELED
             if params.get("filePath"):
                 d.file_path = str(params["filePath"])
+            self.version += 1
             self._cond.notify_all()
         if d.finished:
             log.debug("download %s %s (%d bytes)", guid, d.state.value, d.received)

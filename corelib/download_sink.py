@@ -281,6 +281,7 @@ class DownloadBatch:
         """Update until `until()` holds; on_poll runs at most every `poll` seconds while waiting."""
         callback = Throttle(on_poll, poll)
         while True:
+            version = self.tracker.version
             self.update()
             if until():
                 return
@@ -288,7 +289,7 @@ class DownloadBatch:
             if not self.tracker.alive:
                 raise TransientError("the browser's DevTools link closed during the downloads",
                                      reason="BROWSER_CRASHED")
-            self.tracker.wait_change(min(poll, 0.5))
+            self.tracker.wait_change(version, min(poll, 0.5))
 
     def fetch(self, slot: Slot, target: Path) -> Path:
         """Move a completed download's file from the spool to target."""
