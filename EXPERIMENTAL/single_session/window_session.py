@@ -135,7 +135,7 @@ class WindowSession:
         router = self.browser.router
         if router is None:
             raise BrowserGone("the shared browser is not running")
-        router.register(handle, folder)
+        router.register(handle)
         self.spec = dataclasses.replace(self.browser.spec, download_dir=str(folder))
         self._generation = generation
         self._aborted = False
