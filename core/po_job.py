@@ -428,7 +428,7 @@ class PoJob:
         else:
             driver.execute_script(JS_CLICK, item.element)
             how = "script"
-        slot = batch.expect(item.name or href, link)
+        slot = batch.expect(item.name or href, link, navigates=mode == "navigate")
         if mode == "popup":
             # The window opens as the click is handled; its handle is its DevTools target id, which
             # the download's frame id then names.
@@ -442,6 +442,7 @@ class PoJob:
                         self.event("popup_opened", window=f"popup-{len(popups)}", detail=item.name[:100])
                     break
                 backoff.sleep()
+        slot.click = how
         log.debug("clicked %s (%s, %s)", item.name or href, how, mode)
         return slot, mode
 
@@ -521,7 +522,8 @@ class PoJob:
         target = files_dir / unique_name(files_dir, name, set())
         batch.fetch(slot, target)
         self.event("download", outcome="ok",
-                   detail=f"{target.name} <- {item.name} ({slot.how.value}) in {time.monotonic() - slot.clicked:.2f}s")
+                   detail=f"{target.name} via {slot.click} in {time.monotonic() - slot.clicked:.2f}s, "
+                          f"from attachment {item.name!r} by {slot.how.value}")
         return _Downloaded(target, item.name, source, url=d.url or slot.url, suggested=d.suggested,
                            attribution=slot.how.value)
 

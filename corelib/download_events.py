@@ -54,6 +54,7 @@ class BrowserDownload:
     began: float = field(default_factory=time.monotonic)
     last_growth: float = field(default_factory=time.monotonic)  # when received last changed
     file_path: str = ""  # where the browser put the finished file (spool/<guid>)
+    announced: bool = False  # every begin handler has seen it (an owner filter can judge it now)
 
     @property
     def finished(self) -> bool:
@@ -171,6 +172,10 @@ class DownloadTracker:
         log.debug("download %s began: %s (%s) from frame %s", d.guid, d.suggested, d.url, d.frame_id)
         for handler in self._on_begin:
             handler(d)
+        with self._cond:
+            d.announced = True
+            self.version += 1
+            self._cond.notify_all()
 
     def _progress(self, params: dict, _session: str | None) -> None:
         guid = str(params.get("guid", ""))

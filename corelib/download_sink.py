@@ -185,6 +185,8 @@ class Slot:
     index: int
     label: str
     url: str  # the attachment's absolute link, '' when it has none
+    click: str = ""  # how it was clicked (for the record)
+    navigates: bool = False  # the click navigates the page's own frame first (its URL may not be the file's)
     clicked: float = field(default_factory=time.monotonic)
     frames: set[str] = field(default_factory=set)  # popups (target ids) this click opened
     download: BrowserDownload | None = None
@@ -222,9 +224,9 @@ class DownloadBatch:
         self.extra: list[BrowserDownload] = []  # downloads no click of this batch accounts for
         self._fetched: set[str] = set()
 
-    def expect(self, label: str, url: str = "") -> Slot:
+    def expect(self, label: str, url: str = "", navigates: bool = False) -> Slot:
         """Record a click, right after it was made."""
-        slot = Slot(len(self.slots), label, url)
+        slot = Slot(len(self.slots), label, url, navigates=navigates)
         self.slots.append(slot)
         return slot
 
@@ -233,7 +235,9 @@ class DownloadBatch:
 
         Raises LoginRequiredError when a download turns out to be the portal's sign-in page."""
         for d in self.tracker.since(self._seen):
-            self._seen = max(self._seen, d.seq)
+            if not d.announced:  # its owner is not decided yet: look again at the next update
+                break
+            self._seen = d.seq
             if not self._owns(d):
                 continue
             if self._is_login_url(d.url):
@@ -267,6 +271,10 @@ class DownloadBatch:
         waiting = [s for s in self.slots if s.download is None and s.error is None]
         match = next(((s, Attribution.FRAME) for s in waiting if d.frame_id in s.frames), None)
         match = match or next(((s, Attribution.URL) for s in waiting if s.url and s.url == d.url), None)
+        # By order: first a click that navigates its frame (no URL to go by; such clicks are made one
+        # at a time), then one whose URL did not match (a redirect), never a popup's (its frame would).
+        match = match or next(((s, Attribution.ORDER) for s in waiting if s.navigates), None)
+        match = match or next(((s, Attribution.ORDER) for s in waiting if not s.frames), None)
         match = match or next(((s, Attribution.ORDER) for s in waiting), None)
         if match is None:
             log.warning("a download no click accounts for: %s (%s)", d.suggested, d.url)

@@ -7,6 +7,7 @@ mode, and the events it emits say which attachment each file was matched to.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -118,13 +119,13 @@ def test_files_that_finish_in_reverse_click_order_are_matched_to_their_own_attac
     if po == "700003":
         # finished in the reverse order of the clicks (a popup's click can take ChromeDriver a second
         # on a busy machine, so only the links' order is certain)
-        assert [e.detail.split(" <- ")[0] for e in done] == sorted(expected, key=lambda n: int(n[:-4].rsplit("-", 1)[1]))
+        assert [e.detail.split(" via ")[0] for e in done] == sorted(expected, key=lambda n: int(n[:-4].rsplit("-", 1)[1]))
     # each file went to the attachment clicked for it
     for e in done:
-        name, label = e.detail.split(" (")[0].split(" <- ")
+        name, label = re.match(r"(.*) via .* from attachment '(.*)' by ", e.detail).groups()
         assert name == label, e.detail
     if po == "700004":
-        assert all("(frame)" in e.detail for e in done)
+        assert all(e.detail.endswith(" by frame") for e in done)
         closed = [e for e in events if e.action == "popup_closed"]
         assert len(closed) == 3
 
