@@ -58,6 +58,7 @@ class RunOptions:
     page_timeout: float = 60.0
     download_timeout: float = 120.0
     stall_timeout: float = 20.0
+    files_at_once: int = 4  # --files-at-once: a PO's attachments downloading at one time
     max_attempts: int = 3
     backoff_base: float = 1.0
     local_only: bool = False
@@ -132,7 +133,7 @@ class MainApp:
         job = JobConfig(site=opts.site, site_file=str(site_file or ""), base_url=base_url, out_dir=str(out), page_timeout=opts.page_timeout,
                         download_timeout=opts.download_timeout, stall_timeout=opts.stall_timeout,
                         max_attempts=opts.max_attempts, backoff_base=opts.backoff_base, po_timeout=opts.po_timeout,
-                        run_id=self.run_id, record=opts.record)
+                        run_id=self.run_id, record=opts.record, files_at_once=opts.files_at_once)
         # First the leftovers of runs that died (their orphaned workers may still be writing), then
         # what they left in this output folder.
         sweep_leftovers(opts.profiles_root)

@@ -71,6 +71,9 @@ def run_options(f):
     f = click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")(f)
     f = click.option("--po-timeout", type=click.FloatRange(10, 3600), default=180, show_default=True,
                      help="Seconds one PO attempt may take before its browser is restarted.")(f)
+    f = click.option("--files-at-once", type=click.IntRange(1, 16), default=4, show_default=True,
+                     help="Attachments of one PO downloading at the same time; 1 = one after another "
+                     "(for a portal that limits how fast you may download).")(f)
     f = click.option("--max-attempts", type=click.IntRange(1, 10), default=3, show_default=True,
                      help="Attempts per PO for transient errors (timeouts, crashes, HTTP 5xx).")(f)
     f = click.option("--workers", default=None, callback=lambda c, p, v: _workers_option(v),
@@ -132,7 +135,7 @@ def _run(orders: Path, *, verbose: int = 0, local_only: bool = False, **kw):
                       workers=kw["workers"], strategy=strategy if strategy == "single-session" else None,
                       windows=kw.get("windows") or 3,
                       po_timeout=kw["po_timeout"], max_attempts=kw["max_attempts"], local_only=local_only,
-                      grid=kw.get("grid"), record=kw.get("record", False),
+                      grid=kw.get("grid"), record=kw.get("record", False), files_at_once=kw.get("files_at_once", 4),
                       site_file=Path(kw["site_file"]) if kw.get("site_file") else None)
     try:
         summary = MainApp(opts, view=ConsoleView()).run()

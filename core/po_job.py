@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
+from urllib.parse import urljoin
 
 from core.artifacts import attempt_dir, capture_failure, drain_console
 from core.page_probes import (
@@ -23,6 +24,7 @@ from core.page_probes import (
     FIND_ATTACHMENTS_JS,
     JS_CLICK,
     PAGE_STATE_JS,
+    PREPARE_CLICK_JS,
     REQUISITION_JS,
     RETRY_AFTER_JS,
     SCROLL_CENTER_JS,
@@ -38,7 +40,8 @@ from core.sites import SiteDefinition, resolve_site
 from core.sites.site_file import describe_selector
 from core.status import Status
 from corelib.browser_session import BrowserSession
-from corelib.download_sink import DownloadSink, LocalDownloadSink
+from corelib.devtools import DevToolsError
+from corelib.download_sink import DownloadBatch, DownloadSink, EventDownloadSink, Slot
 from corelib.downloads import DownloadStalled, DownloadTimeout, publish_folder, sha256_file
 from corelib.errors import (
     ErrorClass,
@@ -78,6 +81,7 @@ class JobConfig:
     page_timeout: float = 60.0  # page load, then readiness probe
     download_timeout: float = 120.0  # one attachment, from click to finished file
     stall_timeout: float = 20.0  # a partial download that stops growing this long has failed
+    files_at_once: int = 4  # --files-at-once: a page's attachments downloading at one time (1: one by one)
     po_timeout: float = 180.0  # one attempt; past it the browser is killed and the PO retried
     max_attempts: int = 3
     backoff_base: float = 1.0
@@ -148,8 +152,11 @@ class _Found:
 @dataclass
 class _Downloaded:
     staged: Path
-    hint: str
+    hint: str  # the attachment's label on the page (its download attribute, title or text)
     source: str
+    url: str = ""  # the attachment's link, or the URL the browser downloaded from
+    suggested: str = ""  # the browser's suggested file name, in full (before any shortening)
+    attribution: str = ""  # how the file was matched to its attachment: frame, url, order ('' one by one)
 
 
 @dataclass(frozen=True)
@@ -192,10 +199,11 @@ class PoJob:
         if sink is None and not session.spec.download_dir:
             raise ValueError("PoJob needs a browser started with its own download_dir, or a download sink")
         self.session = session
-        # The browser's own download folder (set at its start), or a Grid node's: emptied after every
-        # download, so a second file of the same name never meets the first and every file belongs
+        # A local browser: its own download events, files spooled under their GUIDs in its download
+        # folder. A Grid node's folder otherwise: emptied after every download, so every file belongs
         # to one click.
-        self.sink: DownloadSink = sink or LocalDownloadSink(Path(session.spec.download_dir))
+        self.sink: DownloadSink | EventDownloadSink = sink or EventDownloadSink(
+            lambda: session.driver, Path(session.spec.download_dir))
         self.config = config
         self.site = site or resolve_site(config.site, config.site_file or None)
         self._emit = emit or (lambda e: None)
@@ -481,6 +489,202 @@ class PoJob:
                 for el, meta in driver.execute_script(FIND_ATTACHMENTS_JS, list(self.site.attachment_selectors))]
 
     def _collect(self, url: str, files_dir: Path, source: str) -> _PageResult:
+        """Download every attachment on the open page: together, tracked by the browser's own download
+        events (a local browser), or one click and one file at a time (a Grid node's folder)."""
+        if isinstance(self.sink, EventDownloadSink):
+            return self._collect_at_once(url, files_dir, source)
+        return self._collect_one_by_one(url, files_dir, source)
+
+    def _collect_at_once(self, url: str, files_dir: Path, source: str) -> _PageResult:
+        """Start up to `files_at_once` attachments, await them together, start the next as one ends.
+
+        Each download is matched to its click by the popup that started it, by its URL, or by click
+        order (docs/design.md, downloads). Clicks that navigate the page's own frame (a plain link the
+        browser may show as a page, a script that follows a link) are made one at a time, each once its
+        download has begun: Chromium runs one navigation per frame anyway, and click order then is
+        begin order. Same-origin plain links are marked as downloads first (the `download`
+        attribute), so they need no frame and run together. A failed download is cancelled by its
+        GUID; nothing else is disturbed, so no browser restart is needed.
+        """
+        from selenium.common.exceptions import StaleElementReferenceException
+
+        assert isinstance(self.sink, EventDownloadSink)
+        driver = self.session.driver
+        supplier = driver.execute_script(SUPPLIER_JS, list(self.site.supplier_selectors)) or ""
+        items = self._find(driver)
+        result = _PageResult(supplier=supplier, found=len(items), source=source)
+        self.event("attachments_found", url=url, detail=f"{len(items)} on {source} page")
+        if not items:
+            return result
+        limit = max(1, self.config.files_at_once)
+        batch = self.sink.batch(self.config.download_timeout, self.config.stall_timeout,
+                                is_login_url=lambda u: self.site.is_login_url(self.config.base_url, u))
+        window = _Window.of(driver)
+        popups: dict[str, Slot | None] = {}  # popup handle -> the click that opened it (None: not known)
+        active: list[tuple[Slot, _Found]] = []
+        pending = list(range(len(items)))
+        t0 = time.monotonic()
+        try:
+            while pending or active:
+                while pending and len(active) < limit:
+                    idx = pending.pop(0)
+                    try:
+                        slot, mode = self._start_download(driver, items[idx], window, batch, popups, convert=limit > 1)
+                    except StaleElementReferenceException:
+                        items = self._find(driver)  # the page re-rendered: same attachments, fresh handles
+                        if len(items) != result.found:
+                            raise TransientError("the attachment list changed while downloading", reason="PAGE_CHANGED")
+                        pending.insert(0, idx)
+                        continue
+                    active.append((slot, items[idx]))
+                    if mode == "navigate":
+                        self._await_batch(driver, window, batch, popups, active,
+                                          lambda: slot.done or slot.download is not None or bool(slot.frames))
+                if not active:
+                    continue
+                self._await_batch(driver, window, batch, popups, active, lambda: any(s.done for s, _ in active))
+                for slot, item in [a for a in active if a[0].done]:
+                    active.remove((slot, item))
+                    if slot.ok:
+                        result.downloaded.append(self._take(batch, slot, item, files_dir, source))
+                    else:
+                        failure = f"{item.name or item.href}: {slot.error}"
+                        result.failures.append(failure)
+                        self.event("download", outcome="failed", detail=failure[:300])
+                if batch.extra:
+                    extra, batch.extra = batch.extra, []
+                    result.failures += [f"a download no attachment accounts for: {d.suggested}" for d in extra]
+                    self.event("download", outcome="failed", detail=f"{len(extra)} unexpected download(s)")
+        finally:
+            batch.close()
+            left = [h for h in popups if h != window.main]
+            if left:
+                self._close_windows(driver, window.main, left)
+        log.debug("%d of %d file(s) of the %s page in %.2fs", len(result.downloaded), result.found, source,
+                  time.monotonic() - t0)
+        return result
+
+    def _start_download(self, driver, item: _Found, window: _Window, batch: DownloadBatch,
+                        popups: dict[str, Slot | None], convert: bool) -> tuple[Slot, str]:
+        """Click one attachment and record the click in the batch; returns its slot and how the click
+        behaves: "download" (the browser downloads at once), "popup" (it opened a window, bound to
+        the slot) or "navigate" (it navigates the page's own frame first)."""
+        from selenium.common.exceptions import ElementClickInterceptedException, ElementNotInteractableException
+
+        mode = driver.execute_script(PREPARE_CLICK_JS, item.element, convert, self.site.pointer_clicks)
+        href = item.href.strip()
+        link = urljoin(window.url, href) if href and not href.lower().startswith(("javascript:", "#")) else ""
+        if self.site.pointer_clicks:
+            try:
+                item.element.click()
+                how = "click"
+            except (ElementClickInterceptedException, ElementNotInteractableException):
+                driver.execute_script(JS_CLICK, item.element)  # a floating toolbar covers it
+                how = "js-click"
+        else:
+            driver.execute_script(JS_CLICK, item.element)
+            how = "script"
+        slot = batch.expect(item.name or href, link, navigates=mode == "navigate")
+        if mode == "popup":
+            # The window opens as the click is handled; its handle is its DevTools target id, which
+            # the download's frame id then names.
+            backoff, deadline = Backoff(first=0.005, ceiling=0.05), time.monotonic() + 5.0
+            while time.monotonic() < deadline:
+                new = [h for h in driver.window_handles if h not in window.handles and h not in popups]
+                if new:
+                    for h in new:
+                        popups[h] = slot
+                        slot.frames.add(h)
+                        self.event("popup_opened", window=f"popup-{len(popups)}", detail=item.name[:100])
+                    break
+                backoff.sleep()
+        slot.click = how
+        log.debug("clicked %s (%s, %s)", item.name or href, how, mode)
+        return slot, mode
+
+    def _await_batch(self, driver, window: _Window, batch: DownloadBatch, popups: dict[str, Slot | None],
+                     active: list[tuple[Slot, _Found]], until: Callable[[], bool]) -> None:
+        """Wait for `until`, looking at popups and at the page meanwhile. A popup is closed as soon as
+        its download has begun; one on the sign-in page, or a download that is the sign-in page, stops
+        the run; an error page in place of the PO page fails the click that navigated there."""
+
+        def look() -> None:
+            handles = driver.window_handles
+            for h in handles:
+                if h not in window.handles and h not in popups:
+                    owner = next((s for s, _ in reversed(active)
+                                  if not s.done and s.download is None and not s.frames), None)
+                    popups[h] = owner
+                    if owner is not None:
+                        owner.frames.add(h)
+                    self.event("popup_opened", window=f"popup-{len(popups)}")
+            open_popups = [h for h in popups if h in handles]
+            if open_popups:
+                # Their URLs from DevTools: asking WebDriver means switching to each, which waits for
+                # its page to load.
+                urls = self._target_urls(batch)
+                seen = next((urls[h] for h in open_popups
+                             if self.site.is_login_url(self.config.base_url, urls.get(h, ""))), "")
+                if seen:
+                    raise LoginRequiredError(f"The portal asked for a sign-in in a window the download opened ({seen}).")
+                begun = {d.frame_id for d in (s.download for s in batch.slots) if d}
+                ready = [h for h in open_popups if h in begun or (popups[h] is not None and popups[h].done)]
+                if ready and not self.recorder:
+                    for h in ready:
+                        self._close_target(batch, h)
+                        popups.pop(h, None)
+            if driver.current_url != window.url:
+                seen = self._probe(driver, None)
+                state, detail = seen.state, seen.evidence
+                if state == PageState.LOGIN:
+                    raise LoginRequiredError(f"The portal asked for a sign-in while downloading ({detail}).")
+                if state in _ERROR_STATES or (state == PageState.UNRECOGNISED and seen.http >= 400):
+                    # The click that navigated the page's own frame found an error page, not a file.
+                    culprit = next((s for s, _ in reversed(active) if not s.done and s.download is None), None)
+                    if culprit is None:
+                        raise TransientError(f"the PO page was replaced by an error page ({state}: {detail})",
+                                             reason="DOWNLOAD_FAILED")
+                    culprit.error = TransientError(f"the attachment link showed an error page ({state}: {detail})",
+                                                   reason="DOWNLOAD_FAILED")
+                    driver.back()
+                    self._wait_state(driver, self._expects.get(window.url))
+
+        batch.wait(until, on_poll=look)
+
+    @staticmethod
+    def _target_urls(batch: DownloadBatch) -> dict[str, str]:
+        """Every page's URL by its target id (= its window handle), in one DevTools call."""
+        try:
+            infos = batch.tracker.link.call("Target.getTargets", timeout=5).get("targetInfos", [])
+        except DevToolsError as exc:
+            log.debug("Target.getTargets: %s", exc)
+            return {}
+        return {i.get("targetId", ""): i.get("url", "") for i in infos if i.get("type") == "page"}
+
+    def _close_target(self, batch: DownloadBatch, handle: str) -> None:
+        """Close a popup without switching to it (WebDriver would wait for its page); the download it
+        started goes on in the browser."""
+        try:
+            batch.tracker.link.call("Target.closeTarget", {"targetId": handle}, timeout=5)
+            self.event("popup_closed", window=handle[:8])
+        except DevToolsError as exc:  # it closed itself meanwhile
+            log.debug("popup %s already gone: %s", handle, exc)
+
+    def _take(self, batch: DownloadBatch, slot: Slot, item: _Found, files_dir: Path, source: str) -> _Downloaded:
+        """Move a finished download from the spool into the attempt's files under a safe, unique name
+        (the browser's suggested name, shortened to fit a file system if need be)."""
+        d = slot.download
+        assert d is not None and slot.how is not None
+        name = safe_component(d.suggested or item.name, fallback="attachment", basename=True)
+        target = files_dir / unique_name(files_dir, name, set())
+        batch.fetch(slot, target)
+        self.event("download", outcome="ok",
+                   detail=f"{target.name} via {slot.click} in {time.monotonic() - slot.clicked:.2f}s, "
+                          f"from attachment {item.name!r} by {slot.how.value}")
+        return _Downloaded(target, item.name, source, url=d.url or slot.url, suggested=d.suggested,
+                           attribution=slot.how.value)
+
+    def _collect_one_by_one(self, url: str, files_dir: Path, source: str) -> _PageResult:
         """Download every attachment on the open page, one click and one file at a time.
 
         A failed download restarts the browser before going on: only that kills a download still in
@@ -501,7 +705,7 @@ class PoJob:
                 name = self._download_one(driver, item, window)
                 target = files_dir / unique_name(files_dir, name, set())
                 self.sink.fetch(name, target)
-                result.downloaded.append(_Downloaded(target, item.name, source))
+                result.downloaded.append(_Downloaded(target, item.name, source, url=item.href, suggested=name))
                 idx += 1
             except StaleElementReferenceException:
                 items = self._find(driver)  # the page re-rendered: same attachments, fresh handles
@@ -633,8 +837,10 @@ class PoJob:
         taken: set[str] = set()
         records: list[FileRecord] = []
         for d in downloaded:
-            served = name_from_page(d.staged.name, d.hint, getattr(d, "url", ""))
-            name = safe_component(served, fallback="attachment", basename=True)
+            # The name the file should have in full: the server's, or the page's label when the
+            # browser only made one up from the URL; shortened and made unique below.
+            wanted = name_from_page(d.suggested or d.staged.name, d.hint, d.url)
+            name = safe_component(wanted, fallback="attachment", basename=True)
             name = unique_name(staged, fit_in_path(dest, name), taken)
             target = staged / name
             if not contained(staged, target):
@@ -643,7 +849,7 @@ class PoJob:
             os.replace(d.staged, target)
             taken.add(name)
             records.append(FileRecord(name=name, size=target.stat().st_size, sha256=sha256_file(target),
-                                      source=d.source))
+                                      source=d.source, original_name=wanted if wanted != name else ""))
         outcome = PoOutcome(
             po_number=payload.po_number, status=status, reason=parts.get("reason", ""), supplier=supplier,
             attachments_found=int(parts.get("found", 0)), attachments_downloaded=len(records), files=records,

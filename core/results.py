@@ -15,6 +15,7 @@ class FileRecord:
     size: int
     sha256: str
     source: str = "po"  # "po" or "requisition"
+    original_name: str = ""  # the name the portal served, in full, when `name` had to differ from it
 
 
 @dataclass

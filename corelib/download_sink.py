@@ -1,4 +1,9 @@
-"""Where a click's download lands and how the workflow gets it: a local folder, or a Grid node's.
+"""Where a click's download lands and how the workflow gets it: the browser's own events, or a Grid node's folder.
+
+Local browsers (every local mode, the single-session strategy too): EventDownloadSink. Files land
+under their GUID in a spool folder, each is matched to the click that started it, and a page's files
+are awaited together (DownloadBatch). The rest of this docstring describes the one-click-at-a-time
+sinks, which remain for a Selenium Grid, where the node's DevTools endpoint may be out of reach.
 
 The workflow clicks one attachment at a time and asks its sink three things: wait until exactly the
 new finished file is there (nothing partial), fetch it to a path of its choosing, and forget
@@ -18,11 +23,14 @@ import logging
 import os
 import time
 import zipfile
+from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
-from corelib.downloads import DownloadFolder, DownloadStalled, DownloadTimeout, is_partial
-from corelib.errors import TransientError
+from corelib.download_events import BrowserDownload, DownloadState, DownloadTracker
+from corelib.downloads import DownloadFolder, DownloadInterrupted, DownloadStalled, DownloadTimeout, is_partial
+from corelib.errors import LoginRequiredError, TransientError
 from corelib.polling import Backoff, Throttle
 
 log = logging.getLogger(__name__)
@@ -159,3 +167,225 @@ class GridDownloadSink:
         os.replace(part, target)
         self.clear()
         return target
+
+
+class Attribution(str, Enum):
+    """How a download was matched to the click that started it (recorded with the file)."""
+
+    FRAME = "frame"  # it began in a popup that this click opened
+    URL = "url"  # its URL is the attachment's own link
+    ORDER = "order"  # neither: the oldest click still waiting (clicks that navigate the page's own
+    # frame are made one at a time, so for them click order is begin order)
+
+
+@dataclass
+class Slot:
+    """One click in a batch and, once known, the download it started."""
+
+    index: int
+    label: str
+    url: str  # the attachment's absolute link, '' when it has none
+    click: str = ""  # how it was clicked (for the record)
+    navigates: bool = False  # the click navigates the page's own frame first (its URL may not be the file's)
+    clicked: float = field(default_factory=time.monotonic)
+    frames: set[str] = field(default_factory=set)  # popups (target ids) this click opened
+    download: BrowserDownload | None = None
+    how: Attribution | None = None
+    error: TransientError | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.error is not None or (self.download is not None and self.download.finished)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.download is not None and self.download.state is DownloadState.COMPLETED
+
+
+class DownloadBatch:
+    """The downloads of one page's clicks, awaited together and each matched to its click.
+
+    Only downloads that begin after the batch was opened and that `owns` accepts take part, so a
+    late download of an earlier page or PO can never be taken for one of this page's files. Every
+    download that is not fetched is cancelled and its spooled file removed when the batch closes.
+    """
+
+    def __init__(self, tracker: DownloadTracker, owns: Callable[[BrowserDownload], bool],
+                 download_timeout: float, stall_timeout: float,
+                 is_login_url: Callable[[str], bool] = lambda url: False) -> None:
+        self.tracker = tracker
+        self._owns = owns
+        self.download_timeout = download_timeout
+        self.stall_timeout = stall_timeout
+        self._is_login_url = is_login_url
+        tracker.settle()
+        self._seen = tracker.last_seq
+        self.slots: list[Slot] = []
+        self.extra: list[BrowserDownload] = []  # downloads no click of this batch accounts for
+        self._fetched: set[str] = set()
+
+    def expect(self, label: str, url: str = "", navigates: bool = False) -> Slot:
+        """Record a click, right after it was made."""
+        slot = Slot(len(self.slots), label, url, navigates=navigates)
+        self.slots.append(slot)
+        return slot
+
+    def update(self) -> None:
+        """Match newly begun downloads to clicks and judge every slot still open.
+
+        Raises LoginRequiredError when a download turns out to be the portal's sign-in page."""
+        for d in self.tracker.since(self._seen):
+            if not d.announced:  # its owner is not decided yet: look again at the next update
+                break
+            self._seen = d.seq
+            if not self._owns(d):
+                continue
+            if self._is_login_url(d.url):
+                self.tracker.cancel(d.guid)
+                raise LoginRequiredError(f"The portal asked for a sign-in instead of a file ({d.url}).")
+            self._attribute(d)
+        now = time.monotonic()
+        for s in self.slots:
+            if s.done:
+                continue
+            d = s.download
+            if d is None:
+                if now - s.clicked > self.download_timeout:
+                    s.error = DownloadTimeout(f"no download began within {self.download_timeout:.0f}s of the click")
+            elif now - d.last_growth > self.stall_timeout:
+                self.tracker.cancel(d.guid)
+                s.error = DownloadStalled(f"download stopped growing for {self.stall_timeout:.0f}s at {d.received}"
+                                          f" of {d.total or '?'} bytes: {d.suggested}")
+            elif now - s.clicked > self.download_timeout:
+                self.tracker.cancel(d.guid)
+                s.error = DownloadTimeout(f"download not finished within {self.download_timeout:.0f}s"
+                                          f" ({d.received} of {d.total or '?'} bytes): {d.suggested}")
+        for s in self.slots:
+            d = s.download
+            if s.error is None and d is not None and d.state is DownloadState.CANCELED:
+                s.error = DownloadInterrupted(f"the browser ended the download after {d.received} of "
+                                              f"{d.total or '?'} bytes (cut off, refused or cancelled): "
+                                              f"{d.suggested}")
+
+    def _attribute(self, d: BrowserDownload) -> None:
+        waiting = [s for s in self.slots if s.download is None and s.error is None]
+        match = next(((s, Attribution.FRAME) for s in waiting if d.frame_id in s.frames), None)
+        match = match or next(((s, Attribution.URL) for s in waiting if s.url and s.url == d.url), None)
+        # By order: first a click that navigates its frame (no URL to go by; such clicks are made one
+        # at a time), then one whose URL did not match (a redirect), never a popup's (its frame would).
+        match = match or next(((s, Attribution.ORDER) for s in waiting if s.navigates), None)
+        match = match or next(((s, Attribution.ORDER) for s in waiting if not s.frames), None)
+        match = match or next(((s, Attribution.ORDER) for s in waiting), None)
+        if match is None:
+            log.warning("a download no click accounts for: %s (%s)", d.suggested, d.url)
+            self.extra.append(d)
+            self.tracker.cancel(d.guid)
+            return
+        match[0].download, match[0].how = d, match[1]
+        log.debug("download %s (%s) is click %d's, by %s", d.guid, d.suggested, match[0].index, match[1].value)
+
+    def wait(self, until: Callable[[], bool], on_poll: Callable[[], None] | None = None,
+             poll: float = 0.2) -> None:
+        """Update until `until()` holds; on_poll runs at most every `poll` seconds while waiting."""
+        callback = Throttle(on_poll, poll)
+        while True:
+            version = self.tracker.version
+            self.update()
+            if until():
+                return
+            callback()
+            if not self.tracker.alive:
+                raise TransientError("the browser's DevTools link closed during the downloads",
+                                     reason="BROWSER_CRASHED")
+            self.tracker.wait_change(version, min(poll, 0.5))
+
+    def fetch(self, slot: Slot, target: Path) -> Path:
+        """Move a completed download's file from the spool to target."""
+        assert slot.download is not None and slot.ok
+        os.replace(self.tracker.path_of(slot.download), target)
+        self._fetched.add(slot.download.guid)
+        self.tracker.forget(slot.download.guid)
+        return target
+
+    def close(self) -> None:
+        """Cancel and remove every download of this batch that was not fetched."""
+        self.update_quietly()
+        for d in [s.download for s in self.slots if s.download] + self.extra:
+            if d.guid not in self._fetched:
+                self.tracker.forget(d.guid)
+
+    def update_quietly(self) -> None:
+        try:
+            self.update()
+        except LoginRequiredError:
+            pass
+
+
+class EventDownloadSink:
+    """The downloads of a local browser, tracked by the browser's own events (corelib.download_events).
+
+    `driver_of` returns the live driver: a restarted browser gets a new tracker on its new DevTools
+    endpoint, with the same spool folder (emptied). `owns` narrows the browser's downloads to this
+    sink's (the single-session strategy: one window's); by default every download is this sink's.
+    """
+
+    concurrent = True
+
+    def __init__(self, driver_of: Callable[[], Any], spool: Path | str,
+                 owns: Callable[[BrowserDownload], bool] | None = None,
+                 tracker_of: Callable[[], DownloadTracker] | None = None) -> None:
+        self._driver_of = driver_of
+        self.spool = Path(spool)
+        self._owns = owns or (lambda d: True)
+        self._tracker_of = tracker_of
+        self._tracker: DownloadTracker | None = None
+        self._driver_id: int | None = None
+
+    @property
+    def path(self) -> Path:
+        return self.spool
+
+    @property
+    def tracker(self) -> DownloadTracker:
+        if self._tracker_of is not None:
+            return self._tracker_of()
+        driver = self._driver_of()
+        if self._tracker is None or id(driver) != self._driver_id or not self._tracker.alive:
+            if self._tracker is not None:
+                self._tracker.close()
+            self._empty_spool()
+            try:
+                self._tracker = DownloadTracker.for_driver(driver, self.spool)
+            except Exception as exc:
+                raise TransientError(f"could not reach the browser's DevTools endpoint: {exc}",
+                                     reason="BROWSER_CRASHED") from exc
+            self._driver_id = id(driver)
+        return self._tracker
+
+    def batch(self, download_timeout: float, stall_timeout: float,
+              is_login_url: Callable[[str], bool] = lambda url: False) -> DownloadBatch:
+        return DownloadBatch(self.tracker, self._owns, download_timeout, stall_timeout, is_login_url)
+
+    def clear(self) -> None:
+        """Cancel and forget every download of ours still known: what an earlier attempt left is not
+        this one's (a batch already ignores downloads that began before it)."""
+        tracker = self.tracker
+        for d in tracker.since(0):
+            if self._owns(d):
+                tracker.forget(d.guid)
+        if self._tracker_of is None:
+            self._empty_spool(keep={d.guid for d in tracker.since(0)})
+
+    def _empty_spool(self, keep: set[str] = frozenset()) -> None:  # type: ignore[assignment]
+        self.spool.mkdir(parents=True, exist_ok=True)
+        for p in self.spool.iterdir():
+            if p.name not in keep:
+                try:
+                    p.unlink()
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        if self._tracker is not None:
+            self._tracker.close()
+            self._tracker = None

@@ -40,6 +40,14 @@ class DownloadStalled(TransientError):
         super().__init__(message, reason="DOWNLOAD_FAILED")
 
 
+class DownloadInterrupted(TransientError):
+    """The browser itself ended the download without a file: cut off (after its own resume attempts),
+    cancelled, or answered with an HTTP error. Known the moment it happens, not after a timeout."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, reason="DOWNLOAD_FAILED")
+
+
 @dataclass(frozen=True)
 class VerifiedFile:
     path: Path

@@ -16,6 +16,9 @@ _ILLEGAL = re.compile(r'[<>:"/\\|?*\x00-\x1f\x7f]')
 _RESERVED = {"CON", "PRN", "AUX", "NUL"} | {f"COM{i}" for i in range(1, 10)} | {f"LPT{i}" for i in range(1, 10)}
 MAX_PATH = 240
 MAX_COMPONENT = 120
+# Linux and macOS limit a name to 255 *bytes*: 120 characters of emoji or CJK are up to 480. Kept well
+# under 255 so that unique_name's " (12)" still fits.
+MAX_COMPONENT_BYTES = 200
 
 
 def safe_component(
@@ -45,15 +48,21 @@ def safe_component(
     return _shorten(name, max_len)
 
 
-def _shorten(name: str, max_len: int) -> str:
-    """Shorten the stem, keep the extension, so a long name stays recognisable and openable."""
-    if len(name) <= max_len:
+def _shorten(name: str, max_len: int, max_bytes: int = MAX_COMPONENT_BYTES) -> str:
+    """Shorten the stem, keep the extension, so a long name stays recognisable and openable; at most
+    max_len characters and max_bytes UTF-8 bytes (never cutting a character in two)."""
+    if len(name) <= max_len and len(name.encode("utf-8")) <= max_bytes:
         return name
     stem, dot, ext = name.rpartition(".")
     if not dot or len(ext) > 16:
-        return name[:max_len].rstrip(". ")
-    keep = max(1, max_len - len(ext) - 1)
-    return f"{stem[:keep].rstrip('. ')}.{ext}"
+        stem, ext = name, ""
+    tail = f".{ext}" if ext else ""
+    keep = max(1, max_len - len(tail))
+    room = max_bytes - len(tail.encode("utf-8"))
+    cut = stem[:keep]
+    while len(cut) > 1 and len(cut.encode("utf-8")) > room:
+        cut = cut[:-1]
+    return f"{cut.rstrip('. ') or cut}{tail}"
 
 
 def fit_in_path(folder: Path, name: str, max_path: int = MAX_PATH) -> str:

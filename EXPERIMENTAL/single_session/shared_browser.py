@@ -25,7 +25,8 @@ from typing import Callable
 from corelib.browser import BrowserSpec, quit_browser, start_browser
 from corelib.browser_session import TEMP_PREFIX
 from corelib.errors import FatalError, TransientError
-from EXPERIMENTAL.single_session.devtools_link import DevToolsError, DevToolsLink
+from corelib.devtools import DevToolsError, DevToolsLink
+from corelib.download_events import DownloadTracker
 from EXPERIMENTAL.single_session.download_router import DownloadRouter
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ class SharedBrowser:
         self.generation = 0
         self.driver = None
         self.link: DevToolsLink | None = None
+        self.tracker: DownloadTracker | None = None
         self.router: DownloadRouter | None = None
         self.anchor = ""
         self._temp: str | None = None
@@ -111,7 +113,8 @@ class SharedBrowser:
         self.anchor = self.driver.current_window_handle
         self.focused = self.anchor
         self.link = DevToolsLink.to_driver_browser(self.driver)
-        self.router = DownloadRouter(self.link, self.spool, self._is_login_url)
+        self.tracker = DownloadTracker(self.link, self.spool)
+        self.router = DownloadRouter(self.link, self.tracker, self._is_login_url)
         self.generation += 1
         self.starts += 1
         log.info("shared browser started in %.2fs (generation %d)", time.monotonic() - t0, self.generation)
@@ -119,7 +122,7 @@ class SharedBrowser:
     def _stop_locked(self) -> None:
         from corelib.process_reaper import kill_browser_tree
 
-        link, self.link, self.router = self.link, None, None
+        link, self.link, self.router, self.tracker = self.link, None, None, None
         driver, self.driver = self.driver, None
         if link is not None:
             link.close()

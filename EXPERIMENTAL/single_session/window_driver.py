@@ -33,7 +33,7 @@ from selenium.webdriver.remote.mobile import Mobile
 from selenium.webdriver.remote.switch_to import SwitchTo
 from selenium.webdriver.remote.webdriver import WebDriver as RemoteWebDriver
 
-from EXPERIMENTAL.single_session.devtools_link import DevToolsError
+from corelib.devtools import DevToolsError
 from EXPERIMENTAL.single_session.shared_browser import BrowserGone
 
 if TYPE_CHECKING:

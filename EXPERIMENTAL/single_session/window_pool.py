@@ -37,7 +37,7 @@ from corelib.tree_removal import remove_tree
 from corelib.worker_pool import result_from_exception
 from EXPERIMENTAL.single_session.shared_browser import SharedBrowser
 from EXPERIMENTAL.single_session.window_session import WindowSession
-from EXPERIMENTAL.single_session.window_sink import WindowDownloadSink
+from EXPERIMENTAL.single_session.window_sink import window_download_sink
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +137,7 @@ class _Window(threading.Thread):
         self.session = WindowSession(pool.browser, self.worker_id, pool.work_dir, pool.cfg.job.page_timeout,
                                      emit=self._emit)
         self.job = PoJob(self.session, pool.cfg.job, emit=self._emit, worker_id=self.worker_id,
-                         sink=WindowDownloadSink(self.session))
+                         sink=window_download_sink(self.session))
 
     def _emit(self, event: Event) -> None:
         if event.action == "open" and event.outcome in SIGNED_IN_STATES:

@@ -17,7 +17,7 @@ from typing import Callable
 from corelib.browser import BrowserSpec
 from corelib.tree_removal import remove_tree
 from corelib.tasks import Event
-from EXPERIMENTAL.single_session.devtools_link import DevToolsError
+from corelib.devtools import DevToolsError
 from EXPERIMENTAL.single_session.shared_browser import BrowserGone, SharedBrowser
 from EXPERIMENTAL.single_session.window_driver import WindowDriver
 
@@ -135,7 +135,7 @@ class WindowSession:
         router = self.browser.router
         if router is None:
             raise BrowserGone("the shared browser is not running")
-        router.register(handle, folder)
+        router.register(handle)
         self.spec = dataclasses.replace(self.browser.spec, download_dir=str(folder))
         self._generation = generation
         self._aborted = False

@@ -7,7 +7,8 @@ bytes, and the scenario itself can say what a correct client must end up with.
 Shape::
 
     {"name": "...", "seed": 7, "stall_seconds": 30, "client_max_attempts": 3, "markup": "coupa",
-     "latency": {"page_ms": 100 | [50, 150], "attachment_ms": 0 | [20, 80]},
+     "latency": {"page_ms": 100 | [50, 150], "attachment_ms": 0 | [20, 80]},  (an attachment's own
+                                                                             "latency_ms" overrides it)
      "session": {"expire_after_requests": null | N, "rotate_token": false},
      "pos": [{"id": "100001", "supplier": "Acme",
               "attachments": [{"name": "a.pdf", "kind": "link", "size": 12000, "faults": ["drop_mid", "ok"]}],
@@ -170,6 +171,7 @@ class AttachmentSpec:
     kind: str = "link"
     size: int = 10_000
     faults: tuple[str, ...] = ()
+    latency_ms: int | None = None  # this attachment's own latency, instead of the scenario's attachment_ms
 
 
 @dataclass(frozen=True)
@@ -393,7 +395,8 @@ class Scenario:
             return v[0] if v[0] == v[1] else [v[0], v[1]]
 
         def atts(specs: Iterable[AttachmentSpec]) -> list[dict[str, Any]]:
-            return [{"name": a.name, "kind": a.kind, "size": a.size, **({"faults": list(a.faults)} if a.faults else {})}
+            return [{"name": a.name, "kind": a.kind, "size": a.size, **({"faults": list(a.faults)} if a.faults else {}),
+                     **({"latency_ms": a.latency_ms} if a.latency_ms is not None else {})}
                     for a in specs]
 
         pos = []
@@ -577,7 +580,7 @@ def _attachments(v: Any, where: str) -> tuple[AttachmentSpec, ...]:
     out = []
     for i, a in enumerate(v):
         w = f"{where}[{i}]"
-        a = _keys(a, {"name", "kind", "size", "faults"}, w)
+        a = _keys(a, {"name", "kind", "size", "faults", "latency_ms"}, w)
         name = a.get("name")
         if not isinstance(name, str) or not name.strip() or any(ord(c) < 32 for c in name):
             raise ScenarioError(f"{w}.name: expected a non-empty file name without control characters")
@@ -593,7 +596,9 @@ def _attachments(v: Any, where: str) -> tuple[AttachmentSpec, ...]:
         size = _int(a.get("size", 10_000), f"{w}.size", minimum=1)
         if size > _MAX_SIZE:
             raise ScenarioError(f"{w}.size: at most {_MAX_SIZE} bytes")
-        out.append(AttachmentSpec(name, kind, size, _faults(a.get("faults", []), ATTACHMENT_FAULTS, f"{w}.faults")))
+        latency = a.get("latency_ms")
+        out.append(AttachmentSpec(name, kind, size, _faults(a.get("faults", []), ATTACHMENT_FAULTS, f"{w}.faults"),
+                                  None if latency is None else _int(latency, f"{w}.latency_ms", minimum=0)))
     return tuple(out)
 
 

@@ -356,6 +356,8 @@ class _Handler(BaseHTTPRequestHandler):
             portal._attachment_fault_n[token] += 1
             portal._attachment_requests[entry.counter_key] += 1
         latency = portal._latency("attachment", path)
+        if entry.spec.latency_ms is not None:
+            latency = entry.spec.latency_ms / 1000.0
         if not self._pause(latency / 2):  # half before the first byte, half spread over the chunks
             return
         if fault == "http500":

@@ -1,9 +1,12 @@
-"""A second DevTools connection to the one browser, beside ChromeDriver's, for what WebDriver cannot do.
+"""A second DevTools connection to the browser, beside ChromeDriver's, for what WebDriver cannot do.
 
 Why a connection of our own: ChromeDriver runs one command at a time per session, and its
-`execute_cdp_cmd` cannot deliver events. The single-session strategy needs both: the browser's own
-download events (which frame started which download, when it finished) and window facts (who opened
-a popup, is a window still there) without queueing behind another window's WebDriver command.
+`execute_cdp_cmd` cannot deliver events. Every local mode needs the browser's own download events
+(corelib.download_events: which frame started which download, when it finished or was cut off), and
+the single-session strategy also needs window facts (who opened a popup, is a window still there)
+without queueing behind another window's WebDriver command. Selenium's own CDP helper needs the
+`trio` extra and its BiDi download events need a BiDi session (which changes how popups behave), so
+the browser's own endpoint, which ChromeDriver reports as `debuggerAddress`, is used in every mode.
 
 Plain JSON over a websocket (websocket-client, which Selenium itself depends on): one reader thread
 matches answers to calls, and one dispatcher thread runs event handlers in arrival order, so a handler
