@@ -49,7 +49,8 @@ class RunOptions:
     driver: str | None = None
     browser_binary: str | None = None
     sheet: str | None = None
-    force: bool = False
+    force: bool = False  # redo COMPLETED POs
+    recheck: bool = False  # redo NO_ATTACHMENTS and PO_NOT_FOUND POs
     parallel: bool = False
     workers: int | None = None  # None = auto
     po_timeout: float = 180.0
@@ -100,6 +101,9 @@ class MainApp:
         self.store: RunStore | None = None
         self.run_id = ""
         self.activities: ActivityLog | None = None
+        # POs whose stored outcome (store row, folder, workbook row) stands until a new result replaces
+        # it: the store never says PENDING/RUNNING about them in between.
+        self._standing: set[str] = set()
 
     # -- the run ----------------------------------------------------------------------------------
     def run(self) -> RunSummary:
@@ -205,20 +209,29 @@ class MainApp:
             self.store.mark_status(self.run_id, key, Status.INTERRUPTED.value, reason="RUN_STOPPED")
 
     def _plan(self, orders: OrdersFile) -> tuple[list[Task], int]:
+        """The POs to process: every final answer is kept (COMPLETED unless --force, NO_ATTACHMENTS and
+        PO_NOT_FOUND unless --recheck). A redone PO keeps its stored outcome until the new one replaces
+        it, so the store, its folder and the workbook agree at every moment."""
         assert self.store is not None
         known = self.store.tasks()
+        redo = {Status.COMPLETED.value: self.opts.force,
+                Status.NO_ATTACHMENTS.value: self.opts.recheck, Status.PO_NOT_FOUND.value: self.opts.recheck}
         tasks: list[Task] = []
         skipped = 0
         for t in orders.tasks:
             prev = known.get(t.po_number)
-            if prev and prev["status"] == Status.COMPLETED.value and not self.opts.force:
+            status = prev["status"] if prev else ""
+            if status in redo and not redo[status]:
                 skipped += 1
                 continue
             previous = [prev["data"].get("download_folder")] if prev and prev["data"].get("download_folder") else []
             tasks.append(Task(key=t.po_number, payload={
                 "po_number": t.po_number, "row": t.row, "folder_levels": list(t.folder_levels),
                 "previous_folders": previous}))
-            self.store.mark_status(self.run_id, t.po_number, Status.PENDING.value)
+            if previous:
+                self._standing.add(t.po_number)
+            else:
+                self.store.mark_status(self.run_id, t.po_number, Status.PENDING.value)
         return tasks, skipped
 
     def _run_sequential(self, wcfg: WorkerConfig, tasks: list[Task]) -> Iterator[TaskResult | Event]:
@@ -246,7 +259,7 @@ class MainApp:
                 self.store.record_events(self.run_id, [item])
                 if self.activities:
                     self.activities.observe(item)
-                if item.action == "attempt_start":
+                if item.action == "attempt_start" and item.task_key not in self._standing:
                     self.store.mark_status(self.run_id, item.task_key, Status.RUNNING.value,
                                            worker_id=item.worker_id, started=item.ts)
                 if self.view:
@@ -273,11 +286,14 @@ class MainApp:
         assert self.store is not None
         outcome = outcome_from_result(result)
         if outcome.status is Status.LOGIN_REQUIRED:
-            # Not an answer about this PO: it waits for the next run like the others.
-            self.store.mark_status(self.run_id, result.key, Status.PENDING.value, reason="LOGIN_REQUIRED")
+            # Not an answer about this PO: it waits for the next run like the others (an outcome it
+            # already had stands).
+            if result.key not in self._standing:
+                self.store.mark_status(self.run_id, result.key, Status.PENDING.value, reason="LOGIN_REQUIRED")
         else:
             self.store.record_result(self.run_id, result, [
                 {"name": f.name, "size": f.size, "sha256": f.sha256, "source": f.source} for f in outcome.files])
+            self._standing.discard(result.key)
         self.store.record_attempt(self.run_id, result.key, result.attempts, result.worker_id, result.started,
                                   result.finished, result.status, result.reason, result.error[:500])
         journal = Path(self.opts.out_dir()).resolve() / WORK_DIR_NAME / "journal" / f"{result.key}.json"

@@ -74,8 +74,7 @@ def run_options(f):
                      "--workers auto then means the Grid's free slots.")(f)
     f = click.option("--headless/--visible", default=True, show_default=True,
                      help="Hide the browser window, or show it.")(f)
-    f = click.option("--force", is_flag=True, help="Redo POs that are already COMPLETED.")(f)
-    f = click.option("--record", is_flag=True, help=RECORD_HELP)(f)
+XX, is_flag=True, help=RECORD_HELP)(f)
     f = browser_options(f)
     f = click.option("--out", type=click.Path(file_okay=False), help="Output folder. "
                      "Default: <orders file name>_downloads next to the orders file.")(f)
@@ -119,7 +118,7 @@ def _run(orders: Path, *, verbose: int = 0, local_only: bool = False, **kw):
     opts = RunOptions(orders=orders, out=Path(kw["out"]) if kw.get("out") else None, site=kw["site"],
                       base_url=kw.get("base_url"), browser=kw["browser"], profile=kw.get("profile"),
                       headless=kw["headless"], driver=kw.get("driver"), browser_binary=kw.get("browser_binary"),
-                      sheet=kw.get("sheet"), force=kw["force"], parallel=kw["parallel"] or strategy == "parallel",
+                      sheet=kw.get("sheet"), force=kw["force"], recheck=kw.get("recheck", False), parallel=kw["parallel"] or strategy == "parallel",
                       workers=kw["workers"], strategy=strategy if strategy == "single-session" else None,
                       windows=kw.get("windows") or 3,
                       po_timeout=kw["po_timeout"], max_attempts=kw["max_attempts"], local_only=local_only,
