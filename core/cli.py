@@ -74,7 +74,10 @@ def run_options(f):
                      "--workers auto then means the Grid's free slots.")(f)
     f = click.option("--headless/--visible", default=True, show_default=True,
                      help="Hide the browser window, or show it.")(f)
-XX, is_flag=True, help=RECORD_HELP)(f)
+    f = click.option("--recheck", is_flag=True, help="Ask the portal again about POs already answered "
+                     "NO_ATTACHMENTS or PO_NOT_FOUND (kept otherwise).")(f)
+    f = click.option("--force", is_flag=True, help="Redo POs that are already COMPLETED.")(f)
+    f = click.option("--record", is_flag=True, help=RECORD_HELP)(f)
     f = browser_options(f)
     f = click.option("--out", type=click.Path(file_okay=False), help="Output folder. "
                      "Default: <orders file name>_downloads next to the orders file.")(f)

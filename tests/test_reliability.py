@@ -5,7 +5,12 @@ Real demo portal, real headless Chromium, real files; each test failed before it
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sqlite3
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import openpyxl
@@ -14,6 +19,7 @@ import pytest
 from core.app import EXIT_OK, MainApp, RunOptions
 from core.demo_login import prepare_demo_profile
 from core.demo_portal import DemoPortal
+from tests.eventually import wait_for
 from tests.orders_files import write_orders
 
 pytestmark = pytest.mark.usefixtures("browser_available")
@@ -113,3 +119,63 @@ def test_final_answers_are_kept_and_only_force_or_recheck_redo_them(tmp_path):
         assert portal.page_hits("510002") == hits["510002"] + 1
         assert {po: o.status.value for po, o in forced.outcomes.items()} == truth
         assert store_statuses(out) == truth
+
+
+# -- item 9: a killed run is marked INTERRUPTED with the time it was last seen ---------------------------
+def _run_status(out: Path) -> list[dict]:
+    db = sqlite3.connect(f"file:{out / '.pobatch' / 'runs.sqlite'}?mode=ro", uri=True, timeout=5)
+    db.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in db.execute("SELECT * FROM runs ORDER BY started")]
+    finally:
+        db.close()
+
+
+def _completed(out: Path) -> int:
+    try:
+        return sum(1 for s in store_statuses(out).values() if s == "COMPLETED")
+    except sqlite3.Error:
+        return 0
+
+
+def cli(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "core", *args], capture_output=True, text=True, timeout=timeout,
+                          env=dict(os.environ, **(env or {})))
+
+
+def slow_pos(n: int, base: int = 520000) -> list[dict]:
+    return [{"id": str(base + i), "supplier": f"S{i % 2}",
+             "attachments": [{"name": f"d{i}.pdf", "kind": "link", "size": 4000}]} for i in range(1, n + 1)]
+
+
+def test_a_killed_run_is_marked_interrupted_at_the_time_it_was_last_seen(tmp_path):
+    pos = slow_pos(8)
+    scenario = write_scenario(tmp_path / "s.json", pos, latency={"page_ms": 400, "attachment_ms": 100})
+    orders = write_orders(tmp_path, [p["id"] for p in pos])
+    out = tmp_path / "out"
+    env = {"POBATCH_PROFILES_ROOT": str(tmp_path / "clones")}
+    with DemoPortal(scenario) as portal:
+        profile = prepare_demo_profile(tmp_path / "p", portal.base_url)
+        cmd = [sys.executable, "-m", "core", "run", str(orders), "--site", "demo", "--base-url", portal.base_url,
+               "--browser", "chromium", "--profile", str(profile), "--out", str(out)]
+        proc = subprocess.Popen(cmd, env=dict(os.environ, **env), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        wait_for(lambda: _completed(out) >= 2 or proc.poll() is not None, 120, "two POs done")
+        assert proc.poll() is None
+        killed_at = time.time()
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        [dead] = _run_status(out)
+        assert dead["status"] == "RUNNING"
+
+        rerun = subprocess.run(cmd, env=dict(os.environ, **env), capture_output=True, text=True, timeout=300)
+        assert rerun.returncode == EXIT_OK, rerun.stderr[-2000:]
+    first, second = _run_status(out)
+    assert first["status"] == "INTERRUPTED"
+    # the time it was last seen alive: a heartbeat, not the start nor the time the next run noticed
+    assert killed_at - 15 <= first["finished"] <= killed_at + 1
+    assert second["status"] == "DONE"
+    shown = cli("report", first["run_id"], "--out", str(out))
+    assert shown.returncode == 0, shown.stderr
+    page = Path(shown.stdout.strip()).read_text(encoding="utf-8")
+    assert "INTERRUPTED" in page and "Last seen" in page
