@@ -9,6 +9,7 @@ import dataclasses
 import json
 import logging
 import shutil
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,7 @@ from corelib.browser import BrowserSpec, default_browser
 from corelib.downloads import sha256_file
 from corelib.errors import FatalError
 from corelib.grid import GridSpec
-from corelib.store import RunStore
+from corelib.store import Heartbeat, RunStore
 from corelib.tasks import Event, Task, TaskResult
 
 log = logging.getLogger(__name__)
@@ -126,6 +127,8 @@ class MainApp:
         work = out / WORK_DIR_NAME
         work.mkdir(exist_ok=True)
         self.store = RunStore(work / "runs.sqlite")
+        for dead in self.store.interrupt_dead_runs(run_process_alive):
+            log.info("run %s stopped without a word (killed?): marked INTERRUPTED", dead)
         mode = opts.mode()
         self.run_id = self.store.begin_run(mode, {"orders": str(opts.orders), "site": opts.site, "base_url": base_url})
         self.activities = ActivityLog.into_store(self.store, self.run_id)
@@ -151,6 +154,7 @@ class MainApp:
         stream: Iterator[TaskResult | Event] | None = None
         if self.view:
             self.view.start(self.run_id, len(tasks), skipped, mode)
+        heartbeat = Heartbeat(self.store.path, self.run_id).__enter__()
         try:
             if grid:
                 from core.grid_login import read_portal_cookies
@@ -174,6 +178,7 @@ class MainApp:
             if stream is not None:
                 stream.close()  # Ctrl+C outside the stream: its workers stop now, not after the report
         finally:
+            heartbeat.__exit__(None, None, None)
             self._mark_unfinished(tasks, exit_code)
             self.activities.close_all()
             self.store.finish_run(self.run_id, {EXIT_OK: "DONE", EXIT_INCOMPLETE: "DONE"}.get(exit_code, "STOPPED"))
@@ -413,6 +418,24 @@ def _folder_matches(folder: Path, outcome: PoOutcome) -> bool:
     if not folder.is_dir():
         return False
     return all((folder / f.name).is_file() and sha256_file(folder / f.name) == f.sha256 for f in outcome.files)
+
+
+# A run on another PC (a shared output folder) is taken for dead when it has not been seen this long.
+FOREIGN_RUN_STALE_AFTER = 120.0
+
+
+def run_process_alive(run: dict) -> bool:
+    """Whether the process of a run the store says is RUNNING still lives (the same pid, started no
+    later than the run, on this host); a run from another host is alive while its heartbeat is fresh."""
+    import psutil
+
+    if run.get("host") != socket.gethostname():
+        return time.time() - float(run.get("last_seen") or run["started"]) < FOREIGN_RUN_STALE_AFTER
+    try:
+        proc = psutil.Process(int(run.get("pid") or 0))
+        return proc.create_time() <= float(run["started"]) + 1 and proc.status() != psutil.STATUS_ZOMBIE
+    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
+        return False
 
 
 def sweep_leftovers(root: Path | None) -> None:

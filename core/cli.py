@@ -192,7 +192,11 @@ def _open_store(out: str):
     if not path.is_file():
         _fail(f"no pobatch run in {Path(out).resolve()}: expected the output folder of a run (the folder that "
               f"holds {WORK_DIR_NAME}); pass it with --out")
-    return RunStore(path)
+    from core.app import run_process_alive
+
+    store = RunStore(path)
+    store.interrupt_dead_runs(run_process_alive)  # a killed run shows as INTERRUPTED, not RUNNING for ever
+    return store
 
 
 def _run_id(store, run: str | None) -> str:
