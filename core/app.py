@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import shutil
 import socket
 import time
@@ -28,7 +29,7 @@ from core.status import FINAL_STATUSES, Status
 from core.workbook import write_results
 from corelib.browser import BrowserSpec, default_browser
 from corelib.downloads import sha256_file
-from corelib.errors import FatalError
+from corelib.errors import DiskFullError, FatalError, is_disk_full
 from corelib.grid import GridSpec
 from corelib.store import Heartbeat, RunStore
 from corelib.tasks import Event, Task, TaskResult
@@ -36,6 +37,9 @@ from corelib.tasks import Event, Task, TaskResult
 log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_INCOMPLETE, EXIT_BAD_INPUT, EXIT_LOGIN, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+# The run stopped itself because of its surroundings (the portal went away, the disk filled up): the
+# POs not done stay PENDING for the same command later.
+EXIT_STOPPED = 4
 
 
 @dataclass
@@ -123,9 +127,8 @@ class MainApp:
                              "without --parallel or --grid", reason="BAD_CONFIG")
         base_profile = resolve_base_profile(opts.profile, opts.browser)
         self._problems(orders)
-        out.mkdir(parents=True, exist_ok=True)
         work = out / WORK_DIR_NAME
-        work.mkdir(exist_ok=True)
+        check_writable(work, out)  # before any browser starts
         self.store = RunStore(work / "runs.sqlite")
         for dead in self.store.interrupt_dead_runs(run_process_alive):
             log.info("run %s stopped without a word (killed?): marked INTERRUPTED", dead)
@@ -177,11 +180,24 @@ class MainApp:
             exit_code, message = EXIT_INTERRUPTED, "Stopped by the user; run the same command again to finish."
             if stream is not None:
                 stream.close()  # Ctrl+C outside the stream: its workers stop now, not after the report
+        except Exception as exc:
+            if not is_disk_full(exc):
+                raise
+            # A full disk under the output folder or the run store: every further PO would fail alike.
+            exit_code, message = EXIT_STOPPED, (
+                f"The run stopped: the disk is full (DISK_FULL), no room left to write in {out}. Free some "
+                "space, then run the same command again: finished POs are kept, the rest are PENDING.")
+            log.debug("disk full", exc_info=True)
+            if stream is not None:
+                stream.close()
         finally:
             heartbeat.__exit__(None, None, None)
-            self._mark_unfinished(tasks, exit_code)
-            self.activities.close_all()
-            self.store.finish_run(self.run_id, {EXIT_OK: "DONE", EXIT_INCOMPLETE: "DONE"}.get(exit_code, "STOPPED"))
+            # With a full disk these writes may fail too: what they would say, a rerun finds anyway.
+            _unless_disk_full(self._mark_unfinished, tasks, exit_code)
+            _unless_disk_full(self._drop_unpublished_journals, job)
+            _unless_disk_full(self.activities.close_all)
+            _unless_disk_full(self.store.finish_run, self.run_id,
+                              {EXIT_OK: "DONE", EXIT_INCOMPLETE: "DONE"}.get(exit_code, "STOPPED"))
         summary = self._finish(orders, out, exit_code, message, skipped)
         return summary
 
@@ -212,6 +228,16 @@ class MainApp:
             shutil.rmtree(job.staging_root, ignore_errors=True)
         for key in self.store.keys_with_status([Status.RUNNING.value]):
             self.store.mark_status(self.run_id, key, Status.INTERRUPTED.value, reason="RUN_STOPPED")
+
+    def _drop_unpublished_journals(self, job: JobConfig) -> None:
+        """A journal whose folder never appeared (the publish failed) promises nothing: drop it now."""
+        for jpath in sorted(job.journal_dir.glob("*.json")) if job.journal_dir.exists() else []:
+            try:
+                outcome = outcome_from_data(json.loads(jpath.read_text(encoding="utf-8")))
+            except (ValueError, TypeError, KeyError, OSError):
+                continue
+            if not _folder_matches(Path(outcome.download_folder), outcome):
+                jpath.unlink(missing_ok=True)
 
     def _plan(self, orders: OrdersFile) -> tuple[list[Task], int]:
         """The POs to process: every final answer is kept (COMPLETED unless --force, NO_ATTACHMENTS and
@@ -270,6 +296,8 @@ class MainApp:
                 if self.view:
                     self.view.event(item)
             else:
+                if item.reason == DiskFullError().reason:  # a worker had no room to write: stop the run
+                    raise DiskFullError(item.error)
                 # One "sign in" answer on screen, however many workers meet the sign-in page.
                 self._record(item, notify=item is watch.login or item.status != Status.LOGIN_REQUIRED.value)
             if watch.login is not None and watch.verdict() is not None:
@@ -311,8 +339,10 @@ class MainApp:
             return
         keys = [t.key for t in tasks]
         running = self.store.keys_with_status([Status.RUNNING.value]) & set(keys)
-        # A PO cut short by a login pause waits for the next run like the rest: not one answer per worker.
+        # A PO cut short by a login pause, or by a run that stopped itself (full disk, portal gone), waits
+        # for the next run like the rest: not one answer per worker.
         status, reason = ((Status.PENDING.value, "LOGIN_REQUIRED") if exit_code == EXIT_LOGIN
+                          else (Status.PENDING.value, "RUN_STOPPED") if exit_code == EXIT_STOPPED
                           else (Status.INTERRUPTED.value, "RUN_STOPPED"))
         for key in running:
             self.store.mark_status(self.run_id, key, status, reason=reason)
@@ -337,13 +367,15 @@ class MainApp:
         if exit_code == EXIT_OK and len(outcomes) < len(orders.tasks):
             exit_code = EXIT_INCOMPLETE
         report = self._write_report(out, orders)
-        results_path = write_results(
+        results_path = _unless_disk_full(write_results,
             out / f"{orders.path.stem}_results.xlsx", orders, outcomes, report_link=str(report) if report else None,
             run_info={"run id": self.run_id, "orders file": str(orders.path), "output folder": str(out),
                       "mode": self.opts.mode(),
                       "site": self.opts.site,
                       "finished": time.strftime("%Y-%m-%d %H:%M:%S"), "skipped (already completed)": skipped})
         self.store.close()
+        if results_path is None:
+            log.warning("the results workbook could not be written: the disk is full")
         summary = RunSummary(self.run_id, exit_code, counts, outcomes, results_path, out, message, skipped,
                              report_path=report)
         if self.view:
@@ -418,6 +450,34 @@ def _folder_matches(folder: Path, outcome: PoOutcome) -> bool:
     if not folder.is_dir():
         return False
     return all((folder / f.name).is_file() and sha256_file(folder / f.name) == f.sha256 for f in outcome.files)
+
+
+def check_writable(work: Path, out: Path) -> None:
+    """Create the output and work folders and write in them, or stop with one line naming the folder
+    (a read-only folder, a read-only parent, a full disk): before any browser starts."""
+    try:
+        work.mkdir(parents=True, exist_ok=True)
+        probe = work / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"pobatch")
+        probe.unlink()
+    except OSError as exc:
+        where = Path(exc.filename) if exc.filename else out
+        if where == work or where.parent == work:  # the user named the output folder, not our work folder
+            where = out
+        why = exc.strerror or type(exc).__name__
+        raise FatalError(f"--out: cannot write in {where} ({why}); expected an output folder you can write to",
+                         reason="BAD_CONFIG") from None
+
+
+def _unless_disk_full(action, *args, **kw):
+    """Run `action`; a full disk makes it a warning (and None) instead of an error."""
+    try:
+        return action(*args, **kw)
+    except Exception as exc:
+        if not is_disk_full(exc):
+            raise
+        log.warning("%s skipped: the disk is full (%s)", getattr(action, "__name__", "a write"), exc)
+        return None
 
 
 # A run on another PC (a shared output folder) is taken for dead when it has not been seen this long.

@@ -8,6 +8,7 @@ fatal:     bad configuration: stop the run.
 from __future__ import annotations
 
 import enum
+import errno
 
 
 class ErrorClass(str, enum.Enum):
@@ -46,10 +47,35 @@ class FatalError(PobatchError):
     error_class = ErrorClass.FATAL
 
 
+class DiskFullError(FatalError):
+    """No room left where the run writes: every further PO would fail the same way, so the run stops."""
+
+    def __init__(self, message: str = "", reason: str = "DISK_FULL") -> None:
+        super().__init__(message, reason)
+
+
+# Windows: ERROR_HANDLE_DISK_FULL, ERROR_DISK_FULL (Python maps most, not all, to ENOSPC).
+_WIN_DISK_FULL = (39, 112)
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """An OSError or SQLite error that says the disk (or the user's quota) is full."""
+    if isinstance(exc, DiskFullError):
+        return True
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)) or \
+            getattr(exc, "winerror", None) in _WIN_DISK_FULL
+    if type(exc).__name__ in ("OperationalError", "DatabaseError") and type(exc).__module__.startswith("sqlite3"):
+        return "disk is full" in str(exc)
+    return False
+
+
 def classify(exc: BaseException) -> ErrorClass:
     """Map any exception to its class; unknown WebDriver trouble is transient."""
     if isinstance(exc, PobatchError):
         return exc.error_class
+    if is_disk_full(exc):
+        return ErrorClass.FATAL
     # Imported lazily: the pure-logic parts of the engine do not need selenium.
     try:
         from selenium.common import exceptions as sx
@@ -72,6 +98,8 @@ def reason_of(exc: BaseException) -> str:
     """A short upper-case reason for the results table."""
     if isinstance(exc, PobatchError):
         return exc.reason
+    if is_disk_full(exc):
+        return "DISK_FULL"
     name = type(exc).__name__
     if name in ("TimeoutException", "TimeoutError"):
         return "TIMEOUT"

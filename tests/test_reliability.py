@@ -16,7 +16,7 @@ from pathlib import Path
 import openpyxl
 import pytest
 
-from core.app import EXIT_OK, MainApp, RunOptions
+from core.app import EXIT_OK, EXIT_STOPPED, MainApp, RunOptions
 from core.demo_login import prepare_demo_profile
 from core.demo_portal import DemoPortal
 from tests.eventually import wait_for
@@ -179,3 +179,112 @@ def test_a_killed_run_is_marked_interrupted_at_the_time_it_was_last_seen(tmp_pat
     assert shown.returncode == 0, shown.stderr
     page = Path(shown.stdout.strip()).read_text(encoding="utf-8")
     assert "INTERRUPTED" in page and "Last seen" in page
+
+
+# -- item 5: an unwritable output folder, a full disk ----------------------------------------------------
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A folder nobody may write in, root included: a read-only mount when this runs as root (which
+    ignores permission bits), else a folder without write permission."""
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    (ro / "old.txt").write_text("x")
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(ro)], check=False,
+                       capture_output=True)
+        if not os.path.ismount(ro):
+            pytest.skip("running as root without permission to mount a read-only folder")
+        try:
+            yield ro
+        finally:
+            subprocess.run(["umount", str(ro)], check=True)
+    else:
+        ro.chmod(0o555)
+        try:
+            yield ro
+        finally:
+            ro.chmod(0o755)
+
+
+@pytest.mark.parametrize("where", ["folder", "parent"])
+def test_a_read_only_output_folder_gets_one_line_and_exit_2_before_any_browser(tmp_path, read_only_dir, where):
+    orders = write_orders(tmp_path, ["600001", "600002"])
+    out = read_only_dir if where == "folder" else read_only_dir / "out" / "deeper"
+    clones = tmp_path / "clones"
+    res = cli("run", str(orders), "--site", "demo", "--base-url", "http://127.0.0.1:9", "--browser", "chromium",
+              "--out", str(out), env={"POBATCH_PROFILES_ROOT": str(clones)}, timeout=120)
+    assert res.returncode == 2, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in res.stderr, res.stderr
+    named = read_only_dir if where == "folder" else read_only_dir / "out"
+    assert str(named) in lines[0] or str(read_only_dir) in lines[0]
+    assert not clones.exists() or not any(clones.iterdir())  # no browser profile was ever made
+
+
+def test_a_full_disk_mid_run_stops_cleanly_and_leaves_the_po_pending(tmp_path, monkeypatch):
+    import errno
+
+    import core.po_job
+
+    pos = slow_pos(4, base=610000)
+    scenario = write_scenario(tmp_path / "s.json", pos)
+    orders = write_orders(tmp_path, [p["id"] for p in pos])
+    out = tmp_path / "out"
+    real_publish = core.po_job.publish_folder
+    calls = []
+
+    def publish_then_fill_the_disk(staged, dest, **kw):
+        calls.append(dest)
+        if len(calls) >= 2:  # the disk is full from the second PO on
+            raise OSError(errno.ENOSPC, "No space left on device", str(dest))
+        return real_publish(staged, dest, **kw)
+
+    with DemoPortal(scenario) as portal:
+        profile = prepare_demo_profile(tmp_path / "p", portal.base_url)
+        monkeypatch.setattr(core.po_job, "publish_folder", publish_then_fill_the_disk)
+        summary = run_app(portal, orders, out, profile)
+        assert summary.exit_code == EXIT_STOPPED
+        assert "DISK_FULL" in summary.message or "disk" in summary.message.lower()
+        assert str(out) in summary.message
+        assert len(calls) == 2  # stopped at once: no retry, no further PO
+        statuses = store_statuses(out)
+        assert statuses[pos[0]["id"]] == "COMPLETED"
+        assert [statuses.get(p["id"]) for p in pos[1:]] == ["PENDING"] * 3
+        # nothing half-written published: no folder, no journal, no staging for the PO in progress
+        assert not list(out.rglob(f"{pos[1]['id']}_*"))
+        assert not list((out / ".pobatch" / "journal").glob("*.json"))
+        assert not [p for p in (out / ".pobatch" / "staging").glob("*") if not p.name.startswith("incoming")]
+        assert workbook_statuses(summary.results_path)[pos[1]["id"]] == "PENDING"
+
+        monkeypatch.setattr(core.po_job, "publish_folder", real_publish)
+        rerun = run_app(portal, orders, out, profile)
+        assert rerun.exit_code == EXIT_OK
+        assert set(store_statuses(out).values()) == {"COMPLETED"}
+
+
+def test_a_full_disk_under_the_run_store_stops_cleanly(tmp_path, monkeypatch):
+    from corelib.store import RunStore
+
+    pos = slow_pos(3, base=620000)
+    scenario = write_scenario(tmp_path / "s.json", pos)
+    orders = write_orders(tmp_path, [p["id"] for p in pos])
+    out = tmp_path / "out"
+    real_record = RunStore.record_result
+
+    def full_on_second(self, run_id, result, files=()):
+        if result.key == pos[1]["id"]:
+            raise sqlite3.OperationalError("database or disk is full")
+        return real_record(self, run_id, result, files)
+
+    with DemoPortal(scenario) as portal:
+        profile = prepare_demo_profile(tmp_path / "p", portal.base_url)
+        monkeypatch.setattr(RunStore, "record_result", full_on_second)
+        summary = run_app(portal, orders, out, profile)
+        assert summary.exit_code == EXIT_STOPPED and "disk" in summary.message.lower()
+        assert store_statuses(out)[pos[2]["id"]] == "PENDING"
+        monkeypatch.setattr(RunStore, "record_result", real_record)
+        counts = portal.download_counts()
+        rerun = run_app(portal, orders, out, profile)
+        assert rerun.exit_code == EXIT_OK
+        # the second PO's folder was published before the store filled up: adopted, not downloaded again
+        assert portal.download_counts()[f"{pos[1]['id']}/d2.pdf"] == counts[f"{pos[1]['id']}/d2.pdf"]
