@@ -65,6 +65,7 @@ class RunOptions:
     max_attempts: int = 3
     backoff_base: float = 1.0
     local_only: bool = False
+    preflight: bool = True  # one request to the portal before any browser starts
     profiles_root: Path | None = None  # where temporary profile clones go (default: system temp)
     grid: str | None = None  # Selenium Grid address: workers hold remote sessions there (implies the pool)
     record: bool = False  # --record: an rrweb session recording of every PO attempt
@@ -121,6 +122,8 @@ class MainApp:
                 f"--base-url: '{opts.base_url or ''}' is not a portal address; expected e.g. "
                 "https://yourcompany.coupahost.com", reason="BAD_CONFIG")
         out = opts.out_dir().resolve()
+        if opts.preflight and not opts.grid:  # a Grid's nodes reach the portal, maybe not this PC
+            check_reachable(base_url)
         grid = GridSpec(opts.grid) if opts.grid else None  # FatalError for a malformed address, before any work
         if opts.strategy and (opts.strategy not in EXPERIMENTAL_STRATEGIES or grid or opts.parallel):
             raise FatalError(f"--strategy {opts.strategy}: expected one of {', '.join(EXPERIMENTAL_STRATEGIES)}, "
@@ -180,6 +183,11 @@ class MainApp:
             exit_code, message = EXIT_INTERRUPTED, "Stopped by the user; run the same command again to finish."
             if stream is not None:
                 stream.close()  # Ctrl+C outside the stream: its workers stop now, not after the report
+        except PortalUnreachable as exc:
+            exit_code, message = EXIT_STOPPED, str(exc)
+            if stream is not None:
+                stream.close()
+            self._forget_unanswered(exc.results, job)
         except Exception as exc:
             if not is_disk_full(exc):
                 raise
@@ -281,6 +289,7 @@ class MainApp:
         """Write every result and event to the store; stop the stream when a login is needed."""
         assert self.store is not None
         watch = _SignInWatch(one_session_possible=self.opts.parallel and not self.opts.grid and self.opts.workers != 1)
+        breaker = CircuitBreaker(self.opts.base_url or "")
         for item in stream:
             watch.observe(item)
             if isinstance(item, Event):
@@ -298,6 +307,10 @@ class MainApp:
             else:
                 if item.reason == DiskFullError().reason:  # a worker had no room to write: stop the run
                     raise DiskFullError(item.error)
+                if breaker.hold(item):  # maybe the portal is gone: decided by the next results
+                    continue
+                for held in breaker.release():
+                    self._record(held)
                 # One "sign in" answer on screen, however many workers meet the sign-in page.
                 self._record(item, notify=item is watch.login or item.status != Status.LOGIN_REQUIRED.value)
             if watch.login is not None and watch.verdict() is not None:
@@ -305,9 +318,34 @@ class MainApp:
                 if close:
                     close()
                 return EXIT_LOGIN, watch.message()
+        for held in breaker.release():
+            self._record(held)
         if watch.login is not None:
             return EXIT_LOGIN, watch.message()
         return EXIT_OK, ""
+
+    def _forget_unanswered(self, results: list[TaskResult], job: JobConfig) -> None:
+        """POs the portal never answered when it went away stay PENDING: their empty failure folders go
+        (those of results held back, and of results still on their way when the stream closed: their
+        journals name them), unless an earlier outcome of the PO stands, which the new folder replaced."""
+        unanswered = [outcome_from_result(r) for r in results if r.key not in self._standing]
+        for result in results:
+            if result.key in self._standing:
+                self._record(result, notify=False)
+        for jpath in sorted(job.journal_dir.glob("*.json")) if job.journal_dir.exists() else []:
+            try:
+                outcome = outcome_from_data(json.loads(jpath.read_text(encoding="utf-8")))
+            except (ValueError, TypeError, KeyError, OSError):
+                continue
+            if outcome.reason == CircuitBreaker.REASON and outcome.po_number not in self._standing:
+                unanswered.append(outcome)
+                jpath.unlink(missing_ok=True)
+        out = Path(job.out_dir)
+        for outcome in unanswered:
+            folder = Path(outcome.download_folder) if outcome.download_folder else None
+            while folder and out in folder.parents and folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()  # and a supplier folder it leaves empty
+                folder = folder.parent
 
     def _store_recording(self, event: Event) -> None:
         try:
@@ -450,6 +488,76 @@ def _folder_matches(folder: Path, outcome: PoOutcome) -> bool:
     if not folder.is_dir():
         return False
     return all((folder / f.name).is_file() and sha256_file(folder / f.name) == f.sha256 for f in outcome.files)
+
+
+class PortalUnreachable(FatalError):
+    """The portal stopped answering in the middle of a run: the results that showed it come along."""
+
+    def __init__(self, message: str, results: list[TaskResult]) -> None:
+        super().__init__(message, reason="CONNECTION_FAILED")
+        self.results = results
+
+
+class CircuitBreaker:
+    """Stops the run when `threshold` POs in a row (across workers) could not connect to the portal.
+
+    Each CONNECTION_FAILED result is held back; another kind of result releases them to be recorded
+    (a single PO with a dropped connection is a FAILED answer); the threshold-th raises
+    PortalUnreachable carrying them, so they stay PENDING for the rerun."""
+
+    REASON = "CONNECTION_FAILED"
+
+    def __init__(self, base_url: str, threshold: int = 3) -> None:
+        self.base_url, self.threshold = base_url, threshold
+        self._held: list[TaskResult] = []
+
+    def hold(self, result: TaskResult) -> bool:
+        if result.reason != self.REASON:
+            return False
+        self._held.append(result)
+        if len(self._held) >= self.threshold:
+            raise PortalUnreachable(
+                f"The run stopped: {len(self._held)} POs in a row could not reach the portal {self.base_url} "
+                f"(CONNECTION_FAILED). The POs not finished stay PENDING; run the same command again when the "
+                "portal answers.", self._held)
+        return True
+
+    def release(self) -> list[TaskResult]:
+        held, self._held = self._held, []
+        return held
+
+
+def check_reachable(base_url: str, timeout: float = 15.0) -> None:
+    """One request to the portal before any browser starts: an address nobody answers at is one line
+    (FatalError), not hours of retries. Any HTTP answer (a sign-in page, 404, 500, a certificate this
+    Python does not trust) means it is there."""
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(base_url + "/", method="HEAD", headers={"User-Agent": "pobatch pre-flight"})
+    try:
+        urllib.request.urlopen(request, timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return
+    except urllib.error.URLError as exc:
+        if isinstance(exc.reason, ssl.SSLError):
+            return
+        raise FatalError(f"--base-url: the portal {base_url} cannot be reached ({_why(exc.reason)}); expected "
+                         "the address your browser opens (check the address, the network or VPN; "
+                         "--no-preflight skips this check)", reason="CONNECTION_FAILED") from None
+    except (OSError, ValueError) as exc:
+        if isinstance(exc, ssl.SSLError):
+            return
+        raise FatalError(f"--base-url: the portal {base_url} cannot be reached ({_why(exc)}); expected the "
+                         "address your browser opens (check the address, the network or VPN; --no-preflight "
+                         "skips this check)", reason="CONNECTION_FAILED") from None
+
+
+def _why(reason: object) -> str:
+    if isinstance(reason, OSError) and reason.strerror:
+        return reason.strerror
+    return str(reason) or type(reason).__name__
 
 
 def check_writable(work: Path, out: Path) -> None:

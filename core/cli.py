@@ -78,6 +78,8 @@ def run_options(f):
                      "NO_ATTACHMENTS or PO_NOT_FOUND (kept otherwise).")(f)
     f = click.option("--force", is_flag=True, help="Redo POs that are already COMPLETED.")(f)
     f = click.option("--record", is_flag=True, help=RECORD_HELP)(f)
+    f = click.option("--preflight/--no-preflight", default=True, show_default=True,
+                     help="Check with one request that the portal answers before any browser starts.")(f)
     f = browser_options(f)
     f = click.option("--out", type=click.Path(file_okay=False), help="Output folder. "
                      "Default: <orders file name>_downloads next to the orders file.")(f)
@@ -125,7 +127,8 @@ def _run(orders: Path, *, verbose: int = 0, local_only: bool = False, **kw):
                       workers=kw["workers"], strategy=strategy if strategy == "single-session" else None,
                       windows=kw.get("windows") or 3,
                       po_timeout=kw["po_timeout"], max_attempts=kw["max_attempts"], local_only=local_only,
-                      grid=kw.get("grid"), record=kw.get("record", False))
+                      grid=kw.get("grid"), record=kw.get("record", False),
+                      preflight=kw.get("preflight", True))
     try:
         summary = MainApp(opts, view=ConsoleView()).run()
     except OrdersError as exc:

@@ -94,6 +94,13 @@ def classify(exc: BaseException) -> ErrorClass:
     return ErrorClass.FATAL
 
 
+# What Chromium says (in a WebDriver error) when it could not reach the server at all.
+_NET_FAILURES = ("ERR_CONNECTION_REFUSED", "ERR_CONNECTION_RESET", "ERR_CONNECTION_CLOSED", "ERR_CONNECTION_FAILED",
+                 "ERR_CONNECTION_TIMED_OUT", "ERR_NAME_NOT_RESOLVED", "ERR_ADDRESS_UNREACHABLE",
+                 "ERR_INTERNET_DISCONNECTED", "ERR_NETWORK_CHANGED", "ERR_EMPTY_RESPONSE", "ERR_TUNNEL_CONNECTION_FAILED",
+                 "ERR_PROXY_CONNECTION_FAILED")
+
+
 def reason_of(exc: BaseException) -> str:
     """A short upper-case reason for the results table."""
     if isinstance(exc, PobatchError):
@@ -107,4 +114,6 @@ def reason_of(exc: BaseException) -> str:
         return "BROWSER_CRASHED"
     if name == "StaleElementReferenceException":
         return "STALE_ELEMENT"
+    if any(code in str(exc) for code in _NET_FAILURES):
+        return "CONNECTION_FAILED"
     return name.upper()

@@ -288,3 +288,82 @@ def test_a_full_disk_under_the_run_store_stops_cleanly(tmp_path, monkeypatch):
         assert rerun.exit_code == EXIT_OK
         # the second PO's folder was published before the store filled up: adopted, not downloaded again
         assert portal.download_counts()[f"{pos[1]['id']}/d2.pdf"] == counts[f"{pos[1]['id']}/d2.pdf"]
+
+
+# -- item 4: a portal that cannot be reached ---------------------------------------------------------------
+def closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # nobody listens once it is closed
+
+
+def test_an_unreachable_portal_is_one_line_and_exit_2_before_any_browser(tmp_path):
+    orders = write_orders(tmp_path, [str(630000 + i) for i in range(12)])
+    out = tmp_path / "out"
+    clones = tmp_path / "clones"
+    url = f"http://127.0.0.1:{closed_port()}"
+    t0 = time.monotonic()
+    res = cli("run", str(orders), "--site", "demo", "--base-url", url, "--browser", "chromium", "--out", str(out),
+              env={"POBATCH_PROFILES_ROOT": str(clones)}, timeout=120)
+    took = time.monotonic() - t0
+    assert res.returncode == 2, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and url in lines[0], res.stderr
+    assert took < 30  # one request, not 12 POs times their attempts
+    assert not out.exists()  # nothing written, no _FAILED folder
+    assert not clones.exists() or not any(clones.iterdir())
+
+
+class StopPortalAfter:
+    """A console view that stops the portal once `n` POs have finished: the portal dies mid-run."""
+
+    def __init__(self, portal: DemoPortal, n: int) -> None:
+        self.portal, self.n, self.done = portal, n, 0
+
+    def start(self, *a) -> None:
+        pass
+
+    def event(self, _e) -> None:
+        pass
+
+    def task_done(self, _w, outcome) -> None:
+        self.done += 1
+        if self.done == self.n:
+            self.portal.stop()
+
+    def finish(self, _s) -> None:
+        pass
+
+
+@pytest.mark.parametrize("parallel", [False, True], ids=["sequential", "parallel"])
+def test_a_portal_that_dies_mid_run_trips_the_circuit_breaker(tmp_path, parallel):
+    pos = slow_pos(12, base=640000)
+    scenario = write_scenario(tmp_path / "s.json", pos, latency={"page_ms": 150, "attachment_ms": 20})
+    orders = write_orders(tmp_path, [p["id"] for p in pos])
+    out = tmp_path / "out"
+    portal = DemoPortal(scenario).start()
+    try:
+        profile = prepare_demo_profile(tmp_path / "p", portal.base_url)
+        kw = {"parallel": True, "workers": 2} if parallel else {}
+        t0 = time.monotonic()
+        summary = run_app(portal, orders, out, profile, view=StopPortalAfter(portal, 2), **kw)
+        took = time.monotonic() - t0
+    finally:
+        portal.stop()
+    assert summary.exit_code == EXIT_STOPPED, summary.message
+    assert "CONNECTION_FAILED" in summary.message and portal.base_url in summary.message
+    assert took < 90
+    statuses = store_statuses(out)
+    done = [k for k, v in statuses.items() if v == "COMPLETED"]
+    assert len(done) >= 2
+    assert {v for k, v in statuses.items() if k not in done} == {"PENDING"}
+    assert len(statuses) + 0 <= len(pos)
+    assert not list(out.rglob("*_FAILED")), "empty _FAILED folders for POs the portal never answered"
+
+    with DemoPortal(scenario) as again:  # the portal is back
+        profile = prepare_demo_profile(tmp_path / "p2", again.base_url)
+        rerun = run_app(again, orders, out, profile, **kw)
+    assert rerun.exit_code == EXIT_OK
+    assert set(store_statuses(out).values()) == {"COMPLETED"}
