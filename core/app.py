@@ -129,6 +129,7 @@ class MainApp:
             raise FatalError(f"--strategy {opts.strategy}: expected one of {', '.join(EXPERIMENTAL_STRATEGIES)}, "
                              "without --parallel or --grid", reason="BAD_CONFIG")
         base_profile = resolve_base_profile(opts.profile, opts.browser)
+        refuse_profile_in_use(base_profile)  # before any browser starts: never one of the user's
         self._problems(orders)
         work = out / WORK_DIR_NAME
         check_writable(work, out)  # before any browser starts
@@ -558,6 +559,15 @@ def _why(reason: object) -> str:
     if isinstance(reason, OSError) and reason.strerror:
         return reason.strerror
     return str(reason) or type(reason).__name__
+
+
+def refuse_profile_in_use(profile: Path) -> None:
+    """FatalError (one line) when a running browser holds the profile: close it first."""
+    from corelib.profile_manager import profile_in_use_error
+
+    message = profile_in_use_error(profile)
+    if message:
+        raise FatalError(f"--profile: {message}", reason="PROFILE_IN_USE")
 
 
 def check_writable(work: Path, out: Path) -> None:

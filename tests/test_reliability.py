@@ -367,3 +367,67 @@ def test_a_portal_that_dies_mid_run_trips_the_circuit_breaker(tmp_path, parallel
         rerun = run_app(again, orders, out, profile, **kw)
     assert rerun.exit_code == EXIT_OK
     assert set(store_statuses(out).values()) == {"COMPLETED"}
+
+
+# -- item 2: a profile open in the user's own browser ------------------------------------------------------
+@pytest.fixture
+def users_browser(tmp_path):
+    """A separate Chromium, started as the user would, on a profile folder pobatch did not create."""
+    import psutil
+
+    from tests.conftest import CHROMIUM
+
+    profile = tmp_path / "users-profile"
+    profile.mkdir()
+    proc = subprocess.Popen([CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                             f"--user-data-dir={profile}", "--remote-debugging-port=0", "about:blank"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    wait_for(lambda: os.path.islink(profile / "SingletonLock") and len(psutil.Process(proc.pid).children()) >= 2,
+             30, "the user's browser to start")
+    time.sleep(0.5)  # let its helpers settle: the pid set is compared afterwards
+
+    def pids() -> set[int]:
+        try:
+            root = psutil.Process(proc.pid)
+            return {root.pid} | {c.pid for c in root.children(recursive=True)}
+        except psutil.NoSuchProcess:
+            return set()
+
+    try:
+        yield profile, pids
+    finally:
+        for p in [psutil.Process(pid) for pid in pids() if psutil.pid_exists(pid)]:
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
+        proc.wait(timeout=10)
+
+
+def _refused(res: subprocess.CompletedProcess, profile: Path) -> None:
+    assert res.returncode == 2, (res.returncode, res.stderr[-2000:])
+    lines = [line for line in res.stderr.strip().splitlines() if not line.startswith("Demo portal running")]
+    assert len(lines) == 1, res.stderr
+    assert str(profile) in lines[0] and "close" in lines[0].lower()
+
+
+@pytest.mark.parametrize("command", ["login", "demo", "run"])
+def test_a_profile_open_in_the_users_browser_is_refused_and_the_browser_survives(tmp_path, users_browser, command):
+    profile, pids = users_browser
+    before = pids()
+    env = {"POBATCH_PROFILES_ROOT": str(tmp_path / "clones")}
+    if command == "login":
+        with DemoPortal() as portal:
+            res = cli("login", "--site", "demo", "--base-url", portal.base_url, "--browser", "chromium",
+                      "--profile", str(profile), env=env, timeout=120)
+    elif command == "demo":
+        res = cli("demo", "--browser", "chromium", "--profile", str(profile), "--out", str(tmp_path / "demo"),
+                  env=env, timeout=300)
+    else:
+        orders = write_orders(tmp_path, ["100001", "100002"])
+        with DemoPortal() as portal:
+            res = cli("run", str(orders), "--site", "demo", "--base-url", portal.base_url, "--browser", "chromium",
+                      "--profile", str(profile), "--out", str(tmp_path / "out"), env=env, timeout=300)
+    # every process of the user's browser is still there (it may have started helpers meanwhile)
+    assert before <= pids(), "pobatch killed processes of a browser it did not start"
+    _refused(res, profile)
