@@ -431,3 +431,17 @@ def test_a_profile_open_in_the_users_browser_is_refused_and_the_browser_survives
     # every process of the user's browser is still there (it may have started helpers meanwhile)
     assert before <= pids(), "pobatch killed processes of a browser it did not start"
     _refused(res, profile)
+
+
+# -- item 11: the demo runs the scenario's POs, with the run options -----------------------------------------
+def test_demo_runs_the_scenarios_own_pos_with_the_run_options(tmp_path):
+    pos = [{"id": "700001", "supplier": "Own", "attachments": [{"name": "own.pdf", "kind": "link", "size": 2000}]},
+           {"id": "700002", "supplier": "Own", "attachments": [{"name": "x.pdf", "kind": "link", "size": 2000}],
+            "faults": {"page": ["http500", "ok"]}}]
+    # one attempt per PO: the portal's truth for 700002 is then FAILED HTTP_500
+    scenario = write_scenario(tmp_path / "s.json", pos, client_max_attempts=1)
+    out = tmp_path / "demo"
+    res = cli("demo", "--scenario", str(scenario), "--out", str(out), "--browser", "chromium",
+              "--po-timeout", "60", "--max-attempts", "1", env={"POBATCH_PROFILES_ROOT": str(tmp_path / "clones")})
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert store_statuses(out) == {"700001": "COMPLETED", "700002": "FAILED"}
