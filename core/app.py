@@ -433,20 +433,23 @@ class MainApp:
 
 
 class _SignInWatch:
-    """At a sign-in page in parallel mode: is the profile signed out, or does the portal allow one live
-    session per user? Profile clones share one session cookie; a portal that rotates its token on every
-    response (or keeps one session per user) signs every worker but one out as soon as one works.
+    """At a sign-in page in parallel mode: did the session simply end, or do the workers' sessions
+    kill each other? Profile clones share one session cookie; a portal that keeps one live session per
+    user (or renews its token on every response) signs a worker out as soon as another one uses it,
+    while that other one stays signed in.
 
-    So when the first LOGIN_REQUIRED comes, wait for either a signed-in page (from any worker: the
-    sign-in worked in this run, then was lost) or a sign-in page from every worker that has started,
-    at most `grace` seconds; then stop with one message, which names the single-session strategy
-    when the sign-in had worked. Elsewhere the first LOGIN_REQUIRED decides at once, as before."""
+    So when the first LOGIN_REQUIRED comes, wait (at most `grace` seconds) for the evidence either
+    way: another worker that opens a signed-in page after the refusal (sessions killing each other),
+    or a sign-in page from every worker that has started (the session ended for all). Then stop with
+    one message that says only what was seen. Elsewhere the first LOGIN_REQUIRED decides at once."""
 
     def __init__(self, one_session_possible: bool, grace: float = 30.0) -> None:
         self.enabled = one_session_possible
         self.grace = grace
         self.login: TaskResult | None = None
-        self.signed_in = False
+        self.signed_in = False  # a signed-in page at any time in this run
+        self.signed_in_after: Event | None = None  # ...from a worker still signed in after the refusal
+        self._refused_at: float | None = None
         self._started: set[str] = set()
         self._logged_out: set[str] = set()
         self._deadline = 0.0
@@ -455,32 +458,47 @@ class _SignInWatch:
         if isinstance(item, Event):
             if item.action == "attempt_start":
                 self._started.add(item.worker_id)
+            elif item.action == "open" and item.outcome == "login" and self._refused_at is None:
+                self._refused_at = item.ts
             elif item.action == "open" and item.outcome in SIGNED_IN_STATES:
                 self.signed_in = True
+                if (self.login is not None and item.worker_id not in self._logged_out
+                        and item.ts > (self._refused_at or self.login.finished)):
+                    self.signed_in_after = self.signed_in_after or item
             return
         if item.status == Status.LOGIN_REQUIRED.value:
             self._logged_out.add(item.worker_id)
             if self.login is None:
                 self.login, self._deadline = item, time.monotonic() + self.grace
+                if self._refused_at is None:
+                    self._refused_at = item.finished
 
     def verdict(self) -> str | None:
-        """None while it is worth waiting; else "one_session" or "signed_out"."""
+        """None while it is worth waiting; else "one_session", "ended" or "signed_out"."""
         if not self.enabled:
             return "signed_out"
-        if self.signed_in:
+        if self.signed_in_after is not None:
             return "one_session"
         if self._started <= self._logged_out or time.monotonic() > self._deadline:
-            return "signed_out"
+            return "ended" if self.signed_in else "signed_out"
         return None
 
     def message(self) -> str:
         assert self.login is not None
-        if self.enabled and self.signed_in:
-            return ("The portal signed pobatch out in the middle of the run, while parallel workers were using "
-                    "copies of one sign-in: it probably allows one live session per user (for example it renews "
-                    "the session token on every page). Sign in again in your own browser, then run the same "
-                    "command with --strategy single-session --windows 3 instead of --parallel: one browser, one "
-                    "session, several windows. Finished POs are kept.")
+        # The stream may end before the wait does: then what was seen so far decides.
+        verdict = (self.verdict() or ("ended" if self.signed_in else "signed_out")) if self.enabled else "signed_out"
+        if verdict == "one_session":
+            other = self.signed_in_after.worker_id if self.signed_in_after else "another worker"
+            return ("The portal refused worker " + (self.login.worker_id or "?") + "'s session while worker "
+                    + other + ", using a copy of the same sign-in, stayed signed in: the sessions sign each "
+                    "other out, so the portal keeps one live session per user (for example it renews the "
+                    "session token on every page). Sign in again in your own browser, then run the same command "
+                    "with --strategy single-session --windows 3 instead of --parallel: one browser, one session, "
+                    "several windows. Finished POs are kept.")
+        if verdict == "ended":
+            return ("The portal signed pobatch out in the middle of the run: pages had opened signed in, then "
+                    "every worker met the sign-in page (the session ended or expired). Sign in again in your own "
+                    "browser, then run the same command: finished POs are kept.")
         return self.login.error
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import openpyxl
 import pytest
 
-from core.app import EXIT_OK, EXIT_STOPPED, MainApp, RunOptions
+from core.app import EXIT_LOGIN, EXIT_OK, EXIT_STOPPED, MainApp, RunOptions
 from core.demo_login import prepare_demo_profile
 from core.demo_portal import DemoPortal
 from tests.eventually import wait_for
@@ -445,3 +445,20 @@ def test_demo_runs_the_scenarios_own_pos_with_the_run_options(tmp_path):
               "--po-timeout", "60", "--max-attempts", "1", env={"POBATCH_PROFILES_ROOT": str(tmp_path / "clones")})
     assert res.returncode == 0, res.stderr[-3000:]
     assert store_statuses(out) == {"700001": "COMPLETED", "700002": "FAILED"}
+
+
+# -- item 10: the parallel sign-in message says what was seen ------------------------------------------------
+def test_a_session_that_simply_expires_in_parallel_mode_does_not_blame_parallel_sessions(tmp_path):
+    pos = slow_pos(10, base=710000)
+    # the one sign-in dies after 8 requests, whoever makes them: every worker is refused alike
+    scenario = write_scenario(tmp_path / "s.json", pos, latency={"page_ms": 100, "attachment_ms": 20},
+                              session={"expire_after_requests": 8, "rotate_token": False})
+    orders = write_orders(tmp_path, [p["id"] for p in pos])
+    with DemoPortal(scenario) as portal:
+        profile = prepare_demo_profile(tmp_path / "p", portal.base_url)
+        summary = run_app(portal, orders, tmp_path / "out", profile, parallel=True, workers=2, po_timeout=60.0,
+                          page_timeout=20.0, download_timeout=20.0, backoff_base=0.2)
+    assert summary.exit_code == EXIT_LOGIN
+    assert "single-session" not in summary.message and "one live session" not in summary.message
+    assert "sign in" in summary.message.lower()
+    assert summary.counts["COMPLETED"] >= 1  # the sign-in worked at first
