@@ -8,7 +8,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import shutil
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,14 +30,17 @@ from core.status import FINAL_STATUSES, Status
 from core.workbook import write_results
 from corelib.browser import BrowserSpec, default_browser
 from corelib.downloads import sha256_file
-from corelib.errors import FatalError
+from corelib.errors import DiskFullError, FatalError, is_disk_full
 from corelib.grid import GridSpec
-from corelib.store import RunStore
+from corelib.store import Heartbeat, RunStore
 from corelib.tasks import Event, Task, TaskResult
 
 log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_INCOMPLETE, EXIT_BAD_INPUT, EXIT_LOGIN, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+# The run stopped itself because of its surroundings (the portal went away, the disk filled up): the
+# POs not done stay PENDING for the same command later.
+EXIT_STOPPED = 4
 
 
 @dataclass
@@ -51,7 +56,8 @@ class RunOptions:
     driver: str | None = None
     browser_binary: str | None = None
     sheet: str | None = None
-    force: bool = False
+    force: bool = False  # redo COMPLETED POs
+    recheck: bool = False  # redo NO_ATTACHMENTS and PO_NOT_FOUND POs
     parallel: bool = False
     workers: int | None = None  # None = auto
     po_timeout: float = 180.0
@@ -62,6 +68,7 @@ class RunOptions:
     max_attempts: int = 3
     backoff_base: float = 1.0
     local_only: bool = False
+    preflight: bool = True  # one request to the portal before any browser starts
     profiles_root: Path | None = None  # where temporary profile clones go (default: system temp)
     grid: str | None = None  # Selenium Grid address: workers hold remote sessions there (implies the pool)
     record: bool = False  # --record: an rrweb session recording of every PO attempt
@@ -101,6 +108,9 @@ class MainApp:
         self.store: RunStore | None = None
         self.run_id = ""
         self.activities: ActivityLog | None = None
+        # POs whose stored outcome (store row, folder, workbook row) stands until a new result replaces
+        # it: the store never says PENDING/RUNNING about them in between.
+        self._standing: set[str] = set()
 
     # -- the run ----------------------------------------------------------------------------------
     def run(self) -> RunSummary:
@@ -116,16 +126,20 @@ class MainApp:
                 f"--base-url: '{opts.base_url or ''}' is not a portal address; expected e.g. "
                 "https://yourcompany.coupahost.com", reason="BAD_CONFIG")
         out = opts.out_dir().resolve()
+        if opts.preflight and not opts.grid:  # a Grid's nodes reach the portal, maybe not this PC
+            check_reachable(base_url)
         grid = GridSpec(opts.grid) if opts.grid else None  # FatalError for a malformed address, before any work
         if opts.strategy and (opts.strategy not in EXPERIMENTAL_STRATEGIES or grid or opts.parallel):
             raise FatalError(f"--strategy {opts.strategy}: expected one of {', '.join(EXPERIMENTAL_STRATEGIES)}, "
                              "without --parallel or --grid", reason="BAD_CONFIG")
         base_profile = resolve_base_profile(opts.profile, opts.browser)
+        refuse_profile_in_use(base_profile)  # before any browser starts: never one of the user's
         self._problems(orders)
-        out.mkdir(parents=True, exist_ok=True)
         work = out / WORK_DIR_NAME
-        work.mkdir(exist_ok=True)
+        check_writable(work, out)  # before any browser starts
         self.store = RunStore(work / "runs.sqlite")
+        for dead in self.store.interrupt_dead_runs(run_process_alive):
+            log.info("run %s stopped without a word (killed?): marked INTERRUPTED", dead)
         mode = opts.mode()
         self.run_id = self.store.begin_run(mode, {"orders": str(opts.orders), "site": site.name,
                                                        "site_file": str(site_file or ""), "base_url": base_url})
@@ -152,6 +166,7 @@ class MainApp:
         stream: Iterator[TaskResult | Event] | None = None
         if self.view:
             self.view.start(self.run_id, len(tasks), skipped, mode)
+        heartbeat = Heartbeat(self.store.path, self.run_id).__enter__()
         try:
             if grid:
                 from core.grid_login import read_portal_cookies
@@ -174,10 +189,29 @@ class MainApp:
             exit_code, message = EXIT_INTERRUPTED, "Stopped by the user; run the same command again to finish."
             if stream is not None:
                 stream.close()  # Ctrl+C outside the stream: its workers stop now, not after the report
+        except PortalUnreachable as exc:
+            exit_code, message = EXIT_STOPPED, str(exc)
+            if stream is not None:
+                stream.close()
+            self._forget_unanswered(exc.results, job)
+        except Exception as exc:
+            if not is_disk_full(exc):
+                raise
+            # A full disk under the output folder or the run store: every further PO would fail alike.
+            exit_code, message = EXIT_STOPPED, (
+                f"The run stopped: the disk is full (DISK_FULL), no room left to write in {out}. Free some "
+                "space, then run the same command again: finished POs are kept, the rest are PENDING.")
+            log.debug("disk full", exc_info=True)
+            if stream is not None:
+                stream.close()
         finally:
-            self._mark_unfinished(tasks, exit_code)
-            self.activities.close_all()
-            self.store.finish_run(self.run_id, {EXIT_OK: "DONE", EXIT_INCOMPLETE: "DONE"}.get(exit_code, "STOPPED"))
+            heartbeat.__exit__(None, None, None)
+            # With a full disk these writes may fail too: what they would say, a rerun finds anyway.
+            _unless_disk_full(self._mark_unfinished, tasks, exit_code)
+            _unless_disk_full(self._drop_unpublished_journals, job)
+            _unless_disk_full(self.activities.close_all)
+            _unless_disk_full(self.store.finish_run, self.run_id,
+                              {EXIT_OK: "DONE", EXIT_INCOMPLETE: "DONE"}.get(exit_code, "STOPPED"))
         summary = self._finish(orders, out, exit_code, message, skipped)
         return summary
 
@@ -209,21 +243,40 @@ class MainApp:
         for key in self.store.keys_with_status([Status.RUNNING.value]):
             self.store.mark_status(self.run_id, key, Status.INTERRUPTED.value, reason="RUN_STOPPED")
 
+    def _drop_unpublished_journals(self, job: JobConfig) -> None:
+        """A journal whose folder never appeared (the publish failed) promises nothing: drop it now."""
+        for jpath in sorted(job.journal_dir.glob("*.json")) if job.journal_dir.exists() else []:
+            try:
+                outcome = outcome_from_data(json.loads(jpath.read_text(encoding="utf-8")))
+            except (ValueError, TypeError, KeyError, OSError):
+                continue
+            if not _folder_matches(Path(outcome.download_folder), outcome):
+                jpath.unlink(missing_ok=True)
+
     def _plan(self, orders: OrdersFile) -> tuple[list[Task], int]:
+        """The POs to process: every final answer is kept (COMPLETED unless --force, NO_ATTACHMENTS and
+        PO_NOT_FOUND unless --recheck). A redone PO keeps its stored outcome until the new one replaces
+        it, so the store, its folder and the workbook agree at every moment."""
         assert self.store is not None
         known = self.store.tasks()
+        redo = {Status.COMPLETED.value: self.opts.force,
+                Status.NO_ATTACHMENTS.value: self.opts.recheck, Status.PO_NOT_FOUND.value: self.opts.recheck}
         tasks: list[Task] = []
         skipped = 0
         for t in orders.tasks:
             prev = known.get(t.po_number)
-            if prev and prev["status"] == Status.COMPLETED.value and not self.opts.force:
+            status = prev["status"] if prev else ""
+            if status in redo and not redo[status]:
                 skipped += 1
                 continue
             previous = [prev["data"].get("download_folder")] if prev and prev["data"].get("download_folder") else []
             tasks.append(Task(key=t.po_number, payload={
                 "po_number": t.po_number, "row": t.row, "folder_levels": list(t.folder_levels),
                 "previous_folders": previous}))
-            self.store.mark_status(self.run_id, t.po_number, Status.PENDING.value)
+            if previous:
+                self._standing.add(t.po_number)
+            else:
+                self.store.mark_status(self.run_id, t.po_number, Status.PENDING.value)
         return tasks, skipped
 
     def _run_sequential(self, wcfg: WorkerConfig, tasks: list[Task]) -> Iterator[TaskResult | Event]:
@@ -242,6 +295,7 @@ class MainApp:
         """Write every result and event to the store; stop the stream when a login is needed."""
         assert self.store is not None
         watch = _SignInWatch(one_session_possible=self.opts.parallel and not self.opts.grid and self.opts.workers != 1)
+        breaker = CircuitBreaker(self.opts.base_url or "")
         for item in stream:
             watch.observe(item)
             if isinstance(item, Event):
@@ -251,12 +305,18 @@ class MainApp:
                 self.store.record_events(self.run_id, [item])
                 if self.activities:
                     self.activities.observe(item)
-                if item.action == "attempt_start":
+                if item.action == "attempt_start" and item.task_key not in self._standing:
                     self.store.mark_status(self.run_id, item.task_key, Status.RUNNING.value,
                                            worker_id=item.worker_id, started=item.ts)
                 if self.view:
                     self.view.event(item)
             else:
+                if item.reason == DiskFullError().reason:  # a worker had no room to write: stop the run
+                    raise DiskFullError(item.error)
+                if breaker.hold(item):  # maybe the portal is gone: decided by the next results
+                    continue
+                for held in breaker.release():
+                    self._record(held)
                 # One "sign in" answer on screen, however many workers meet the sign-in page.
                 self._record(item, notify=item is watch.login or item.status != Status.LOGIN_REQUIRED.value)
             if watch.login is not None and watch.verdict() is not None:
@@ -264,9 +324,34 @@ class MainApp:
                 if close:
                     close()
                 return EXIT_LOGIN, watch.message()
+        for held in breaker.release():
+            self._record(held)
         if watch.login is not None:
             return EXIT_LOGIN, watch.message()
         return EXIT_OK, ""
+
+    def _forget_unanswered(self, results: list[TaskResult], job: JobConfig) -> None:
+        """POs the portal never answered when it went away stay PENDING: their empty failure folders go
+        (those of results held back, and of results still on their way when the stream closed: their
+        journals name them), unless an earlier outcome of the PO stands, which the new folder replaced."""
+        unanswered = [outcome_from_result(r) for r in results if r.key not in self._standing]
+        for result in results:
+            if result.key in self._standing:
+                self._record(result, notify=False)
+        for jpath in sorted(job.journal_dir.glob("*.json")) if job.journal_dir.exists() else []:
+            try:
+                outcome = outcome_from_data(json.loads(jpath.read_text(encoding="utf-8")))
+            except (ValueError, TypeError, KeyError, OSError):
+                continue
+            if outcome.reason == CircuitBreaker.REASON and outcome.po_number not in self._standing:
+                unanswered.append(outcome)
+                jpath.unlink(missing_ok=True)
+        out = Path(job.out_dir)
+        for outcome in unanswered:
+            folder = Path(outcome.download_folder) if outcome.download_folder else None
+            while folder and out in folder.parents and folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()  # and a supplier folder it leaves empty
+                folder = folder.parent
 
     def _store_recording(self, event: Event) -> None:
         try:
@@ -278,11 +363,14 @@ class MainApp:
         assert self.store is not None
         outcome = outcome_from_result(result)
         if outcome.status is Status.LOGIN_REQUIRED:
-            # Not an answer about this PO: it waits for the next run like the others.
-            self.store.mark_status(self.run_id, result.key, Status.PENDING.value, reason="LOGIN_REQUIRED")
+            # Not an answer about this PO: it waits for the next run like the others (an outcome it
+            # already had stands).
+            if result.key not in self._standing:
+                self.store.mark_status(self.run_id, result.key, Status.PENDING.value, reason="LOGIN_REQUIRED")
         else:
             self.store.record_result(self.run_id, result, [
                 {"name": f.name, "size": f.size, "sha256": f.sha256, "source": f.source} for f in outcome.files])
+            self._standing.discard(result.key)
         self.store.record_attempt(self.run_id, result.key, result.attempts, result.worker_id, result.started,
                                   result.finished, result.status, result.reason, result.error[:500])
         journal = Path(self.opts.out_dir()).resolve() / WORK_DIR_NAME / "journal" / f"{result.key}.json"
@@ -295,8 +383,10 @@ class MainApp:
             return
         keys = [t.key for t in tasks]
         running = self.store.keys_with_status([Status.RUNNING.value]) & set(keys)
-        # A PO cut short by a login pause waits for the next run like the rest: not one answer per worker.
+        # A PO cut short by a login pause, or by a run that stopped itself (full disk, portal gone), waits
+        # for the next run like the rest: not one answer per worker.
         status, reason = ((Status.PENDING.value, "LOGIN_REQUIRED") if exit_code == EXIT_LOGIN
+                          else (Status.PENDING.value, "RUN_STOPPED") if exit_code == EXIT_STOPPED
                           else (Status.INTERRUPTED.value, "RUN_STOPPED"))
         for key in running:
             self.store.mark_status(self.run_id, key, status, reason=reason)
@@ -321,13 +411,15 @@ class MainApp:
         if exit_code == EXIT_OK and len(outcomes) < len(orders.tasks):
             exit_code = EXIT_INCOMPLETE
         report = self._write_report(out, orders)
-        results_path = write_results(
+        results_path = _unless_disk_full(write_results,
             out / f"{orders.path.stem}_results.xlsx", orders, outcomes, report_link=str(report) if report else None,
             run_info={"run id": self.run_id, "orders file": str(orders.path), "output folder": str(out),
                       "mode": self.opts.mode(),
                       "site": self.opts.site,
                       "finished": time.strftime("%Y-%m-%d %H:%M:%S"), "skipped (already completed)": skipped})
         self.store.close()
+        if results_path is None:
+            log.warning("the results workbook could not be written: the disk is full")
         summary = RunSummary(self.run_id, exit_code, counts, outcomes, results_path, out, message, skipped,
                              report_path=report)
         if self.view:
@@ -346,20 +438,23 @@ class MainApp:
 
 
 class _SignInWatch:
-    """At a sign-in page in parallel mode: is the profile signed out, or does the portal allow one live
-    session per user? Profile clones share one session cookie; a portal that rotates its token on every
-    response (or keeps one session per user) signs every worker but one out as soon as one works.
+    """At a sign-in page in parallel mode: did the session simply end, or do the workers' sessions
+    kill each other? Profile clones share one session cookie; a portal that keeps one live session per
+    user (or renews its token on every response) signs a worker out as soon as another one uses it,
+    while that other one stays signed in.
 
-    So when the first LOGIN_REQUIRED comes, wait for either a signed-in page (from any worker: the
-    sign-in worked in this run, then was lost) or a sign-in page from every worker that has started,
-    at most `grace` seconds; then stop with one message, which names the single-session strategy
-    when the sign-in had worked. Elsewhere the first LOGIN_REQUIRED decides at once, as before."""
+    So when the first LOGIN_REQUIRED comes, wait (at most `grace` seconds) for the evidence either
+    way: another worker that opens a signed-in page after the refusal (sessions killing each other),
+    or a sign-in page from every worker that has started (the session ended for all). Then stop with
+    one message that says only what was seen. Elsewhere the first LOGIN_REQUIRED decides at once."""
 
     def __init__(self, one_session_possible: bool, grace: float = 30.0) -> None:
         self.enabled = one_session_possible
         self.grace = grace
         self.login: TaskResult | None = None
-        self.signed_in = False
+        self.signed_in = False  # a signed-in page at any time in this run
+        self.signed_in_after: Event | None = None  # ...from a worker still signed in after the refusal
+        self._refused_at: float | None = None
         self._started: set[str] = set()
         self._logged_out: set[str] = set()
         self._deadline = 0.0
@@ -368,32 +463,47 @@ class _SignInWatch:
         if isinstance(item, Event):
             if item.action == "attempt_start":
                 self._started.add(item.worker_id)
+            elif item.action == "open" and item.outcome == "login" and self._refused_at is None:
+                self._refused_at = item.ts
             elif item.action == "open" and item.outcome in SIGNED_IN_STATES:
                 self.signed_in = True
+                if (self.login is not None and item.worker_id not in self._logged_out
+                        and item.ts > (self._refused_at or self.login.finished)):
+                    self.signed_in_after = self.signed_in_after or item
             return
         if item.status == Status.LOGIN_REQUIRED.value:
             self._logged_out.add(item.worker_id)
             if self.login is None:
                 self.login, self._deadline = item, time.monotonic() + self.grace
+                if self._refused_at is None:
+                    self._refused_at = item.finished
 
     def verdict(self) -> str | None:
-        """None while it is worth waiting; else "one_session" or "signed_out"."""
+        """None while it is worth waiting; else "one_session", "ended" or "signed_out"."""
         if not self.enabled:
             return "signed_out"
-        if self.signed_in:
+        if self.signed_in_after is not None:
             return "one_session"
         if self._started <= self._logged_out or time.monotonic() > self._deadline:
-            return "signed_out"
+            return "ended" if self.signed_in else "signed_out"
         return None
 
     def message(self) -> str:
         assert self.login is not None
-        if self.enabled and self.signed_in:
-            return ("The portal signed pobatch out in the middle of the run, while parallel workers were using "
-                    "copies of one sign-in: it probably allows one live session per user (for example it renews "
-                    "the session token on every page). Sign in again in your own browser, then run the same "
-                    "command with --strategy single-session --windows 3 instead of --parallel: one browser, one "
-                    "session, several windows. Finished POs are kept.")
+        # The stream may end before the wait does: then what was seen so far decides.
+        verdict = (self.verdict() or ("ended" if self.signed_in else "signed_out")) if self.enabled else "signed_out"
+        if verdict == "one_session":
+            other = self.signed_in_after.worker_id if self.signed_in_after else "another worker"
+            return ("The portal refused worker " + (self.login.worker_id or "?") + "'s session while worker "
+                    + other + ", using a copy of the same sign-in, stayed signed in: the sessions sign each "
+                    "other out, so the portal keeps one live session per user (for example it renews the "
+                    "session token on every page). Sign in again in your own browser, then run the same command "
+                    "with --strategy single-session --windows 3 instead of --parallel: one browser, one session, "
+                    "several windows. Finished POs are kept.")
+        if verdict == "ended":
+            return ("The portal signed pobatch out in the middle of the run: pages had opened signed in, then "
+                    "every worker met the sign-in page (the session ended or expired). Sign in again in your own "
+                    "browser, then run the same command: finished POs are kept.")
         return self.login.error
 
 
@@ -402,6 +512,131 @@ def _folder_matches(folder: Path, outcome: PoOutcome) -> bool:
     if not folder.is_dir():
         return False
     return all((folder / f.name).is_file() and sha256_file(folder / f.name) == f.sha256 for f in outcome.files)
+
+
+class PortalUnreachable(FatalError):
+    """The portal stopped answering in the middle of a run: the results that showed it come along."""
+
+    def __init__(self, message: str, results: list[TaskResult]) -> None:
+        super().__init__(message, reason="CONNECTION_FAILED")
+        self.results = results
+
+
+class CircuitBreaker:
+    """Stops the run when `threshold` POs in a row (across workers) could not connect to the portal.
+
+    Each CONNECTION_FAILED result is held back; another kind of result releases them to be recorded
+    (a single PO with a dropped connection is a FAILED answer); the threshold-th raises
+    PortalUnreachable carrying them, so they stay PENDING for the rerun."""
+
+    REASON = "CONNECTION_FAILED"
+
+    def __init__(self, base_url: str, threshold: int = 3) -> None:
+        self.base_url, self.threshold = base_url, threshold
+        self._held: list[TaskResult] = []
+
+    def hold(self, result: TaskResult) -> bool:
+        if result.reason != self.REASON:
+            return False
+        self._held.append(result)
+        if len(self._held) >= self.threshold:
+            raise PortalUnreachable(
+                f"The run stopped: {len(self._held)} POs in a row could not reach the portal {self.base_url} "
+                f"(CONNECTION_FAILED). The POs not finished stay PENDING; run the same command again when the "
+                "portal answers.", self._held)
+        return True
+
+    def release(self) -> list[TaskResult]:
+        held, self._held = self._held, []
+        return held
+
+
+def check_reachable(base_url: str, timeout: float = 15.0) -> None:
+    """One request to the portal before any browser starts: an address nobody answers at is one line
+    (FatalError), not hours of retries. Any HTTP answer (a sign-in page, 404, 500, a certificate this
+    Python does not trust) means it is there."""
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(base_url + "/", method="HEAD", headers={"User-Agent": "pobatch pre-flight"})
+    try:
+        urllib.request.urlopen(request, timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return
+    except urllib.error.URLError as exc:
+        if isinstance(exc.reason, ssl.SSLError):
+            return
+        raise FatalError(f"--base-url: the portal {base_url} cannot be reached ({_why(exc.reason)}); expected "
+                         "the address your browser opens (check the address, the network or VPN; "
+                         "--no-preflight skips this check)", reason="CONNECTION_FAILED") from None
+    except (OSError, ValueError) as exc:
+        if isinstance(exc, ssl.SSLError):
+            return
+        raise FatalError(f"--base-url: the portal {base_url} cannot be reached ({_why(exc)}); expected the "
+                         "address your browser opens (check the address, the network or VPN; --no-preflight "
+                         "skips this check)", reason="CONNECTION_FAILED") from None
+
+
+def _why(reason: object) -> str:
+    if isinstance(reason, OSError) and reason.strerror:
+        return reason.strerror
+    return str(reason) or type(reason).__name__
+
+
+def refuse_profile_in_use(profile: Path) -> None:
+    """FatalError (one line) when a running browser holds the profile: close it first."""
+    from corelib.profile_manager import profile_in_use_error
+
+    message = profile_in_use_error(profile)
+    if message:
+        raise FatalError(f"--profile: {message}", reason="PROFILE_IN_USE")
+
+
+def check_writable(work: Path, out: Path) -> None:
+    """Create the output and work folders and write in them, or stop with one line naming the folder
+    (a read-only folder, a read-only parent, a full disk): before any browser starts."""
+    try:
+        work.mkdir(parents=True, exist_ok=True)
+        probe = work / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"pobatch")
+        probe.unlink()
+    except OSError as exc:
+        where = Path(exc.filename) if exc.filename else out
+        if where == work or where.parent == work:  # the user named the output folder, not our work folder
+            where = out
+        why = exc.strerror or type(exc).__name__
+        raise FatalError(f"--out: cannot write in {where} ({why}); expected an output folder you can write to",
+                         reason="BAD_CONFIG") from None
+
+
+def _unless_disk_full(action, *args, **kw):
+    """Run `action`; a full disk makes it a warning (and None) instead of an error."""
+    try:
+        return action(*args, **kw)
+    except Exception as exc:
+        if not is_disk_full(exc):
+            raise
+        log.warning("%s skipped: the disk is full (%s)", getattr(action, "__name__", "a write"), exc)
+        return None
+
+
+# A run on another PC (a shared output folder) is taken for dead when it has not been seen this long.
+FOREIGN_RUN_STALE_AFTER = 120.0
+
+
+def run_process_alive(run: dict) -> bool:
+    """Whether the process of a run the store says is RUNNING still lives (the same pid, started no
+    later than the run, on this host); a run from another host is alive while its heartbeat is fresh."""
+    import psutil
+
+    if run.get("host") != socket.gethostname():
+        return time.time() - float(run.get("last_seen") or run["started"]) < FOREIGN_RUN_STALE_AFTER
+    try:
+        proc = psutil.Process(int(run.get("pid") or 0))
+        return proc.create_time() <= float(run["started"]) + 1 and proc.status() != psutil.STATUS_ZOMBIE
+    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
+        return False
 
 
 def sweep_leftovers(root: Path | None) -> None:

@@ -13,7 +13,7 @@ from corelib.errors import FatalError
 
 log = logging.getLogger("pobatch")
 
-EXIT_BAD_INPUT, EXIT_LOGIN, EXIT_INTERRUPTED = 2, 3, 130
+EXIT_BAD_INPUT, EXIT_LOGIN, EXIT_INTERRUPTED, EXIT_STOPPED = 2, 3, 130, 4
 STRATEGY_HELP = ("parallel: several browsers (the same as --parallel). single-session (EXPERIMENTAL): one browser, "
                  "one sign-in, --windows windows; for portals that allow one live session per user.")
 WINDOWS_HELP = "With --strategy single-session: how many windows work in the one browser."
@@ -67,7 +67,10 @@ def site_file_option(f):
     return click.option("--site-file", type=click.Path(dir_okay=False), help=SITE_FILE_HELP)(f)
 
 
-def run_options(f):
+def run_options(f=None, *, out_default: str | None = None):
+    """The options of a batch run, shared by `run` and `demo` (which differs only in its --out default)."""
+    if f is None:
+        return lambda g: run_options(g, out_default=out_default)
     f = click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")(f)
     f = click.option("--po-timeout", type=click.FloatRange(10, 3600), default=180, show_default=True,
                      help="Seconds one PO attempt may take before its browser is restarted.")(f)
@@ -85,11 +88,17 @@ def run_options(f):
                      "--workers auto then means the Grid's free slots.")(f)
     f = click.option("--headless/--visible", default=True, show_default=True,
                      help="Hide the browser window, or show it.")(f)
+    f = click.option("--recheck", is_flag=True, help="Ask the portal again about POs already answered "
+                     "NO_ATTACHMENTS or PO_NOT_FOUND (kept otherwise).")(f)
     f = click.option("--force", is_flag=True, help="Redo POs that are already COMPLETED.")(f)
     f = click.option("--record", is_flag=True, help=RECORD_HELP)(f)
+    f = click.option("--preflight/--no-preflight", default=True, show_default=True,
+                     help="Check with one request that the portal answers before any browser starts.")(f)
     f = browser_options(f)
-    f = click.option("--out", type=click.Path(file_okay=False), help="Output folder. "
-                     "Default: <orders file name>_downloads next to the orders file.")(f)
+    out_help = "Output folder." + ("" if out_default else
+                                   " Default: <orders file name>_downloads next to the orders file.")
+    f = click.option("--out", type=click.Path(file_okay=False), default=out_default, show_default=bool(out_default),
+                     help=out_help)(f)
     return f
 
 
@@ -131,12 +140,13 @@ def _run(orders: Path, *, verbose: int = 0, local_only: bool = False, **kw):
     opts = RunOptions(orders=orders, out=Path(kw["out"]) if kw.get("out") else None, site=kw["site"],
                       base_url=kw.get("base_url"), browser=kw["browser"], profile=kw.get("profile"),
                       headless=kw["headless"], driver=kw.get("driver"), browser_binary=kw.get("browser_binary"),
-                      sheet=kw.get("sheet"), force=kw["force"], parallel=kw["parallel"] or strategy == "parallel",
+                      sheet=kw.get("sheet"), force=kw["force"], recheck=kw.get("recheck", False), parallel=kw["parallel"] or strategy == "parallel",
                       workers=kw["workers"], strategy=strategy if strategy == "single-session" else None,
                       windows=kw.get("windows") or 3,
                       po_timeout=kw["po_timeout"], max_attempts=kw["max_attempts"], local_only=local_only,
                       grid=kw.get("grid"), record=kw.get("record", False), files_at_once=kw.get("files_at_once", 4),
-                      site_file=Path(kw["site_file"]) if kw.get("site_file") else None)
+                      site_file=Path(kw["site_file"]) if kw.get("site_file") else None,
+                      preflight=kw.get("preflight", True))
     try:
         summary = MainApp(opts, view=ConsoleView()).run()
     except OrdersError as exc:
@@ -147,24 +157,12 @@ def _run(orders: Path, *, verbose: int = 0, local_only: bool = False, **kw):
 
 
 @main.command()
-@click.option("--out", type=click.Path(file_okay=False), default="demo_output", show_default=True,
-              help="Output folder for the demo batch.")
-@click.option("--parallel/--sequential", default=False, help="Run several browsers at once.")
-@click.option("--workers", default=None, callback=lambda c, p, v: _workers_option(v),
-              help="Parallel workers: a number or 'auto'.")
-@click.option("--strategy", type=click.Choice(["parallel", "single-session"]), help=STRATEGY_HELP)
-@click.option("--windows", type=click.IntRange(1, 16), default=3, show_default=True, help=WINDOWS_HELP)
-@click.option("--grid", metavar="URL", help="Run the browsers on a Selenium Grid whose node runs on this PC "
-              "(the demo portal listens on 127.0.0.1 only).")
-@click.option("--headless/--visible", default=True, show_default=True, help="Hide or show the browser.")
-@click.option("--scenario", type=click.Path(dir_okay=False, exists=True), help="Demo scenario file.")
-@click.option("--force", is_flag=True, help="Redo POs that are already COMPLETED.")
-@click.option("--record", is_flag=True, help=RECORD_HELP)
+@click.option("--scenario", type=click.Path(dir_okay=False, exists=True),
+              help="Demo scenario file (JSON): its POs are the demo's orders.")
 @site_file_option
-@browser_options
-@click.option("-v", "--verbose", count=True, help="More log output.")
+@run_options(out_default="demo_output")
 def demo(out: str, scenario: str | None, profile: str | None, **kw) -> None:
-    """Run the bundled demo batch end to end against the built-in demo portal."""
+    """Run the bundled demo batch (or a scenario's POs) end to end against the built-in demo portal."""
     from core.demo_portal import DemoPortal, sample_orders_path
     from core.demo_login import prepare_demo_profile
 
@@ -172,27 +170,43 @@ def demo(out: str, scenario: str | None, profile: str | None, **kw) -> None:
     out_dir = Path(out).resolve()
     with DemoPortal(scenario).start() as portal:
         click.echo(f"Demo portal running at {portal.base_url}", err=True)
+        orders = _scenario_orders(Path(scenario), portal, out_dir) if scenario else sample_orders_path()
         profile_dir = Path(profile) if profile else out_dir / ".pobatch" / "demo-profile"
         try:
             prepare_demo_profile(profile_dir, portal.base_url, browser=kw["browser"], driver=kw.get("driver"),
                                  binary=kw.get("browser_binary"))
         except FatalError as exc:
             _fail(str(exc))
-        summary = _run(sample_orders_path(), site="demo", base_url=portal.base_url, sheet=None, out=str(out_dir),
-                       profile=str(profile_dir), po_timeout=120, max_attempts=3, local_only=True, **kw)
+        summary = _run(orders, site="demo", base_url=portal.base_url, sheet=None, out=str(out_dir),
+                       profile=str(profile_dir), local_only=True, **kw)
         expected = portal.expected_outcomes()
     # The demo knows the truth: it succeeds when every PO got the status its scenario says is right,
     # including the POs that are meant to fail.
     wrong = [f"PO {po}: got {o.status.value} {o.reason}".rstrip() + f", expected {' '.join(expected[po]).strip()}"
              for po, o in sorted(summary.outcomes.items())
              if po in expected and (o.status.value, o.reason) != tuple(expected[po])]
-    if summary.exit_code in (EXIT_LOGIN, EXIT_INTERRUPTED):
+    if summary.exit_code in (EXIT_LOGIN, EXIT_INTERRUPTED, EXIT_STOPPED):
         sys.exit(summary.exit_code)
     if wrong:
         click.echo("Demo check failed:\n  " + "\n  ".join(wrong), err=True)
         sys.exit(1)
     click.echo(f"Demo check: all {len(summary.outcomes)} POs got the status the scenario expects.", err=True)
     sys.exit(0)
+
+
+def _scenario_orders(scenario: Path, portal, out_dir: Path) -> Path:
+    """The scenario's POs as an orders file in the output folder (the same bytes on every run, so a
+    rerun resumes): the demo processes exactly what the scenario describes."""
+    path = out_dir / f"{scenario.stem}_orders.csv"
+    text = "PO_NUMBER\n" + "".join(f"{po.id}\n" for po in portal.scenario.pos)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if not path.is_file() or path.read_text(encoding="utf-8") != text:
+            path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        _fail(f"--out: cannot write in {out_dir} ({exc.strerror or exc}); expected an output folder you can "
+              "write to")
+    return path
 
 
 def _open_store(out: str):
@@ -204,7 +218,11 @@ def _open_store(out: str):
     if not path.is_file():
         _fail(f"no pobatch run in {Path(out).resolve()}: expected the output folder of a run (the folder that "
               f"holds {WORK_DIR_NAME}); pass it with --out")
-    return RunStore(path)
+    from core.app import run_process_alive
+
+    store = RunStore(path)
+    store.interrupt_dead_runs(run_process_alive)  # a killed run shows as INTERRUPTED, not RUNNING for ever
+    return store
 
 
 def _run_id(store, run: str | None) -> str:

@@ -18,12 +18,23 @@ from corelib.errors import FatalError
 log = logging.getLogger(__name__)
 
 
+def _refuse_in_use(profile: Path) -> None:
+    """Never start a browser on a profile a running browser holds (closing ours could not be told
+    apart from closing the user's): one line asking the user to close it."""
+    from corelib.profile_manager import profile_in_use_error
+
+    message = profile_in_use_error(profile) if profile.exists() else None
+    if message:
+        raise FatalError(f"--profile: {message}", reason="PROFILE_IN_USE")
+
+
 def prepare_demo_profile(profile_dir: Path, base_url: str, browser: str = "chromium", driver: str | None = None,
                          binary: str | None = None, timeout: float = 30.0) -> Path:
     """Seed a demo profile and sign it in to the demo portal; quitting writes the cookie to disk."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
+    _refuse_in_use(Path(profile_dir))
     seed_profile(Path(profile_dir))
     spec = BrowserSpec(browser=browser, headless=True, driver=driver, binary=binary,
                        user_data_dir=str(profile_dir), local_only=True, page_load_timeout=timeout)
@@ -43,6 +54,7 @@ def interactive_login(base_url: str, browser: str, profile: str | None, driver: 
                       binary: str | None = None) -> Path:
     """Open the portal visibly on the base profile and wait for the user to close the window."""
     path = resolve_base_profile(profile, browser)
+    _refuse_in_use(path)
     spec = BrowserSpec(browser=browser, headless=False, driver=driver, binary=binary, user_data_dir=str(path))
     with BrowserSession(spec) as session:
         d = session.driver

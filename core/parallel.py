@@ -38,7 +38,7 @@ def _reap(info: WorkerInfo) -> None:
         delete_session(info.info["grid_url"], info.info["grid_session"])
     profile = info.info.get("profile_dir")
     if profile:
-        n = kill_browser_tree(profile)
+        n = kill_browser_tree(profile, owned=True)  # the clone the worker noted: pobatch made it
         try:
             remove_tree(Path(profile))
         except OSError as exc:

@@ -44,12 +44,14 @@ from corelib.devtools import DevToolsError
 from corelib.download_sink import DownloadBatch, DownloadSink, EventDownloadSink, Slot
 from corelib.downloads import DownloadStalled, DownloadTimeout, publish_folder, sha256_file
 from corelib.errors import (
+    DiskFullError,
     ErrorClass,
     FatalError,
     LoginRequiredError,
     PobatchError,
     TransientError,
     classify,
+    is_disk_full,
     reason_of,
 )
 from corelib.polling import Backoff
@@ -236,6 +238,10 @@ class PoJob:
                 self.event("attempt_end", outcome=outcome.status.value, detail=outcome.reason)
                 return outcome
             except Exception as exc:  # classified once, here
+                if is_disk_full(exc):
+                    # No room to write: no capture, no retry, no failure folder (the attempt's staging
+                    # goes below); the run stops and this PO stays PENDING.
+                    raise DiskFullError(f"PO {payload.po_number}: no space left to write: {exc}") from exc
                 err_class = classify(exc)
                 reason = reason_of(exc)
                 if watchdog.expired:  # the browser was killed on purpose: say why
@@ -271,6 +277,8 @@ class PoJob:
                     # Every PO gets its folder, a failed one too, so the user sees it where they look.
                     return self._publish_outcome(payload, status, parts, attempt, started, error=message)
                 except Exception as pub_exc:  # e.g. a path too long for Windows: still an answer
+                    if is_disk_full(pub_exc):
+                        raise DiskFullError(f"PO {payload.po_number}: no space left to write: {pub_exc}") from pub_exc
                     return self._final(payload, Status.FAILED, "PUBLISH_FAILED", f"{message}; {pub_exc}",
                                        attempt, started)
             finally:

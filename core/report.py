@@ -230,7 +230,8 @@ def render_report(data: ReportData, report_dir: Path) -> str:
     total = len(data.rows)
     facts = [
         ("Run", data.run_id), ("Mode", run.get("mode", "")), ("Status", run.get("status", "")),
-        ("Started", _clock(started)), ("Finished", _clock(finished)),
+        ("Started", _clock(started)),
+        ("Last seen" if run.get("status") == "INTERRUPTED" else "Finished", _clock(finished)),
         ("Duration", _duration(finished - started) if started and finished else ""),
         ("Orders file", args.get("orders", "")), ("Site", args.get("site", "")), ("Portal", args.get("base_url", "")),
         ("Output folder", str(data.out_dir)),

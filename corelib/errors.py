@@ -8,6 +8,7 @@ fatal:     bad configuration: stop the run.
 from __future__ import annotations
 
 import enum
+import errno
 
 
 class ErrorClass(str, enum.Enum):
@@ -50,10 +51,35 @@ class FatalError(PobatchError):
     error_class = ErrorClass.FATAL
 
 
+class DiskFullError(FatalError):
+    """No room left where the run writes: every further PO would fail the same way, so the run stops."""
+
+    def __init__(self, message: str = "", reason: str = "DISK_FULL") -> None:
+        super().__init__(message, reason)
+
+
+# Windows: ERROR_HANDLE_DISK_FULL, ERROR_DISK_FULL (Python maps most, not all, to ENOSPC).
+_WIN_DISK_FULL = (39, 112)
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """An OSError or SQLite error that says the disk (or the user's quota) is full."""
+    if isinstance(exc, DiskFullError):
+        return True
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)) or \
+            getattr(exc, "winerror", None) in _WIN_DISK_FULL
+    if type(exc).__name__ in ("OperationalError", "DatabaseError") and type(exc).__module__.startswith("sqlite3"):
+        return "disk is full" in str(exc)
+    return False
+
+
 def classify(exc: BaseException) -> ErrorClass:
     """Map any exception to its class; unknown WebDriver trouble is transient."""
     if isinstance(exc, PobatchError):
         return exc.error_class
+    if is_disk_full(exc):
+        return ErrorClass.FATAL
     # Imported lazily: the pure-logic parts of the engine do not need selenium.
     try:
         from selenium.common import exceptions as sx
@@ -72,10 +98,19 @@ def classify(exc: BaseException) -> ErrorClass:
     return ErrorClass.FATAL
 
 
+# What Chromium says (in a WebDriver error) when it could not reach the server at all.
+_NET_FAILURES = ("ERR_CONNECTION_REFUSED", "ERR_CONNECTION_RESET", "ERR_CONNECTION_CLOSED", "ERR_CONNECTION_FAILED",
+                 "ERR_CONNECTION_TIMED_OUT", "ERR_NAME_NOT_RESOLVED", "ERR_ADDRESS_UNREACHABLE",
+                 "ERR_INTERNET_DISCONNECTED", "ERR_NETWORK_CHANGED", "ERR_EMPTY_RESPONSE", "ERR_TUNNEL_CONNECTION_FAILED",
+                 "ERR_PROXY_CONNECTION_FAILED")
+
+
 def reason_of(exc: BaseException) -> str:
     """A short upper-case reason for the results table."""
     if isinstance(exc, PobatchError):
         return exc.reason
+    if is_disk_full(exc):
+        return "DISK_FULL"
     name = type(exc).__name__
     if name in ("TimeoutException", "TimeoutError"):
         return "TIMEOUT"
@@ -83,4 +118,6 @@ def reason_of(exc: BaseException) -> str:
         return "BROWSER_CRASHED"
     if name == "StaleElementReferenceException":
         return "STALE_ELEMENT"
+    if any(code in str(exc) for code in _NET_FAILURES):
+        return "CONNECTION_FAILED"
     return name.upper()

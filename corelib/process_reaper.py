@@ -343,24 +343,41 @@ def _remove_singletons(user_data_dir: str | os.PathLike) -> None:
                 log.debug("Could not remove stale %s: %s", link, exc)
 
 
-def kill_browser_tree(user_data_dir: str | Path, timeout: float = 5.0) -> int:
-    """Kill every browser process on this profile dir and its driver; return how many were killed.
+def _started_here(procs: list[psutil.Process]) -> list[psutil.Process]:
+    """Only the processes this process started (its driver, and the browser the driver launched)."""
+    try:
+        mine = {p.pid for p in psutil.Process().children(recursive=True)}
+    except psutil.Error:
+        return []
+    return [p for p in procs if p.pid in mine]
 
+
+def kill_browser_tree(user_data_dir: str | Path, timeout: float = 5.0, *, owned: bool = False) -> int:
+    """Kill the browser processes on this profile dir and their driver; return how many were killed.
+
+    `owned=True` only for a folder pobatch created (a profile clone): then every browser on it goes,
+    orphans of a dead worker included. Otherwise (a profile the user may have open, e.g. for `login`)
+    only the browser this process started is killed, never one the user started on the same folder.
     Also removes the socket folder that the dir's SingletonSocket points to (when Chromium made it
     in our temp dir) and stale lock symlinks, so the dir can be deleted or reused straight away.
     """
     deadline = time.monotonic() + timeout
     socket_dir = _owned_socket_dir(user_data_dir)
     killed = 0
+
+    def targets() -> list[psutil.Process]:
+        procs = browser_processes(user_data_dir)
+        return procs if owned else _started_here(procs)
+
     # A browser that is still starting can spawn a child between scan and kill: rescan a few times.
     for _ in range(3):
-        procs = browser_processes(user_data_dir)
+        procs = targets()
         if not procs:
             break
         killed += _kill_and_wait(procs, deadline)
         if time.monotonic() >= deadline:
             break
-    remaining = _matching_browsers(user_data_dir)
+    remaining = _matching_browsers(user_data_dir) if owned else _started_here(_matching_browsers(user_data_dir))
     if remaining:
         log.warning("%d browser process(es) on %s survived the kill", len(remaining), user_data_dir)
     elif not _lock_held_by_live_process(user_data_dir):
@@ -419,6 +436,29 @@ def _windows_default_dir_browsers(user_data_dir: str | os.PathLike) -> list[psut
             continue
         found.append(proc)
     return found
+
+
+def profile_lock_held(user_data_dir: str | Path) -> bool:
+    """Whether a browser holds this profile: a SingletonLock naming a live browser on this host or
+    any process on another host (POSIX), or a `lockfile` that cannot be removed because a running
+    browser holds it open (Windows)."""
+    if _IS_WINDOWS:
+        lockfile = Path(user_data_dir) / "lockfile"
+        if not lockfile.exists():
+            return False
+        try:
+            lockfile.unlink()  # a stale one (the browser died) goes; a held one cannot
+            return False
+        except PermissionError:
+            return True
+        except OSError:
+            return False
+    owner = _lock_owner(user_data_dir)
+    if owner is None:
+        return False
+    if owner[0] != socket.gethostname():
+        return True  # Chromium itself refuses a profile locked by another computer
+    return _lock_process(user_data_dir) is not None
 
 
 def live_browsers_on(user_data_dir: str | Path) -> list[psutil.Process]:

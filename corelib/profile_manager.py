@@ -33,7 +33,7 @@ from typing import Any
 import psutil
 
 from corelib.errors import FatalError
-from corelib.process_reaper import kill_browser_tree, live_browsers_on
+from corelib.process_reaper import kill_browser_tree, live_browsers_on, profile_lock_held
 from corelib.tree_removal import remove_tree
 
 log = logging.getLogger(__name__)
@@ -303,7 +303,7 @@ def _destroy_run_dir(run_dir: Path) -> None:
         return
     for entry in entries:
         if entry.is_dir(follow_symlinks=False):
-            kill_browser_tree(entry.path)
+            kill_browser_tree(entry.path, owned=True)  # a clone of a dead run: ours
     remove_tree(run_dir)
 
 
@@ -405,7 +405,7 @@ class ProfileManager:
         if path.exists() or path.is_symlink():
             # Nobody alive claims it: a dead worker's clone (a browser may still run on it).
             log.info("Replacing clone %s left by a dead process", path)
-            kill_browser_tree(path)
+            kill_browser_tree(path, owned=True)  # a clone a dead worker left: ours
             remove_tree(path)
         # Claim the name before the folder exists, so a peer never mistakes it for a dead one.
         self._claimed.add(name)
@@ -478,7 +478,7 @@ class ProfileManager:
     def release(self, path: str | Path) -> None:
         """Kill any browser still on the clone, then delete the clone."""
         clone_path = self._own_clone_path(path)
-        kill_browser_tree(clone_path)
+        kill_browser_tree(clone_path, owned=True)  # our clone
         remove_tree(clone_path)
         self._clones.pop(clone_path, None)
         if clone_path.name in self._claimed:
@@ -567,6 +567,18 @@ class ProfileManager:
             log.info("Removed orphaned run folder %s", run_dir)
             removed.append(run_dir)
         return removed
+
+
+def profile_in_use_error(profile: str | Path) -> str | None:
+    """One line for the user when a running browser holds this profile (its lock, or a browser on it),
+    else None. Checked before pobatch starts any browser: two browsers cannot share one profile, and
+    pobatch never closes a browser it did not start."""
+    procs = live_browsers_on(profile)
+    if not procs and not profile_lock_held(profile):
+        return None
+    pids = f" (pid {', '.join(str(p.pid) for p in procs)})" if procs else ""
+    return (f"the browser profile {profile} is open in a running browser{pids}; close that browser "
+            "(every window), then run pobatch again")
 
 
 def profile_in_use_warning(base_profile: str | Path) -> str | None:

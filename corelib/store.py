@@ -9,12 +9,13 @@ import json
 import os
 import socket
 import sqlite3
+import threading
 import time
 import uuid
 import zlib
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from corelib.tasks import Event, TaskResult
 
@@ -24,7 +25,7 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY, started REAL NOT NULL, finished REAL, mode TEXT, status TEXT,
-    pid INTEGER, host TEXT, args TEXT
+    pid INTEGER, host TEXT, args TEXT, last_seen REAL
 );
 CREATE TABLE IF NOT EXISTS tasks (
     key TEXT PRIMARY KEY, status TEXT NOT NULL, reason TEXT DEFAULT '', error TEXT DEFAULT '',
@@ -67,6 +68,9 @@ class RunStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        columns = {r["name"] for r in self._db.execute("PRAGMA table_info(runs)")}
+        if "last_seen" not in columns:  # a store written before runs had a heartbeat
+            self._db.execute("ALTER TABLE runs ADD COLUMN last_seen REAL")
         self._db.execute(
             "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
         )
@@ -74,14 +78,32 @@ class RunStore:
     # -- runs -----------------------------------------------------------------------------------
     def begin_run(self, mode: str, args: dict[str, Any] | None = None) -> str:
         run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
+        now = time.time()
         self._db.execute(
-            "INSERT INTO runs(run_id, started, mode, status, pid, host, args) VALUES (?,?,?,?,?,?,?)",
-            (run_id, time.time(), mode, "RUNNING", os.getpid(), socket.gethostname(), json.dumps(args or {}, default=str)),
+            "INSERT INTO runs(run_id, started, mode, status, pid, host, args, last_seen) VALUES (?,?,?,?,?,?,?,?)",
+            (run_id, now, mode, "RUNNING", os.getpid(), socket.gethostname(), json.dumps(args or {}, default=str),
+             now),
         )
         return run_id
 
     def finish_run(self, run_id: str, status: str) -> None:
-        self._db.execute("UPDATE runs SET finished=?, status=? WHERE run_id=?", (time.time(), status, run_id))
+        now = time.time()
+        self._db.execute("UPDATE runs SET finished=?, last_seen=?, status=? WHERE run_id=?",
+                         (now, now, status, run_id))
+
+    def touch_run(self, run_id: str) -> None:
+        """The run is alive now (its heartbeat): what a run killed without a word is last known by."""
+        self._db.execute("UPDATE runs SET last_seen=? WHERE run_id=? AND status='RUNNING'", (time.time(), run_id))
+
+    def interrupt_dead_runs(self, is_alive: Callable[[dict[str, Any]], bool]) -> list[str]:
+        """Runs still RUNNING whose process is gone (killed, power cut) become INTERRUPTED, finished at
+        the time they were last seen. `is_alive` gets the run's row and says whether its process lives."""
+        dead = [dict(r) for r in self._db.execute("SELECT * FROM runs WHERE status='RUNNING'")
+                if not is_alive(dict(r))]
+        for run in dead:
+            self._db.execute("UPDATE runs SET status='INTERRUPTED', finished=? WHERE run_id=? AND status='RUNNING'",
+                             (run["last_seen"] or run["started"], run["run_id"]))
+        return [r["run_id"] for r in dead]
 
     def runs(self) -> list[dict[str, Any]]:
         return [dict(r) for r in self._db.execute("SELECT * FROM runs ORDER BY started")]
@@ -240,6 +262,35 @@ class RunStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class Heartbeat:
+    """Marks a run as alive every `interval` seconds from its own thread and connection, so the time a
+    killed run was last seen is known to within `interval` even while the main thread waits on a PO."""
+
+    def __init__(self, path: str | Path, run_id: str, interval: float = 5.0) -> None:
+        self.path, self.run_id, self.interval = Path(path), run_id, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="run-heartbeat", daemon=True)
+
+    def __enter__(self) -> "Heartbeat":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self.interval + 5)
+
+    def _beat(self) -> None:
+        store = RunStore(self.path)
+        try:
+            while not self._stop.wait(self.interval):
+                try:
+                    store.touch_run(self.run_id)
+                except sqlite3.Error:  # a busy store: the next beat will do
+                    pass
+        finally:
+            store.close()
 
 
 class _Transaction:

@@ -260,7 +260,11 @@ def test_kill_browser_tree_after_worker_sigkill_leaves_other_browser_alive(scrat
     assert found <= orphan_tree
     assert len(found) >= 3  # driver, main browser, and its helpers
 
-    killed = kill_browser_tree(crashed_dir)
+    # Not told the folder is pobatch's own (a clone): only what this process started may go, and the
+    # orphans were started by a worker that is gone, so nothing is touched.
+    assert kill_browser_tree(crashed_dir) == 0
+    assert not any(is_gone(pid) for pid in orphan_tree)
+    killed = kill_browser_tree(crashed_dir, owned=True)
     assert killed >= len(found)
     assert all(is_gone(pid) for pid in orphan_tree)
     assert browser_processes(crashed_dir) == []
