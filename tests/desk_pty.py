@@ -10,6 +10,7 @@ import fcntl
 import os
 import re
 import socket
+import stat
 import struct
 import subprocess
 import termios
@@ -131,3 +132,13 @@ def sign_in_through_devtools(profile: Path, email: str, password: str, timeout: 
             client.quit()  # attached, not launched: the driver goes, the browser stays pobatch's
         except WebDriverException:
             pass
+
+
+def fake_opener(tmp_path: Path) -> tuple[Path, Path]:
+    """An xdg-open stand-in on PATH that writes down what it was asked to open."""
+    bin_dir, log = tmp_path / "bin", tmp_path / "opened.txt"
+    bin_dir.mkdir()
+    script = bin_dir / "xdg-open"
+    script.write_text(f'#!/bin/sh\nprintf "%s\\n" "$1" >> "{log}"\n')
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    return bin_dir, log

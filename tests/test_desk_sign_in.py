@@ -9,7 +9,6 @@ flow is otherwise the one a person sees.
 from __future__ import annotations
 
 import os
-import stat
 import sys
 import threading
 from pathlib import Path
@@ -21,7 +20,7 @@ from conftest import CHROMEDRIVER
 from core.demo_portal import DemoPortal
 from core.sites.demo import DEMO_EMAIL, DEMO_PASSWORD
 from core.workbook import ATTENTION_SHEET
-from desk_pty import PtySession, sign_in_through_devtools
+from desk_pty import PtySession, fake_opener, sign_in_through_devtools
 from eventually import wait_for
 
 pytestmark = pytest.mark.usefixtures("browser_available")
@@ -36,16 +35,6 @@ STEP = 180  # seconds any one step may take on a busy 2-core machine
 def portal():
     with DemoPortal().start() as p:
         yield p
-
-
-def fake_opener(tmp_path: Path) -> tuple[Path, Path]:
-    """An xdg-open stand-in on PATH that writes down what it was asked to open."""
-    bin_dir, log = tmp_path / "bin", tmp_path / "opened.txt"
-    bin_dir.mkdir()
-    script = bin_dir / "xdg-open"
-    script.write_text(f'#!/bin/sh\nprintf "%s\\n" "$1" >> "{log}"\n')
-    script.chmod(script.stat().st_mode | stat.S_IEXEC)
-    return bin_dir, log
 
 
 def desk_env(tmp_path: Path, bin_dir: Path) -> dict[str, str]:
@@ -146,3 +135,31 @@ def test_sign_in_window_closed_before_signing_in_leaves_exit_3(portal, tmp_path)
     finally:
         session.close()
     assert not opened.exists()  # "n" opens nothing
+
+
+def test_pobatch_login_closes_the_window_by_itself_once_signed_in(portal, tmp_path):
+    """No need to close the window: pobatch login notices the sign-in, and the session is on disk."""
+    import subprocess
+
+    profile = tmp_path / "profile"
+    bin_dir, _opened = fake_opener(tmp_path)
+    env = desk_env(tmp_path, bin_dir)
+    login = subprocess.Popen([sys.executable, "-m", "core", "login", "--site", "demo", "--base-url", portal.base_url,
+                              "--profile", str(profile), "--driver", CHROMEDRIVER], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        sign_in_through_devtools(profile, DEMO_EMAIL, DEMO_PASSWORD, timeout=STEP)
+        out, _ = login.communicate(timeout=STEP)
+    finally:
+        if login.poll() is None:
+            login.kill()
+            login.communicate()
+    assert login.returncode == 0, out
+    assert "pobatch closes the window by itself once you are signed in" in out and "Signed in:" in out
+    orders = tmp_path / "orders.csv"
+    orders.write_text("PO_NUMBER\n100001\n", encoding="utf-8")
+    run = subprocess.run([sys.executable, "-m", "core", "run", str(orders), "--site", "demo", "--base-url",
+                          portal.base_url, "--profile", str(profile), "--out", str(tmp_path / "out"),
+                          "--driver", CHROMEDRIVER], env=env, capture_output=True, text=True, timeout=STEP)
+    assert run.returncode == 0, run.stdout + run.stderr  # the session the sign-in left is what the run uses
+    assert "1 of 1 PO done; nothing needs attention." in run.stdout
