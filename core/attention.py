@@ -16,7 +16,7 @@ from core.status import Status
 # Final answers nobody has to act on. PO_NOT_FOUND is final too, but a person must check the number.
 DONE_STATUSES = frozenset({Status.COMPLETED, Status.NO_ATTACHMENTS})
 
-RERUN = "Run the same file again: pobatch resumes and retries only what is not done."
+RERUN = "Run the same file again: completed POs are kept and the rest are tried again."
 SIGN_IN = ("Sign in (run.bat / run.sh offer it, or 'pobatch login'), then run the same file again; "
            "finished POs are kept.")
 
