@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import click
+
 from core.profiles import resolve_base_profile, seed_profile
 from core.sign_in import SIGN_IN_TIMEOUT, SignInOutcome, SignInRequest, sign_in
 from core.sites.demo import DEMO_EMAIL, DEMO_PASSWORD
@@ -45,8 +47,8 @@ def interactive_login(base_url: str, browser: str, profile: str | None, driver: 
     """Open the portal visibly on the base profile, wait until the person has signed in (the portal
     stops sending the window to its sign-in page), then close the window. True when signed in."""
     def opened(profile_dir: Path) -> None:
-        print(f"Sign in to {base_url} in the browser window (profile {profile_dir}); pobatch closes the "
-              "window by itself once you are signed in.", flush=True)
+        click.echo(f"Sign in to {base_url} in the browser window (profile {profile_dir}); pobatch closes the "
+              "window by itself once you are signed in.")
 
     outcome = sign_in(SignInRequest(base_url=base_url.rstrip("/"), site=site, browser=browser, profile=profile,
                                     driver=driver, binary=binary, timeout=timeout), on_open=opened)
@@ -54,10 +56,9 @@ def interactive_login(base_url: str, browser: str, profile: str | None, driver: 
     if not path.exists():
         raise FatalError(f"the profile {path} disappeared while signing in", reason="BAD_CONFIG")
     if outcome is SignInOutcome.SIGNED_IN:
-        print(f"Signed in: every run on this profile now uses that session ({path}).", flush=True)
+        click.echo(f"Signed in: every run on this profile now uses that session ({path}).")
         return True
-    print({SignInOutcome.WINDOW_CLOSED: "The window was closed before the sign-in finished.",
+    click.echo({SignInOutcome.WINDOW_CLOSED: "The window was closed before the sign-in finished.",
            SignInOutcome.TIMED_OUT: f"No sign-in within {timeout / 60:.0f} minutes.",
-           SignInOutcome.STOPPED: "Sign-in stopped."}[outcome] + " Nothing changed; try again when you are ready.",
-          flush=True)
+           SignInOutcome.STOPPED: "Sign-in stopped."}[outcome] + " Nothing changed; try again when you are ready.")
     return False

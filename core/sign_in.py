@@ -14,6 +14,7 @@ from __future__ import annotations
 import enum
 import logging
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ from core.sites import get_site
 from core.sites.definition import SiteDefinition
 from corelib.browser import BrowserSpec
 from corelib.browser_session import BrowserSession
+from corelib.errors import FatalError
 from corelib.polling import Backoff
 
 log = logging.getLogger(__name__)
@@ -131,13 +133,22 @@ def wait_for_sign_in(driver, site: SiteDefinition, base_url: str, timeout: float
         backoff.sleep()
 
 
+def no_screen() -> bool:
+    """Linux without a desktop session (ssh, a container): a visible window has nowhere to show."""
+    return sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
 def sign_in(request: SignInRequest, on_open: Callable[[Path], None] | None = None) -> SignInOutcome:
     """Open the portal in a window on the profile, wait until the person has signed in, close the window.
 
     `on_open` is told the profile folder once the window shows the portal (to print what to do)."""
     site = get_site(request.site)
-    profile = resolve_base_profile(request.profile, request.browser)
     headless = os.environ.get(HEADLESS_ENV) == "1"
+    if not headless and no_screen():
+        raise FatalError("there is no screen here to show the sign-in window on (no DISPLAY): run pobatch from "
+                         f"a desktop session, or sign in there once with 'pobatch login --base-url "
+                         f"{request.base_url}'", reason="BAD_CONFIG")
+    profile = resolve_base_profile(request.profile, request.browser)
     spec = BrowserSpec(browser=request.browser, headless=headless, driver=request.driver, binary=request.binary,
                        user_data_dir=str(profile), local_only=is_loopback(request.base_url),
                        page_load_timeout=120.0)

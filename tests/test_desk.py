@@ -260,3 +260,16 @@ def test_run_passes_its_browser_and_profile_to_the_sign_in_window(monkeypatch, t
     assert result.exit_code == 3, result.output
     assert seen == [SignInRequest(base_url="https://acme.coupahost.com", site="coupa", browser="chrome",
                                   profile=str(tmp_path / "p"))]
+
+
+def test_no_screen_says_so_instead_of_a_browser_that_cannot_start(monkeypatch, tmp_path):
+    from core import sign_in as sign_in_module
+    from corelib.errors import FatalError
+
+    monkeypatch.setattr(sign_in_module.sys, "platform", "linux")
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    monkeypatch.delenv(sign_in_module.HEADLESS_ENV, raising=False)
+    with pytest.raises(FatalError, match="no screen here to show the sign-in window on"):
+        sign_in_module.sign_in(SignInRequest(base_url="https://acme.coupahost.com", profile=str(tmp_path / "p")))
+    assert not (tmp_path / "p").exists()  # nothing started, nothing created
