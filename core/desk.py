@@ -21,7 +21,6 @@ import click
 from core.attention import DONE_STATUSES
 from core.profiles import pobatch_data_dir
 from core.sign_in import SignInOutcome, SignInRequest, sign_in
-from core.status import Status
 
 if TYPE_CHECKING:
     from core.app import RunSummary

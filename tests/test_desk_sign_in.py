@@ -53,14 +53,15 @@ def signer(profile: Path, errors: list[BaseException]) -> threading.Thread:
     return threading.Thread(target=work, daemon=True)
 
 
-def test_signed_out_profile_signs_in_and_finishes_the_batch_in_one_command(portal, tmp_path):
+@pytest.mark.parametrize("mode", [["--sequential"], ["--parallel", "--workers", "2"]], ids=["sequential", "parallel"])
+def test_signed_out_profile_signs_in_and_finishes_the_batch_in_one_command(portal, tmp_path, mode):
     orders = tmp_path / "orders.csv"
     orders.write_text(ORDERS, encoding="utf-8")
     profile, out = tmp_path / "profile", tmp_path / "out"
     bin_dir, opened = fake_opener(tmp_path)
     session = PtySession([sys.executable, "-m", "core", "run", str(orders), "--site", "demo", "--base-url",
                           portal.base_url, "--profile", str(profile), "--out", str(out), "--driver", CHROMEDRIVER,
-                          "--sign-in-if-needed"], env=desk_env(tmp_path, bin_dir), cwd=tmp_path)
+                          "--sign-in-if-needed", *mode], env=desk_env(tmp_path, bin_dir), cwd=tmp_path)
     errors: list[BaseException] = []
     try:
         session.expect(r"pobatch must be signed in to " + portal.base_url, STEP)

@@ -7,7 +7,6 @@ behaviour it hands over to (`pobatch start`) is tested in Python (tests/test_des
 """
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
