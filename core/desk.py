@@ -21,6 +21,7 @@ import click
 from core.attention import DONE_STATUSES
 from core.profiles import pobatch_data_dir
 from core.sign_in import SignInOutcome, SignInRequest, sign_in
+from corelib.browser import BROWSERS, default_browser
 
 if TYPE_CHECKING:
     from core.app import RunSummary
@@ -237,9 +238,12 @@ def ask_parallel() -> bool:
               help="Which portal definition to use.")
 @click.option("--profile", help="Browser profile folder (default: pobatch's own profile).")
 @click.option("--out", type=click.Path(file_okay=False), help="Output folder (default: next to the orders file).")
+@click.option("--browser", type=click.Choice(BROWSERS), default=default_browser, show_default=True,
+              help="Which browser to drive.")
+@click.option("--driver", type=click.Path(dir_okay=False), help="Path of msedgedriver/chromedriver.")
 @click.pass_context
 def start(ctx: click.Context, orders: str | None, base_url: str | None, parallel: bool | None, site: str,
-          profile: str | None, out: str | None) -> None:
+          profile: str | None, out: str | None, browser: str, driver: str | None) -> None:
     """Ask for the orders file, the portal address and the mode, then run, signing in if needed.
 
     This is what run.bat (double-click, or a file dropped on it) and ./run.sh with no arguments do."""
@@ -257,4 +261,4 @@ def start(ctx: click.Context, orders: str | None, base_url: str | None, parallel
     if parallel is None:
         parallel = ask_parallel()
     ctx.invoke(run, orders=str(path), site=site, base_url=address, parallel=parallel, profile=profile, out=out,
-               sign_in_if_needed=True)
+               browser=browser, driver=driver, sign_in_if_needed=True)

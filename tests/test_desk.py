@@ -15,6 +15,7 @@ from core.app import RunSummary
 from core.cli import main
 from core.sign_in import SignInOutcome, SignInRequest
 from core.status import Status
+from corelib.browser import default_browser
 
 
 def summary(exit_code: int = 0, results: Path | None = None, report: Path | None = None, **counts: int) -> RunSummary:
@@ -157,7 +158,7 @@ def test_start_asks_file_address_and_mode_then_runs_signing_in_if_needed(tmp_pat
     assert len(fake_run) == 1
     call = fake_run[0]
     assert call["orders"] == orders and call["base_url"] == "https://acme.coupahost.com"
-    assert call["parallel"] is True and call["site"] == "coupa"
+    assert call["parallel"] is True and call["site"] == "coupa" and call["browser"] == default_browser()
     assert "2 of 2 POs done; nothing needs attention." in result.output
     assert desk.remembered_address() == "https://acme.coupahost.com"
 
@@ -170,8 +171,10 @@ def test_start_offers_the_remembered_address_and_n_changes_it(tmp_path, fake_run
     assert "Use https://typo.coupahost.com? (Y/N)" in result.output
     assert fake_run[0]["base_url"] == "https://acme.coupahost.com" and fake_run[0]["parallel"] is False
     assert desk.remembered_address() == "https://acme.coupahost.com"
-    result = CliRunner().invoke(main, ["start", str(orders), "--sequential"], input="\n")  # Enter = yes
+    result = CliRunner().invoke(main, ["start", str(orders), "--sequential", "--browser", "chrome"],
+                                input="\n")  # Enter = yes
     assert fake_run[1]["base_url"] == "https://acme.coupahost.com", result.output
+    assert fake_run[1]["browser"] == "chrome"
 
 
 def test_start_reads_the_address_run_bat_remembered(tmp_path, fake_run):
