@@ -119,10 +119,26 @@ def main() -> None:
 @click.option("--base-url", help="Portal address, e.g. https://yourcompany.coupahost.com")
 @click.option("--sheet", help="Excel sheet to read (default: PO_Data if present, else the first).")
 @site_file_option
+@click.option("--sign-in-if-needed", is_flag=True, help="When the portal asks for a sign-in, open a window on "
+              "the profile, wait until you have signed in there, then carry on with the same batch.")
 @run_options
-def run(orders: str, site: str, base_url: str | None, sheet: str | None, **kw) -> None:
+def run(orders: str, site: str, base_url: str | None, sheet: str | None, sign_in_if_needed: bool = False,
+        **kw) -> None:
     """Process every PO in ORDERS (CSV or Excel) and download its attachments."""
-    sys.exit(_run(Path(orders), site=site, base_url=base_url, sheet=sheet, **kw).exit_code)
+    from core.desk import finish_run, run_signing_in, sign_in_request
+
+    def run_once():
+        return _run(Path(orders), site=site, base_url=base_url, sheet=sheet, **kw)
+
+    if sign_in_if_needed:
+        try:
+            summary = run_signing_in(run_once, sign_in_request(site, base_url, kw))
+        except FatalError as exc:  # the sign-in window could not start
+            _fail(str(exc))
+    else:
+        summary = run_once()
+    finish_run(summary)  # one line on how it went, and the offer to open the results
+    sys.exit(summary.exit_code)
 
 
 def _run(orders: Path, *, verbose: int = 0, local_only: bool = False, **kw):
@@ -365,14 +381,25 @@ def demo_portal(scenario: str | None, port: int) -> None:
 @browser_options
 def login(site: str, base_url: str, browser: str, profile: str | None, driver: str | None,
           browser_binary: str | None) -> None:
-    """Open the portal in a visible browser on pobatch's profile so you can sign in once."""
+    """Open the portal in a visible browser on pobatch's profile, and close it once you have signed in."""
     from core.demo_login import interactive_login
 
     _setup_logging(0)
     try:
-        interactive_login(base_url, browser=browser, profile=profile, driver=driver, binary=browser_binary)
+        signed_in = interactive_login(base_url, browser=browser, profile=profile, driver=driver,
+                                      binary=browser_binary, site=site)
     except FatalError as exc:
         _fail(str(exc))
+    sys.exit(0 if signed_in else EXIT_LOGIN)
+
+
+def _add_desk_commands() -> None:
+    from core.desk import start
+
+    main.add_command(start)
+
+
+_add_desk_commands()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,15 +1,18 @@
 """Signing in: the demo's test account is typed for you; a real portal's sign-in is always yours.
 
-pobatch never types a real password. `pobatch login` opens a visible browser on the profile and waits
-until you close it; the session it leaves in the profile is what every run then uses.
+pobatch never types a real password. `pobatch login` opens a visible browser on the profile, notices
+when you have signed in (core.sign_in) and closes it; the session it leaves in the profile is what
+every run then uses.
 """
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 
-from core.profiles import resolve_base_profile, seed_profile
+import click
+
+from core.profiles import refuse_profile_in_use, resolve_base_profile, seed_profile
+from core.sign_in import SIGN_IN_TIMEOUT, SignInOutcome, SignInRequest, sign_in
 from core.sites.demo import DEMO_EMAIL, DEMO_PASSWORD
 from corelib.browser import BrowserSpec
 from corelib.browser_session import BrowserSession
@@ -18,23 +21,13 @@ from corelib.errors import FatalError
 log = logging.getLogger(__name__)
 
 
-def _refuse_in_use(profile: Path) -> None:
-    """Never start a browser on a profile a running browser holds (closing ours could not be told
-    apart from closing the user's): one line asking the user to close it."""
-    from corelib.profile_manager import profile_in_use_error
-
-    message = profile_in_use_error(profile) if profile.exists() else None
-    if message:
-        raise FatalError(f"--profile: {message}", reason="PROFILE_IN_USE")
-
-
 def prepare_demo_profile(profile_dir: Path, base_url: str, browser: str = "chromium", driver: str | None = None,
                          binary: str | None = None, timeout: float = 30.0) -> Path:
     """Seed a demo profile and sign it in to the demo portal; quitting writes the cookie to disk."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    _refuse_in_use(Path(profile_dir))
+    refuse_profile_in_use(Path(profile_dir))
     seed_profile(Path(profile_dir))
     spec = BrowserSpec(browser=browser, headless=True, driver=driver, binary=binary,
                        user_data_dir=str(profile_dir), local_only=True, page_load_timeout=timeout)
@@ -51,22 +44,22 @@ def prepare_demo_profile(profile_dir: Path, base_url: str, browser: str = "chrom
 
 
 def interactive_login(base_url: str, browser: str, profile: str | None, driver: str | None = None,
-                      binary: str | None = None) -> Path:
-    """Open the portal visibly on the base profile and wait for the user to close the window."""
+                      binary: str | None = None, site: str = "coupa", timeout: float = SIGN_IN_TIMEOUT) -> bool:
+    """Open the portal visibly on the base profile, wait until the person has signed in (the portal
+    stops sending the window to its sign-in page), then close the window. True when signed in."""
+    def opened(profile_dir: Path) -> None:
+        click.echo(f"Sign in to {base_url} in the browser window (profile {profile_dir}); pobatch closes the "
+              "window by itself once you are signed in.")
+
+    outcome = sign_in(SignInRequest(base_url=base_url.rstrip("/"), site=site, browser=browser, profile=profile,
+                                    driver=driver, binary=binary, timeout=timeout), on_open=opened)
     path = resolve_base_profile(profile, browser)
-    _refuse_in_use(path)
-    spec = BrowserSpec(browser=browser, headless=False, driver=driver, binary=binary, user_data_dir=str(path))
-    with BrowserSession(spec) as session:
-        d = session.driver
-        d.get(base_url)
-        print(f"Sign in to {base_url} in the browser window, then close the window.")
-        while True:
-            try:
-                if not d.window_handles:
-                    break
-            except Exception:  # the user closed the last window
-                break
-            time.sleep(1.0)  # polling a person, not a download: once a second is plenty
     if not path.exists():
         raise FatalError(f"the profile {path} disappeared while signing in", reason="BAD_CONFIG")
-    return path
+    if outcome is SignInOutcome.SIGNED_IN:
+        click.echo(f"Signed in: every run on this profile now uses that session ({path}).")
+        return True
+    click.echo({SignInOutcome.WINDOW_CLOSED: "The window was closed before the sign-in finished.",
+           SignInOutcome.TIMED_OUT: f"No sign-in within {timeout / 60:.0f} minutes.",
+           SignInOutcome.STOPPED: "Sign-in stopped."}[outcome] + " Nothing changed; try again when you are ready.")
+    return False

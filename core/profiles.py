@@ -66,3 +66,13 @@ def resolve_base_profile(profile: Path | str | None, browser: str) -> Path:
         # A new named folder becomes a fresh pobatch profile: the user signs in there once.
         return seed_profile(path)
     return path
+
+
+def refuse_profile_in_use(profile: Path) -> None:
+    """Never start a browser on a profile a running browser holds (closing ours could not be told
+    apart from closing the user's): one line asking the user to close it."""
+    from corelib.profile_manager import profile_in_use_error
+
+    message = profile_in_use_error(profile) if profile.exists() else None
+    if message:
+        raise FatalError(f"--profile: {message}", reason="PROFILE_IN_USE")

@@ -20,16 +20,21 @@ from openpyxl.styles import Alignment, Font, PatternFill
 from openpyxl.utils import get_column_letter
 from openpyxl.worksheet.worksheet import Worksheet
 
+from core.attention import attention_list
 from core.orders import DETAIL_COLUMNS, RESULT_COLUMNS, ROW_KEY, OrdersFile, is_result_column
 from core.results import PoOutcome
 from core.status import Status
 
-__all__ = ["RESULT_COLUMNS", "DETAIL_COLUMNS", "RESULTS_SHEET", "SUMMARY_SHEET", "STATUS_FILLS", "write_results"]
+__all__ = ["RESULT_COLUMNS", "DETAIL_COLUMNS", "RESULTS_SHEET", "SUMMARY_SHEET", "ATTENTION_SHEET", "ATTENTION_COLUMNS",
+           "STATUS_FILLS", "write_results"]
 
 log = logging.getLogger(__name__)
 
 RESULTS_SHEET = "Results"
 SUMMARY_SHEET = "Summary"
+ATTENTION_SHEET = "Attention"
+ATTENTION_COLUMNS = ("ROW", "PO_NUMBER", "STATUS", "WHAT_HAPPENED", "WHAT_TO_DO", "DETAILS")
+NOTHING_NEEDS_ATTENTION = "Nothing needs you: every PO is done."
 MAX_CELL_CHARS = 32_767  # Excel's limit per cell
 MAX_HYPERLINK_CHARS = 2_079  # Excel ignores longer link targets
 MIN_WIDTH, MAX_WIDTH = 8, 60
@@ -73,6 +78,7 @@ def write_results(
     results.title = RESULTS_SHEET
     _fill_results(results, orders, outcomes)
     _fill_summary(wb.create_sheet(SUMMARY_SHEET), orders, outcomes, run_info or {}, report_link)
+    _fill_attention(wb.create_sheet(ATTENTION_SHEET), orders, outcomes)
     return _save_atomically(wb, target)
 
 
@@ -230,6 +236,33 @@ def _info_value(value: object) -> object:
     if isinstance(value, (list, tuple, set, frozenset)):
         return ", ".join(str(v) for v in value)
     return str(value)
+
+
+# ---------------------------------------------------------------------------------------------------- Attention
+
+def _fill_attention(ws: Worksheet, orders: OrdersFile, outcomes: Mapping[str, PoOutcome]) -> None:
+    """Only the rows a person must act on, in file order, each with what happened and what to do.
+
+    The same rule as the end-of-run verdict (core.attention), so "60 need attention" means 60 lines here,
+    plus the rows whose PO number is not a PO number at all."""
+    _write_header(ws, list(ATTENTION_COLUMNS))
+    row_of = {t.po_number: t.row for t in orders.tasks}
+    lines: list[tuple[int, tuple[object, ...]]] = []
+    for item in attention_list((t.po_number for t in orders.tasks), outcomes):
+        lines.append((row_of[item.po_number], (row_of[item.po_number], item.po_number, item.status,
+                                               item.what_happened, item.what_to_do, item.details)))
+    for problem in orders.invalid:
+        lines.append((problem.row, (problem.row, problem.raw, "", "This row has no valid PO number.",
+                                    "Correct the PO number in your file (e.g. 100001 or PO100001).",
+                                    problem.message)))
+    r = 1
+    for r, (_row, values) in enumerate(sorted(lines, key=lambda line: line[0]), start=2):
+        for col, value in enumerate(values, start=1):
+            _put(ws.cell(r, col), value)
+        _color_status(ws.cell(r, 3))
+    if r == 1:
+        _put(ws.cell(2, 1), NOTHING_NEEDS_ATTENTION)
+    _finish_sheet(ws, len(ATTENTION_COLUMNS), autofilter=r > 1)
 
 
 # ------------------------------------------------------------------------------------------------ cells & style

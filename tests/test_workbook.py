@@ -19,7 +19,7 @@ import core.workbook as workbook
 from core.orders import DETAIL_COLUMNS, RESULT_COLUMNS, read_orders
 from core.results import FileRecord, PoOutcome
 from core.status import Status
-from core.workbook import MAX_CELL_CHARS, SUMMARY_SHEET, RESULTS_SHEET, STATUS_FILLS, write_results
+from core.workbook import ATTENTION_COLUMNS, ATTENTION_SHEET, MAX_CELL_CHARS, NOTHING_NEEDS_ATTENTION, SUMMARY_SHEET, RESULTS_SHEET, STATUS_FILLS, write_results
 
 ALL_RESULT = list(RESULT_COLUMNS) + list(DETAIL_COLUMNS)
 
@@ -87,7 +87,7 @@ def test_results_round_trip(tmp_path, sample):
     out = write_results(tmp_path / "results.xlsx", orders, outcomes)
     assert out == tmp_path / "results.xlsx"
     wb = load(out)
-    assert wb.sheetnames == [RESULTS_SHEET, SUMMARY_SHEET]
+    assert wb.sheetnames == [RESULTS_SHEET, SUMMARY_SHEET, ATTENTION_SHEET]
     ws = wb[RESULTS_SHEET]
     assert [c.value for c in ws[1]] == ["PO_NUMBER", "Supplier", "Note"] + ALL_RESULT
     rows = rows_as_dicts(ws)
@@ -371,3 +371,39 @@ def test_xlsx_input_with_levels_round_trip(tmp_path):
     assert cell_of(ws, 2, "STATUS").fill.fgColor.rgb[-6:] == "FFEB9C"
     assert load(out)[SUMMARY_SHEET]["A1"].value == "Status"
     assert summary_map(load(out)[SUMMARY_SHEET])["Sheet"] == "PO_Data"
+
+
+def test_attention_sheet_lists_only_what_needs_a_person_with_what_to_do(tmp_path, sample):
+    orders, outcomes, _ = sample
+    outcomes = dict(outcomes)
+    outcomes["100005"] = PoOutcome(po_number="100005", status=Status.NO_ATTACHMENTS)
+    orders = make_orders(tmp_path, (
+        "PO_NUMBER\n100001\n100002\nABC\nPO100001\n100003\n100004\n100005\n100006\n100007\n100008\n"))
+    outcomes["100006"] = PoOutcome(po_number="100006", status=Status.PO_NOT_FOUND)
+    outcomes["100007"] = PoOutcome(po_number="100007", status=Status.PENDING, reason="LOGIN_REQUIRED")
+    outcomes["100008"] = PoOutcome(po_number="100008", status=Status.PARTIAL, attachments_found=3,
+                                   attachments_downloaded=1, error_message="1 of 3 failed")
+    ws = load(write_results(tmp_path / "r.xlsx", orders, outcomes))[ATTENTION_SHEET]
+    assert tuple(c.value for c in ws[1]) == ATTENTION_COLUMNS
+    rows = {r["PO_NUMBER"]: r for r in rows_as_dicts(ws)}
+    # COMPLETED, NO_ATTACHMENTS and the duplicate row need nobody
+    assert list(rows) == ["100002", "ABC", "100003", "100004", "100006", "100007", "100008"]
+    assert [rows[po]["ROW"] for po in rows] == [3, 4, 6, 7, 9, 10, 11]
+    assert rows["100002"]["STATUS"] == "FAILED" and "HTTP_500" in rows["100002"]["WHAT_HAPPENED"]
+    assert rows["100002"]["DETAILS"] == "server said 500"
+    assert rows["ABC"]["WHAT_TO_DO"].startswith("Correct the PO number") and "not a PO number" in rows["ABC"]["DETAILS"]
+    assert rows["100003"]["STATUS"] == "PENDING" and rows["100003"]["WHAT_TO_DO"].startswith("Run the same file again")
+    assert rows["100004"]["WHAT_HAPPENED"] == "The portal was too slow to answer for this PO."
+    assert rows["100006"]["WHAT_TO_DO"].startswith("Check the PO number")
+    assert rows["100007"]["WHAT_TO_DO"].startswith("Sign in")
+    assert rows["100008"]["WHAT_HAPPENED"] == "Only 1 of 3 attachment(s) could be downloaded."
+    assert ws.auto_filter.ref and ws.freeze_panes == "A2"
+    assert cell_of(ws, 2, "STATUS").fill.fgColor.rgb.endswith(STATUS_FILLS[Status.FAILED][0])
+
+
+def test_attention_sheet_says_so_when_nothing_needs_a_person(tmp_path):
+    orders = make_orders(tmp_path, "PO_NUMBER\n100001\n100002\n")
+    outcomes = {"100001": PoOutcome(po_number="100001", status=Status.COMPLETED),
+                "100002": PoOutcome(po_number="100002", status=Status.NO_ATTACHMENTS)}
+    ws = load(write_results(tmp_path / "r.xlsx", orders, outcomes))[ATTENTION_SHEET]
+    assert ws.cell(2, 1).value == NOTHING_NEEDS_ATTENTION and ws.max_row == 2

@@ -1,0 +1,264 @@
+"""The desk: what a person at an office PC sees around a run, from the first question to the opened results.
+
+run.bat and run.sh stay thin and call this through `pobatch start` (asks for the orders file, the portal
+address and the mode) and `pobatch run --sign-in-if-needed` (a run that stops at the portal's sign-in
+page opens the sign-in window, waits until the person has signed in, then carries on with the same
+batch). At the end of every run: one line that says how it went, and, only when a person is at the
+keyboard, an offer to open the results workbook and the HTML report.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+import click
+
+from core.attention import DONE_STATUSES
+from core.profiles import pobatch_data_dir
+from core.sign_in import SignInOutcome, SignInRequest, sign_in
+from corelib.browser import BROWSERS, default_browser
+
+if TYPE_CHECKING:
+    from core.app import RunSummary
+
+log = logging.getLogger(__name__)
+
+EXIT_LOGIN = 3
+# After a sign-in the portal may still say no (a wrong account, a session it drops at once): ask again,
+# but a portal that never lets pobatch in must not keep a person in a loop.
+MAX_SIGN_INS = 3
+BASE_URL_FILE = "base_url.txt"  # run.bat wrote it there too: %LOCALAPPDATA%\pobatch\base_url.txt
+ADDRESS_EXAMPLE = "https://yourcompany.coupahost.com"
+
+
+def interactive() -> bool:
+    """A person at a terminal: never offer to open windows (or wait for an answer) otherwise."""
+    try:
+        return sys.stdin.isatty() and sys.stdout.isatty()
+    except (AttributeError, ValueError):  # closed or replaced streams
+        return False
+
+
+def say(text: str) -> None:
+    click.echo(text)
+
+
+def ask_yes_no(question: str, default: bool = True) -> bool:
+    """A "(Y/N)" question as run.bat asks it; Enter takes the default."""
+    while True:
+        answer = click.prompt(f"{question} (Y/N)", default="Y" if default else "N", show_default=False,
+                              prompt_suffix=" ").strip().lower()
+        if answer in ("y", "yes", "j", "o", "s"):
+            return True
+        if answer in ("n", "no"):
+            return False
+        say("Please answer Y or N.")
+
+
+# ------------------------------------------------------------------------------------------- the verdict
+
+def verdict(summary: "RunSummary") -> str:
+    """One line: how many POs are done and how many need a person ("1,940 of 2,000 POs done; 60 need ...")."""
+    total = sum(summary.counts.values())
+    done = sum(summary.counts.get(s.value, 0) for s in DONE_STATUSES)
+    need = total - done
+    line = f"{done:,} of {total:,} PO{'s' if total != 1 else ''} done"
+    if need == 0:
+        return line + "; nothing needs attention."
+    line += f"; {need:,} need{'s' if need == 1 else ''} attention, see the 'Attention' sheet"
+    if summary.results_path:
+        line += f" in {summary.results_path.name}"
+    if summary.exit_code == EXIT_LOGIN:
+        line += " (sign in first)"
+    return line + "."
+
+
+def open_path(path: Path) -> bool:
+    """Open a file with the program the desktop uses for it; False when there is no way to."""
+    try:
+        if sys.platform == "win32":
+            os.startfile(str(path))  # type: ignore[attr-defined]  # what `start ""` does
+            return True
+        opener = "open" if sys.platform == "darwin" else "xdg-open"
+        if not shutil.which(opener):
+            return False
+        subprocess.Popen([opener, str(path)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, start_new_session=True)
+        return True
+    except OSError as exc:
+        log.warning("could not open %s: %s", path, exc)
+        return False
+
+
+def offer_to_open(summary: "RunSummary", ask: Callable[[str], bool] = ask_yes_no,
+                  is_interactive: Callable[[], bool] = interactive) -> list[Path]:
+    """Offer to open the results workbook and the report; only when a person is there to answer."""
+    paths = [p for p in (summary.results_path, summary.report_path) if p and Path(p).exists()]
+    if not paths or not is_interactive():
+        return []
+    what = "the results workbook and the report" if len(paths) == 2 else "the results workbook"
+    if not ask(f"Open {what} now?"):
+        return []
+    opened = [p for p in paths if open_path(Path(p))]
+    for p in paths:
+        if p not in opened:
+            say(f"Open it yourself: {p}")
+    return opened
+
+
+def finish_run(summary: "RunSummary") -> None:
+    """The end of every run: the verdict, then the offer to open the results."""
+    say(verdict(summary))
+    offer_to_open(summary)
+
+
+# ------------------------------------------------------------------------------------------- sign-in
+
+def run_signing_in(run_once: Callable[[], "RunSummary"], request: SignInRequest,
+                   is_interactive: Callable[[], bool] = interactive,
+                   ask: Callable[[str], bool] = ask_yes_no) -> "RunSummary":
+    """Run; when the run stops for a sign-in, open the sign-in window, wait for it, and run again.
+
+    The same batch resumes: the run store keeps every finished PO, and the POs the sign-in page stopped
+    are PENDING again."""
+    summary = run_once()
+    for _ in range(MAX_SIGN_INS):
+        if summary.exit_code != EXIT_LOGIN:
+            return summary
+        say(f"pobatch must be signed in to {request.base_url} before it can go on; "
+            "you sign in once, in a browser window that pobatch opens.")
+        if is_interactive() and not ask("Open the sign-in window now?"):
+            return summary
+        outcome = sign_in(request, on_open=lambda _profile: say(
+            "Sign in in the browser window. pobatch notices when you are signed in, closes the window and "
+            "carries on with the same batch."))
+        if outcome is not SignInOutcome.SIGNED_IN:
+            say({SignInOutcome.WINDOW_CLOSED: "The sign-in window was closed before the sign-in finished.",
+                 SignInOutcome.TIMED_OUT: f"No sign-in within {request.timeout / 60:.0f} minutes.",
+                 SignInOutcome.STOPPED: "Sign-in stopped."}[outcome]
+                + " Run the same file again when you are ready: finished POs are kept.")
+            return summary
+        say("Signed in. Carrying on with the same batch.")
+        summary = run_once()
+    return summary
+
+
+def sign_in_request(site: str, base_url: str | None, kw: dict) -> SignInRequest:
+    """What `pobatch run`'s own options say about where to sign in."""
+    from core.sites import get_site
+
+    address = (base_url or get_site(site).default_base_url).rstrip("/")
+    return SignInRequest(base_url=address, site=site, browser=kw["browser"], profile=kw.get("profile"),
+                         driver=kw.get("driver"), binary=kw.get("browser_binary"))
+
+
+# ------------------------------------------------------------------------------------------- pobatch start
+
+def remembered_address_file() -> Path:
+    return pobatch_data_dir() / BASE_URL_FILE
+
+
+def remembered_address() -> str | None:
+    try:
+        text = remembered_address_file().read_text(encoding="utf-8-sig").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return text or None
+
+
+def remember_address(url: str) -> None:
+    path = remembered_address_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(url + "\n", encoding="utf-8")
+
+
+def normalize_address(text: str) -> str | None:
+    """What a person types as a portal address, as a URL: a bare host name gets https://."""
+    text = text.strip().strip('"').strip("'").strip().rstrip("/")
+    if not text or any(c.isspace() for c in text):
+        return None
+    if "://" not in text:
+        text = "https://" + text
+    if not text.lower().startswith(("http://", "https://")) or "." not in text.split("://", 1)[1] and \
+            "localhost" not in text:
+        return None
+    return text
+
+
+def clean_path(text: str) -> str:
+    """A path as terminals paste a dropped file: in quotes ("..." on Windows, '...' on Linux)."""
+    text = text.strip()
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
+        text = text[1:-1]
+    return text.strip()
+
+
+def ask_orders_file() -> Path | None:
+    while True:
+        text = clean_path(click.prompt("Orders file (CSV or Excel): type or paste its path, or drag the file "
+                                       "into this window, then press Enter", default="", show_default=False))
+        if not text:
+            return None
+        path = Path(text).expanduser()
+        if path.is_file():
+            return path
+        say(f"There is no file at {path}; expected the path of a CSV or Excel file of PO numbers.")
+
+
+def ask_address() -> str:
+    remembered = remembered_address()
+    if remembered and ask_yes_no(f"Use {remembered}?"):
+        return remembered
+    while True:
+        url = normalize_address(click.prompt(f"Portal address (e.g. {ADDRESS_EXAMPLE})"))
+        if url:
+            remember_address(url)
+            return url
+        say(f"That is not a portal address; expected something like {ADDRESS_EXAMPLE}.")
+
+
+def ask_parallel() -> bool:
+    while True:
+        answer = click.prompt("Sequential (S) or parallel (P)?", prompt_suffix=" ").strip().lower()
+        if answer in ("s", "p"):
+            return answer == "p"
+        say("Please answer S or P.")
+
+
+@click.command("start")
+@click.argument("orders", required=False, type=click.Path(dir_okay=False))
+@click.option("--base-url", help="Portal address; without it, the remembered one (asked first) or a new one.")
+@click.option("--parallel/--sequential", default=None, help="Without either, you are asked.")
+@click.option("--site", type=click.Choice(["coupa", "demo"]), default="coupa", show_default=True,
+              help="Which portal definition to use.")
+@click.option("--profile", help="Browser profile folder (default: pobatch's own profile).")
+@click.option("--out", type=click.Path(file_okay=False), help="Output folder (default: next to the orders file).")
+@click.option("--browser", type=click.Choice(BROWSERS), default=default_browser, show_default=True,
+              help="Which browser to drive.")
+@click.option("--driver", type=click.Path(dir_okay=False), help="Path of msedgedriver/chromedriver.")
+@click.pass_context
+def start(ctx: click.Context, orders: str | None, base_url: str | None, parallel: bool | None, site: str,
+          profile: str | None, out: str | None, browser: str, driver: str | None) -> None:
+    """Ask for the orders file, the portal address and the mode, then run, signing in if needed.
+
+    This is what run.bat (double-click, or a file dropped on it) and ./run.sh with no arguments do."""
+    from core.cli import run
+
+    path = Path(clean_path(orders)) if orders else ask_orders_file()
+    if path is None:
+        say("No file chosen.")
+        sys.exit(2)
+    if not path.is_file():
+        raise click.UsageError(f"ORDERS: there is no file at {path}; expected a CSV or Excel file of PO numbers")
+    address = normalize_address(base_url) if base_url else ask_address()
+    if not address:
+        raise click.UsageError(f"--base-url: '{base_url}' is not a portal address; expected e.g. {ADDRESS_EXAMPLE}")
+    if parallel is None:
+        parallel = ask_parallel()
+    ctx.invoke(run, orders=str(path), site=site, base_url=address, parallel=parallel, profile=profile, out=out,
+               browser=browser, driver=driver, sign_in_if_needed=True)
