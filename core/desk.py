@@ -8,6 +8,7 @@ keyboard, an offer to open the results workbook and the HTML report.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-EXIT_LOGIN = 3
+EXIT_LOGIN, EXIT_INTERRUPTED = 3, 130  # as core.app
 # After a sign-in the portal may still say no (a wrong account, a session it drops at once): ask again,
 # but a portal that never lets pobatch in must not keep a person in a loop.
 MAX_SIGN_INS = 3
@@ -137,10 +138,12 @@ def run_signing_in(run_once: Callable[[], "RunSummary"], request: SignInRequest,
         outcome = sign_in(request, on_open=lambda _profile: say(
             "Sign in in the browser window. pobatch notices when you are signed in, closes the window and "
             "carries on with the same batch."))
+        if outcome is SignInOutcome.STOPPED:  # Ctrl+C while the window was open: stopped by the user
+            say("Sign-in stopped. Run the same file again when you are ready: finished POs are kept.")
+            return dataclasses.replace(summary, exit_code=EXIT_INTERRUPTED)
         if outcome is not SignInOutcome.SIGNED_IN:
             say({SignInOutcome.WINDOW_CLOSED: "The sign-in window was closed before the sign-in finished.",
-                 SignInOutcome.TIMED_OUT: f"No sign-in within {request.timeout / 60:.0f} minutes.",
-                 SignInOutcome.STOPPED: "Sign-in stopped."}[outcome]
+                 SignInOutcome.TIMED_OUT: f"No sign-in within {request.timeout / 60:.0f} minutes."}[outcome]
                 + " Run the same file again when you are ready: finished POs are kept.")
             return summary
         say("Signed in. Carrying on with the same batch.")

@@ -105,7 +105,10 @@ def wait_for_sign_in(driver, site: SiteDefinition, base_url: str, timeout: float
 
     deadline = clock() + timeout
     backoff = Backoff(first=POLL_FIRST, ceiling=POLL_CEILING)
-    driver.set_script_timeout(30)
+    try:
+        driver.set_script_timeout(30)
+    except WebDriverException:  # the window was closed before the watch began
+        return SignInOutcome.WINDOW_CLOSED
     while True:
         try:
             handles = driver.window_handles

@@ -276,3 +276,10 @@ def test_no_screen_says_so_instead_of_a_browser_that_cannot_start(monkeypatch, t
     with pytest.raises(FatalError, match="no screen here to show the sign-in window on"):
         sign_in_module.sign_in(SignInRequest(base_url="https://acme.coupahost.com", profile=str(tmp_path / "p")))
     assert not (tmp_path / "p").exists()  # nothing started, nothing created
+
+
+def test_ctrl_c_in_the_sign_in_window_is_stopped_by_the_user(monkeypatch, capsys):
+    monkeypatch.setattr(desk, "sign_in", lambda req, on_open=None: SignInOutcome.STOPPED)
+    run_once, runs = scripted_runs(3)
+    assert desk.run_signing_in(run_once, REQUEST, is_interactive=lambda: False).exit_code == 130 and len(runs) == 1
+    assert "Sign-in stopped." in capsys.readouterr().out

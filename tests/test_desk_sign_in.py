@@ -164,3 +164,35 @@ def test_pobatch_login_closes_the_window_by_itself_once_signed_in(portal, tmp_pa
                           "--driver", CHROMEDRIVER], env=env, capture_output=True, text=True, timeout=STEP)
     assert run.returncode == 0, run.stdout + run.stderr  # the session the sign-in left is what the run uses
     assert "1 of 1 PO done; nothing needs attention." in run.stdout
+
+
+def test_the_sign_in_page_is_never_taken_for_a_finished_sign_in(portal, tmp_path):
+    """At the sign-in page (and on a page of another host, as an identity provider's) the watch keeps
+    waiting; once the form is sent it answers at once."""
+    from selenium.webdriver.common.by import By
+
+    from core.profiles import seed_profile
+    from core.sign_in import SignInOutcome, home_url, wait_for_sign_in
+    from core.sites import get_site
+    from corelib.browser import BrowserSpec
+    from corelib.browser_session import BrowserSession
+
+    site = get_site("demo")
+    profile = seed_profile(tmp_path / "profile")
+    spec = BrowserSpec(browser="chromium", headless=True, driver=CHROMEDRIVER, user_data_dir=str(profile),
+                       local_only=False)  # "localhost" must resolve below
+    with BrowserSession(spec) as session:
+        d = session.driver
+        d.get(home_url(portal.base_url))
+        assert "/sessions/new" in d.current_url
+        assert wait_for_sign_in(d, site, portal.base_url, timeout=3) is SignInOutcome.TIMED_OUT
+        # "localhost" is the same portal under another host name: to the watch, an identity provider
+        d.get(portal.base_url.replace("127.0.0.1", "localhost") + "/sessions/new")
+        assert wait_for_sign_in(d, site, portal.base_url, timeout=3) is SignInOutcome.TIMED_OUT
+        d.get(home_url(portal.base_url))
+        d.find_element(By.ID, "user_email").send_keys(DEMO_EMAIL)
+        d.find_element(By.ID, "user_password").send_keys(DEMO_PASSWORD)
+        d.find_element(By.CSS_SELECTOR, "form#new_session [type=submit]").click()
+        assert wait_for_sign_in(d, site, portal.base_url, timeout=STEP) is SignInOutcome.SIGNED_IN
+        d.close()  # the person closes the last window
+        assert wait_for_sign_in(d, site, portal.base_url, timeout=STEP) is SignInOutcome.WINDOW_CLOSED
