@@ -368,13 +368,13 @@ class PoJob:
         state, evidence = probe.state, probe.evidence
         if state == PageState.LOGIN:
             raise LoginRequiredError(
-                f"The portal asked for a sign-in ({evidence}). Open {self.config.base_url} once in your own "
-                "browser profile, sign in, close the browser, then run pobatch again: finished POs are kept."
+                f"The portal asked for a sign-in ({evidence}). Sign in to {self.config.base_url} once "
+                "('pobatch login', or run with --sign-in-if-needed), then run pobatch again: finished POs are kept."
             )
         if state == PageState.RATE_LIMITED:
             pause = self._retry_after(driver)
             self.throttle.hold(pause)
-            self.event("rate_limited", url=url, detail=f"{pause:.0f}s")
+            self.event("rate_limited", url=url, detail=f"{pause:.1f}s")
             raise TransientError(f"the portal asked to slow down (HTTP 429) at {url}; every worker waits "
                                  f"{pause:.0f}s", reason="HTTP_429", retry_after=pause)
         if state == PageState.SERVER_ERROR:

@@ -20,6 +20,7 @@ from core.app import MainApp, RunOptions, RunSummary
 from core.demo_login import prepare_demo_profile
 from core.demo_portal import DemoPortal, unfamiliar_scenario_path, variant_scenario_path, variant_site_path
 from core.status import Status
+from corelib.store import RunStore
 from tests.orders_files import write_orders
 
 pytestmark = pytest.mark.usefixtures("browser_available")
@@ -87,11 +88,30 @@ def test_every_unfamiliar_shape_gets_its_true_status_in_every_mode(mode: str, po
     for po, faults in page_faults(portal).items():
         if faults and faults[-1] != "ok":
             assert summary.outcomes[po].status not in FINAL, (po, faults, summary.outcomes[po])
+    if mode == "parallel":
+        assert_a_429_paused_every_worker(summary)
     # the file served without Content-Disposition is named from its label on the page, not its URL
     labelled = [po.id for po in portal.scenario.pos if any(a.kind == "inline_labeled" for a in po.attachments)]
     for po in labelled:
         names = [f.name for f in summary.outcomes[po].files]
         assert names and all(not n.startswith("attachment_file") for n in names), names
+
+
+def assert_a_429_paused_every_worker(summary: RunSummary) -> None:
+    """Causal, not a timing: a page that any worker began to open while a 429's pause was in force
+    was opened only after the pause ended."""
+    with RunStore(summary.out_dir / ".pobatch" / "runs.sqlite") as store:
+        timeline = store.timeline(summary.run_id)
+    pauses = [(e.ts, e.ts + float(e.detail.rstrip("s"))) for e in timeline if e.action == "rate_limited"]
+    assert pauses, "the scenario's 429 pages should have asked for a pause"
+    others = {e.worker_id for e in timeline if e.action == "attempt_start"}
+    assert len(others) > 1, "two workers should have shared the work"
+    for start in (e for e in timeline if e.action == "attempt_start"):
+        opened = next((e for e in timeline if e.action == "open" and e.worker_id == start.worker_id
+                       and e.task_key == start.task_key and e.attempt == start.attempt), None)
+        for begin, end in pauses:
+            if opened is not None and begin <= start.ts < end:
+                assert opened.ts >= end - 0.05, (start, opened, (begin, end))
 
 
 def test_a_redirect_to_another_po_never_files_that_pos_documents(portal: DemoPortal, profile: Path,
