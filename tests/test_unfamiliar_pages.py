@@ -188,3 +188,26 @@ def test_a_site_file_for_the_variant_passes_the_whole_scenario(variant: DemoPort
         if o.status in (Status.COMPLETED, Status.PARTIAL):
             on_disk = Counter(sha(p.read_bytes()) for p in Path(o.download_folder).iterdir())
             assert on_disk == Counter(sha(b) for b in variant.expected_files(po).values()), po
+
+
+def test_check_tells_the_variant_apart_and_passes_with_its_site_file(variant: DemoPortal, variant_profile: Path,
+                                                                   tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from core.cli import main
+    from tests.conftest import CHROMEDRIVER, CHROMIUM
+
+    pos = [po.id for po in variant.scenario.pos if not po.missing and not po.forbidden][:2]
+
+    def check(*extra: str):
+        return CliRunner().invoke(main, ["check", "--site", "demo", "--base-url", variant.base_url, "--headless",
+                                         "--profile", str(variant_profile), "--browser", "chromium",
+                                         "--driver", CHROMEDRIVER, "--browser-binary", CHROMIUM,
+                                         "--snapshot", str(tmp_path / "snap.json"), *extra, *pos])
+
+    builtin = check()
+    assert builtin.exit_code == 1, builtin.output
+    assert "UNRECOGNISED" in builtin.output and "[identity] po_number_selectors" in builtin.output
+    fitted = check("--site-file", str(variant_site_path()))
+    assert fitted.exit_code == 0, fitted.output
+    assert "matched a.doc-link" in fitted.output or "matched button.doc-action" in fitted.output
