@@ -2,8 +2,8 @@
 they click and how they leave a PO's popups behind.
 
 They start the browser with the product's own flags (corelib.browser) so that a comparison is about
-the workflow, not about a browser stall that DESIGN.md already explains, and they are cleaned up by
-profile directory like every other browser here.
+the workflow, not about a browser stall that docs/design.md explains ("Browser flags and the first-load
+stall"), and they are cleaned up by profile directory like every other browser here.
 """
 from __future__ import annotations
 

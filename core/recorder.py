@@ -1,6 +1,6 @@
 """The flight recorder: rrweb in every window of the browser, one recording per PO attempt.
 
-Why this shape (DESIGN.md, rrweb trap): a DevTools `Page.addScriptToEvaluateOnNewDocument` script
+Why this shape (docs/design.md, "rrweb recording: preload scripts, not DevTools"): a DevTools `Page.addScriptToEvaluateOnNewDocument` script
 misses `target=_blank` popups, a WebDriver BiDi preload script reaches them; so `--record` starts
 the browser with BiDi and installs rrweb as a preload script on every new driver. Each document has
 its own rrweb buffer that dies with the document, so the workflow drains it before it navigates and

@@ -5,7 +5,7 @@ import os
 
 import psutil
 
-# Measured on the reference machine (DESIGN.md, BENCHMARKS.md): a headless worker's browser tree
+# Measured on the reference machine (docs/design.md "Measured costs", BENCHMARKS.md): a headless worker's browser tree
 # takes about 300 MB PSS; past 2 per core the CPU, not the portal, limits throughput.
 WORKER_MB = 300
 WORKERS_PER_CPU = 2
