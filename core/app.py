@@ -30,7 +30,7 @@ from core.status import FINAL_STATUSES, Status
 from core.workbook import write_results
 from corelib.browser import BrowserSpec, default_browser
 from corelib.downloads import sha256_file
-from corelib.errors import DiskFullError, FatalError, is_disk_full
+from corelib.errors import DiskFullError, ErrorClass, FatalError, fatal_error, is_disk_full
 from corelib.grid import GridSpec
 from corelib.store import Heartbeat, RunStore
 from corelib.tasks import Event, Task, TaskResult
@@ -196,6 +196,8 @@ class MainApp:
             self._forget_unanswered(exc.results, job)
         except Exception as exc:
             if not is_disk_full(exc):
+                if stream is not None:
+                    stream.close()  # a fatal error: the workers and their browsers stop before it is told
                 raise
             # A full disk under the output folder or the run store: every further PO would fail alike.
             exit_code, message = EXIT_STOPPED, (
@@ -311,8 +313,11 @@ class MainApp:
                 if self.view:
                     self.view.event(item)
             else:
-                if item.reason == DiskFullError().reason:  # a worker had no room to write: stop the run
-                    raise DiskFullError(item.error)
+                if item.error_class == ErrorClass.FATAL.value:
+                    # An error that escaped the workflow (a broken site file, a full disk): in
+                    # sequential mode it stops the run, and a worker's must too, or every further
+                    # PO fails the same way. Its PO stays PENDING.
+                    raise fatal_error(item.reason, item.error)
                 if breaker.hold(item):  # maybe the portal is gone: decided by the next results
                     continue
                 for held in breaker.release():

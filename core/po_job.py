@@ -435,7 +435,7 @@ class PoJob:
         if self._selectors_checked:
             return
         bad = driver.execute_script(BAD_SELECTORS_JS, {k: list(v) for k, v in self.site.selector_fields().items()})
-        self._selectors_checked = True
+        self._selectors_checked = not bad  # a broken file fails every PO that meets it, never only the first
         if bad:
             field_name, selector = bad[0]
             raise FatalError(describe_selector(self.site, field_name, selector,

@@ -121,3 +121,10 @@ def reason_of(exc: BaseException) -> str:
     if any(code in str(exc) for code in _NET_FAILURES):
         return "CONNECTION_FAILED"
     return name.upper()
+
+
+def fatal_error(reason: str, message: str) -> FatalError:
+    """A fatal error that crossed a process boundary as (reason, message), as its own class again."""
+    if reason == DiskFullError().reason:
+        return DiskFullError(message)
+    return FatalError(message, reason=reason)

@@ -79,3 +79,20 @@ def test_a_selector_the_browser_rejects_stops_with_the_key_and_line(portal: Demo
 def test_check_needs_a_po_number(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["check", "--site", "demo", "--base-url", "http://127.0.0.1:9", "abc!"])
     assert result.exit_code == 2 and "expected a PO number" in result.output
+
+
+@pytest.mark.parametrize("mode", [["--sequential"], ["--parallel", "--workers", "2"]], ids=["sequential", "parallel"])
+def test_a_selector_the_browser_rejects_stops_a_run_in_every_mode(portal: DemoPortal, profile: Path, tmp_path: Path,
+                                                                  mode: list[str]) -> None:
+    site = tmp_path / "bad.toml"
+    site.write_text('extends = "coupa"\n[supplier]\nselectors = ["span:no-such-pseudo-class"]\n', encoding="utf-8")
+    orders = tmp_path / "orders.csv"
+    orders.write_text("PO_NUMBER\n100001\n100002\n100003\n", encoding="utf-8")
+    result = CliRunner().invoke(main, ["run", str(orders), "--site", "demo", "--base-url", portal.base_url,
+                                       "--profile", str(profile), "--browser", "chromium", "--driver", CHROMEDRIVER,
+                                       "--browser-binary", CHROMIUM, "--site-file", str(site),
+                                       "--out", str(tmp_path / "out"), *mode])
+    assert result.exit_code == 2, result.output
+    assert "line 3: supplier.selectors" in result.output and "rejects" in result.output
+    # no PO got an answer from a definition the browser could not even read
+    assert not [p for p in (tmp_path / "out").glob("*/1000*") if p.is_dir()]
