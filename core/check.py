@@ -165,7 +165,7 @@ class Checker:
             settle: Settle = job.await_attachments(driver, probe)
             shown = f"{settle.count} in view" if settle.count else f"empty and quiet for {settle.quiet_ms} ms"
             result.settled = (f"settled: area {settle.area or '(none)'}, {shown}"
-                              + (f", loaded marker {settle.loaded}" if settle.loaded != "(none defined)" else ""))
+                              + (f", loaded marker {settle.loaded}" if settle.loaded else ""))
         except PobatchError as exc:
             result.settled = f"not settled: {exc}"
         found = driver.execute_script(FIND_ATTACHMENTS_JS, list(self.site.attachment_selectors))

@@ -48,7 +48,7 @@ function pobatchSettle(c) {
   return {
     area: area,
     loading: first(c.loading_selectors, areaEl || document),
-    loaded: c.loaded_selectors.length ? first(c.loaded_selectors) : '(none defined)',
+    loaded: first(c.loaded_selectors),
     quiet_ms: Math.round(performance.now() - window.__pobatchQuiet.last),
     count: pobatchFind(c.attachment_selectors).length,
   };
@@ -205,7 +205,7 @@ class Settle:
 
     area: str = ""  # the selector that found the area, '' if none did
     loading: str = ""  # a loading marker still present
-    loaded: str = ""  # the loaded marker present ('(none defined)' when the site has none)
+    loaded: str = ""  # the loaded marker present, '' if none is (or the site defines none)
     quiet_ms: int = 0  # how long the DOM has been quiet
     count: int = 0  # attachment elements visible now
 

@@ -297,6 +297,7 @@ class PoJob:
         files_dir.mkdir(parents=True, exist_ok=True)
         url = self._url(payload)
         self.event("attempt_start", url=url)
+        self._expects.clear()  # what each page of this attempt must prove, by URL (reloads reuse it)
         self.throttle.wait()  # another worker may have been told to slow down
         probe = self._open(driver, url, self.site.expectation("po", self.site.po_id(payload.po_number),
                                                               self.config.base_url))
@@ -454,7 +455,7 @@ class PoJob:
         deadline = time.monotonic() + site.settle_timeout_s
         backoff = Backoff(first=0.01, ceiling=0.1)
         while True:
-            drawn = not settle.loading and bool(settle.loaded)
+            drawn = not settle.loading and (bool(settle.loaded) or not site.loaded_selectors)
             if drawn and settle.count > 0:
                 return settle
             if drawn and settle.area and settle.quiet_ms >= site.empty_quiet_ms:
@@ -463,7 +464,7 @@ class PoJob:
                 break
             backoff.sleep()
             settle = self._settle(driver)
-        if settle.loading or not settle.loaded:
+        if settle.loading or (site.loaded_selectors and not settle.loaded):
             what = f"the loading marker {settle.loading} never went away" if settle.loading else \
                 "none of the loaded markers appeared"
             raise TransientError(f"the attachment list did not settle within {site.settle_timeout_s:.0f}s: {what}",
