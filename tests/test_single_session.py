@@ -8,7 +8,6 @@ completed here, while parallel mode stops at once with one message that points h
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import tempfile
@@ -30,12 +29,9 @@ from corelib.store import RunStore
 from corelib.devtools import DevToolsError, DevToolsLink, browser_websocket_url
 from EXPERIMENTAL.single_session.window_pool import SessionHealth
 from orders_files import write_orders
+from truth import assert_matches_truth, sha
 
 needs_browser = pytest.mark.usefixtures("browser_available")
-
-
-def _sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def same_name_po(po_id: str) -> dict[str, Any]:
@@ -88,20 +84,6 @@ def run_single(tmp_path: Path, portal: DemoPortal, profile: Path, po_ids: list[s
                       base_url=portal.base_url, browser="chromium", profile=profile, local_only=True,
                       profiles_root=tmp_path / "profiles", strategy="single-session", windows=windows, **settings)
     return MainApp(opts).run()
-
-
-def assert_matches_truth(summary: RunSummary, portal: DemoPortal, po_ids: list[str]) -> None:
-    """Status as the scenario says, and each PO folder holds exactly that PO's bytes."""
-    expected = portal.expected_outcomes()
-    got = {po: (summary.outcomes[po].status.value, summary.outcomes[po].reason) for po in po_ids}
-    assert got == {po: tuple(expected[po]) for po in po_ids}, \
-        {po: summary.outcomes[po].error_message for po in po_ids if got[po] != tuple(expected[po])}
-    for po in po_ids:
-        outcome = summary.outcomes[po]
-        folder = Path(outcome.download_folder)
-        on_disk = Counter(_sha(p.read_bytes()) for p in folder.iterdir())
-        assert on_disk == Counter(_sha(b) for b in portal.expected_files(po).values()), f"PO {po}: wrong files"
-        assert {f.sha256 for f in outcome.files} == set(on_disk)
 
 
 def timeline(summary: RunSummary) -> list[Any]:
@@ -296,8 +278,8 @@ def test_a_rotating_session_token_completes_in_one_session_from_the_command_line
     assert {po: rows[po]["status"] for po in po_ids} == {po: Status.COMPLETED.value for po in po_ids}
     for po in po_ids:
         folder = Path(rows[po]["data"]["download_folder"])
-        assert Counter(_sha(f.read_bytes()) for f in folder.iterdir()) == \
-            Counter(_sha(b) for b in p.expected_files(po).values())
+        assert Counter(sha(f.read_bytes()) for f in folder.iterdir()) == \
+            Counter(sha(b) for b in p.expected_files(po).values())
 
 
 @needs_browser

@@ -8,7 +8,6 @@ only by its label. Each PO carries its truth; every mode must reach it.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import Counter
 from pathlib import Path
@@ -22,6 +21,7 @@ from core.demo_portal import DemoPortal, unfamiliar_scenario_path, variant_scena
 from core.status import Status
 from corelib.store import RunStore
 from tests.orders_files import write_orders
+from tests.truth import assert_matches_truth, sha
 
 pytestmark = pytest.mark.usefixtures("browser_available")
 
@@ -31,10 +31,6 @@ MODES = {
     "parallel": {"parallel": True, "workers": 2},
     "single-session": {"strategy": "single-session", "windows": 2},
 }
-
-
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 @pytest.fixture(scope="module")
@@ -63,27 +59,12 @@ def page_faults(portal: DemoPortal) -> dict[str, tuple[str, ...]]:
     return {po.id: tuple(po.page_faults) for po in portal.scenario.pos}
 
 
-def assert_truth(summary: RunSummary, portal: DemoPortal, pos: list[str]) -> None:
-    expected = portal.expected_outcomes()
-    got = {po: (summary.outcomes[po].status.value, summary.outcomes[po].reason) for po in pos}
-    assert got == {po: tuple(expected[po]) for po in pos}, \
-        {po: summary.outcomes[po].error_message for po in pos if got[po] != tuple(expected[po])}
-    for po in pos:
-        outcome = summary.outcomes[po]
-        if outcome.status in (Status.COMPLETED, Status.PARTIAL):
-            folder = Path(outcome.download_folder)
-            on_disk = {p.name: p.read_bytes() for p in folder.iterdir()}
-            assert Counter(sha(b) for b in on_disk.values()) == \
-                Counter(sha(b) for b in portal.expected_files(po).values()), f"PO {po}: wrong files"
-            assert sorted(on_disk) == sorted(portal.expected_files(po)), f"PO {po}: names"
-
-
 @pytest.mark.parametrize("mode", list(MODES))
 def test_every_unfamiliar_shape_gets_its_true_status_in_every_mode(mode: str, portal: DemoPortal, profile: Path,
                                                                    tmp_path: Path) -> None:
     pos = [po.id for po in portal.scenario.pos]
     summary = run(portal, profile, tmp_path, pos, **MODES[mode])
-    assert_truth(summary, portal, pos)
+    assert_matches_truth(summary, portal, pos, names=True)
     # The sweep: a page that never proved it is this PO's page never gave a final answer.
     for po, faults in page_faults(portal).items():
         if faults and faults[-1] != "ok":
