@@ -126,12 +126,12 @@ class MainApp:
                 f"--base-url: '{opts.base_url or ''}' is not a portal address; expected e.g. "
                 "https://yourcompany.coupahost.com", reason="BAD_CONFIG")
         out = opts.out_dir().resolve()
-        if opts.preflight and not opts.grid:  # a Grid's nodes reach the portal, maybe not this PC
-            check_reachable(base_url)
         grid = GridSpec(opts.grid) if opts.grid else None  # FatalError for a malformed address, before any work
         if opts.strategy and (opts.strategy not in EXPERIMENTAL_STRATEGIES or grid or opts.parallel):
             raise FatalError(f"--strategy {opts.strategy}: expected one of {', '.join(EXPERIMENTAL_STRATEGIES)}, "
                              "without --parallel or --grid", reason="BAD_CONFIG")
+        if opts.preflight and not opts.grid:  # a Grid's nodes reach the portal, maybe not this PC
+            check_reachable(base_url)  # the options are consistent: now one request to the portal
         base_profile = resolve_base_profile(opts.profile, opts.browser)
         refuse_profile_in_use(base_profile)  # before any browser starts: never one of the user's
         self._problems(orders)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import click
 
@@ -31,21 +32,36 @@ def _setup_logging(verbose: int) -> None:
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
 
 
-def _fail(message: str) -> None:
-    click.echo(f"Error: {message}", err=True)
-    sys.exit(EXIT_BAD_INPUT)
+class BadInput(click.ClickException):
+    """Bad input or configuration found while running (a file's contents, a folder, a site file):
+    click prints the one line "Error: ..." and exits 2 (README, exit codes). Problems with the
+    command line itself are click.UsageError, which adds the usage."""
+
+    exit_code = EXIT_BAD_INPUT
 
 
-def _workers_option(value: str | None) -> int | None:
-    if value is None or value == "auto":
-        return None
-    try:
-        n = int(value)
-    except ValueError:
-        raise click.BadParameter(f"'{value}' is not a number; expected a whole number from 1 to 32, or 'auto'")
-    if not 1 <= n <= 32:
-        raise click.BadParameter(f"{n} is out of range; expected a whole number from 1 to 32, or 'auto'")
-    return n
+def _fail(message: str) -> NoReturn:
+    raise BadInput(message)
+
+
+class WorkersType(click.ParamType):
+    """--workers: a whole number from 1 to 32, or 'auto' (None: let the machine decide)."""
+
+    name = "N|auto"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> int | None:
+        if value is None or value == "auto":
+            return None
+        try:
+            n = int(value)  # type: ignore[call-overload]
+        except (TypeError, ValueError):
+            self.fail(f"'{value}' is not a number; expected a whole number from 1 to 32, or 'auto'", param, ctx)
+        if not 1 <= n <= 32:
+            self.fail(f"{n} is out of range; expected a whole number from 1 to 32, or 'auto'", param, ctx)
+        return n
+
+
+WORKERS = WorkersType()
 
 
 def browser_options(f):
@@ -79,7 +95,7 @@ def run_options(f=None, *, out_default: str | None = None):
                      "(for a portal that limits how fast you may download).")(f)
     f = click.option("--max-attempts", type=click.IntRange(1, 10), default=3, show_default=True,
                      help="Attempts per PO for transient errors (timeouts, crashes, HTTP 5xx).")(f)
-    f = click.option("--workers", default=None, callback=lambda c, p, v: _workers_option(v),
+    f = click.option("--workers", type=WORKERS, default=None,
                      help="Parallel workers: a number or 'auto'.  [default: auto]")(f)
     f = click.option("--parallel/--sequential", default=False, help="Run several browsers at once.")(f)
     f = click.option("--windows", type=click.IntRange(1, 16), default=3, show_default=True, help=WINDOWS_HELP)(f)
@@ -148,11 +164,9 @@ def _run(orders: Path, *, verbose: int = 0, local_only: bool = False, **kw):
 
     _setup_logging(verbose)
     if kw.get("site") == "coupa" and not kw.get("base_url"):
-        _fail("--base-url is required for --site coupa; expected your tenant's address, e.g. "
-              "https://yourcompany.coupahost.com")
+        raise click.UsageError("--base-url is required for --site coupa; expected your tenant's address, e.g. "
+                               "https://yourcompany.coupahost.com")
     strategy = kw.get("strategy")
-    if strategy == "single-session" and (kw["parallel"] or kw.get("grid")):
-        _fail("--strategy single-session runs one browser: leave out --parallel and --grid")
     opts = RunOptions(orders=orders, out=Path(kw["out"]) if kw.get("out") else None, site=kw["site"],
                       base_url=kw.get("base_url"), browser=kw["browser"], profile=kw.get("profile"),
                       headless=kw["headless"], driver=kw.get("driver"), browser_binary=kw.get("browser_binary"),
