@@ -17,6 +17,14 @@ from pathlib import Path
 from typing import Iterable, Iterator
 from urllib.parse import urlsplit
 
+from core.exit_codes import (  # noqa: F401 - re-exported: the tests and launchers read them here
+    EXIT_BAD_INPUT,
+    EXIT_INCOMPLETE,
+    EXIT_INTERRUPTED,
+    EXIT_LOGIN,
+    EXIT_OK,
+    EXIT_STOPPED,
+)
 from core.orders import OrdersError, OrdersFile, describe_problems, read_orders
 from core.page_probes import SIGNED_IN_STATES
 from core.po_job import WORK_DIR_NAME, JobConfig
@@ -37,10 +45,8 @@ from corelib.tasks import Event, Task, TaskResult
 
 log = logging.getLogger(__name__)
 
-EXIT_OK, EXIT_INCOMPLETE, EXIT_BAD_INPUT, EXIT_LOGIN, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 # The run stopped itself because of its surroundings (the portal went away, the disk filled up): the
 # POs not done stay PENDING for the same command later.
-EXIT_STOPPED = 4
 
 
 @dataclass

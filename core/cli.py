@@ -9,12 +9,12 @@ from typing import NoReturn
 import click
 
 from core import __version__
+from core.exit_codes import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_LOGIN, EXIT_STOPPED
 from corelib.browser import BROWSERS, default_browser
 from corelib.errors import FatalError
 
 log = logging.getLogger("pobatch")
 
-EXIT_BAD_INPUT, EXIT_LOGIN, EXIT_INTERRUPTED, EXIT_STOPPED = 2, 3, 130, 4
 STRATEGY_HELP = ("parallel: several browsers (the same as --parallel). single-session (EXPERIMENTAL): one browser, "
                  "one sign-in, --windows windows; for portals that allow one live session per user.")
 WINDOWS_HELP = "With --strategy single-session: how many windows work in the one browser."

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Callable
 
 import click
 
+from core.exit_codes import EXIT_INTERRUPTED, EXIT_LOGIN
 from core.attention import DONE_STATUSES
 from core.profiles import pobatch_data_dir
 from core.sign_in import SignInOutcome, SignInRequest, sign_in
@@ -29,7 +30,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-EXIT_LOGIN, EXIT_INTERRUPTED = 3, 130  # as core.app
 # After a sign-in the portal may still say no (a wrong account, a session it drops at once): ask again,
 # but a portal that never lets pobatch in must not keep a person in a loop.
 MAX_SIGN_INS = 3

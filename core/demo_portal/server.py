@@ -39,11 +39,11 @@ from core.demo_portal.scenario import (
     pick_fault,
     sample_scenario_path,
 )
+from core.sites.demo import DEMO_PASSWORD  # the portal's one password, as the demo site knows it
 
 log = logging.getLogger(__name__)
 
 SESSION_COOKIE = "_coupa_session"
-DEMO_PASSWORD = "demo"
 SESSION_MAX_AGE = 86400  # persistent: Chromium writes it to the profile's Cookies file
 CHUNK = 16 * 1024
 _PO_RE = re.compile(r"^/order_headers/([^/]+)/?$")
