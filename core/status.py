@@ -16,15 +16,11 @@ class Status(str, enum.Enum):
     FAILED = "FAILED"
     INTERRUPTED = "INTERRUPTED"
 
-    @property
-    def is_final(self) -> bool:
-        """Final means a rerun has nothing more to learn about this PO without --force."""
-        return self in FINAL_STATUSES
-
     def __str__(self) -> str:  # shows as the bare word in tables and folder names
         return self.value
 
 
+# Final: a rerun has nothing more to learn about the PO (unless --force or --recheck asks again).
 FINAL_STATUSES = frozenset(
     {Status.COMPLETED, Status.NO_ATTACHMENTS, Status.PO_NOT_FOUND}
 )

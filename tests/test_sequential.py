@@ -18,7 +18,7 @@ import pytest
 from core.app import EXIT_INCOMPLETE, EXIT_LOGIN, EXIT_OK, MainApp, RunOptions
 from core.demo_login import prepare_demo_profile
 from core.demo_portal import DemoPortal, sample_orders_path
-from core.status import Status
+from core.status import FINAL_STATUSES, Status
 
 pytestmark = pytest.mark.usefixtures("browser_available")
 
@@ -131,7 +131,7 @@ def test_rerun_skips_completed_pos_and_downloads_nothing_twice(sample_portal, sa
     counts_before = sample_portal.download_counts()
     again = run_app(sample_portal, orders, summary.out_dir, sample_profile)
     # every final answer is kept: the completed POs and the not-found/no-attachment answers
-    assert again.skipped == sum(o.status.is_final for o in summary.outcomes.values()) > 8
+    assert again.skipped == sum(o.status in FINAL_STATUSES for o in summary.outcomes.values()) > 8
     assert sample_portal.download_counts() == counts_before
     assert {po: o.status for po, o in again.outcomes.items()} == {po: o.status for po, o in summary.outcomes.items()}
 
