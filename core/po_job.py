@@ -120,6 +120,12 @@ class _Partial(TransientError):
         self.parts = outcome_parts
 
 
+def _usable_link(href: str) -> bool:
+    """An attachment's href that names what it downloads (not a script hook or an in-page anchor)."""
+    href = (href or "").strip().lower()
+    return bool(href) and not href.startswith(("javascript:", "#"))
+
+
 @dataclass
 class _Found:
     element: Any
@@ -366,7 +372,9 @@ class PoJob:
         window = _Window.of(driver)
         popups: dict[str, Slot | None] = {}  # popup handle -> the click that opened it (None: not known)
         active: list[tuple[Slot, _Found]] = []
-        pending = list(range(len(items)))
+        # Clicks that can run together first; those that navigate the page's own frame (no usable link:
+        # a script follows one) wait for each other's download to begin, so they go last.
+        pending = sorted(range(len(items)), key=lambda i: not (items[i].target or _usable_link(items[i].href)))
         t0 = time.monotonic()
         try:
             while pending or active:
@@ -416,8 +424,7 @@ class PoJob:
         from selenium.common.exceptions import ElementClickInterceptedException, ElementNotInteractableException
 
         mode = driver.execute_script(PREPARE_CLICK_JS, item.element, convert, self.site.pointer_clicks)
-        href = item.href.strip()
-        link = urljoin(window.url, href) if href and not href.lower().startswith(("javascript:", "#")) else ""
+        link = urljoin(window.url, item.href.strip()) if _usable_link(item.href) else ""
         if self.site.pointer_clicks:
             try:
                 item.element.click()
@@ -428,7 +435,7 @@ class PoJob:
         else:
             driver.execute_script(JS_CLICK, item.element)
             how = "script"
-        slot = batch.expect(item.name or href, link, navigates=mode == "navigate")
+        slot = batch.expect(item.name or item.href, link, navigates=mode == "navigate")
         if mode == "popup":
             # The window opens as the click is handled; its handle is its DevTools target id, which
             # the download's frame id then names.
@@ -443,7 +450,7 @@ class PoJob:
                     break
                 backoff.sleep()
         slot.click = how
-        log.debug("clicked %s (%s, %s)", item.name or href, how, mode)
+        log.debug("clicked %s (%s, %s)", item.name or item.href, how, mode)
         return slot, mode
 
     def _await_batch(self, driver, window: _Window, batch: DownloadBatch, popups: dict[str, Slot | None],
