@@ -410,8 +410,11 @@ class PoJob:
         finally:
             batch.close()
             left = [h for h in popups if h != window.main]
-            if left:
-                self._close_windows(driver, window.main, left)
+            try:
+                if left:
+                    self._close_windows(driver, window.main, left)
+            except Exception as exc:  # a dead browser: the error that got us here is the one to report
+                log.debug("closing popups after the downloads failed: %s", exc)
         log.debug("%d of %d file(s) of the %s page in %.2fs", len(result.downloaded), result.found, source,
                   time.monotonic() - t0)
         return result

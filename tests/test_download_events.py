@@ -55,6 +55,10 @@ def scenario() -> Scenario:
                 att("whole.pdf"), att("dropped.pdf", faults=["drop_mid"])]},
             {"id": "700006", "supplier": "Stalled", "attachments": [
                 att("whole.pdf"), att("stalled.pdf", faults=["stall_mid"])]},
+            {"id": "700007", "supplier": "Error Page", "attachments": [
+                att("whole.pdf"), att("broken.pdf", "span", faults=["http500"]), att("after.pdf", "span")]},
+            {"id": "700008", "supplier": "Error Link", "attachments": [
+                att("whole.pdf"), att("broken.pdf", faults=["http500"]), att("after.pdf")]},
         ],
     })
 
@@ -138,3 +142,16 @@ def test_a_download_cut_off_for_good_ends_partial_not_timeout(portal, profile, t
     assert (outcome.status, outcome.reason) == (Status.PARTIAL, "DOWNLOAD_FAILED"), outcome.error_message
     assert [f.name for f in outcome.files] == ["whole.pdf"]
     assert outcome.attempts == 2
+
+
+@pytest.mark.parametrize("po,files_at_once", [("700007", 4), ("700008", 4), ("700008", 1)],
+                         ids=["script-link", "link-as-download", "link-one-by-one"])
+def test_an_attachment_that_answers_with_an_error_page_fails_alone(portal, profile, tmp_path, po, files_at_once):
+    # The error page either replaces the PO page (a script or a plain link navigating the page's own
+    # frame) or ends a download at once (a link marked as a download): either way that attachment
+    # fails, the others arrive, and the PO ends PARTIAL after its attempts.
+    outcome, events = run_po(portal, profile, tmp_path, po, files_at_once=files_at_once, max_attempts=2)
+    assert (outcome.status, outcome.reason) == (Status.PARTIAL, "DOWNLOAD_FAILED"), outcome.error_message
+    assert sorted(f.name for f in outcome.files) == ["after.pdf", "whole.pdf"]
+    failed = [e for e in events if e.action == "download" and e.outcome == "failed"]
+    assert len(failed) == 2 and all("broken.pdf" in e.detail for e in failed), [e.detail for e in failed]
