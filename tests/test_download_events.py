@@ -155,3 +155,29 @@ def test_an_attachment_that_answers_with_an_error_page_fails_alone(portal, profi
     assert sorted(f.name for f in outcome.files) == ["after.pdf", "whole.pdf"]
     failed = [e for e in events if e.action == "download" and e.outcome == "failed"]
     assert len(failed) == 2 and all("broken.pdf" in e.detail for e in failed), [e.detail for e in failed]
+
+
+def test_a_long_name_s_full_form_reaches_the_run_store_and_the_workbook(portal, profile, tmp_path):
+    import json
+    import sqlite3
+
+    import openpyxl
+
+    from core.app import MainApp, RunOptions
+
+    orders = tmp_path / "orders.csv"
+    orders.write_text("PO_NUMBER\n700001\n", encoding="utf-8")
+    summary = MainApp(RunOptions(orders=orders, out=tmp_path / "out", site="demo", base_url=portal.base_url,
+                                 browser="chromium", profile=profile, local_only=True, backoff_base=0.1,
+                                 profiles_root=tmp_path / "clones")).run()
+    assert summary.outcomes["700001"].status is Status.COMPLETED
+    db = sqlite3.connect(summary.out_dir / ".pobatch" / "runs.sqlite")
+    try:
+        data = json.loads(db.execute("SELECT data FROM tasks WHERE key='700001'").fetchone()[0])
+    finally:
+        db.close()
+    assert {f["original_name"] for f in data["files"]} == {LONG_ASCII, MIXED}
+    ws = openpyxl.load_workbook(summary.results_path)["Results"]
+    header = [c.value for c in ws[1]]
+    names = next(ws.iter_rows(min_row=2, values_only=True))[header.index("ATTACHMENT_NAMES")]
+    assert f"[{LONG_ASCII}]" in names and f"[{MIXED}]" in names
