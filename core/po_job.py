@@ -398,8 +398,12 @@ class PoJob:
                 for slot, item in [a for a in active if a[0].done]:
                     active.remove((slot, item))
                     if slot.ok:
-                        result.downloaded.append(self._take(batch, slot, item, files_dir, source))
-                    else:
+                        try:
+                            result.downloaded.append(self._take(batch, slot, item, files_dir, source))
+                            continue
+                        except TransientError as exc:  # its bytes are not what the browser reported
+                            slot.error = exc
+                    if slot.error is not None:
                         failure = f"{item.name or item.href}: {slot.error}"
                         result.failures.append(failure)
                         self.event("download", outcome="failed", detail=failure[:300])

@@ -300,9 +300,20 @@ class DownloadBatch:
             self.tracker.wait_change(version, min(poll, 0.5))
 
     def fetch(self, slot: Slot, target: Path) -> Path:
-        """Move a completed download's file from the spool to target."""
+        """Move a completed download's file from the spool to target, once its size is the one the
+        browser reported (TransientError DOWNLOAD_FAILED otherwise: the file is not taken)."""
         assert slot.download is not None and slot.ok
-        os.replace(self.tracker.path_of(slot.download), target)
+        d = slot.download
+        path = self.tracker.path_of(d)
+        try:
+            size = path.stat().st_size
+        except OSError as exc:
+            raise TransientError(f"the browser finished {d.suggested!r} but its file is missing: {exc}",
+                                 reason="DOWNLOAD_FAILED") from exc
+        if size != d.received or (d.total and size != d.total):
+            raise TransientError(f"{d.suggested!r}: {size} bytes on disk, the browser reported {d.received} of "
+                                 f"{d.total or '?'}", reason="DOWNLOAD_FAILED")
+        os.replace(path, target)
         self._fetched.add(slot.download.guid)
         self.tracker.forget(slot.download.guid)
         return target

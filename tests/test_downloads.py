@@ -2,6 +2,7 @@
 import os
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -168,6 +169,9 @@ class FakeTracker:
     def forget(self, guid: str) -> None:
         self.cancel(guid)
 
+    def path_of(self, d) -> Path:
+        return self.spool / d.guid
+
 
 def test_a_download_goes_to_its_popup_then_its_url_then_the_click_that_navigated():
     from corelib.download_sink import Attribution, DownloadBatch
@@ -220,3 +224,23 @@ def test_a_cancelled_download_fails_its_click_at_once_and_a_silent_one_after_the
     b.last_growth -= 6  # no byte for longer than stall_timeout
     batch.update()
     assert isinstance(still.error, DownloadStalled) and tracker.cancelled == ["g2"]
+
+
+def test_a_finished_file_is_taken_only_with_the_size_the_browser_reported(tmp_path):
+    from corelib.download_events import DownloadState
+    from corelib.download_sink import DownloadBatch
+    from corelib.errors import TransientError
+
+    tracker = FakeTracker()
+    tracker.spool = tmp_path
+    batch = DownloadBatch(tracker, lambda d: True, download_timeout=60, stall_timeout=20)
+    good, short = batch.expect("a.pdf", "http://p/a"), batch.expect("b.pdf", "http://p/b")
+    for guid, url, data in (("g1", "http://p/a", b"x" * 10), ("g2", "http://p/b", b"y" * 4)):
+        d = tracker.begin(guid, url)
+        d.state, d.received, d.total = DownloadState.COMPLETED, 10, 10
+        (tmp_path / guid).write_bytes(data)
+    batch.update()
+    assert batch.fetch(good, tmp_path / "a.pdf").read_bytes() == b"x" * 10
+    with pytest.raises(TransientError, match="4 bytes on disk"):
+        batch.fetch(short, tmp_path / "b.pdf")
+    assert not (tmp_path / "b.pdf").exists()
