@@ -25,7 +25,8 @@ from corelib.tasks import Event
 pytestmark = pytest.mark.usefixtures("browser_available")
 
 LONG_ASCII = "L" * 300 + ".pdf"  # 304 bytes: more than any file system takes in one name
-MIXED = ("Счёт-фактура 請求書 إيصال 🧾📄 " * 6)[:171] + ".pdf"  # 175 characters, over 255 UTF-8 bytes
+MIXED = ("Счёт-фактура 請求書 إيصال 🧾📄 " * 8)[:171] + ".pdf"  # 175 characters, over 255 UTF-8 bytes
+assert len(MIXED) == 175 and len(MIXED.encode("utf-8")) > 255
 REVERSED = (2400, 1200, 200)  # click order first, finish order last
 
 
