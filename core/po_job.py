@@ -120,6 +120,13 @@ class _Partial(TransientError):
         self.parts = outcome_parts
 
 
+def _a_web_page(slot: Slot, item: "_Found") -> bool:
+    """The browser named the download as an HTML page while the attachment's label does not say so."""
+    pages = (".html", ".htm")
+    suggested = (slot.download.suggested if slot.download else "").lower()
+    return suggested.endswith(pages) and not (item.name or "").lower().strip().endswith(pages)
+
+
 def _usable_link(href: str) -> bool:
     """An attachment's href that names what it downloads (not a script hook or an in-page anchor)."""
     href = (href or "").strip().lower()
@@ -397,7 +404,12 @@ class PoJob:
                 self._await_batch(driver, window, batch, popups, active, lambda: any(s.done for s, _ in active))
                 for slot, item in [a for a in active if a[0].done]:
                     active.remove((slot, item))
-                    if slot.ok:
+                    if slot.ok and slot.converted and _a_web_page(slot, item):
+                        # A plain link we marked as a download answered with an HTML page (a viewer,
+                        # a notice): the browser saved the page; it is not the attachment.
+                        slot.error = TransientError(f"the link answered with a web page, not a file "
+                                                    f"({slot.download.suggested})", reason="DOWNLOAD_FAILED")
+                    if slot.ok and slot.error is None:
                         try:
                             result.downloaded.append(self._take(batch, slot, item, files_dir, source))
                             continue
@@ -426,23 +438,23 @@ class PoJob:
     def _start_download(self, driver, item: _Found, window: _Window, batch: DownloadBatch,
                         popups: dict[str, Slot | None], convert: bool) -> tuple[Slot, str]:
         """Click one attachment and record the click in the batch; returns its slot and how the click
-        behaves: "download" (the browser downloads at once), "popup" (it opened a window, bound to
-        the slot) or "navigate" (it navigates the page's own frame first)."""
+        behaves: "download"/"converted" (the browser downloads at once), "popup" (it opened a window,
+        bound to the slot) or "navigate" (it navigates the page's own frame first)."""
         from selenium.common.exceptions import ElementClickInterceptedException, ElementNotInteractableException
 
-        mode = driver.execute_script(PREPARE_CLICK_JS, item.element, convert, self.site.pointer_clicks)
+        pointer = self.site.pointer_clicks
+        mode = driver.execute_script(PREPARE_CLICK_JS, item.element, convert, pointer, not pointer)
         link = urljoin(window.url, item.href.strip()) if _usable_link(item.href) else ""
-        if self.site.pointer_clicks:
+        how = "script"
+        if pointer:
             try:
                 item.element.click()
                 how = "click"
             except (ElementClickInterceptedException, ElementNotInteractableException):
                 driver.execute_script(JS_CLICK, item.element)  # a floating toolbar covers it
                 how = "js-click"
-        else:
-            driver.execute_script(JS_CLICK, item.element)
-            how = "script"
         slot = batch.expect(item.name or item.href, link, navigates=mode == "navigate")
+        slot.converted = mode == "converted"
         if mode == "popup":
             # The window opens as the click is handled; its handle is its DevTools target id, which
             # the download's frame id then names.

@@ -161,6 +161,7 @@ class Slot:
     label: str
     url: str  # the attachment's absolute link, '' when it has none
     click: str = ""  # how it was clicked (for the record)
+    converted: bool = False  # a plain link the workflow marked as a download (it may answer with a page)
     navigates: bool = False  # the click navigates the page's own frame first (its URL may not be the file's)
     clicked: float = field(default_factory=time.monotonic)
     frames: set[str] = field(default_factory=set)  # popups (target ids) this click opened
