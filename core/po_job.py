@@ -382,6 +382,8 @@ class PoJob:
         # Clicks that can run together first; those that navigate the page's own frame (no usable link:
         # a script follows one) wait for each other's download to begin, so they go last.
         pending = sorted(range(len(items)), key=lambda i: not (items[i].target or _usable_link(items[i].href)))
+        page_order: dict[int, int] = {}  # slot -> the attachment's place on the page
+        taken: dict[int, int] = {}  # downloaded file -> the same
         t0 = time.monotonic()
         try:
             while pending or active:
@@ -396,6 +398,7 @@ class PoJob:
                         pending.insert(0, idx)
                         continue
                     active.append((slot, items[idx]))
+                    page_order[id(slot)] = idx
                     if mode == "navigate":
                         self._await_batch(driver, window, batch, popups, active,
                                           lambda: slot.done or slot.download is not None or bool(slot.frames))
@@ -412,6 +415,7 @@ class PoJob:
                     if slot.ok and slot.error is None:
                         try:
                             result.downloaded.append(self._take(batch, slot, item, files_dir, source))
+                            taken[id(result.downloaded[-1])] = page_order[id(slot)]
                             continue
                         except TransientError as exc:  # its bytes are not what the browser reported
                             slot.error = exc
@@ -431,6 +435,7 @@ class PoJob:
                     self._close_windows(driver, window.main, left)
             except Exception as exc:  # a dead browser: the error that got us here is the one to report
                 log.debug("closing popups after the downloads failed: %s", exc)
+        result.downloaded.sort(key=lambda d: taken[id(d)])  # the page's order, whatever order they finished in
         log.debug("%d of %d file(s) of the %s page in %.2fs", len(result.downloaded), result.found, source,
                   time.monotonic() - t0)
         return result

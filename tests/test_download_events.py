@@ -125,6 +125,8 @@ def test_files_that_finish_in_reverse_click_order_are_matched_to_their_own_attac
         # finished in the reverse order of the clicks (a popup's click can take ChromeDriver a second
         # on a busy machine, so only the links' order is certain)
         assert [e.detail.split(" via ")[0] for e in done] == sorted(expected, key=lambda n: int(n[:-4].rsplit("-", 1)[1]))
+    # the PO's record lists its files in the page's order, whatever order they finished in
+    assert [f.name for f in outcome.files] == list(expected)
     # each file went to the attachment clicked for it
     for e in done:
         name, label = re.match(r"(.*) via .* from attachment '(.*)' by ", e.detail).groups()
