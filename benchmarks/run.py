@@ -39,18 +39,21 @@ from benchmarks.machine import QuietCheck, current_load, machine_info, wait_for_
 from benchmarks.memory import MemorySampler, TreePeak
 from benchmarks.naive_baseline import run_naive
 from benchmarks.report import render_markdown, write_between_markers
-from benchmarks.steps import portal_seconds, read_timeline, step_timings
+from benchmarks.steps import overlap_seconds, portal_seconds, read_timeline, step_timings
 
 log = logging.getLogger("benchmarks")
 
 REPO = Path(__file__).resolve().parent.parent
-POBATCH_CONFIGS = ("sequential", "parallel-1", "parallel-2", "parallel-4", "parallel-auto")
+# "-f1": the same with --files-at-once 1 (a PO's files one after another, as before issue 15).
+POBATCH_CONFIGS = ("sequential", "sequential-f1", "parallel-1", "parallel-2", "parallel-2-f1", "parallel-4",
+                   "parallel-4-f1", "parallel-auto")
 BASELINES = ("naive", "lean")
 ALL_CONFIGS = (*POBATCH_CONFIGS, *BASELINES)
 
 
 @dataclass(frozen=True)
 class Settings:
+    name: str = "benchmark"  # which scenario: "benchmark" or "slow-files" (own section of BENCHMARKS.md)
     count: int = 40
     seed: int = 5
     attachments_per_po: tuple[int, int] = (2, 3)
@@ -62,11 +65,17 @@ class Settings:
     clone_bytes: int = 1024**3
     clone_repeats: int = 5
     quick: bool = False
+    extras: bool = True  # the browser floor and the large profile clone (the main scenario only)
 
 
 QUICK = Settings(count=4, attachments_per_po=(1, 2), page_ms=100, attachment_ms=50, runs=1,
-                 configs=("sequential", "parallel-2", "naive", "lean"), naive_sleep=0.5, clone_bytes=32 * 1024**2,
-                 clone_repeats=1, quick=True)
+                 configs=("sequential", "sequential-f1", "parallel-2", "naive", "lean"), naive_sleep=0.5,
+                 clone_bytes=32 * 1024**2, clone_repeats=1, quick=True)
+# Where real tenants hurt (issue 15): few POs, several slow files each (object storage behind a redirect).
+SLOW_FILES = Settings(name="slow-files", count=20, attachments_per_po=(4, 4), page_ms=400, attachment_ms=1000,
+                      configs=("sequential", "sequential-f1", "parallel-2", "parallel-2-f1", "parallel-4",
+                               "parallel-4-f1"), extras=False)
+SCENARIOS = {"benchmark": Settings(), "slow-files": SLOW_FILES}
 
 
 @dataclass
@@ -119,21 +128,24 @@ class Context:
 
 
 # -- one run of each kind ---------------------------------------------------------------------------
-def _workers_of(config: str) -> tuple[bool, int | None]:
+def _workers_of(config: str) -> tuple[bool, int | None, int]:
+    """(parallel, workers or None for auto, files at once) of a configuration name."""
+    files_at_once = 1 if config.endswith("-f1") else 4
+    config = config.removesuffix("-f1")
     if config == "sequential":
-        return False, None
+        return False, None, files_at_once
     n = config.split("-", 1)[1]
-    return True, None if n == "auto" else int(n)
+    return True, None if n == "auto" else int(n), files_at_once
 
 
 def run_pobatch(ctx: Context, config: str, rnd: int) -> RunResult:
     from core.app import MainApp, RunOptions
 
-    parallel, workers = _workers_of(config)
+    parallel, workers, files_at_once = _workers_of(config)
     out = ctx.work / "out" / f"{config}-{rnd}"
     opts = RunOptions(orders=ctx.orders, out=out, site="demo", base_url=ctx.portal.base_url, browser="chromium",
                       profile=ctx.profile, parallel=parallel, workers=workers, local_only=True,
-                      profiles_root=ctx.work / "profiles", po_timeout=120.0)
+                      profiles_root=ctx.work / "profiles", po_timeout=120.0, files_at_once=files_at_once)
     ctx.portal.reset()
     sampler = MemorySampler([ctx.work]).start()
     started_wall = time.time()
@@ -144,7 +156,7 @@ def run_pobatch(ctx: Context, config: str, rnd: int) -> RunResult:
         wall = time.perf_counter() - t0
         sampled = sampler.stop()
     problems = _check(ctx, summary)
-    steps = step_timings(read_timeline(out, summary.run_id), ctx.scenario)
+    steps = step_timings(read_timeline(out, summary.run_id), ctx.scenario, files_at_once)
     n = len(ctx.po_ids)
     result = RunResult(
         config=config, round=rnd, wall=wall, workers=steps.workers, correct=not problems, problems=problems,
@@ -304,11 +316,13 @@ def benchmark(settings: Settings, work: Path, quiet: QuietCheck) -> dict:
                 log.info("  %s: %.1f s, %d worker(s)%s", config, res.wall, res.workers,
                          "" if res.correct else f", WRONG: {'; '.join(res.problems[:3])}")
                 results[config].append(res)
-    log.info("browser floor: %d repeat(s)", settings.runs)
-    floor = measure_browser_floor(ctx, settings.runs)
-    log.info("clone of a %.0f MiB cache-heavy profile: %d repeat(s)", settings.clone_bytes / 2**20,
-             settings.clone_repeats)
-    clone = measure_big_clone(ctx)
+    floor = clone = None
+    if settings.extras:
+        log.info("browser floor: %d repeat(s)", settings.runs)
+        floor = measure_browser_floor(ctx, settings.runs)
+        log.info("clone of a %.0f MiB cache-heavy profile: %d repeat(s)", settings.clone_bytes / 2**20,
+                 settings.clone_repeats)
+        clone = measure_big_clone(ctx)
     entries = scenario.all_entries()
     return {
         "settings": dataclasses.asdict(settings),
@@ -319,12 +333,13 @@ def benchmark(settings: Settings, work: Path, quiet: QuietCheck) -> dict:
             "popups": sum(e.spec.kind == "popup" for e in entries),
             "kinds": sorted({e.spec.kind for e in entries}),
             "portal_seconds": sum(portal_seconds(scenario, p.id) for p in scenario.pos),
+            "overlap_seconds": sum(overlap_seconds(scenario, p.id) for p in scenario.pos),
         },
         "auto_workers": list(auto_workers(len(scenario.pos))),
         "worker_start": {"clone_seconds": start.clone_seconds, "browser_seconds": start.browser_seconds,
                          "median_total": start.total},
         "browser_floor": floor,
-        "clone": {
+        "clone": None if clone is None else {
             "total_bytes": clone.layout.total_bytes, "cache_bytes": clone.layout.cache_bytes,
             "kept_bytes": clone.layout.kept_bytes, "files": clone.layout.files,
             "clone_seconds": clone.clone_seconds, "clone_median": clone.clone_median,
@@ -336,7 +351,7 @@ def benchmark(settings: Settings, work: Path, quiet: QuietCheck) -> dict:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    s = QUICK if args.quick else Settings()
+    s = QUICK if args.quick else SCENARIOS[args.scenario]
     changes = {}
     for name in ("runs", "count", "seed", "naive_sleep"):
         value = getattr(args, name)
@@ -360,6 +375,9 @@ def main(argv: list[str] | None = None) -> int:
                    "(default: BENCHMARKS.md for a full run, none for --quick)")
     p.add_argument("--json", type=Path, help="also write every measurement as JSON here")
     p.add_argument("--work-dir", type=Path, help="scratch folder (default: a new temporary folder, removed after)")
+    p.add_argument("--scenario", choices=sorted(SCENARIOS), default="benchmark",
+                   help="benchmark: 40 POs of 2-3 files at 150 ms; slow-files: 20 POs of 4 files at 1 s "
+                   "(each has its own section in BENCHMARKS.md)")
     p.add_argument("--runs", type=int, help="runs per configuration (median reported); full default 3")
     p.add_argument("--count", type=int, help="POs in the generated scenario; full default 40")
     p.add_argument("--seed", type=int, help="scenario seed")
@@ -401,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
     markdown = render_markdown(data)
     print(markdown)
     if out:
-        write_between_markers(out, markdown)
+        write_between_markers(out, markdown, settings.name)
         log.info("wrote the results into %s", out)
     if args.json:
         args.json.write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")

@@ -241,22 +241,28 @@ class PageProbe:
 
 
 # Before a click: how will it behave? Returns "popup" (a link to another window), "download" (a link the
-# browser downloads without leaving the page) or "navigate" (it navigates the page's own frame first).
+# browser downloads without leaving the page), "converted" (a plain link marked as a download here) or
+# "navigate" (it navigates the page's own frame first).
 # arguments: element, convert (mark a same-origin plain link as a download: it then needs no frame,
-# so several run at once), center (scroll it to the middle for a pointer click).
+# so several run at once), center (scroll it to the middle for a pointer click), click (then click it
+# by script, in the same round trip).
 PREPARE_CLICK_JS = r"""
 const el = arguments[0], convert = arguments[1], center = arguments[2];
 if (center) el.scrollIntoView({block: 'center', inline: 'nearest'});
-const a = el.closest ? el.closest('a[href]') : null;
-if (!a) return 'navigate';
-const target = (a.getAttribute('target') || '').toLowerCase();
-if (target && target !== '_self' && target !== '_top' && target !== '_parent') return 'popup';
-if (a.hasAttribute('download')) return 'download';
-if (!convert) return 'navigate';
-let u;
-try { u = new URL(a.getAttribute('href'), location.href); } catch (e) { return 'navigate'; }
-if (u.origin !== location.origin || !/^https?:$/.test(u.protocol) || u.hash && u.pathname === location.pathname)
-  return 'navigate';
-a.setAttribute('download', '');
-return 'download';
+const mode = (() => {
+  const a = el.closest ? el.closest('a[href]') : null;
+  if (!a) return 'navigate';
+  const target = (a.getAttribute('target') || '').toLowerCase();
+  if (target && target !== '_self' && target !== '_top' && target !== '_parent') return 'popup';
+  if (a.hasAttribute('download')) return 'download';
+  if (!convert) return 'navigate';
+  let u;
+  try { u = new URL(a.getAttribute('href'), location.href); } catch (e) { return 'navigate'; }
+  if (u.origin !== location.origin || !/^https?:$/.test(u.protocol) || u.hash && u.pathname === location.pathname)
+    return 'navigate';
+  a.setAttribute('download', '');
+  return 'converted';
+})();
+if (arguments[3]) el.click();
+return mode;
 """

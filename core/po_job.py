@@ -143,6 +143,19 @@ _ERROR_STATES = (PageState.SERVER_ERROR, PageState.NOT_FOUND, PageState.NOT_AUTH
                  PageState.ERROR_PAGE, PageState.RATE_LIMITED)
 
 
+def _a_web_page(slot: Slot, item: "_Found") -> bool:
+    """The browser named the download as an HTML page while the attachment's label does not say so."""
+    pages = (".html", ".htm")
+    suggested = (slot.download.suggested if slot.download else "").lower()
+    return suggested.endswith(pages) and not (item.name or "").lower().strip().endswith(pages)
+
+
+def _usable_link(href: str) -> bool:
+    """An attachment's href that names what it downloads (not a script hook or an in-page anchor)."""
+    href = (href or "").strip().lower()
+    return bool(href) and not href.startswith(("javascript:", "#"))
+
+
 @dataclass
 class _Found:
     element: Any
@@ -531,7 +544,11 @@ class PoJob:
         window = _Window.of(driver)
         popups: dict[str, Slot | None] = {}  # popup handle -> the click that opened it (None: not known)
         active: list[tuple[Slot, _Found]] = []
-        pending = list(range(len(items)))
+        # Clicks that can run together first; those that navigate the page's own frame (no usable link:
+        # a script follows one) wait for each other's download to begin, so they go last.
+        pending = sorted(range(len(items)), key=lambda i: not (items[i].target or _usable_link(items[i].href)))
+        page_order: dict[int, int] = {}  # slot -> the attachment's place on the page
+        taken: dict[int, int] = {}  # downloaded file -> the same
         t0 = time.monotonic()
         try:
             while pending or active:
@@ -546,6 +563,7 @@ class PoJob:
                         pending.insert(0, idx)
                         continue
                     active.append((slot, items[idx]))
+                    page_order[id(slot)] = idx
                     if mode == "navigate":
                         self._await_batch(driver, window, batch, popups, active,
                                           lambda: slot.done or slot.download is not None or bool(slot.frames))
@@ -554,9 +572,19 @@ class PoJob:
                 self._await_batch(driver, window, batch, popups, active, lambda: any(s.done for s, _ in active))
                 for slot, item in [a for a in active if a[0].done]:
                     active.remove((slot, item))
-                    if slot.ok:
-                        result.downloaded.append(self._take(batch, slot, item, files_dir, source))
-                    else:
+                    if slot.ok and slot.converted and _a_web_page(slot, item):
+                        # A plain link we marked as a download answered with an HTML page (a viewer,
+                        # a notice): the browser saved the page; it is not the attachment.
+                        slot.error = TransientError(f"the link answered with a web page, not a file "
+                                                    f"({slot.download.suggested})", reason="DOWNLOAD_FAILED")
+                    if slot.ok and slot.error is None:
+                        try:
+                            result.downloaded.append(self._take(batch, slot, item, files_dir, source))
+                            taken[id(result.downloaded[-1])] = page_order[id(slot)]
+                            continue
+                        except TransientError as exc:  # its bytes are not what the browser reported
+                            slot.error = exc
+                    if slot.error is not None:
                         failure = f"{item.name or item.href}: {slot.error}"
                         result.failures.append(failure)
                         self.event("download", outcome="failed", detail=failure[:300])
@@ -567,8 +595,12 @@ class PoJob:
         finally:
             batch.close()
             left = [h for h in popups if h != window.main]
-            if left:
-                self._close_windows(driver, window.main, left)
+            try:
+                if left:
+                    self._close_windows(driver, window.main, left)
+            except Exception as exc:  # a dead browser: the error that got us here is the one to report
+                log.debug("closing popups after the downloads failed: %s", exc)
+        result.downloaded.sort(key=lambda d: taken[id(d)])  # the page's order, whatever order they finished in
         log.debug("%d of %d file(s) of the %s page in %.2fs", len(result.downloaded), result.found, source,
                   time.monotonic() - t0)
         return result
@@ -576,24 +608,23 @@ class PoJob:
     def _start_download(self, driver, item: _Found, window: _Window, batch: DownloadBatch,
                         popups: dict[str, Slot | None], convert: bool) -> tuple[Slot, str]:
         """Click one attachment and record the click in the batch; returns its slot and how the click
-        behaves: "download" (the browser downloads at once), "popup" (it opened a window, bound to
-        the slot) or "navigate" (it navigates the page's own frame first)."""
+        behaves: "download"/"converted" (the browser downloads at once), "popup" (it opened a window,
+        bound to the slot) or "navigate" (it navigates the page's own frame first)."""
         from selenium.common.exceptions import ElementClickInterceptedException, ElementNotInteractableException
 
-        mode = driver.execute_script(PREPARE_CLICK_JS, item.element, convert, self.site.pointer_clicks)
-        href = item.href.strip()
-        link = urljoin(window.url, href) if href and not href.lower().startswith(("javascript:", "#")) else ""
-        if self.site.pointer_clicks:
+        pointer = self.site.pointer_clicks
+        mode = driver.execute_script(PREPARE_CLICK_JS, item.element, convert, pointer, not pointer)
+        link = urljoin(window.url, item.href.strip()) if _usable_link(item.href) else ""
+        how = "script"
+        if pointer:
             try:
                 item.element.click()
                 how = "click"
             except (ElementClickInterceptedException, ElementNotInteractableException):
                 driver.execute_script(JS_CLICK, item.element)  # a floating toolbar covers it
                 how = "js-click"
-        else:
-            driver.execute_script(JS_CLICK, item.element)
-            how = "script"
-        slot = batch.expect(item.name or href, link, navigates=mode == "navigate")
+        slot = batch.expect(item.name or item.href, link, navigates=mode == "navigate")
+        slot.converted = mode == "converted"
         if mode == "popup":
             # The window opens as the click is handled; its handle is its DevTools target id, which
             # the download's frame id then names.
@@ -608,7 +639,7 @@ class PoJob:
                     break
                 backoff.sleep()
         slot.click = how
-        log.debug("clicked %s (%s, %s)", item.name or href, how, mode)
+        log.debug("clicked %s (%s, %s)", item.name or item.href, how, mode)
         return slot, mode
 
     def _await_batch(self, driver, window: _Window, batch: DownloadBatch, popups: dict[str, Slot | None],

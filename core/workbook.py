@@ -133,7 +133,10 @@ def _outcome_values(po: str, outcomes: Mapping[str, PoOutcome]) -> tuple[dict[st
         "SUPPLIER": outcome.supplier,
         "ATTACHMENTS_FOUND": outcome.attachments_found,
         "ATTACHMENTS_DOWNLOADED": outcome.attachments_downloaded,
-        "ATTACHMENT_NAMES": ";".join(outcome.attachment_names),
+        # A name the portal served that had to change (too long, or a second file of one name) is
+        # shown in full after the name on disk.
+        "ATTACHMENT_NAMES": ";".join(f"{f.name} [{f.original_name}]" if f.original_name else f.name
+                                     for f in outcome.files),
         "DOWNLOAD_FOLDER": outcome.download_folder,
         "PO_URL": outcome.po_url,
         "ERROR_MESSAGE": outcome.error_message,

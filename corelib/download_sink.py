@@ -2,16 +2,14 @@
 
 Local browsers (every local mode, the single-session strategy too): EventDownloadSink. Files land
 under their GUID in a spool folder, each is matched to the click that started it, and a page's files
-are awaited together (DownloadBatch). The rest of this docstring describes the one-click-at-a-time
-sinks, which remain for a Selenium Grid, where the node's DevTools endpoint may be out of reach.
+are awaited together (DownloadBatch).
 
-The workflow clicks one attachment at a time and asks its sink three things: wait until exactly the
-new finished file is there (nothing partial), fetch it to a path of its choosing, and forget
-everything (before an attempt, after a failure). fetch() removes the file from the sink, so the sink
-is empty again before the next click and every file belongs to one click.
-
-Local: the browser's own download folder (corelib.downloads.DownloadFolder), as before.
-Grid: the node's managed-downloads folder, seen only through the session: `get_downloadable_files()`
+A Selenium Grid keeps the one-click-at-a-time sink (DownloadSink), because the node's DevTools
+endpoint may be out of reach: the workflow clicks one attachment at a time and asks its sink three
+things: wait until exactly the new finished file is there (nothing partial), fetch it to a path of its
+choosing, and forget everything (before an attempt, after a failure). fetch() removes the file from
+the sink, so the sink is empty again before the next click and every file belongs to one click.
+The node's managed-downloads folder is seen only through the session: `get_downloadable_files()`
 is a snapshot of names (it does not wait, and it lists partial files too), the bytes come back
 zipped and base64-encoded, and `delete_downloadable_files()` empties it.
 """
@@ -29,7 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Protocol
 
 from corelib.download_events import BrowserDownload, DownloadState, DownloadTracker
-from corelib.downloads import DownloadFolder, DownloadInterrupted, DownloadStalled, DownloadTimeout, is_partial
+from corelib.downloads import DownloadInterrupted, DownloadStalled, DownloadTimeout, is_partial
 from corelib.errors import LoginRequiredError, TransientError
 from corelib.polling import Backoff, Throttle
 
@@ -47,29 +45,6 @@ class DownloadSink(Protocol):
 
     def fetch(self, name: str, target: Path) -> Path:
         """Put the finished file `name` at `target` and remove it from the sink."""
-
-
-class LocalDownloadSink:
-    """The browser's download folder on this PC: files are moved, not copied."""
-
-    def __init__(self, folder: DownloadFolder | Path | str) -> None:
-        self.folder = folder if isinstance(folder, DownloadFolder) else DownloadFolder(Path(folder))
-
-    @property
-    def path(self) -> Path:
-        return self.folder.path
-
-    def clear(self) -> None:
-        self.folder.clear()
-
-    def wait_for_new(self, count: int = 1, timeout: float = 60.0, stall_timeout: float = 20.0,
-                     on_poll: Callable[[], None] | None = None) -> list[str]:
-        return self.folder.wait_for_new(set(), count, timeout=timeout, stall_timeout=stall_timeout,
-                                        on_poll=on_poll)
-
-    def fetch(self, name: str, target: Path) -> Path:
-        os.replace(self.folder.path / name, target)
-        return target
 
 
 class GridDownloadSink:
@@ -186,6 +161,7 @@ class Slot:
     label: str
     url: str  # the attachment's absolute link, '' when it has none
     click: str = ""  # how it was clicked (for the record)
+    converted: bool = False  # a plain link the workflow marked as a download (it may answer with a page)
     navigates: bool = False  # the click navigates the page's own frame first (its URL may not be the file's)
     clicked: float = field(default_factory=time.monotonic)
     frames: set[str] = field(default_factory=set)  # popups (target ids) this click opened
@@ -300,9 +276,20 @@ class DownloadBatch:
             self.tracker.wait_change(version, min(poll, 0.5))
 
     def fetch(self, slot: Slot, target: Path) -> Path:
-        """Move a completed download's file from the spool to target."""
+        """Move a completed download's file from the spool to target, once its size is the one the
+        browser reported (TransientError DOWNLOAD_FAILED otherwise: the file is not taken)."""
         assert slot.download is not None and slot.ok
-        os.replace(self.tracker.path_of(slot.download), target)
+        d = slot.download
+        path = self.tracker.path_of(d)
+        try:
+            size = path.stat().st_size
+        except OSError as exc:
+            raise TransientError(f"the browser finished {d.suggested!r} but its file is missing: {exc}",
+                                 reason="DOWNLOAD_FAILED") from exc
+        if size != d.received or (d.total and size != d.total):
+            raise TransientError(f"{d.suggested!r}: {size} bytes on disk, the browser reported {d.received} of "
+                                 f"{d.total or '?'}", reason="DOWNLOAD_FAILED")
+        os.replace(path, target)
         self._fetched.add(slot.download.guid)
         self.tracker.forget(slot.download.guid)
         return target

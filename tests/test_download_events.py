@@ -25,7 +25,8 @@ from corelib.tasks import Event
 pytestmark = pytest.mark.usefixtures("browser_available")
 
 LONG_ASCII = "L" * 300 + ".pdf"  # 304 bytes: more than any file system takes in one name
-MIXED = ("Счёт-фактура 請求書 إيصال 🧾📄 " * 6)[:171] + ".pdf"  # 175 characters, over 255 UTF-8 bytes
+MIXED = ("Счёт-фактура 請求書 إيصال 🧾📄 " * 8)[:171] + ".pdf"  # 175 characters, over 255 UTF-8 bytes
+assert len(MIXED) == 175 and len(MIXED.encode("utf-8")) > 255
 REVERSED = (2400, 1200, 200)  # click order first, finish order last
 
 
@@ -55,6 +56,10 @@ def scenario() -> Scenario:
                 att("whole.pdf"), att("dropped.pdf", faults=["drop_mid"])]},
             {"id": "700006", "supplier": "Stalled", "attachments": [
                 att("whole.pdf"), att("stalled.pdf", faults=["stall_mid"])]},
+            {"id": "700007", "supplier": "Error Page", "attachments": [
+                att("whole.pdf"), att("broken.pdf", "span", faults=["http500"]), att("after.pdf", "span")]},
+            {"id": "700008", "supplier": "Error Link", "attachments": [
+                att("whole.pdf"), att("broken.pdf", faults=["http500"]), att("after.pdf")]},
         ],
     })
 
@@ -120,6 +125,8 @@ def test_files_that_finish_in_reverse_click_order_are_matched_to_their_own_attac
         # finished in the reverse order of the clicks (a popup's click can take ChromeDriver a second
         # on a busy machine, so only the links' order is certain)
         assert [e.detail.split(" via ")[0] for e in done] == sorted(expected, key=lambda n: int(n[:-4].rsplit("-", 1)[1]))
+    # the PO's record lists its files in the page's order, whatever order they finished in
+    assert [f.name for f in outcome.files] == list(expected)
     # each file went to the attachment clicked for it
     for e in done:
         name, label = re.match(r"(.*) via .* from attachment '(.*)' by ", e.detail).groups()
@@ -138,3 +145,42 @@ def test_a_download_cut_off_for_good_ends_partial_not_timeout(portal, profile, t
     assert (outcome.status, outcome.reason) == (Status.PARTIAL, "DOWNLOAD_FAILED"), outcome.error_message
     assert [f.name for f in outcome.files] == ["whole.pdf"]
     assert outcome.attempts == 2
+
+
+@pytest.mark.parametrize("po,files_at_once", [("700007", 4), ("700008", 4), ("700008", 1)],
+                         ids=["script-link", "link-as-download", "link-one-by-one"])
+def test_an_attachment_that_answers_with_an_error_page_fails_alone(portal, profile, tmp_path, po, files_at_once):
+    # The error page either replaces the PO page (a script or a plain link navigating the page's own
+    # frame) or ends a download at once (a link marked as a download): either way that attachment
+    # fails, the others arrive, and the PO ends PARTIAL after its attempts.
+    outcome, events = run_po(portal, profile, tmp_path, po, files_at_once=files_at_once, max_attempts=2)
+    assert (outcome.status, outcome.reason) == (Status.PARTIAL, "DOWNLOAD_FAILED"), outcome.error_message
+    assert sorted(f.name for f in outcome.files) == ["after.pdf", "whole.pdf"]
+    failed = [e for e in events if e.action == "download" and e.outcome == "failed"]
+    assert len(failed) == 2 and all("broken.pdf" in e.detail for e in failed), [e.detail for e in failed]
+
+
+def test_a_long_name_s_full_form_reaches_the_run_store_and_the_workbook(portal, profile, tmp_path):
+    import json
+    import sqlite3
+
+    import openpyxl
+
+    from core.app import MainApp, RunOptions
+
+    orders = tmp_path / "orders.csv"
+    orders.write_text("PO_NUMBER\n700001\n", encoding="utf-8")
+    summary = MainApp(RunOptions(orders=orders, out=tmp_path / "out", site="demo", base_url=portal.base_url,
+                                 browser="chromium", profile=profile, local_only=True, backoff_base=0.1,
+                                 profiles_root=tmp_path / "clones")).run()
+    assert summary.outcomes["700001"].status is Status.COMPLETED
+    db = sqlite3.connect(summary.out_dir / ".pobatch" / "runs.sqlite")
+    try:
+        data = json.loads(db.execute("SELECT data FROM tasks WHERE key='700001'").fetchone()[0])
+    finally:
+        db.close()
+    assert {f["original_name"] for f in data["files"]} == {LONG_ASCII, MIXED}
+    ws = openpyxl.load_workbook(summary.results_path)["Results"]
+    header = [c.value for c in ws[1]]
+    names = next(ws.iter_rows(min_row=2, values_only=True))[header.index("ATTACHMENT_NAMES")]
+    assert f"[{LONG_ASCII}]" in names and f"[{MIXED}]" in names

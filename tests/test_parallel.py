@@ -91,7 +91,7 @@ def _group(first: int, count: int, files: int = 2) -> list[dict[str, Any]]:
 GROUPS: dict[str, list[dict[str, Any]]] = {
     "clones": _group(300001, 6),
     "browser_kill": _group(310001, 6, files=3),
-    "worker_kill": _group(320001, 6, files=3),
+    "worker_kill": _group(320001, 12, files=3),  # enough work left for a replacement to start
     "login": _group(330001, 6),
     "main_kill": _group(340001, 10),
     "ctrl_c": _group(350001, 10),
