@@ -22,7 +22,8 @@ log = logging.getLogger(__name__)
 
 BROWSERS = ("edge", "chrome", "chromium")
 
-# Flags from DESIGN.md's traps: quiet, headless-safe, and no background fetches that stall first loads.
+# Flags from the traps in docs/design.md ("Browser flags and the first-load stall"): quiet,
+# headless-safe, and no background fetches that stall first loads.
 BASE_ARGS = (
     "--no-first-run",
     "--no-default-browser-check",
@@ -206,7 +207,7 @@ def _webdriver_manager_install(browser: str) -> str:
 
 
 def build_options(spec: BrowserSpec, binary: str | None):
-    """Chromium-family options with the flags and download preferences from DESIGN.md."""
+    """Chromium-family options with the flags and download preferences from docs/design.md."""
     from selenium import webdriver
 
     opts = webdriver.EdgeOptions() if spec.browser == "edge" else webdriver.ChromeOptions()
