@@ -150,6 +150,19 @@ def _a_web_page(slot: Slot, item: "_Found") -> bool:
     return suggested.endswith(pages) and not (item.name or "").lower().strip().endswith(pages)
 
 
+def _pointer_click(driver, element) -> str:
+    """A trusted click, for portals whose handlers ignore script clicks; an element that a floating
+    toolbar covers gets the script click instead. Returns how it was clicked."""
+    from selenium.common.exceptions import ElementClickInterceptedException, ElementNotInteractableException
+
+    try:
+        element.click()
+        return "click"
+    except (ElementClickInterceptedException, ElementNotInteractableException):
+        driver.execute_script(JS_CLICK, element)
+        return "js-click"
+
+
 def _usable_link(href: str) -> bool:
     """An attachment's href that names what it downloads (not a script hook or an in-page anchor)."""
     href = (href or "").strip().lower()
@@ -610,19 +623,10 @@ class PoJob:
         """Click one attachment and record the click in the batch; returns its slot and how the click
         behaves: "download"/"converted" (the browser downloads at once), "popup" (it opened a window,
         bound to the slot) or "navigate" (it navigates the page's own frame first)."""
-        from selenium.common.exceptions import ElementClickInterceptedException, ElementNotInteractableException
-
         pointer = self.site.pointer_clicks
         mode = driver.execute_script(PREPARE_CLICK_JS, item.element, convert, pointer, not pointer)
         link = urljoin(window.url, item.href.strip()) if _usable_link(item.href) else ""
-        how = "script"
-        if pointer:
-            try:
-                item.element.click()
-                how = "click"
-            except (ElementClickInterceptedException, ElementNotInteractableException):
-                driver.execute_script(JS_CLICK, item.element)  # a floating toolbar covers it
-                how = "js-click"
+        how = _pointer_click(driver, item.element) if pointer else "script"
         slot = batch.expect(item.name or item.href, link, navigates=mode == "navigate")
         slot.converted = mode == "converted"
         if mode == "popup":
@@ -773,17 +777,10 @@ class PoJob:
 
         `window` is the page as the previous download left it: every popup is closed before this
         returns, so the handles and the URL still hold for the next click."""
-        from selenium.common.exceptions import ElementClickInterceptedException, ElementNotInteractableException
-
         main, handles, page_url = window.main, window.handles, window.url
         if self.site.pointer_clicks:
             driver.execute_script(SCROLL_CENTER_JS, item.element)
-            try:
-                item.element.click()
-                how = "click"
-            except (ElementClickInterceptedException, ElementNotInteractableException):
-                driver.execute_script(JS_CLICK, item.element)  # a floating toolbar covers it
-                how = "js-click"
+            how = _pointer_click(driver, item.element)
         else:
             driver.execute_script(JS_CLICK, item.element)
             how = "script"
