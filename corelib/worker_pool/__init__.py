@@ -30,10 +30,9 @@ Modules: types (what callers build and read), worker (inside a worker process), 
 See corelib.task_queue for why tasks are handed out by the parent rather than read from one
 shared multiprocessing.Queue. Only the parent keeps books; workers just run tasks and report.
 """
-from corelib.worker_pool.pool import WorkerPool, run_batch
+from corelib.worker_pool.pool import WorkerPool
 from corelib.worker_pool.types import (
     Handler,
-    PoolStats,
     PoolStopped,
     WorkerInfo,
     WorkerLost,
@@ -45,7 +44,6 @@ from corelib.worker_pool.worker import WorkerContext
 
 __all__ = [
     "Handler",
-    "PoolStats",
     "PoolStopped",
     "WorkerContext",
     "WorkerInfo",
@@ -54,5 +52,4 @@ __all__ = [
     "WorkerSpec",
     "resolve_factory",
     "result_from_exception",
-    "run_batch",
 ]

@@ -13,7 +13,7 @@ from collections import deque
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterator
 
 from corelib.errors import ErrorClass, classify
 from corelib.task_queue import (
@@ -30,7 +30,6 @@ from corelib.task_queue import (
 )
 from corelib.tasks import Event, Task, TaskResult
 from corelib.worker_pool.types import (
-    PoolStats,
     PoolStopped,
     WorkerInfo,
     WorkerLost,
@@ -112,7 +111,6 @@ class WorkerPool:
         self._next_id = 1
         self._spawned = 0
         self._restarts = 0
-        self._done = 0
         self._consecutive_failures = 0
         self._last_failure = ""
         self._started = False
@@ -186,14 +184,6 @@ class WorkerPool:
                 if not self._closed:
                     self._handle_ready(ready)
                     self._enforce_timeouts()
-
-    def stats(self) -> PoolStats:
-        with self._lock:
-            starting = sum(1 for w in self._live if not w.ready)
-            busy = sum(1 for w in self._live if w.task is not None)
-            return PoolStats(workers=len(self._live), idle=len(self._live) - starting - busy, busy=busy,
-                             starting=starting, restarts=self._restarts, queue_depth=len(self._pending),
-                             done=self._done, in_flight=busy)
 
     def workers(self) -> list[WorkerInfo]:
         """Every worker this pool started, live or exited, oldest first (copies)."""
@@ -459,7 +449,6 @@ class WorkerPool:
 
     def _finish(self, result: TaskResult) -> None:
         self._unresolved.discard(result.key)
-        self._done += 1
         self._outbox.append(result)
 
     def _enforce_timeouts(self) -> None:
@@ -609,35 +598,3 @@ class WorkerPool:
             for conn in (worker.tasks_out, worker.messages_in):
                 conn.close()
 
-
-def run_batch(spec: WorkerSpec, tasks: Iterable[Task], workers: int, **pool_kwargs: Any) -> list[TaskResult]:
-    """Library API: one result per task, in input order. Item failures are results, never raised.
-
-    If the pool itself gives up (PoolStopped), tasks without a result get a FAILED one that says why.
-    """
-    task_list = list(tasks)
-    keys = [t.key for t in task_list]
-    if len(set(keys)) != len(keys):
-        raise ValueError("task keys must be unique within a batch")
-    if not task_list:
-        return []
-    by_key: dict[str, TaskResult] = {}
-    stopped: PoolStopped | None = None
-    with WorkerPool(spec, min(workers, len(task_list)), **pool_kwargs) as pool:
-        for task in task_list:
-            pool.submit(task)
-        try:
-            for item in pool.results():
-                if isinstance(item, TaskResult):
-                    by_key[item.key] = item
-        except PoolStopped as exc:
-            stopped = exc
-    out = []
-    for task in task_list:
-        result = by_key.get(task.key)
-        if result is None:
-            why = str(stopped) if stopped is not None else "the pool stopped without a result for this task"
-            result = TaskResult(key=task.key, status="FAILED", reason="POOL_STOPPED", error=why,
-                                error_class=ErrorClass.FATAL.value, attempts=task.prior_attempts)
-        out.append(result)
-    return out

@@ -47,18 +47,6 @@ class WorkerInfo:
 
 
 @dataclass
-class PoolStats:
-    workers: int
-    idle: int
-    busy: int
-    starting: int
-    restarts: int
-    queue_depth: int
-    done: int
-    in_flight: int
-
-
-@dataclass
 class WorkerLost:
     """Yielded by results() when a worker process died without being asked to stop."""
 
