@@ -37,6 +37,7 @@ from corelib.worker_pool.types import (
     WorkerInfo,
     WorkerLost,
     WorkerSpec,
+    WorkerState,
     resolve_factory,
     result_from_exception,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "WorkerLost",
     "WorkerPool",
     "WorkerSpec",
+    "WorkerState",
     "resolve_factory",
     "result_from_exception",
 ]

@@ -5,6 +5,7 @@ Only the parent keeps books; workers just run tasks and report (worker.py).
 from __future__ import annotations
 
 import dataclasses
+import enum
 import logging
 import multiprocessing
 import threading
@@ -34,6 +35,7 @@ from corelib.worker_pool.types import (
     WorkerInfo,
     WorkerLost,
     WorkerSpec,
+    WorkerState,
     resolve_factory,
 )
 from corelib.worker_pool.worker import _worker_main
@@ -41,6 +43,19 @@ from corelib.worker_pool.worker import _worker_main
 log = logging.getLogger(__name__)
 
 _MAX_WAIT = 1.0  # upper bound of one wait(): keeps Ctrl+C prompt on Windows; deaths still wake us at once
+
+
+class KillReason(str, enum.Enum):
+    """Why the parent killed a worker process; decides what becomes of the task it held."""
+
+    TIMEOUT = "timeout"  # its task ran past task_timeout + abort_grace
+    START_TIMEOUT = "start_timeout"  # not ready within task_timeout + abort_grace
+    PROTOCOL = "protocol"  # its pipe broke, or it sent what the parent cannot read
+    STOP = "stop"  # still running when stop() timed out
+    TERMINATE = "terminate"  # terminate()
+
+    def __str__(self) -> str:  # the bare word in log lines and error texts
+        return self.value
 
 
 @dataclass(eq=False)
@@ -58,7 +73,7 @@ class _Worker:
     since: float = 0.0  # monotonic: when `task` was handed over / started
     stop_sent: bool = False
     eof: bool = False
-    kill_reason: str = ""  # timeout | start_timeout | protocol | stop | terminate
+    kill_reason: KillReason | None = None  # set when the parent kills it
     start_error: str = ""
     start_failure_reported: bool = False
 
@@ -230,7 +245,7 @@ class WorkerPool:
         with self._lock:
             if self._live:
                 log.warning("%d worker(s) did not stop within %g s: killing them", len(self._live), timeout)
-                self._kill_all("stop")
+                self._kill_all(KillReason.STOP)
             self._close()
             return cancelled + self._take_pending()
 
@@ -242,7 +257,7 @@ class WorkerPool:
             self._stopping = True
             if self._live:
                 log.warning("terminating %d worker(s)", len(self._live))
-            self._kill_all("terminate")
+            self._kill_all(KillReason.TERMINATE)
             self._close()
 
     def __enter__(self) -> WorkerPool:
@@ -307,7 +322,7 @@ class WorkerPool:
             self._pending.put_front(task)
             return
         worker.task, worker.task_started, worker.since = task, False, time.monotonic()
-        worker.info.state, worker.info.task_key, worker.info.busy_since = "busy", task.key, time.time()
+        worker.info.state, worker.info.task_key, worker.info.busy_since = WorkerState.BUSY, task.key, time.time()
 
     def _send(self, worker: _Worker, message: Task | None) -> bool:
         try:
@@ -316,7 +331,7 @@ class WorkerPool:
         except (OSError, ValueError) as exc:
             # Its pipe is broken: it is dying. Make sure, and let its sentinel report it.
             log.debug("worker %s: cannot send (%s)", worker.info.worker_id, exc)
-            worker.kill_reason = worker.kill_reason or "protocol"
+            worker.kill_reason = worker.kill_reason or KillReason.PROTOCOL
             self._kill(worker)
             return False
 
@@ -327,7 +342,7 @@ class WorkerPool:
         except (OSError, ValueError, AttributeError):
             pass  # already gone
 
-    def _kill_all(self, reason: str) -> None:
+    def _kill_all(self, reason: KillReason) -> None:
         for worker in self._live:
             worker.kill_reason = worker.kill_reason or reason
             self._kill(worker)
@@ -398,7 +413,7 @@ class WorkerPool:
                 log.error("worker %s sent a message the pool cannot read (%s): killing it",
                           worker.info.worker_id, exc)
                 worker.eof = True
-                worker.kill_reason = worker.kill_reason or "protocol"
+                worker.kill_reason = worker.kill_reason or KillReason.PROTOCOL
                 self._kill(worker)
                 return
             self._on_message(worker, message)
@@ -421,14 +436,14 @@ class WorkerPool:
                 log.warning("worker %s sent a result for %r, which it was not running: ignored", wid, result.key)
                 return
             worker.task, worker.task_started = None, False
-            worker.info.state, worker.info.task_key, worker.info.busy_since = "idle", "", 0.0
+            worker.info.state, worker.info.task_key, worker.info.busy_since = WorkerState.IDLE, "", 0.0
             worker.info.done += 1
             self._consecutive_failures = 0
             self._finish(result)
             self._dispatch(worker)
         elif isinstance(message, WorkerReady):
             worker.ready = True
-            worker.info.state = "idle"
+            worker.info.state = WorkerState.IDLE
             log.info("worker %s started (pid %d, ready in %.2f s)", wid, message.pid, message.start_seconds)
             self._dispatch(worker)
         elif isinstance(message, WorkerStartFailed):
@@ -464,12 +479,12 @@ class WorkerPool:
                 log.warning("worker %s (pid %d) still busy on task %s after %.1f s (task_timeout %g s + "
                             "abort_grace %g s): killing it", worker.info.worker_id, worker.info.pid,
                             worker.task.key, now - worker.since, self._task_timeout, self._abort_grace)
-                worker.kill_reason = "timeout"
+                worker.kill_reason = KillReason.TIMEOUT
                 self._kill(worker)
             elif not worker.ready and now - worker.spawned > limit:
                 log.warning("worker %s (pid %d) not ready after %.1f s: killing it",
                             worker.info.worker_id, worker.info.pid, now - worker.spawned)
-                worker.kill_reason = "start_timeout"
+                worker.kill_reason = KillReason.START_TIMEOUT
                 self._kill(worker)
 
     def _handle_exit(self, worker: _Worker) -> None:
@@ -487,12 +502,12 @@ class WorkerPool:
         worker.task = None
         now = time.time()
 
-        if worker.kill_reason in ("stop", "terminate"):
-            worker.info.state = "stopped"
+        if worker.kill_reason in (KillReason.STOP, KillReason.TERMINATE):
+            worker.info.state = WorkerState.STOPPED
             if task is not None and worker.task_started:
                 self._finish(TaskResult(
                     key=task.key, status="INTERRUPTED",
-                    reason="STOPPED" if worker.kill_reason == "stop" else "TERMINATED",
+                    reason="STOPPED" if worker.kill_reason is KillReason.STOP else "TERMINATED",
                     error=f"worker {wid} was killed by {worker.kill_reason}() while running this task",
                     error_class=ErrorClass.TRANSIENT.value, attempts=task.prior_attempts + 1,
                     started=worker.info.busy_since, finished=now, worker_id=wid))
@@ -501,22 +516,24 @@ class WorkerPool:
             log.info("worker %s (pid %d) killed by %s() (exit code %s)%s", wid, pid, worker.kill_reason, exitcode,
                      f" while running task {task.key}" if task is not None else "")
         elif worker.stop_sent and task is None and not worker.kill_reason:
-            worker.info.state = "stopped"
+            worker.info.state = WorkerState.STOPPED
             log.info("worker %s (pid %d) exited (exit code %s) after %d task(s)", wid, pid, exitcode, worker.info.done)
         elif not worker.ready:
-            worker.info.state = "dead"
+            worker.info.state = WorkerState.DEAD
             error = worker.start_error or (
                 f"not ready within {self._task_timeout + self._abort_grace:g} s"  # type: ignore[operator]
-                if worker.kill_reason == "start_timeout" else f"exited with code {exitcode} before it was ready")
+                if worker.kill_reason is KillReason.START_TIMEOUT
+                else f"exited with code {exitcode} before it was ready")
             if not worker.start_failure_reported:
-                self._outbox.append(Event(action="worker_start_failed", worker_id=wid, outcome="transient",
-                                          detail=error))
+                self._outbox.append(Event(action="worker_start_failed", worker_id=wid,
+                                          outcome=ErrorClass.TRANSIENT.value, detail=error))
             log.error("worker %s (pid %d) failed to start: %s", wid, pid, error)
             self._note_failure(f"worker {wid} failed to start: {error}")
         else:
-            worker.info.state = "dead"
+            worker.info.state = WorkerState.DEAD
             cause = (f"was killed after running task {task.key} longer than task_timeout + abort_grace"
-                     if worker.kill_reason == "timeout" and task is not None else f"died with exit code {exitcode}")
+                     if worker.kill_reason is KillReason.TIMEOUT and task is not None
+                     else f"died with exit code {exitcode}")
             requeued, outcome, final = False, "", None
             if task is not None and not worker.task_started:
                 self._pending.put_front(task)  # handed over but never begun: no attempt spent
@@ -527,7 +544,7 @@ class WorkerPool:
                 outcome = (f" while running task {task.key}; requeued "
                            f"(attempt {task.prior_attempts + 2} of {self._max_task_requeues + 1})")
             elif task is not None:
-                reason = "TIMEOUT" if worker.kill_reason == "timeout" else "WORKER_DIED"
+                reason = "TIMEOUT" if worker.kill_reason is KillReason.TIMEOUT else "WORKER_DIED"
                 final = TaskResult(
                     key=task.key, status="FAILED", reason=reason,
                     error=f"worker {wid} (pid {pid}) {cause}; attempt {task.prior_attempts + 1}, no requeue left",

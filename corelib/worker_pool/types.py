@@ -6,6 +6,7 @@ single-session mode) must turn an exception into a result the same way.
 """
 from __future__ import annotations
 
+import enum
 import importlib
 import time
 from dataclasses import dataclass, field
@@ -35,11 +36,26 @@ class Handler(Protocol):
     def close(self) -> None: ...
 
 
+class WorkerState(str, enum.Enum):
+    """Where a worker process is in its life. A str, so it compares equal to the bare word."""
+
+    STARTING = "starting"  # spawned; its factory is building the handler
+    IDLE = "idle"  # ready, waiting for a task
+    BUSY = "busy"  # holds a task
+    STOPPED = "stopped"  # exited because the pool stopped it (STOP, stop() or terminate())
+    DEAD = "dead"  # exited without being asked to: crashed, killed from outside, or never got ready
+
+    def __str__(self) -> str:  # the bare word in log lines and f-strings
+        return self.value
+
+
 @dataclass
 class WorkerInfo:
+    """What the pool knows of one worker process: handed out by workers() and on_worker_exit."""
+
     worker_id: str
     pid: int
-    state: str = "starting"  # starting | idle | busy | stopped | dead
+    state: WorkerState = WorkerState.STARTING
     task_key: str = ""  # current task; for an exited worker, the task it held when it went
     busy_since: float = 0.0  # wall clock
     done: int = 0
