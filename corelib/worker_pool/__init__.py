@@ -11,22 +11,26 @@ Modelled on CPython's concurrent/futures/process.py, with what a browser pool ne
 - a worker whose parent dies (SIGKILL of the app) notices at once, aborts its task, closes its
   handler (browser, profile clone) and exits, instead of working on as an orphan.
 
-Data flow (the parent drives everything from the caller's thread, inside results() and stop()):
+Data flow. The parent drives everything from the caller's thread, inside results() and stop(); no
+thread of its own:
 
-  caller          | parent (pool.py)                     |   pipes     | one spawned process per worker (worker.py)
-                  |                                      |             |
-  submit(task) ---+-> pending TaskQueue                  |             |   _worker_main
-                  |     |  an idle worker gets ONE task  |             |     factory(ctx, config) -> handler, once
-                  |     +--------------------------------+-- tasks --->+-->  handler.run(task) -> TaskResult
-                  |                                      |   (or STOP) |     watchdog: handler.abort() on timeout
-  results() <-----+-- outbox <-- messages of the worker <+-- messages -+--- WorkerReady, TaskStarted, TaskDone,
-   TaskResult     |                                      |             |    EventMessage, WorkerLog, WorkerNote
-   | Event        |                                      |             |
-   | WorkerLost <-+-- death: requeue or fail its task, <-+-- sentinel -+--- the process is gone (exit, kill, OOM)
-                  |   on_worker_exit(WorkerInfo),        |             |
-                  |   start a replacement or give up     |             |
+  caller         | parent: pool.py (API, lock, wait loop) |  per-worker   | a spawned process per worker: worker.py
+                 |   manager.py (books, decisions)        |  pipes        |
+                 |   handle.py (one process's pipes)      |               |
+                 |                                        |               |  _worker_main:
+  submit(task) --+-> pending TaskQueue                    |               |   factory(ctx, config) -> handler, once
+                 |     | an idle worker gets ONE task     |               |
+                 |     +----------------------------------+-- Task/STOP ->+-> handler.run(task) -> TaskResult
+                 |                                        |               |   watchdog: handler.abort() on timeout
+  results() <----+-- output <-- the worker's messages <---+-- messages ---+-- WorkerReady, TaskStarted, TaskDone,
+   TaskResult    |                                        |               |   EventMessage, WorkerLog, WorkerNote
+   | Event       |                                        |               |
+   | WorkerLost <+-- a death: requeue or fail its task, <-+-- sentinel ---+-- the process is gone (exit, kill, OOM)
+                 |   on_worker_exit(WorkerInfo), start a  |               |
+                 |   replacement or give up (PoolStopped) |               |
 
-Modules: types (what callers build and read), worker (inside a worker process), pool (the parent).
+Modules: types (what callers build and read), pool (WorkerPool), manager (the parent's books and
+decisions), handle (the parent's handle on one worker process), worker (inside a worker process).
 See corelib.task_queue for why tasks are handed out by the parent rather than read from one
 shared multiprocessing.Queue. Only the parent keeps books; workers just run tasks and report.
 """
