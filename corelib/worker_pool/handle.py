@@ -62,7 +62,7 @@ class WorkerHandle:
         """
         tasks_in, tasks_out = mp_context.Pipe(duplex=False)
         messages_in, messages_out = mp_context.Pipe(duplex=False)
-        process = mp_context.Process(  # type: ignore[attr-defined]
+        process = mp_context.Process(
             target=_worker_main, name=f"pool-{worker_id}", daemon=True,
             args=(worker_id, spec, tasks_in, messages_out, task_timeout, log_level))
         try:

@@ -33,7 +33,7 @@ from corelib.task_queue import (
     WorkerStartFailed,
 )
 from corelib.tasks import Event, Task, TaskResult
-from corelib.worker_pool.types import WorkerSpec, resolve_factory, result_from_exception
+from corelib.worker_pool.types import Handler, WorkerSpec, resolve_factory, result_from_exception
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +227,7 @@ def _watch_parent(guard: _ExitGuard, get_abort: Callable[[], Callable[[], None] 
     guard.interrupt_main(f"the parent process (pid {parent.pid}) is gone")
 
 
-def _run_task(handler: Any, task: Task, ctx: WorkerContext, watchdog: _Watchdog | None,
+def _run_task(handler: Handler, task: Task, ctx: WorkerContext, watchdog: _Watchdog | None,
               task_timeout: float | None) -> TaskResult:
     started = time.time()
     aborted = False
