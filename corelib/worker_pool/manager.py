@@ -4,14 +4,13 @@ WorkerPool (pool.py) is what callers use: it checks their input, holds the lock,
 loop of results() and stop(). Each pass of that loop hands what woke it to this manager, which:
 - dispatches: an idle worker gets exactly one task on its own pipe, or STOP;
 - reads each worker's messages (ready, started, done, events, log records, notes);
-- notices a death through the process sentinel and decides what becomes of its task (requeue,
-  fail, or INTERRUPTED), tells the app (on_worker_exit), and starts a replacement or gives up;
+- notices a death through the process sentinel, applies what settle_exit (exits.py) decides about
+  its task, tells the app (on_worker_exit), and starts a replacement or gives up (PoolStopped);
 - kills a worker whose task outlived task_timeout + abort_grace, or that never got ready.
 
-Over 400 lines on purpose: every decision here reads and writes the same books (the queue, the live
-workers, the failure count), and _handle_exit settles a worker's end, in every way it can end, in
-one place. Input and output with one process are already apart (handle.py); splitting the decisions
-further would pass these books between files. Not thread-safe on its own: the pool holds its lock
+A little over 400 lines: what is left here all reads and writes the same books (the queue, the live
+workers, the output, the failure count); one process's input and output (handle.py) and the verdict
+on a worker's end (exits.py) are already apart. Not thread-safe on its own: the pool holds its lock
 around every call.
 """
 from __future__ import annotations
@@ -25,7 +24,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any, Callable
 
-from corelib.errors import ErrorClass, classify
+from corelib.errors import classify
 from corelib.task_queue import (
     STOP,
     EventMessage,
@@ -38,8 +37,9 @@ from corelib.task_queue import (
     WorkerStartFailed,
 )
 from corelib.tasks import Event, Task, TaskResult
-from corelib.worker_pool.types import PoolStopped, WorkerInfo, WorkerLost, WorkerSpec, WorkerState
+from corelib.worker_pool.exits import settle_exit
 from corelib.worker_pool.handle import KillReason, WorkerHandle
+from corelib.worker_pool.types import PoolStopped, WorkerInfo, WorkerLost, WorkerSpec, WorkerState
 
 log = logging.getLogger(__name__)
 
@@ -375,65 +375,20 @@ class PoolManager:
         self._drain(worker)  # what it sent before dying is still in the pipe
         exitcode = worker.reap()
         self.live.remove(worker)
-        wid, pid, task = worker.info.worker_id, worker.info.pid, worker.task
-        worker.task = None
-        now = time.time()
-
-        if worker.kill_reason in (KillReason.STOP, KillReason.TERMINATE):
-            worker.info.state = WorkerState.STOPPED
-            if task is not None and worker.task_started:
-                self._finish(TaskResult(
-                    key=task.key, status="INTERRUPTED",
-                    reason="STOPPED" if worker.kill_reason is KillReason.STOP else "TERMINATED",
-                    error=f"worker {wid} was killed by {worker.kill_reason}() while running this task",
-                    error_class=ErrorClass.TRANSIENT.value, attempts=task.prior_attempts + 1,
-                    started=worker.info.busy_since, finished=now, worker_id=wid))
-            elif task is not None:
-                self._pending.put_front(task)
-            log.info("worker %s (pid %d) killed by %s() (exit code %s)%s", wid, pid, worker.kill_reason, exitcode,
-                     f" while running task {task.key}" if task is not None else "")
-        elif worker.stop_sent and task is None and not worker.kill_reason:
-            worker.info.state = WorkerState.STOPPED
-            log.info("worker %s (pid %d) exited (exit code %s) after %d task(s)", wid, pid, exitcode, worker.info.done)
-        elif not worker.ready:
-            worker.info.state = WorkerState.DEAD
-            error = worker.start_error or (
-                f"not ready within {self._task_timeout + self._abort_grace:g} s"  # type: ignore[operator]
-                if worker.kill_reason is KillReason.START_TIMEOUT
-                else f"exited with code {exitcode} before it was ready")
-            if not worker.start_failure_reported:
-                self._output.append(Event(action="worker_start_failed", worker_id=wid,
-                                          outcome=ErrorClass.TRANSIENT.value, detail=error))
-            log.error("worker %s (pid %d) failed to start: %s", wid, pid, error)
-            self._note_failure(f"worker {wid} failed to start: {error}")
-        else:
-            worker.info.state = WorkerState.DEAD
-            cause = (f"was killed after running task {task.key} longer than task_timeout + abort_grace"
-                     if worker.kill_reason is KillReason.TIMEOUT and task is not None
-                     else f"died with exit code {exitcode}")
-            requeued, outcome, final = False, "", None
-            if task is not None and not worker.task_started:
-                self._pending.put_front(task)  # handed over but never begun: no attempt spent
-                requeued, outcome = True, f"; task {task.key} had not started: requeued"
-            elif task is not None and task.prior_attempts + 1 <= self._max_task_requeues:
-                self._pending.put(dataclasses.replace(task, prior_attempts=task.prior_attempts + 1))
-                requeued = True
-                outcome = (f" while running task {task.key}; requeued "
-                           f"(attempt {task.prior_attempts + 2} of {self._max_task_requeues + 1})")
-            elif task is not None:
-                reason = "TIMEOUT" if worker.kill_reason is KillReason.TIMEOUT else "WORKER_DIED"
-                final = TaskResult(
-                    key=task.key, status="FAILED", reason=reason,
-                    error=f"worker {wid} (pid {pid}) {cause}; attempt {task.prior_attempts + 1}, no requeue left",
-                    error_class=ErrorClass.TRANSIENT.value, attempts=task.prior_attempts + 1,
-                    started=worker.info.busy_since, finished=now, worker_id=wid)
-                outcome = f" while running task {task.key}; task failed ({reason})"
-            self._output.append(WorkerLost(wid, pid, exitcode, task.key if task else "", requeued,
-                                           dict(worker.info.info)))
-            if final is not None:
-                self._finish(final)
-            log.warning("worker %s (pid %d) %s%s", wid, pid, cause, outcome)
-            self._note_failure(f"worker {wid} (pid {pid}) {cause}")
+        task, worker.task = worker.task, None
+        start_limit = None if self._task_timeout is None else self._task_timeout + self._abort_grace
+        end = settle_exit(worker, task, exitcode, max_task_requeues=self._max_task_requeues, start_limit=start_limit)
+        worker.info.state = end.state
+        if end.put_back is not None:
+            self._pending.put_front(end.put_back)
+        if end.retry is not None:
+            self._pending.put(end.retry)
+        if end.told is not None:
+            self._output.append(end.told)
+        if end.result is not None:
+            self._finish(end.result)
+        if end.failure:
+            self._note_failure(end.failure)
         self._call_exit_hook(worker)
 
     def _call_exit_hook(self, worker: WorkerHandle) -> None:
