@@ -1,4 +1,4 @@
-"""The worker pool's public types, shared by both sides: the parent (pool.py) and the workers (worker.py).
+"""The worker pool's public types, shared by both sides: the parent (pool, manager) and the workers (worker).
 
 Callers build a WorkerSpec, write a Handler, and read WorkerInfo, WorkerLost and PoolStopped.
 result_from_exception is here because every mode (the pool's workers, and the EXPERIMENTAL
