@@ -25,17 +25,8 @@ from multiprocessing.connection import Connection
 from typing import Any, Callable
 
 from corelib.errors import classify
-from corelib.task_queue import (
-    STOP,
-    EventMessage,
-    TaskDone,
-    TaskQueue,
-    TaskStarted,
-    WorkerLog,
-    WorkerNote,
-    WorkerReady,
-    WorkerStartFailed,
-)
+from corelib.task_queue import STOP, EventMessage, TaskDone, TaskQueue, TaskStarted  # the wire to the workers
+from corelib.task_queue import WorkerLog, WorkerNote, WorkerReady, WorkerStartFailed
 from corelib.tasks import Event, Task, TaskResult
 from corelib.worker_pool.exits import settle_exit
 from corelib.worker_pool.handle import KillReason, WorkerHandle
