@@ -44,8 +44,8 @@ from corelib.browser import BrowserSpec
 from corelib.errors import FatalError
 from corelib.process_reaper import browser_processes
 from corelib.store import RunStore
-from corelib.tasks import Event, Task
-from corelib.worker_pool import WorkerSpec, run_batch
+from corelib.tasks import Event, Task, TaskResult
+from corelib.worker_pool import WorkerPool, WorkerSpec
 from eventually import wait_for
 from orders_files import write_orders as write_orders_file
 
@@ -678,7 +678,7 @@ def test_workers_auto_explains_its_choice_in_one_line_and_runs(tmp_path, demo, c
 # ---- 9. the engine as a library ----------------------------------------------------------------------
 
 @needs_browser
-def test_run_batch_with_the_po_handler_gives_one_result_per_item(tmp_path, demo):
+def test_the_pool_with_the_po_handler_gives_one_result_per_item(tmp_path, demo):
     portal, profile = demo
     ids = group_ids("batch")
     job = JobConfig(site="demo", base_url=portal.base_url, out_dir=str(tmp_path / "out"), page_timeout=20,
@@ -686,7 +686,10 @@ def test_run_batch_with_the_po_handler_gives_one_result_per_item(tmp_path, demo)
     cfg = WorkerConfig(job=job, browser=BrowserSpec(browser="chromium", local_only=True), base_profile=str(profile),
                        run_id="batch", profiles_root=str(tmp_path / "profiles"))
     tasks = [Task(key=po, payload={"po_number": po}) for po in ids] + [Task(key="broken", payload={})]
-    results = run_batch(WorkerSpec("core.po_worker:make_handler", {"worker": cfg}), tasks, workers=1)
+    with WorkerPool(WorkerSpec("core.po_worker:make_handler", {"worker": cfg}), 1) as pool:
+        for task in tasks:
+            pool.submit(task)
+        results = [r for r in pool.results() if isinstance(r, TaskResult)]  # one worker: in input order
     assert [r.key for r in results] == ids + ["broken"]
     expected = portal.expected_outcomes()
     assert [(r.status, r.reason) for r in results[:-1]] == [expected[po] for po in ids]

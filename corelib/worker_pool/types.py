@@ -1,0 +1,114 @@
+"""The worker pool's public types, shared by both sides: the parent (pool, manager) and the workers (worker).
+
+Callers build a WorkerSpec, write a Handler, and read WorkerInfo, WorkerLost and PoolStopped.
+result_from_exception is here because every mode (the pool's workers, and the EXPERIMENTAL
+single-session mode) must turn an exception into a result the same way.
+"""
+from __future__ import annotations
+
+import enum
+import importlib
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+from corelib.errors import classify, reason_of
+from corelib.tasks import Task, TaskResult
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """How to build a worker's handler: imported and called inside each worker process."""
+
+    factory: str  # "package.module:callable": factory(ctx: WorkerContext, config: dict) -> Handler
+    config: dict[str, Any] = field(default_factory=dict)  # picklable
+
+
+class Handler(Protocol):
+    """What a factory returns. run() may raise: the pool turns the exception into a FAILED result.
+
+    An optional `abort(self) -> None` is called from a watchdog thread in the worker when the
+    current task exceeds task_timeout; it must make the blocked run() return soon (kill the browser).
+    """
+
+    def run(self, task: Task) -> TaskResult: ...
+
+    def close(self) -> None: ...
+
+
+class WorkerState(str, enum.Enum):
+    """Where a worker process is in its life. A str, so it compares equal to the bare word."""
+
+    STARTING = "starting"  # spawned; its factory is building the handler
+    IDLE = "idle"  # ready, waiting for a task
+    BUSY = "busy"  # holds a task
+    STOPPED = "stopped"  # exited because the pool stopped it (STOP, stop() or terminate())
+    DEAD = "dead"  # exited without being asked to: crashed, killed from outside, or never got ready
+
+    def __str__(self) -> str:  # the bare word in log lines and f-strings
+        return self.value
+
+
+@dataclass
+class WorkerInfo:
+    """What the pool knows of one worker process: handed out by workers() and on_worker_exit."""
+
+    worker_id: str
+    pid: int
+    state: WorkerState = WorkerState.STARTING
+    task_key: str = ""  # current task; for an exited worker, the task it held when it went
+    busy_since: float = 0.0  # wall clock
+    done: int = 0
+    info: dict[str, Any] = field(default_factory=dict)  # what the worker noted (ctx.note)
+
+
+@dataclass
+class WorkerLost:
+    """Yielded by results() when a worker process died without being asked to stop."""
+
+    worker_id: str
+    pid: int
+    exitcode: int | None
+    task_key: str
+    requeued: bool
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class PoolStopped(Exception):
+    """results() gave up: workers keep dying. Everything was terminated; the message says why.
+
+    unfinished: tasks that never got a result (stop() returns the same tasks).
+    """
+
+    def __init__(self, message: str, unfinished: list[Task] | None = None) -> None:
+        super().__init__(message)
+        self.unfinished = list(unfinished or [])
+
+
+def resolve_factory(ref: str) -> Callable[..., Any]:
+    """Import "package.module:callable" (the callable may be dotted, e.g. "mod:Class.build")."""
+    module_name, sep, attr = ref.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"factory must look like 'package.module:callable', got {ref!r}")
+    obj: Any = importlib.import_module(module_name)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise TypeError(f"factory {ref!r} is not callable")
+    return obj
+
+
+def result_from_exception(task: Task, exc: BaseException, *, worker_id: str = "",
+                          started: float = 0.0) -> TaskResult:
+    """The one way an exception becomes a result, so every mode reports failures alike."""
+    return TaskResult(
+        key=task.key,
+        status="FAILED",
+        reason=reason_of(exc),
+        error=str(exc) or type(exc).__name__,
+        error_class=classify(exc).value,
+        attempts=task.prior_attempts + 1,
+        started=started,
+        finished=time.time(),
+        worker_id=worker_id,
+    )
