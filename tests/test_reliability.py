@@ -462,3 +462,28 @@ def test_a_session_that_simply_expires_in_parallel_mode_does_not_blame_parallel_
     assert "single-session" not in summary.message and "one live session" not in summary.message
     assert "sign in" in summary.message.lower()
     assert summary.counts["COMPLETED"] >= 1  # the sign-in worked at first
+
+
+# -- item 7: a timed-out attempt keeps what the browser showed, quietly --------------------------------------
+@pytest.mark.parametrize("mode", [[], ["--parallel", "--workers", "1"]], ids=["sequential", "parallel"])
+def test_a_timed_out_attempt_is_captured_before_its_browser_is_killed(tmp_path, mode):
+    pos = [{"id": "720001", "supplier": "Slow", "attachments": [{"name": "a.pdf", "kind": "link", "size": 2000}],
+            "faults": {"page": ["stall"]}},
+           {"id": "720002", "supplier": "Slow", "attachments": [{"name": "b.pdf", "kind": "link", "size": 2000}]}]
+    scenario = write_scenario(tmp_path / "s.json", pos, stall_seconds=120)
+    orders = write_orders(tmp_path, ["720002", "720001"])  # a page is open when the stalled one starts
+    out = tmp_path / "out"
+    with DemoPortal(scenario) as portal:
+        profile = prepare_demo_profile(tmp_path / "p", portal.base_url)
+        res = cli("run", str(orders), "--site", "demo", "--base-url", portal.base_url, "--browser", "chromium",
+                  "--profile", str(profile), "--out", str(out), "--po-timeout", "10", "--max-attempts", "1", *mode,
+                  env={"POBATCH_PROFILES_ROOT": str(tmp_path / "clones")})
+    assert res.returncode == 1, res.stderr[-3000:]
+    assert store_statuses(out) == {"720001": "TIMEOUT", "720002": "COMPLETED"}
+    [folder] = (out / ".pobatch" / "artifacts").glob("*/720001-a1")
+    manifest = json.loads((folder / "capture.json").read_text())
+    for name in ("screenshot.png", "page.html", "console.log"):
+        assert (folder / name).is_file() and (folder / name).stat().st_size > 0, (name, manifest)
+    assert (folder / "screenshot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    said = res.stdout + res.stderr  # the console's log lines go to stdout
+    assert "Retrying" not in said and "Connection refused" not in said, said[-3000:]
