@@ -487,3 +487,52 @@ def test_a_timed_out_attempt_is_captured_before_its_browser_is_killed(tmp_path, 
     assert (folder / "screenshot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     said = res.stdout + res.stderr  # the console's log lines go to stdout
     assert "Retrying" not in said and "Connection refused" not in said, said[-3000:]
+
+
+# -- item 8: a killed worker's scratch folders go when the pool reaps it ------------------------------------
+def test_a_killed_workers_staging_and_driver_temp_are_removed_when_it_is_reaped(tmp_path):
+    import tempfile
+
+    import psutil
+
+    from corelib.process_reaper import browser_processes
+
+    pos = slow_pos(6, base=730000)
+    scenario = write_scenario(tmp_path / "s.json", pos, latency={"page_ms": 300, "attachment_ms": 1500})
+    orders = write_orders(tmp_path, [p["id"] for p in pos])
+    out = tmp_path / "out"
+    staging = out / ".pobatch" / "staging"
+    seen: dict = {}
+
+    class KillOnce(StopPortalAfter):
+        def __init__(self) -> None:
+            pass
+
+        def start(self, run_id, *a) -> None:
+            seen["run_id"] = run_id
+
+        def event(self, e) -> None:
+            if e.action == "attempt_start" and e.task_key == pos[2]["id"] and "pid" not in seen:
+                clone = tmp_path / "clones" / f"run-{seen['run_id']}" / e.worker_id
+                [driver] = [p for p in browser_processes(clone) if "chromedriver" in p.name()]
+                worker = driver.parent()
+                seen.update(worker_id=e.worker_id, pid=worker.pid,
+                            staging=[p for p in staging.iterdir() if f"-{e.worker_id}-a" in p.name],
+                            temp=list(Path(tempfile.gettempdir()).glob(f"pobatch-drv-{worker.pid}-*")))
+                assert seen["staging"] and seen["temp"], seen  # there is something to clean up
+                worker.kill()
+            elif e.action == "worker_lost" and "pid" in seen and "lost" not in seen:
+                # by the time the app hears of it, the pool has reaped the worker
+                seen.update(lost=True, staging_left=[p for p in seen["staging"] if p.exists()],
+                            temp_left=[p for p in seen["temp"] if p.exists()])
+
+        def task_done(self, *a) -> None:
+            pass
+
+    with DemoPortal(scenario) as portal:
+        profile = prepare_demo_profile(tmp_path / "p", portal.base_url)
+        summary = run_app(portal, orders, out, profile, view=KillOnce(), parallel=True, workers=2)
+    assert seen.get("lost"), seen
+    assert seen["staging_left"] == [] and seen["temp_left"] == [], seen
+    assert not psutil.pid_exists(seen["pid"]) or psutil.Process(seen["pid"]).status() == psutil.STATUS_ZOMBIE
+    assert summary.exit_code == EXIT_OK
