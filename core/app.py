@@ -555,8 +555,11 @@ def check_reachable(base_url: str, timeout: float = 15.0) -> None:
     import urllib.request
 
     request = urllib.request.Request(base_url + "/", method="HEAD", headers={"User-Agent": "pobatch pre-flight"})
+    # A portal on this machine is asked directly; any other through the proxy the system names.
+    local = urlsplit(base_url).hostname in ("127.0.0.1", "localhost", "::1")
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({})) if local else urllib.request.build_opener()
     try:
-        urllib.request.urlopen(request, timeout=timeout).close()
+        opener.open(request, timeout=timeout).close()
     except urllib.error.HTTPError:
         return
     except urllib.error.URLError as exc:
