@@ -211,8 +211,9 @@ def test_a_read_only_output_folder_gets_one_line_and_exit_2_before_any_browser(t
     orders = write_orders(tmp_path, ["600001", "600002"])
     out = read_only_dir if where == "folder" else read_only_dir / "out" / "deeper"
     clones = tmp_path / "clones"
-    res = cli("run", str(orders), "--site", "demo", "--base-url", "http://127.0.0.1:9", "--browser", "chromium",
-              "--out", str(out), env={"POBATCH_PROFILES_ROOT": str(clones)}, timeout=120)
+    with DemoPortal() as portal:
+        res = cli("run", str(orders), "--site", "demo", "--base-url", portal.base_url, "--browser", "chromium",
+                  "--out", str(out), env={"POBATCH_PROFILES_ROOT": str(clones)}, timeout=120)
     assert res.returncode == 2, res.stderr
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in res.stderr, res.stderr
