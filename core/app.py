@@ -110,6 +110,7 @@ class MainApp:
         # POs whose stored outcome (store row, folder, workbook row) stands until a new result replaces
         # it: the store never says PENDING/RUNNING about them in between.
         self._standing: set[str] = set()
+        self.base_url = ""
 
     # -- the run ----------------------------------------------------------------------------------
     def run(self) -> RunSummary:
@@ -117,6 +118,7 @@ class MainApp:
         orders = read_orders(opts.orders, sheet=opts.sheet)  # OrdersError: nothing written yet
         site = get_site(opts.site)
         base_url = (opts.base_url or site.default_base_url).rstrip("/")
+        self.base_url = base_url
         if not base_url.startswith(("http://", "https://")):
             raise FatalError(
                 f"--base-url: '{opts.base_url or ''}' is not a portal address; expected e.g. "
@@ -290,7 +292,7 @@ class MainApp:
         """Write every result and event to the store; stop the stream when a login is needed."""
         assert self.store is not None
         watch = _SignInWatch(one_session_possible=self.opts.parallel and not self.opts.grid and self.opts.workers != 1)
-        breaker = CircuitBreaker(self.opts.base_url or "")
+        breaker = CircuitBreaker(self.base_url)
         for item in stream:
             watch.observe(item)
             if isinstance(item, Event):
@@ -318,6 +320,8 @@ class MainApp:
                 close = getattr(stream, "close", None)
                 if close:
                     close()
+                for held in breaker.release():  # single connection failures before the sign-in page
+                    self._record(held)
                 return EXIT_LOGIN, watch.message()
         for held in breaker.release():
             self._record(held)
