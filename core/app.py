@@ -613,14 +613,24 @@ def check_writable(work: Path, out: Path) -> None:
 
 
 def _unless_disk_full(action, *args, **kw):
-    """Run `action`; a full disk makes it a warning (and None) instead of an error."""
+    """Run `action`; a full disk makes it a warning (and None) instead of an error. A half-written file
+    object that fails again when it is collected (openpyxl's zip file) stays quiet too: no traceback."""
+    import gc
+    import sys
+
+    previous = sys.unraisablehook
+    sys.unraisablehook = lambda u: log.debug("while collecting a half-written file: %s", u.exc_value)
     try:
-        return action(*args, **kw)
-    except Exception as exc:
-        if not is_disk_full(exc):
-            raise
-        log.warning("%s skipped: the disk is full (%s)", getattr(action, "__name__", "a write"), exc)
-        return None
+        try:
+            return action(*args, **kw)
+        except Exception as exc:
+            if not is_disk_full(exc):
+                raise
+            log.warning("%s skipped: the disk is full (%s)", getattr(action, "__name__", "a write"), exc)
+            return None
+    finally:
+        gc.collect()
+        sys.unraisablehook = previous
 
 
 # A run on another PC (a shared output folder) is taken for dead when it has not been seen this long.

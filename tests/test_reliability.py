@@ -35,9 +35,9 @@ def write_scenario(path: Path, pos: list[dict], **extra) -> Path:
 
 def run_app(portal: DemoPortal, orders: Path, out: Path, profile: Path, view=None, **kw):
     kw.setdefault("backoff_base", 0.1)
+    kw.setdefault("profiles_root", out.parent / "clones")
     opts = RunOptions(orders=orders, out=out, site="demo", base_url=portal.base_url, browser="chromium",
-                      profile=profile, local_only=True, stall_timeout=5, profiles_root=out.parent / "clones",
-                      **kw)
+                      profile=profile, local_only=True, stall_timeout=5, **kw)
     return MainApp(opts, view=view).run()
 
 
@@ -537,3 +537,61 @@ def test_a_killed_workers_staging_and_driver_temp_are_removed_when_it_is_reaped(
     assert seen["staging_left"] == [] and seen["temp_left"] == [], seen
     assert not psutil.pid_exists(seen["pid"]) or psutil.Process(seen["pid"]).status() == psutil.STATUS_ZOMBIE
     assert summary.exit_code == EXIT_OK
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 600 KiB file system (tmpfs; needs root, as CI runs): a disk that fills up."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if not (hasattr(os, "geteuid") and os.geteuid() == 0):
+        pytest.skip("a small file system of its own needs root (mount)")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(disk)], capture_output=True)
+    if not os.path.ismount(disk):
+        pytest.skip("not allowed to mount a small file system here")
+    try:
+        yield disk
+    finally:
+        import gc
+
+        gc.collect()  # a file object of the run's that failed to close must not keep the mount busy
+        if subprocess.run(["umount", str(disk)], capture_output=True).returncode:
+            subprocess.run(["umount", "-l", str(disk)], check=True)
+
+
+def test_a_real_full_disk_stops_the_run_quietly_and_a_rerun_finishes(tmp_path, small_disk, capsys):
+    pos = [{"id": str(740000 + i), "supplier": "S", "attachments": [{"name": f"f{i}.pdf", "kind": "link",
+                                                                     "size": 150_000}]} for i in range(4)]
+    scenario = write_scenario(tmp_path / "s.json", pos)
+    orders = write_orders(tmp_path, [p["id"] for p in pos])
+    out = small_disk / "out"
+    with DemoPortal(scenario) as portal:
+        profile = prepare_demo_profile(tmp_path / "p", portal.base_url)
+        # the browser's profile copy lives elsewhere: only the output folder's disk fills up
+        summary = run_app(portal, orders, out, profile, download_timeout=20, max_attempts=2,
+                          profiles_root=tmp_path / "clones")
+        said = capsys.readouterr()
+        assert summary.exit_code == EXIT_STOPPED, summary.message
+        assert "DISK_FULL" in summary.message and str(out) in summary.message
+        assert "Traceback" not in said.err + said.out
+        statuses = store_statuses(out)
+        done = {k for k, v in statuses.items() if v == "COMPLETED"}
+        assert done and set(statuses.values()) == {"COMPLETED", "PENDING"}, statuses
+        journals = {p.stem for p in (out / ".pobatch" / "journal").glob("*.json")}
+        adopted = set()
+        for po in set(statuses) - done:
+            # nothing half-written published: a folder of a PENDING PO is one whose publish completed
+            # and only the store could not say so; its journal makes the rerun adopt it
+            folders = list(out.rglob(f"{po}_*"))
+            if folders:
+                assert po in journals and [f.name for f in folders] == [f"{po}_COMPLETED"], (po, folders)
+                assert {p.name for p in folders[0].iterdir()} == {f"f{int(po) - 740000}.pdf"}
+                adopted.add(po)
+        counts = portal.download_counts()
+        subprocess.run(["mount", "-o", "remount,size=8m", str(small_disk)], check=True)  # space freed
+        rerun = run_app(portal, orders, out, profile, profiles_root=tmp_path / "clones")
+        assert rerun.exit_code == EXIT_OK, rerun.message
+        assert set(store_statuses(out).values()) == {"COMPLETED"}
+        for po in adopted:  # adopted, not downloaded again
+            key = f"{po}/f{int(po) - 740000}.pdf"
+            assert portal.download_counts()[key] == counts[key]
