@@ -454,6 +454,7 @@ class _SignInWatch:
         self.signed_in = False  # a signed-in page at any time in this run
         self.signed_in_after: Event | None = None  # ...from a worker still signed in after the refusal
         self._refused_at: float | None = None
+        self._attempt_started: dict[str, float] = {}  # worker -> when its latest attempt began
         self._started: set[str] = set()
         self._logged_out: set[str] = set()
         self._deadline = 0.0
@@ -462,12 +463,15 @@ class _SignInWatch:
         if isinstance(item, Event):
             if item.action == "attempt_start":
                 self._started.add(item.worker_id)
+                self._attempt_started[item.worker_id] = item.ts
             elif item.action == "open" and item.outcome == "login" and self._refused_at is None:
                 self._refused_at = item.ts
             elif item.action == "open" and item.outcome in SIGNED_IN_STATES:
                 self.signed_in = True
+                # Evidence only from an attempt that began after the refusal: a page served just
+                # before the session died can be reported just after it.
                 if (self.login is not None and item.worker_id not in self._logged_out
-                        and item.ts > (self._refused_at or self.login.finished)):
+                        and self._attempt_started.get(item.worker_id, 0.0) > (self._refused_at or self.login.finished)):
                     self.signed_in_after = self.signed_in_after or item
             return
         if item.status == Status.LOGIN_REQUIRED.value:
