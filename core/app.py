@@ -604,6 +604,8 @@ def check_writable(work: Path, out: Path) -> None:
     (a read-only folder, a read-only parent, a full disk): before any browser starts."""
     try:
         work.mkdir(parents=True, exist_ok=True)
+        for stale in work.glob(".write-test-*"):  # a run killed in the middle of this check left it
+            stale.unlink(missing_ok=True)
         probe = work / f".write-test-{os.getpid()}"
         probe.write_bytes(b"pobatch")
         probe.unlink()

@@ -165,6 +165,7 @@ def run_chaos(tmp_path: Path, rounds: int, max_kills: int) -> ChaosFigures:
                 work = out / ".pobatch"
                 left_over = [p for p in (work / "staging").glob("*")] if (work / "staging").exists() else []
                 left_over += list((work / "journal").glob("*")) if (work / "journal").exists() else []
+                left_over += list(work.glob(".write-test-*"))
                 left_over += list(clones.glob("run-*")) + list(Path(private_tmp).glob("*"))
                 if left_over:
                     figures.leftovers += len(left_over)
