@@ -608,7 +608,7 @@ def check_writable(work: Path, out: Path) -> None:
             stale.unlink(missing_ok=True)
         probe = work / f".write-test-{os.getpid()}"
         probe.write_bytes(b"pobatch")
-        probe.unlink()
+        probe.unlink(missing_ok=True)
     except OSError as exc:
         where = Path(exc.filename) if exc.filename else out
         if where == work or where.parent == work:  # the user named the output folder, not our work folder
