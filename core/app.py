@@ -117,6 +117,7 @@ class MainApp:
         # POs whose stored outcome (store row, folder, workbook row) stands until a new result replaces
         # it: the store never says PENDING/RUNNING about them in between.
         self._standing: set[str] = set()
+        self.base_url = ""
 
     # -- the run ----------------------------------------------------------------------------------
     def run(self) -> RunSummary:
@@ -127,6 +128,7 @@ class MainApp:
         if site_file:
             log.warning("site definition: %s (%s)", site.name, site_file)
         base_url = (opts.base_url or site.default_base_url).rstrip("/")
+        self.base_url = base_url
         if not base_url.startswith(("http://", "https://")):
             raise FatalError(
                 f"--base-url: '{opts.base_url or ''}' is not a portal address; expected e.g. "
@@ -303,7 +305,7 @@ class MainApp:
         """Write every result and event to the store; stop the stream when a login is needed."""
         assert self.store is not None
         watch = _SignInWatch(one_session_possible=self.opts.parallel and not self.opts.grid and self.opts.workers != 1)
-        breaker = CircuitBreaker(self.opts.base_url or "")
+        breaker = CircuitBreaker(self.base_url)
         for item in stream:
             watch.observe(item)
             if isinstance(item, Event):
@@ -334,6 +336,8 @@ class MainApp:
                 close = getattr(stream, "close", None)
                 if close:
                     close()
+                for held in breaker.release():  # single connection failures before the sign-in page
+                    self._record(held)
                 return EXIT_LOGIN, watch.message()
         for held in breaker.release():
             self._record(held)
@@ -466,6 +470,7 @@ class _SignInWatch:
         self.signed_in = False  # a signed-in page at any time in this run
         self.signed_in_after: Event | None = None  # ...from a worker still signed in after the refusal
         self._refused_at: float | None = None
+        self._attempt_started: dict[str, float] = {}  # worker -> when its latest attempt began
         self._started: set[str] = set()
         self._logged_out: set[str] = set()
         self._deadline = 0.0
@@ -474,12 +479,15 @@ class _SignInWatch:
         if isinstance(item, Event):
             if item.action == "attempt_start":
                 self._started.add(item.worker_id)
+                self._attempt_started[item.worker_id] = item.ts
             elif item.action == "open" and item.outcome == "login" and self._refused_at is None:
                 self._refused_at = item.ts
             elif item.action == "open" and item.outcome in SIGNED_IN_STATES:
                 self.signed_in = True
+                # Evidence only from an attempt that began after the refusal: a page served just
+                # before the session died can be reported just after it.
                 if (self.login is not None and item.worker_id not in self._logged_out
-                        and item.ts > (self._refused_at or self.login.finished)):
+                        and self._attempt_started.get(item.worker_id, 0.0) > (self._refused_at or self.login.finished)):
                     self.signed_in_after = self.signed_in_after or item
             return
         if item.status == Status.LOGIN_REQUIRED.value:
@@ -571,8 +579,11 @@ def check_reachable(base_url: str, timeout: float = 15.0) -> None:
     import urllib.request
 
     request = urllib.request.Request(base_url + "/", method="HEAD", headers={"User-Agent": "pobatch pre-flight"})
+    # A portal on this machine is asked directly; any other through the proxy the system names.
+    local = urlsplit(base_url).hostname in ("127.0.0.1", "localhost", "::1")
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({})) if local else urllib.request.build_opener()
     try:
-        urllib.request.urlopen(request, timeout=timeout).close()
+        opener.open(request, timeout=timeout).close()
     except urllib.error.HTTPError:
         return
     except urllib.error.URLError as exc:
@@ -609,9 +620,11 @@ def check_writable(work: Path, out: Path) -> None:
     (a read-only folder, a read-only parent, a full disk): before any browser starts."""
     try:
         work.mkdir(parents=True, exist_ok=True)
+        for stale in work.glob(".write-test-*"):  # a run killed in the middle of this check left it
+            stale.unlink(missing_ok=True)
         probe = work / f".write-test-{os.getpid()}"
         probe.write_bytes(b"pobatch")
-        probe.unlink()
+        probe.unlink(missing_ok=True)
     except OSError as exc:
         where = Path(exc.filename) if exc.filename else out
         if where == work or where.parent == work:  # the user named the output folder, not our work folder
@@ -622,14 +635,24 @@ def check_writable(work: Path, out: Path) -> None:
 
 
 def _unless_disk_full(action, *args, **kw):
-    """Run `action`; a full disk makes it a warning (and None) instead of an error."""
+    """Run `action`; a full disk makes it a warning (and None) instead of an error. A half-written file
+    object that fails again when it is collected (openpyxl's zip file) stays quiet too: no traceback."""
+    import gc
+    import sys
+
+    previous = sys.unraisablehook
+    sys.unraisablehook = lambda u: log.debug("while collecting a half-written file: %s", u.exc_value)
     try:
-        return action(*args, **kw)
-    except Exception as exc:
-        if not is_disk_full(exc):
-            raise
-        log.warning("%s skipped: the disk is full (%s)", getattr(action, "__name__", "a write"), exc)
-        return None
+        try:
+            return action(*args, **kw)
+        except Exception as exc:
+            if not is_disk_full(exc):
+                raise
+            log.warning("%s skipped: the disk is full (%s)", getattr(action, "__name__", "a write"), exc)
+            return None
+    finally:
+        gc.collect()
+        sys.unraisablehook = previous
 
 
 # A run on another PC (a shared output folder) is taken for dead when it has not been seen this long.

@@ -5,9 +5,15 @@ error, under `<out>/.pobatch/artifacts/<run_id>/<PO>-a<attempt>/`. Capturing run
 when the browser may be dead, hung or half-closed: every step is tried on its own, a step that fails
 is noted in `capture.json`, nothing is ever raised, and a watchdog kills a browser that would block
 the capture (the attempt loop restarts it, as for any dead browser).
+
+An attempt that runs past its time limit is captured before its browser is killed
+(`capture_before_kill`): WebDriver is then stuck behind the command that hangs (ChromeDriver runs one
+command at a time), so the page is read over the browser's own DevTools endpoint, within a short
+deadline, and only then is the browser killed.
 """
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import time
@@ -55,12 +61,17 @@ def drain_console(driver) -> None:
 
 def capture_failure(session, folder: Path, *, key: str, attempt: int, error: BaseException | str,
                     reason: str = "", worker_id: str = "", started: float | None = None,
-                    timeout: float = CAPTURE_TIMEOUT) -> Path | None:
+                    timeout: float = CAPTURE_TIMEOUT, captured: dict[str, Any] | None = None) -> Path | None:
     """Write what is known about a failed attempt into `folder`; returns the folder, None if even
-    that could not be written. `session` is a corelib BrowserSession (its browser may be gone)."""
+    that could not be written. `session` is a corelib BrowserSession (its browser may be gone).
+    `captured`: what capture_before_kill already took from the browser (it is not asked again)."""
     t0 = time.monotonic()
     manifest: dict[str, Any] = {"key": key, "attempt": attempt, "worker_id": worker_id, "reason": reason,
                                 "captured_at": time.time(), "files": [], "failed": {}}
+    if captured is not None:
+        manifest.update({k: v for k, v in captured.items() if k not in ("files", "failed")})
+        manifest["files"] = list(captured.get("files", []))
+        manifest["failed"] = dict(captured.get("failed", {}))
     try:
         folder.mkdir(parents=True, exist_ok=True)
         _write_error(folder, key, attempt, worker_id, reason, error)
@@ -68,7 +79,9 @@ def capture_failure(session, folder: Path, *, key: str, attempt: int, error: Bas
     except Exception as exc:  # a full disk, a read-only folder: the run goes on without artifacts
         log.warning("PO %s attempt %d: cannot write failure artifacts to %s: %s", key, attempt, folder, exc)
         return None
-    if getattr(session, "started", False):
+    if captured is not None:
+        pass  # taken before the browser was killed
+    elif getattr(session, "started", False):
         abort: Callable[[], None] = getattr(session, "abort", lambda: None)
         watchdog = Watchdog(timeout, abort, f"failure capture of PO {key}")
         try:
@@ -88,6 +101,131 @@ def capture_failure(session, folder: Path, *, key: str, attempt: int, error: Bas
     log.info("PO %s attempt %d: failure artifacts in %s (%s)", key, attempt, folder,
              ", ".join(manifest["files"]) or "none")
     return folder
+
+
+LIVE_CAPTURE_TIMEOUT = 10.0  # seconds a timed-out attempt's capture may add before its browser is killed
+CONSOLE_GRACE = 1.5  # of which the console, which a hung page may never hand over
+
+
+def _html_of_mhtml(mhtml: str) -> str:
+    """The page's own HTML out of the MHTML snapshot the browser makes (the first text/html part)."""
+    import email
+    from email import policy
+
+    try:
+        message = email.message_from_string(mhtml, policy=policy.default)
+        for part in message.walk():
+            if part.get_content_type() == "text/html":
+                return str(part.get_content())
+    except Exception as exc:  # a snapshot we cannot read is still worth keeping as it is
+        log.debug("MHTML snapshot not parsed: %s", exc)
+    return mhtml
+
+
+def capture_before_kill(session, folder: Path, *, started: float | None = None,
+                        timeout: float = LIVE_CAPTURE_TIMEOUT) -> dict[str, Any]:
+    """Screenshot, HTML and console of the page over the browser's DevTools endpoint, while WebDriver
+    is blocked; at most `timeout` seconds, never raises. Returns the manifest part for capture_failure."""
+    manifest: dict[str, Any] = {"files": [], "failed": {}, "before_kill": True}
+    deadline = time.monotonic() + timeout
+    ws = None
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        driver = session.driver if getattr(session, "started", False) else None
+        if driver is None:
+            manifest["failed"]["browser"] = "no browser was running"
+            return manifest
+        target = _page_target(_debugger_address(driver), timeout)
+        manifest["url"], manifest["title"] = target.get("url", ""), target.get("title", "")
+        import websocket  # websocket-client, a dependency of selenium
+
+        ws = websocket.create_connection(target["webSocketDebuggerUrl"], timeout=max(0.5, deadline - time.monotonic()),
+                                         suppress_origin=True)
+        cdp = _Cdp(ws, deadline)
+        # The browser answers these itself; calls that need the page's own thread (Runtime, DOM, Log)
+        # wait behind a navigation that hangs, so they come last and get only a moment.
+        shot = cdp.call("Page.captureScreenshot", {"format": "png"})
+        (folder / SCREENSHOT).write_bytes(base64.b64decode(shot["data"]))
+        manifest["files"].append(SCREENSHOT)
+        snapshot = cdp.call("Page.captureSnapshot", {"format": "mhtml"})
+        (folder / PAGE_HTML).write_text(_html_of_mhtml(str(snapshot.get("data") or "")), encoding="utf-8")
+        manifest["files"].append(PAGE_HTML)
+        note = ""
+        try:
+            cdp.deadline = min(deadline, time.monotonic() + CONSOLE_GRACE)
+            cdp.call("Runtime.enable")  # replays the console messages the page has kept
+        except Exception as exc:
+            note = f"(the page did not hand over its console while it hung: {_short(exc)})\n"
+        text = _console_text(cdp.console, started) if cdp.console or not note else ""
+        (folder / CONSOLE_LOG).write_text(text + note, encoding="utf-8")
+        manifest["files"].append(CONSOLE_LOG)
+    except Exception as exc:
+        manifest["failed"]["before_kill"] = _short(exc)
+    finally:
+        if ws is not None:
+            try:
+                ws.close(timeout=1)
+            except Exception:
+                pass
+    return manifest
+
+
+def _debugger_address(driver) -> str:
+    """host:port of the browser's DevTools endpoint, as ChromeDriver/EdgeDriver report it at start."""
+    for key, value in (driver.caps or {}).items():
+        if key.endswith("Options") and isinstance(value, dict) and value.get("debuggerAddress"):
+            return str(value["debuggerAddress"])
+    raise RuntimeError("the driver reported no DevTools address")
+
+
+def _page_target(address: str, timeout: float) -> dict[str, Any]:
+    import urllib.request
+
+    host, _, port = address.rpartition(":")
+    host = "127.0.0.1" if host in ("localhost", "") else host  # loopback only, never a resolver
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never through a proxy
+    with opener.open(f"http://{host}:{port}/json/list", timeout=timeout) as resp:
+        targets = json.loads(resp.read().decode("utf-8"))
+    pages = [t for t in targets if t.get("type") == "page" and t.get("webSocketDebuggerUrl")]
+    if not pages:
+        raise RuntimeError("the browser shows no page")
+    url = pages[0]["webSocketDebuggerUrl"]
+    pages[0]["webSocketDebuggerUrl"] = url.replace("ws://localhost:", f"ws://{host}:")
+    return pages[0]
+
+
+class _Cdp:
+    """Calls on one page target, answered in order; console events seen meanwhile are kept."""
+
+    def __init__(self, ws, deadline: float) -> None:
+        self.ws, self.deadline, self._id = ws, deadline, 0
+        self.console: list[dict[str, Any]] = []
+
+    def call(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        self._id += 1
+        self.ws.send(json.dumps({"id": self._id, "method": method, "params": params or {}}))
+        while True:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"{method}: no answer before the capture deadline")
+            self.ws.settimeout(left)
+            msg = json.loads(self.ws.recv())
+            if msg.get("id") == self._id:
+                if "error" in msg:
+                    raise RuntimeError(f"{method}: {msg['error'].get('message', msg['error'])}")
+                return msg.get("result", {})
+            self._note(msg)
+
+    def _note(self, msg: dict[str, Any]) -> None:
+        params = msg.get("params") or {}
+        if msg.get("method") == "Runtime.consoleAPICalled":
+            text = " ".join(str(a.get("value", a.get("description", ""))) for a in params.get("args", []))
+            self.console.append({"level": str(params.get("type", "log")).upper(), "source": "console-api",
+                                 "message": text, "timestamp": params.get("timestamp")})
+        elif msg.get("method") == "Log.entryAdded":
+            e = params.get("entry") or {}
+            self.console.append({"level": str(e.get("level", "")).upper(), "source": e.get("source", ""),
+                                 "message": e.get("text", ""), "timestamp": e.get("timestamp")})
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:

@@ -6,7 +6,9 @@ With a Grid (cfg.grid), each worker holds a remote session and `auto` means the 
 """
 from __future__ import annotations
 
+import functools
 import logging
+import tempfile
 import time
 from pathlib import Path
 from typing import Iterator
@@ -28,8 +30,9 @@ def pool_task_timeout(cfg: WorkerConfig) -> float:
     return job.max_attempts * (job.po_timeout + 15.0) + job.backoff_max * job.max_attempts
 
 
-def _reap(info: WorkerInfo) -> None:
-    """A worker died: its browser processes and profile clone would otherwise outlive it."""
+def _reap(info: WorkerInfo, staging_root: Path | None = None) -> None:
+    """A worker exited (or died): its browser processes, profile clone, download folder, attempt
+    staging folders and driver scratch folder would otherwise outlive it (until the next run)."""
     if info.info.get("grid_session"):
         from corelib.grid import delete_session
 
@@ -44,12 +47,23 @@ def _reap(info: WorkerInfo) -> None:
         except OSError as exc:
             log.warning("could not remove %s: %s", profile, exc)
         log.info("worker %s exited; killed %d leftover browser process(es), removed %s", info.worker_id, n, profile)
+    leftovers: list[Path] = []
     download_dir = info.info.get("download_dir")
     if download_dir:
+        leftovers.append(Path(download_dir))
+    if staging_root is not None and staging_root.is_dir():
+        # Its attempts' folders (named <PO>-<worker>-a<n> by core.po_job): half-done downloads.
+        leftovers += [p for p in staging_root.iterdir() if f"-{info.worker_id}-a" in p.name]
+    if info.pid:
+        # Its driver's TMPDIR (corelib.browser_session names it after the worker's pid).
+        from corelib.browser_session import TEMP_PREFIX
+
+        leftovers += list(Path(tempfile.gettempdir()).glob(f"{TEMP_PREFIX}{info.pid}-*"))
+    for path in leftovers:
         try:
-            remove_tree(Path(download_dir))
+            remove_tree(path)
         except OSError as exc:
-            log.warning("could not remove %s: %s", download_dir, exc)
+            log.warning("could not remove %s: %s", path, exc)
 
 
 def run_parallel(cfg: WorkerConfig, tasks: list[Task], workers: int | None) -> Iterator[TaskResult | Event]:
@@ -69,7 +83,8 @@ def run_parallel(cfg: WorkerConfig, tasks: list[Task], workers: int | None) -> I
     workers = max(1, min(workers, len(tasks) or 1))
     factory = "core.po_worker:make_grid_handler" if cfg.grid is not None else "core.po_worker:make_handler"
     spec = WorkerSpec(factory, {"worker": cfg})
-    pool = WorkerPool(spec, workers, task_timeout=pool_task_timeout(cfg), on_worker_exit=_reap)
+    pool = WorkerPool(spec, workers, task_timeout=pool_task_timeout(cfg),
+                      on_worker_exit=functools.partial(_reap, staging_root=cfg.job.staging_root))
     for t in tasks:
         pool.submit(t)
     pool.start()

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urljoin
 
-from core.artifacts import attempt_dir, capture_failure, drain_console
+from core.artifacts import attempt_dir, capture_before_kill, capture_failure, drain_console
 from core.page_probes import (
     BAD_SELECTORS_JS,
     FIND_ATTACHMENTS_JS,
@@ -60,7 +60,7 @@ from corelib.safe_paths import contained, fit_in_path, name_from_page, safe_comp
 from corelib.tasks import Event
 from corelib.throttle import SharedThrottle, parse_retry_after
 from corelib.tree_removal import remove_tree
-from corelib.watchdog import Watchdog
+from corelib.watchdog import Watchdog, quiet_dead_driver
 
 log = logging.getLogger(__name__)
 
@@ -243,6 +243,7 @@ class PoJob:
         self.throttle = SharedThrottle(config.throttle_path, sleep=sleep)
         self._po = ""
         self._attempt_no = 0
+        self._captured: dict[str, Any] | None = None  # taken from a timed-out attempt's browser before the kill
         self.recorder = SessionRecorder(self._emit, worker_id) if config.record else None
 
     # -- the attempt loop -------------------------------------------------------------------------
@@ -256,7 +257,8 @@ class PoJob:
             t0 = time.time()
             if self.recorder:
                 self.recorder.begin(payload.po_number, attempt)
-            watchdog = Watchdog(self.config.po_timeout, self.session.abort, f"PO {payload.po_number}")
+            watchdog = Watchdog(self.config.po_timeout, lambda po=payload.po_number, a=attempt, t=t0:
+                                self._capture_then_abort(po, a, t), f"PO {payload.po_number}")
             try:
                 with watchdog:
                     outcome = self._attempt(payload, attempt)
@@ -925,11 +927,20 @@ class PoJob:
             finished=time.time(), last_processed=datetime.now().isoformat(timespec="seconds"),
         )
 
+    def _capture_then_abort(self, po: str, attempt: int, started: float) -> None:
+        """The watchdog's lever: what the browser shows first (within a short deadline), then the kill,
+        with the killed driver's retries silenced."""
+        self._captured = capture_before_kill(
+            self.session, attempt_dir(self.config.work_dir, self.config.run_id, po, attempt), started=started)
+        quiet_dead_driver(self.session.driver if self.session.started else None)
+        self.session.abort()
+
     def _capture_failure(self, po: str, attempt: int, exc: BaseException, reason: str, started: float) -> None:
         """Screenshot, page HTML and console log of a failed attempt, for the report; never raises."""
+        captured, self._captured = self._captured, None
         folder = capture_failure(self.session, attempt_dir(self.config.work_dir, self.config.run_id, po, attempt),
                                  key=po, attempt=attempt, error=exc, reason=reason, worker_id=self.worker_id,
-                                 started=started)
+                                 started=started, captured=captured)
         if folder:
             self.event("failure_captured", detail=str(folder))
 

@@ -52,6 +52,12 @@ class PoHandler:
         return outcome_to_result(outcome, self.worker_id)
 
     def abort(self) -> None:
+        """The pool's last resort for a task past its time: kill the browser, without a retry line per
+        command the blocked driver still sends."""
+        from corelib.watchdog import quiet_dead_driver
+
+        if getattr(self.session, "started", False) and isinstance(self.session, BrowserSession):
+            quiet_dead_driver(self.session.driver)
         self.session.abort()
 
     def close(self) -> None:

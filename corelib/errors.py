@@ -101,8 +101,8 @@ def classify(exc: BaseException) -> ErrorClass:
 # What Chromium says (in a WebDriver error) when it could not reach the server at all.
 _NET_FAILURES = ("ERR_CONNECTION_REFUSED", "ERR_CONNECTION_RESET", "ERR_CONNECTION_CLOSED", "ERR_CONNECTION_FAILED",
                  "ERR_CONNECTION_TIMED_OUT", "ERR_NAME_NOT_RESOLVED", "ERR_ADDRESS_UNREACHABLE",
-                 "ERR_INTERNET_DISCONNECTED", "ERR_NETWORK_CHANGED", "ERR_EMPTY_RESPONSE", "ERR_TUNNEL_CONNECTION_FAILED",
-                 "ERR_PROXY_CONNECTION_FAILED")
+                 "ERR_INTERNET_DISCONNECTED", "ERR_NETWORK_CHANGED", "ERR_EMPTY_RESPONSE",
+                 "ERR_TUNNEL_CONNECTION_FAILED", "ERR_PROXY_CONNECTION_FAILED")
 
 
 def reason_of(exc: BaseException) -> str:

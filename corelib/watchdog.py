@@ -40,3 +40,45 @@ class Watchdog:
         self._done.set()
         if self._thread is not None:
             self._thread.join()
+
+
+class _DeadSessionFilter(logging.Filter):
+    """Drops urllib3's "Retrying ... Connection refused" lines about WebDriver sessions that were
+    killed on purpose: after an abort every pending or later command of that session must fail, and
+    saying so hundreds of times helps nobody."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sessions: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self.sessions:
+            return True
+        try:
+            text = record.getMessage()
+        except Exception:
+            return True
+        return not any(f"/session/{sid}" in text for sid in self.sessions)
+
+
+_DEAD_SESSIONS = _DeadSessionFilter()
+
+
+def quiet_dead_driver(driver) -> None:
+    """A driver whose browser is being killed on purpose: its commands fail at once from now on (no
+    connection retries) and without a line per retry. Never raises (it works on Selenium's insides)."""
+    if driver is None:
+        return
+    try:
+        sid = str(driver.session_id or "")
+        if sid:
+            _DEAD_SESSIONS.sessions.add(sid)
+            pool_logger = logging.getLogger("urllib3.connectionpool")
+            if _DEAD_SESSIONS not in pool_logger.filters:
+                pool_logger.addFilter(_DEAD_SESSIONS)
+        conn = getattr(driver.command_executor, "_conn", None)
+        if conn is not None and hasattr(conn, "connection_pool_kw"):
+            conn.connection_pool_kw["retries"] = False
+            conn.clear()  # pools made from now on carry retries=False
+    except Exception as exc:
+        log.debug("could not quiet the dead driver: %s", exc)

@@ -35,9 +35,9 @@ def write_scenario(path: Path, pos: list[dict], **extra) -> Path:
 
 def run_app(portal: DemoPortal, orders: Path, out: Path, profile: Path, view=None, **kw):
     kw.setdefault("backoff_base", 0.1)
+    kw.setdefault("profiles_root", out.parent / "clones")
     opts = RunOptions(orders=orders, out=out, site="demo", base_url=portal.base_url, browser="chromium",
-                      profile=profile, local_only=True, stall_timeout=5, profiles_root=out.parent / "clones",
-                      **kw)
+                      profile=profile, local_only=True, stall_timeout=5, **kw)
     return MainApp(opts, view=view).run()
 
 
@@ -211,8 +211,9 @@ def test_a_read_only_output_folder_gets_one_line_and_exit_2_before_any_browser(t
     orders = write_orders(tmp_path, ["600001", "600002"])
     out = read_only_dir if where == "folder" else read_only_dir / "out" / "deeper"
     clones = tmp_path / "clones"
-    res = cli("run", str(orders), "--site", "demo", "--base-url", "http://127.0.0.1:9", "--browser", "chromium",
-              "--out", str(out), env={"POBATCH_PROFILES_ROOT": str(clones)}, timeout=120)
+    with DemoPortal() as portal:
+        res = cli("run", str(orders), "--site", "demo", "--base-url", portal.base_url, "--browser", "chromium",
+                  "--out", str(out), env={"POBATCH_PROFILES_ROOT": str(clones)}, timeout=120)
     assert res.returncode == 2, res.stderr
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in res.stderr, res.stderr
@@ -462,3 +463,135 @@ def test_a_session_that_simply_expires_in_parallel_mode_does_not_blame_parallel_
     assert "single-session" not in summary.message and "one live session" not in summary.message
     assert "sign in" in summary.message.lower()
     assert summary.counts["COMPLETED"] >= 1  # the sign-in worked at first
+
+
+# -- item 7: a timed-out attempt keeps what the browser showed, quietly --------------------------------------
+@pytest.mark.parametrize("mode", [[], ["--parallel", "--workers", "1"]], ids=["sequential", "parallel"])
+def test_a_timed_out_attempt_is_captured_before_its_browser_is_killed(tmp_path, mode):
+    pos = [{"id": "720001", "supplier": "Slow", "attachments": [{"name": "a.pdf", "kind": "link", "size": 2000}],
+            "faults": {"page": ["stall"]}},
+           {"id": "720002", "supplier": "Slow", "attachments": [{"name": "b.pdf", "kind": "link", "size": 2000}]}]
+    scenario = write_scenario(tmp_path / "s.json", pos, stall_seconds=120)
+    orders = write_orders(tmp_path, ["720002", "720001"])  # a page is open when the stalled one starts
+    out = tmp_path / "out"
+    with DemoPortal(scenario) as portal:
+        profile = prepare_demo_profile(tmp_path / "p", portal.base_url)
+        res = cli("run", str(orders), "--site", "demo", "--base-url", portal.base_url, "--browser", "chromium",
+                  "--profile", str(profile), "--out", str(out), "--po-timeout", "10", "--max-attempts", "1", *mode,
+                  env={"POBATCH_PROFILES_ROOT": str(tmp_path / "clones")})
+    assert res.returncode == 1, res.stderr[-3000:]
+    assert store_statuses(out) == {"720001": "TIMEOUT", "720002": "COMPLETED"}
+    [folder] = (out / ".pobatch" / "artifacts").glob("*/720001-a1")
+    manifest = json.loads((folder / "capture.json").read_text())
+    for name in ("screenshot.png", "page.html", "console.log"):
+        assert (folder / name).is_file() and (folder / name).stat().st_size > 0, (name, manifest)
+    assert (folder / "screenshot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    said = res.stdout + res.stderr  # the console's log lines go to stdout
+    assert "Retrying" not in said and "Connection refused" not in said, said[-3000:]
+
+
+# -- item 8: a killed worker's scratch folders go when the pool reaps it ------------------------------------
+def test_a_killed_workers_staging_and_driver_temp_are_removed_when_it_is_reaped(tmp_path):
+    import tempfile
+
+    import psutil
+
+    from corelib.process_reaper import browser_processes
+
+    pos = slow_pos(6, base=730000)
+    scenario = write_scenario(tmp_path / "s.json", pos, latency={"page_ms": 300, "attachment_ms": 1500})
+    orders = write_orders(tmp_path, [p["id"] for p in pos])
+    out = tmp_path / "out"
+    staging = out / ".pobatch" / "staging"
+    seen: dict = {}
+
+    class KillOnce(StopPortalAfter):
+        def __init__(self) -> None:
+            pass
+
+        def start(self, run_id, *a) -> None:
+            seen["run_id"] = run_id
+
+        def event(self, e) -> None:
+            if e.action == "attempt_start" and e.task_key == pos[2]["id"] and "pid" not in seen:
+                clone = tmp_path / "clones" / f"run-{seen['run_id']}" / e.worker_id
+                [driver] = [p for p in browser_processes(clone) if "chromedriver" in p.name()]
+                worker = driver.parent()
+                seen.update(worker_id=e.worker_id, pid=worker.pid,
+                            staging=[p for p in staging.iterdir() if f"-{e.worker_id}-a" in p.name],
+                            temp=list(Path(tempfile.gettempdir()).glob(f"pobatch-drv-{worker.pid}-*")))
+                assert seen["staging"] and seen["temp"], seen  # there is something to clean up
+                worker.kill()
+            elif e.action == "worker_lost" and "pid" in seen and "lost" not in seen:
+                # by the time the app hears of it, the pool has reaped the worker
+                seen.update(lost=True, staging_left=[p for p in seen["staging"] if p.exists()],
+                            temp_left=[p for p in seen["temp"] if p.exists()])
+
+        def task_done(self, *a) -> None:
+            pass
+
+    with DemoPortal(scenario) as portal:
+        profile = prepare_demo_profile(tmp_path / "p", portal.base_url)
+        summary = run_app(portal, orders, out, profile, view=KillOnce(), parallel=True, workers=2)
+    assert seen.get("lost"), seen
+    assert seen["staging_left"] == [] and seen["temp_left"] == [], seen
+    assert not psutil.pid_exists(seen["pid"]) or psutil.Process(seen["pid"]).status() == psutil.STATUS_ZOMBIE
+    assert summary.exit_code == EXIT_OK
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 600 KiB file system (tmpfs; needs root, as CI runs): a disk that fills up."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if not (hasattr(os, "geteuid") and os.geteuid() == 0):
+        pytest.skip("a small file system of its own needs root (mount)")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(disk)], capture_output=True)
+    if not os.path.ismount(disk):
+        pytest.skip("not allowed to mount a small file system here")
+    try:
+        yield disk
+    finally:
+        import gc
+
+        gc.collect()  # a file object of the run's that failed to close must not keep the mount busy
+        if subprocess.run(["umount", str(disk)], capture_output=True).returncode:
+            subprocess.run(["umount", "-l", str(disk)], check=True)
+
+
+def test_a_real_full_disk_stops_the_run_quietly_and_a_rerun_finishes(tmp_path, small_disk, capsys):
+    pos = [{"id": str(740000 + i), "supplier": "S", "attachments": [{"name": f"f{i}.pdf", "kind": "link",
+                                                                     "size": 150_000}]} for i in range(4)]
+    scenario = write_scenario(tmp_path / "s.json", pos)
+    orders = write_orders(tmp_path, [p["id"] for p in pos])
+    out = small_disk / "out"
+    with DemoPortal(scenario) as portal:
+        profile = prepare_demo_profile(tmp_path / "p", portal.base_url)
+        # the browser's profile copy lives elsewhere: only the output folder's disk fills up
+        summary = run_app(portal, orders, out, profile, download_timeout=20, max_attempts=2,
+                          profiles_root=tmp_path / "clones")
+        said = capsys.readouterr()
+        assert summary.exit_code == EXIT_STOPPED, summary.message
+        assert "DISK_FULL" in summary.message and str(out) in summary.message
+        assert "Traceback" not in said.err + said.out
+        statuses = store_statuses(out)
+        done = {k for k, v in statuses.items() if v == "COMPLETED"}
+        assert done and set(statuses.values()) == {"COMPLETED", "PENDING"}, statuses
+        journals = {p.stem for p in (out / ".pobatch" / "journal").glob("*.json")}
+        adopted = set()
+        for po in set(statuses) - done:
+            # nothing half-written published: a folder of a PENDING PO is one whose publish completed
+            # and only the store could not say so; its journal makes the rerun adopt it
+            folders = list(out.rglob(f"{po}_*"))
+            if folders:
+                assert po in journals and [f.name for f in folders] == [f"{po}_COMPLETED"], (po, folders)
+                assert {p.name for p in folders[0].iterdir()} == {f"f{int(po) - 740000}.pdf"}
+                adopted.add(po)
+        counts = portal.download_counts()
+        subprocess.run(["mount", "-o", "remount,size=8m", str(small_disk)], check=True)  # space freed
+        rerun = run_app(portal, orders, out, profile, profiles_root=tmp_path / "clones")
+        assert rerun.exit_code == EXIT_OK, rerun.message
+        assert set(store_statuses(out).values()) == {"COMPLETED"}
+        for po in adopted:  # adopted, not downloaded again
+            key = f"{po}/f{int(po) - 740000}.pdf"
+            assert portal.download_counts()[key] == counts[key]

@@ -47,3 +47,43 @@ def test_retry_jitter_is_the_same_in_every_process() -> None:
     runs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                            env={"PYTHONHASHSEED": str(seed), "PATH": ""}).stdout for seed in (1, 2, 3)}
     assert len(runs) == 1
+
+
+def test_a_full_disk_is_fatal_with_its_own_reason():
+    import errno
+    import sqlite3
+
+    from corelib.errors import is_disk_full
+
+    for exc in (OSError(errno.ENOSPC, "No space left on device"), sqlite3.OperationalError("database or disk is full")):
+        assert is_disk_full(exc)
+        assert classify(exc) is ErrorClass.FATAL and reason_of(exc) == "DISK_FULL"
+    assert not is_disk_full(OSError(errno.EACCES, "Permission denied"))
+    assert classify(OSError(errno.ECONNRESET, "reset")) is ErrorClass.TRANSIENT
+
+
+def test_a_browser_that_cannot_reach_the_server_is_a_connection_failure():
+    from selenium.common.exceptions import WebDriverException
+
+    exc = WebDriverException("unknown error: net::ERR_CONNECTION_REFUSED\n  (Session info: chrome=120)")
+    assert classify(exc) is ErrorClass.TRANSIENT and reason_of(exc) == "CONNECTION_FAILED"
+
+
+def test_the_circuit_breaker_trips_only_on_consecutive_connection_failures():
+    import pytest
+
+    from core.app import CircuitBreaker, PortalUnreachable
+    from corelib.tasks import TaskResult
+
+    def result(key: str, reason: str) -> TaskResult:
+        return TaskResult(key=key, status="FAILED", reason=reason)
+
+    breaker = CircuitBreaker("http://portal", threshold=3)
+    assert breaker.hold(result("1", "CONNECTION_FAILED")) and breaker.hold(result("2", "CONNECTION_FAILED"))
+    assert not breaker.hold(result("3", "HTTP_500"))  # another answer: the two were single failures
+    assert [r.key for r in breaker.release()] == ["1", "2"]
+    breaker.hold(result("4", "CONNECTION_FAILED"))
+    breaker.hold(result("5", "CONNECTION_FAILED"))
+    with pytest.raises(PortalUnreachable) as info:
+        breaker.hold(result("6", "CONNECTION_FAILED"))
+    assert [r.key for r in info.value.results] == ["4", "5", "6"] and "http://portal" in str(info.value)
