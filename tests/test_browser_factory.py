@@ -264,7 +264,8 @@ def test_build_options_headless_profile_local_only_and_download_prefs(tmp_path: 
     assert f"--user-data-dir={profile.resolve()}" in args
     assert "--profile-directory=Profile 1" in args
     assert _resolver_rules(args) == [LOOPBACK_RESOLVER_RULES]
-    assert LOOPBACK_RESOLVER_RULES == "MAP * ~NOTFOUND , EXCLUDE 127.0.0.1"
+    # nothing but the loopback addresses the demo portal and its identity provider listen on
+    assert LOOPBACK_RESOLVER_RULES == "MAP * ~NOTFOUND , EXCLUDE 127.0.0.1 , EXCLUDE 127.0.0.2"
     prefs = opts.experimental_options["prefs"]
     assert prefs["download.default_directory"] == str(downloads.resolve())
     assert prefs["download.prompt_for_download"] is False
