@@ -146,13 +146,13 @@ def sign_in(request: SignInRequest, on_open: Callable[[Path], None] | None = Non
 
     `on_open` is told the profile folder once the window shows the portal (to print what to do)."""
     site = get_site(request.site)
+    profile = resolve_base_profile(request.profile, request.browser)
+    refuse_profile_in_use(profile)  # first: the user's own browser is the likelier problem, and no window opens
     headless = os.environ.get(HEADLESS_ENV) == "1"
     if not headless and no_screen():
         raise FatalError("there is no screen here to show the sign-in window on (no DISPLAY): run pobatch from "
                          f"a desktop session, or sign in there once with 'pobatch login --base-url "
                          f"{request.base_url}'", reason="BAD_CONFIG")
-    profile = resolve_base_profile(request.profile, request.browser)
-    refuse_profile_in_use(profile)
     spec = BrowserSpec(browser=request.browser, headless=headless, driver=request.driver, binary=request.binary,
                        user_data_dir=str(profile), local_only=is_loopback(request.base_url),
                        page_load_timeout=120.0)
