@@ -50,16 +50,25 @@ def seed_profile(target: Path) -> Path:
     return target
 
 
-def resolve_base_profile(profile: Path | str | None, browser: str) -> Path:
+def profile_location(profile: Path | str | None, browser: str) -> Path:
+    """Where the base profile is, without creating anything: pobatch's own profile, the browser's
+    own ("browser"), or a named folder."""
     if profile is None or str(profile) == "":
-        return seed_profile(pobatch_data_dir() / "profile")
+        return pobatch_data_dir() / "profile"
     if str(profile).lower() == "browser":
-        path = browser_user_data_dir(browser)
+        return browser_user_data_dir(browser)
+    return Path(profile).expanduser().resolve()
+
+
+def resolve_base_profile(profile: Path | str | None, browser: str) -> Path:
+    path = profile_location(profile, browser)
+    if profile is None or str(profile) == "":
+        return seed_profile(path)
+    if str(profile).lower() == "browser":
         if not path.is_dir():
             raise FatalError(f"--profile browser: no {browser} profile found at {path}; expected the browser to "
                              "have been used on this PC at least once", reason="BAD_CONFIG")
         return path
-    path = Path(profile).expanduser().resolve()
     if path.exists() and not path.is_dir():
         raise FatalError(f"--profile: '{profile}' is a file; expected a browser profile folder", reason="BAD_CONFIG")
     if not path.exists():

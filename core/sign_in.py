@@ -22,7 +22,7 @@ from typing import Callable
 from urllib.parse import urlsplit
 
 from core.page_probes import PAGE_STATE_JS, PageProbe, PageState
-from core.profiles import refuse_profile_in_use, resolve_base_profile
+from core.profiles import profile_location, refuse_profile_in_use, resolve_base_profile
 from core.sites import get_site
 from core.sites.definition import SiteDefinition
 from corelib.browser import BrowserSpec
@@ -146,13 +146,15 @@ def sign_in(request: SignInRequest, on_open: Callable[[Path], None] | None = Non
 
     `on_open` is told the profile folder once the window shows the portal (to print what to do)."""
     site = get_site(request.site)
-    profile = resolve_base_profile(request.profile, request.browser)
-    refuse_profile_in_use(profile)  # first: the user's own browser is the likelier problem, and no window opens
+    # First the user's own browser on the profile (the likelier problem), then the screen, and only
+    # then is anything created: a refused sign-in leaves no trace.
+    refuse_profile_in_use(profile_location(request.profile, request.browser))
     headless = os.environ.get(HEADLESS_ENV) == "1"
     if not headless and no_screen():
         raise FatalError("there is no screen here to show the sign-in window on (no DISPLAY): run pobatch from "
                          f"a desktop session, or sign in there once with 'pobatch login --base-url "
                          f"{request.base_url}'", reason="BAD_CONFIG")
+    profile = resolve_base_profile(request.profile, request.browser)
     spec = BrowserSpec(browser=request.browser, headless=headless, driver=request.driver, binary=request.binary,
                        user_data_dir=str(profile), local_only=is_loopback(request.base_url),
                        page_load_timeout=120.0)
