@@ -22,8 +22,7 @@ from core.po_job import JobConfig, PoJob, PoTaskPayload
 from core.po_worker import PoHandler, WorkerConfig, sequential_handler
 from core.sites import SiteDefinition
 from corelib.browser import BrowserSpec
-from corelib.errors import PobatchError
-from corelib.tasks import Event
+from corelib.errors import LoginRequiredError, PobatchError
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +81,7 @@ class PoCheck:
         return not self.problems
 
 
-def attachment_kind(tag: str, href: str, target: str, label: str, has_download_attr: bool) -> str:
+def attachment_kind(tag: str, href: str, target: str, has_download_attr: bool) -> str:
     """How an attachment element starts its file, as far as the markup tells."""
     if target == "_blank":
         return "popup"
@@ -130,7 +129,7 @@ def advice(check: PoCheck, site: SiteDefinition) -> list[str]:
 class Checker:
     """Looks at POs with one browser; `run` gives one PoCheck per PO."""
 
-    def __init__(self, handler: PoHandler, download_dir: Path | None, emit: Callable[[Event], None]) -> None:
+    def __init__(self, handler: PoHandler, download_dir: Path | None) -> None:
         self.handler = handler
         self.job: PoJob = handler.job
         self.site = self.job.site
@@ -171,15 +170,12 @@ class Checker:
         found = driver.execute_script(FIND_ATTACHMENTS_JS, list(self.site.attachment_selectors))
         elements = [el for el, _ in found]
         for el, meta in found:
-            has_download = bool(driver.execute_script("return arguments[0].hasAttribute('download')", el))
-            kind = attachment_kind(meta["tag"], meta["href"], meta["target"], meta["name"], has_download)
+            kind = attachment_kind(meta["tag"], meta["href"], meta["target"], bool(meta["download_attr"]))
             result.attachments.append(AttachmentSeen(meta["name"], kind, meta["selector"], meta["href"]))
         result.unmatched = [tuple(x) for x in driver.execute_script(UNMATCHED_JS, elements)]
 
 
 def raise_login(probe: PageProbe) -> None:
-    from corelib.errors import LoginRequiredError
-
     raise LoginRequiredError(f"the portal asked for a sign-in ({probe.evidence}): run 'pobatch login' first")
 
 
@@ -242,7 +238,7 @@ def run_check(pos: list[str], *, site_name: str, site_file: str, base_url: str, 
     handler = sequential_handler(cfg, lambda e: None)
     checks: list[PoCheck] = []
     try:
-        checker = Checker(handler, download_dir, lambda e: None)
+        checker = Checker(handler, download_dir)
         for po in pos:
             c = checker.check(po)
             checks.append(c)

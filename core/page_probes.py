@@ -135,6 +135,7 @@ return pobatchFind(arguments[0]).map(([el, q]) => [el, {
   href: el.getAttribute('href') || '',
   target: el.getAttribute('target') || '',
   tag: el.tagName.toLowerCase(),
+  download_attr: el.hasAttribute('download'),
   selector: q,
 }]);
 """
