@@ -427,6 +427,16 @@ class PoJob:
             self._check_selectors(driver)
         return probe
 
+    def _error_page_after_click(self, driver) -> PageProbe | None:
+        """The page a click left in place of the PO page, when it is an error page (a link that answered
+        with one instead of a file); a sign-in page raises. None: not an error page."""
+        seen = self._probe(driver, None)
+        if seen.state == PageState.LOGIN:
+            raise LoginRequiredError(f"The portal asked for a sign-in while downloading ({seen.evidence}).")
+        if seen.state in _ERROR_STATES or (seen.state == PageState.UNRECOGNISED and seen.http >= 400):
+            return seen
+        return None
+
     def _probe(self, driver, expect: dict[str, Any] | None) -> PageProbe:
         return PageProbe.of(driver.execute_script(PAGE_STATE_JS, self._probe_cfg, expect))
 
@@ -680,11 +690,9 @@ class PoJob:
                         self._close_target(batch, h)
                         popups.pop(h, None)
             if driver.current_url != window.url:
-                seen = self._probe(driver, None)
-                state, detail = seen.state, seen.evidence
-                if state == PageState.LOGIN:
-                    raise LoginRequiredError(f"The portal asked for a sign-in while downloading ({detail}).")
-                if state in _ERROR_STATES or (state == PageState.UNRECOGNISED and seen.http >= 400):
+                seen = self._error_page_after_click(driver)
+                if seen is not None:
+                    state, detail = seen.state, seen.evidence
                     # The click that navigated the page's own frame found an error page, not a file.
                     culprit = next((s for s, _ in reversed(active) if not s.done and s.download is None), None)
                     if culprit is None:
@@ -802,10 +810,8 @@ class PoJob:
             if check_page and driver.current_url != page_url:
                 # A link that answers with an error page replaces the PO page instead of downloading:
                 # say so now rather than after the download timeout.
-                seen = self._probe(driver, None)
-                if seen.state == PageState.LOGIN:
-                    raise LoginRequiredError(f"The portal asked for a sign-in while downloading ({seen.evidence}).")
-                if seen.state in _ERROR_STATES or (seen.state == PageState.UNRECOGNISED and seen.http >= 400):
+                seen = self._error_page_after_click(driver)
+                if seen is not None:
                     raise TransientError(f"the attachment link showed an error page ({seen.state}: {seen.evidence})",
                                          reason="DOWNLOAD_FAILED")
 
