@@ -47,12 +47,8 @@ def resolve_site(name: str, site_file: str | Path | None = None) -> SiteDefiniti
     except SiteFileError as exc:
         raise FatalError(str(exc), reason="BAD_SITE_FILE") from None
     if not site.default_base_url and base.default_base_url:
-        site = _with(site, default_base_url=base.default_base_url)
+        site = dataclasses.replace(site, default_base_url=base.default_base_url)
     return site
-
-
-def _with(site: SiteDefinition, **changes: object) -> SiteDefinition:
-    return dataclasses.replace(site, **changes)
 
 
 __all__ = ["SiteDefinition", "SITES", "get_site", "resolve_site", "default_site_file", "SiteFileError"]
