@@ -17,14 +17,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from core.demo_login import prepare_demo_profile
-from core.demo_portal import DemoPortal
-from core.demo_portal.scenario import generate_scenario
-from core.page_probes import PAGE_STATE_JS, SETTLE_JS, PageProbe, PageState
-from core.sites import get_site
-from corelib.browser import BrowserSpec
-from corelib.browser_session import BrowserSession
-from corelib.polling import Backoff
+from pobatch.core.demo_login import prepare_demo_profile
+from pobatch.core.demo_portal import DemoPortal
+from pobatch.core.demo_portal.scenario import generate_scenario
+from pobatch.core.page_probes import PAGE_STATE_JS, SETTLE_JS, PageProbe, PageState
+from pobatch.core.sites import get_site
+from pobatch.corelib.browser import BrowserSpec
+from pobatch.corelib.browser_session import BrowserSession
+from pobatch.corelib.polling import Backoff
 
 
 def _ms(fn, rounds: int) -> list[float]:

@@ -33,14 +33,14 @@ FLAG_SETS: dict[str, tuple[str, ...]] = {
     "in-process-gpu": ("--in-process-gpu", "--disable-software-rasterizer"),
     "low-end-device": ("--enable-low-end-device-mode",),
 }
-# Note: Chromium keeps only the last --disable-features; corelib.browser's BASE_ARGS set one too, so a
+# Note: Chromium keeps only the last --disable-features; pobatch.corelib.browser's BASE_ARGS set one too, so a
 # set that passes its own drops those (Translate, MediaRouter, OptimizationHints) for its runs.
 
 
 def run_one(portal, scenario, profile: Path, work: Path, flags: tuple[str, ...]) -> dict:
-    from core.po_job import JobConfig, PoJob, PoTaskPayload
-    from corelib.browser import BrowserSpec
-    from corelib.browser_session import BrowserSession
+    from pobatch.core.po_job import JobConfig, PoJob, PoTaskPayload
+    from pobatch.corelib.browser import BrowserSpec
+    from pobatch.corelib.browser_session import BrowserSession
 
     out = work / "out"
     spec = BrowserSpec(user_data_dir=str(profile), download_dir=str(out / "dl"), local_only=True, extra_args=flags)
@@ -66,8 +66,8 @@ def run_one(portal, scenario, profile: Path, work: Path, flags: tuple[str, ...])
 
 
 def main(argv: list[str] | None = None) -> int:
-    from core.demo_login import prepare_demo_profile
-    from core.demo_portal import DemoPortal, generate_scenario
+    from pobatch.core.demo_login import prepare_demo_profile
+    from pobatch.core.demo_portal import DemoPortal, generate_scenario
 
     p = argparse.ArgumentParser(prog="python -m benchmarks.flags", description=__doc__.split("\n\n")[0])
     p.add_argument("--count", type=int, default=12, help="POs per run")
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", help="comma-separated flag sets: " + ", ".join(FLAG_SETS))
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    for noisy in ("selenium", "urllib3", "core", "corelib"):
+    for noisy in ("selenium", "urllib3", "pobatch"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     sets = [s.strip() for s in args.only.split(",")] if args.only else list(FLAG_SETS)
     scenario = generate_scenario(count=args.count, seed=5, page_ms=100, attachment_ms=100)

@@ -75,7 +75,7 @@ def _os_name() -> str:
 def machine_info() -> MachineInfo:
     import selenium
 
-    from corelib.browser import BrowserSpec, resolve_browser_binary, resolve_driver
+    from pobatch.corelib.browser import BrowserSpec, resolve_browser_binary, resolve_driver
 
     spec = BrowserSpec(browser="chromium")
     binary = resolve_browser_binary(spec)

@@ -139,7 +139,7 @@ def _workers_of(config: str) -> tuple[bool, int | None, int]:
 
 
 def run_pobatch(ctx: Context, config: str, rnd: int) -> RunResult:
-    from core.app import MainApp, RunOptions
+    from pobatch.core.app import MainApp, RunOptions
 
     parallel, workers, files_at_once = _workers_of(config)
     out = ctx.work / "out" / f"{config}-{rnd}"
@@ -230,11 +230,11 @@ def run_lean_once(ctx: Context, rnd: int) -> RunResult:
 
 def measure_worker_start(ctx: Context, repeats: int) -> WorkerStart:
     """What one parallel worker pays before its first PO: clone the profile, start its browser."""
-    from core.po_job import JobConfig
-    from core.po_worker import incoming_dir
-    from corelib.browser import BrowserSpec
-    from corelib.browser_session import BrowserSession
-    from corelib.profile_manager import ProfileManager
+    from pobatch.core.po_job import JobConfig
+    from pobatch.core.po_worker import incoming_dir
+    from pobatch.corelib.browser import BrowserSpec
+    from pobatch.corelib.browser_session import BrowserSession
+    from pobatch.corelib.profile_manager import ProfileManager
 
     clone_s, browser_s = [], []
     job = JobConfig(site="demo", base_url=ctx.portal.base_url, out_dir=str(ctx.work / "out" / "start"))
@@ -258,8 +258,8 @@ def measure_worker_start(ctx: Context, repeats: int) -> WorkerStart:
 
 def measure_browser_floor(ctx: Context, repeats: int) -> dict:
     """The same POs served without latency, fetched by the lean loop: what Chromium itself needs."""
-    from core.demo_login import prepare_demo_profile
-    from core.demo_portal import DemoPortal, generate_scenario
+    from pobatch.core.demo_login import prepare_demo_profile
+    from pobatch.core.demo_portal import DemoPortal, generate_scenario
 
     s = ctx.settings
     zero = generate_scenario(count=s.count, seed=s.seed, attachments_per_po=s.attachments_per_po, page_ms=0,
@@ -293,9 +293,9 @@ def measure_big_clone(ctx: Context) -> CloneMeasurement:
 
 # -- the whole benchmark ----------------------------------------------------------------------------
 def benchmark(settings: Settings, work: Path, quiet: QuietCheck) -> dict:
-    from core.demo_login import prepare_demo_profile
-    from core.demo_portal import DemoPortal, generate_scenario
-    from corelib.autoscale import auto_workers
+    from pobatch.core.demo_login import prepare_demo_profile
+    from pobatch.core.demo_portal import DemoPortal, generate_scenario
+    from pobatch.corelib.autoscale import auto_workers
 
     scenario = generate_scenario(count=settings.count, seed=settings.seed,
                                  attachments_per_po=settings.attachments_per_po, page_ms=settings.page_ms,
@@ -390,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    for noisy in ("selenium", "urllib3", "core", "corelib"):
+    for noisy in ("selenium", "urllib3", "pobatch"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if args.verbose and noisy != "urllib3" else logging.WARNING)
     settings = _settings(args)
     if settings.runs < 1 or settings.count < 1:

@@ -1,7 +1,7 @@
 """What the two yardstick scripts (the naive one and the lean loop) share: their browser, the links
 they click and how they leave a PO's popups behind.
 
-They start the browser with the product's own flags (corelib.browser) so that a comparison is about
+They start the browser with the product's own flags (pobatch.corelib.browser) so that a comparison is about
 the workflow, not about a browser stall that docs/design.md explains ("Browser flags and the first-load
 stall"), and they are cleaned up by profile directory like every other browser here.
 """
@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from core.sites import get_site
-from corelib.browser import BrowserSpec
-from corelib.browser_session import BrowserSession
+from pobatch.core.sites import get_site
+from pobatch.corelib.browser import BrowserSpec
+from pobatch.corelib.browser_session import BrowserSession
 
 ATTACHMENT_SELECTOR = ", ".join(get_site("demo").attachment_selectors)
 

@@ -13,9 +13,9 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.demo_portal import Scenario
-from corelib.store import RunStore
-from corelib.tasks import Event
+from pobatch.core.demo_portal import Scenario
+from pobatch.corelib.store import RunStore
+from pobatch.corelib.tasks import Event
 
 _DOWNLOAD_RE = re.compile(r"^(?P<name>.*) via (?P<how>[\w-]+) in (?P<secs>[\d.]+)s(?:, .*)?$")
 

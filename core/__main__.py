@@ -1,5 +1,5 @@
-"""`python -m core` is the same as the `pobatch` command."""
-from core.cli import main
+"""`python -m pobatch.core` is the same as the `pobatch` command."""
+from pobatch.core.cli import main
 
 if __name__ == "__main__":
     main()

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 from urllib.parse import urlsplit
 
-from core.exit_codes import (  # noqa: F401 - re-exported: the tests and launchers read them here
+from pobatch.core.exit_codes import (  # noqa: F401 - re-exported: the tests and launchers read them here
     EXIT_BAD_INPUT,
     EXIT_INCOMPLETE,
     EXIT_INTERRUPTED,
@@ -25,23 +25,23 @@ from core.exit_codes import (  # noqa: F401 - re-exported: the tests and launche
     EXIT_OK,
     EXIT_STOPPED,
 )
-from core.orders import OrdersError, OrdersFile, describe_problems, read_orders
-from core.page_probes import SIGNED_IN_STATES
-from core.po_job import WORK_DIR_NAME, JobConfig
-from core.po_worker import WorkerConfig, sequential_handler
-from core.profiles import resolve_base_profile
-from core.recorder import is_recording, store_recording
-from core.report import ActivityLog, report_path, write_report
-from core.results import PoOutcome, outcome_from_data, outcome_from_result, outcome_to_result
-from core.sites import default_site_file, resolve_site
-from core.status import FINAL_STATUSES, Status
-from core.workbook import write_results
-from corelib.browser import BrowserSpec, default_browser
-from corelib.downloads import sha256_file
-from corelib.errors import DiskFullError, ErrorClass, FatalError, fatal_error, is_disk_full
-from corelib.grid import GridSpec
-from corelib.store import Heartbeat, RunStore
-from corelib.tasks import Event, Task, TaskResult
+from pobatch.core.orders import OrdersError, OrdersFile, describe_problems, read_orders
+from pobatch.core.page_probes import SIGNED_IN_STATES
+from pobatch.core.po_job import WORK_DIR_NAME, JobConfig
+from pobatch.core.po_worker import WorkerConfig, sequential_handler
+from pobatch.core.profiles import resolve_base_profile
+from pobatch.core.recorder import is_recording, store_recording
+from pobatch.core.report import ActivityLog, report_path, write_report
+from pobatch.core.results import PoOutcome, outcome_from_data, outcome_from_result, outcome_to_result
+from pobatch.core.sites import default_site_file, resolve_site
+from pobatch.core.status import FINAL_STATUSES, Status
+from pobatch.core.workbook import write_results
+from pobatch.corelib.browser import BrowserSpec, default_browser
+from pobatch.corelib.downloads import sha256_file
+from pobatch.corelib.errors import DiskFullError, ErrorClass, FatalError, fatal_error, is_disk_full
+from pobatch.corelib.grid import GridSpec
+from pobatch.corelib.store import Heartbeat, RunStore
+from pobatch.corelib.tasks import Event, Task, TaskResult
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ class RunOptions:
 
 
 # Opt-in strategies still being proven (EXPERIMENTAL/README.md): resolved by name, only when asked for.
-EXPERIMENTAL_STRATEGIES = {"single-session": "EXPERIMENTAL.single_session:run_single_session"}
+EXPERIMENTAL_STRATEGIES = {"single-session": "pobatch.experimental.single_session:run_single_session"}
 
 
 @dataclass
@@ -177,17 +177,17 @@ class MainApp:
         heartbeat = Heartbeat(self.store.path, self.run_id).__enter__()
         try:
             if grid:
-                from core.grid_login import read_portal_cookies
+                from pobatch.core.grid_login import read_portal_cookies
 
                 cookies = read_portal_cookies(base_profile, base_url, spec, self.run_id,
                                               opts.profiles_root) if tasks else []
                 wcfg = dataclasses.replace(wcfg, grid=grid, cookies=tuple(cookies))
             if opts.strategy:
-                from corelib.worker_pool import resolve_factory
+                from pobatch.corelib.worker_pool import resolve_factory
 
                 stream = resolve_factory(EXPERIMENTAL_STRATEGIES[opts.strategy])(wcfg, tasks, opts.windows)
             elif opts.parallel or grid:
-                from core.parallel import run_parallel
+                from pobatch.core.parallel import run_parallel
 
                 stream = run_parallel(wcfg, tasks, opts.workers)
             else:
@@ -608,7 +608,7 @@ def _why(reason: object) -> str:
 
 def refuse_profile_in_use(profile: Path) -> None:
     """FatalError (one line) when a running browser holds the profile: close it first."""
-    from corelib.profile_manager import profile_in_use_error
+    from pobatch.corelib.profile_manager import profile_in_use_error
 
     message = profile_in_use_error(profile)
     if message:
@@ -675,8 +675,8 @@ def run_process_alive(run: dict) -> bool:
 
 def sweep_leftovers(root: Path | None) -> None:
     """Profiles, browsers and scratch folders of runs whose process died (a crash, a SIGKILL)."""
-    from corelib.browser_session import sweep_driver_temp
-    from corelib.profile_manager import ProfileManager
+    from pobatch.corelib.browser_session import sweep_driver_temp
+    from pobatch.corelib.profile_manager import ProfileManager
 
     for path in ProfileManager.sweep_orphans(root) + sweep_driver_temp():
         log.info("removed what a run that died left behind: %s", path)

@@ -22,8 +22,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
-from corelib.safe_paths import safe_component
-from corelib.watchdog import Watchdog
+from pobatch.corelib.safe_paths import safe_component
+from pobatch.corelib.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ MAX_CONSOLE_ENTRIES = 2000
 # ChromeDriver's BiDi mapper logs its own start into the page console: not the page's words.
 _DRIVER_NOISE = ("Launching Mapper instance",)
 
-LOGGING_PREFS = {"browser": "ALL"}  # the capability corelib.browser sets so get_log("browser") works
+LOGGING_PREFS = {"browser": "ALL"}  # the capability pobatch.corelib.browser sets so get_log("browser") works
 
 
 def artifacts_root(work_dir: str | Path, run_id: str) -> Path:

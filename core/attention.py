@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
-from core.results import PoOutcome
-from core.status import Status
+from pobatch.core.results import PoOutcome
+from pobatch.core.status import Status
 
 # Final answers nobody has to act on. PO_NOT_FOUND is final too, but a person must check the number.
 DONE_STATUSES = frozenset({Status.COMPLETED, Status.NO_ATTACHMENTS})

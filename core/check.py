@@ -17,12 +17,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from core.page_probes import FIND_ATTACHMENTS_JS, SUPPLIER_JS, PageProbe, PageState, Settle
-from core.po_job import JobConfig, PoJob, PoTaskPayload
-from core.po_worker import PoHandler, WorkerConfig, sequential_handler
-from core.sites import SiteDefinition
-from corelib.browser import BrowserSpec
-from corelib.errors import LoginRequiredError, PobatchError
+from pobatch.core.page_probes import FIND_ATTACHMENTS_JS, SUPPLIER_JS, PageProbe, PageState, Settle
+from pobatch.core.po_job import JobConfig, PoJob, PoTaskPayload
+from pobatch.core.po_worker import PoHandler, WorkerConfig, sequential_handler
+from pobatch.core.sites import SiteDefinition
+from pobatch.corelib.browser import BrowserSpec
+from pobatch.corelib.errors import LoginRequiredError, PobatchError
 
 log = logging.getLogger(__name__)
 

@@ -8,12 +8,12 @@ from typing import NoReturn
 
 import click
 
-from core import __version__
-from core.exit_codes import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_LOGIN, EXIT_STOPPED
-from corelib.browser import BROWSERS, default_browser
-from corelib.errors import FatalError
+from pobatch.core import __version__
+from pobatch.core.exit_codes import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_LOGIN, EXIT_STOPPED
+from pobatch.corelib.browser import BROWSERS, default_browser
+from pobatch.corelib.errors import FatalError
 
-log = logging.getLogger("pobatch")
+log = logging.getLogger(__name__)
 
 STRATEGY_HELP = ("parallel: several browsers (the same as --parallel). single-session (EXPERIMENTAL): one browser, "
                  "one sign-in, --windows windows; for portals that allow one live session per user.")
@@ -141,7 +141,7 @@ def main() -> None:
 def run(orders: str, site: str, base_url: str | None, sheet: str | None, sign_in_if_needed: bool = False,
         **kw) -> None:
     """Process every PO in ORDERS (CSV or Excel) and download its attachments."""
-    from core.desk import finish_run, run_signing_in, sign_in_request
+    from pobatch.core.desk import finish_run, run_signing_in, sign_in_request
 
     def run_once():
         return _run(Path(orders), site=site, base_url=base_url, sheet=sheet, **kw)
@@ -158,9 +158,9 @@ def run(orders: str, site: str, base_url: str | None, sheet: str | None, sign_in
 
 
 def _run(orders: Path, *, verbose: int = 0, local_only: bool = False, **kw):
-    from core.app import MainApp, RunOptions
-    from core.console import ConsoleView
-    from core.orders import OrdersError
+    from pobatch.core.app import MainApp, RunOptions
+    from pobatch.core.console import ConsoleView
+    from pobatch.core.orders import OrdersError
 
     _setup_logging(verbose)
     if kw.get("site") == "coupa" and not kw.get("base_url"):
@@ -194,8 +194,8 @@ def _run(orders: Path, *, verbose: int = 0, local_only: bool = False, **kw):
 @run_options(out_default="demo_output")
 def demo(out: str, scenario: str | None, profile: str | None, **kw) -> None:
     """Run the bundled demo batch (or a scenario's POs) end to end against the built-in demo portal."""
-    from core.demo_portal import DemoPortal, sample_orders_path
-    from core.demo_login import prepare_demo_profile
+    from pobatch.core.demo_portal import DemoPortal, sample_orders_path
+    from pobatch.core.demo_login import prepare_demo_profile
 
     _setup_logging(kw["verbose"])
     out_dir = Path(out).resolve()
@@ -242,14 +242,14 @@ def _scenario_orders(scenario: Path, portal, out_dir: Path) -> Path:
 
 def _open_store(out: str):
     """The run store of an output folder, or a clear error naming what was expected."""
-    from core.po_job import WORK_DIR_NAME
-    from corelib.store import RunStore
+    from pobatch.core.po_job import WORK_DIR_NAME
+    from pobatch.corelib.store import RunStore
 
     path = Path(out).resolve() / WORK_DIR_NAME / "runs.sqlite"
     if not path.is_file():
         _fail(f"no pobatch run in {Path(out).resolve()}: expected the output folder of a run (the folder that "
               f"holds {WORK_DIR_NAME}); pass it with --out")
-    from core.app import run_process_alive
+    from pobatch.core.app import run_process_alive
 
     store = RunStore(path)
     store.interrupt_dead_runs(run_process_alive)  # a killed run shows as INTERRUPTED, not RUNNING for ever
@@ -276,7 +276,7 @@ def _run_id(store, run: str | None) -> str:
               help="Output folder of the run (the folder that holds .pobatch).")
 def report(run: str | None, out: str) -> None:
     """Write the HTML report of RUN (a run id, or 'last', the default) into the output folder."""
-    from core.report import write_report
+    from pobatch.core.report import write_report
 
     _setup_logging(0)
     with _open_store(out) as store:
@@ -298,8 +298,8 @@ def replay(run: str, po: str, out: str, attempt: int | None, open_page: bool) ->
     import os
     import webbrowser
 
-    from core.orders import normalize_po
-    from core.replay import NoRecording, write_replay
+    from pobatch.core.orders import normalize_po
+    from pobatch.core.replay import NoRecording, write_replay
 
     _setup_logging(0)
     with _open_store(out) as store:
@@ -338,12 +338,12 @@ def check(pos: tuple[str, ...], site: str, base_url: str | None, site_file: str 
     """
     import time as _time
 
-    from core.check import run_check, verdict, write_snapshot
-    from core.orders import normalize_po
-    from core.profiles import resolve_base_profile
-    from core.sites import default_site_file, resolve_site
-    from corelib.browser import BrowserSpec
-    from corelib.errors import LoginRequiredError
+    from pobatch.core.check import run_check, verdict, write_snapshot
+    from pobatch.core.orders import normalize_po
+    from pobatch.core.profiles import resolve_base_profile
+    from pobatch.core.sites import default_site_file, resolve_site
+    from pobatch.corelib.browser import BrowserSpec
+    from pobatch.corelib.errors import LoginRequiredError
 
     _setup_logging(verbose)
     numbers = []
@@ -384,7 +384,7 @@ def check(pos: tuple[str, ...], site: str, base_url: str | None, site_file: str 
 @click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True, help="Port on 127.0.0.1.")
 def demo_portal(scenario: str | None, port: int) -> None:
     """Start the demo portal alone, to click through in a browser."""
-    from core.demo_portal import main as portal_main
+    from pobatch.core.demo_portal import main as portal_main
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     portal_main(scenario, port, "127.0.0.1")
@@ -397,7 +397,7 @@ def demo_portal(scenario: str | None, port: int) -> None:
 def login(site: str, base_url: str, browser: str, profile: str | None, driver: str | None,
           browser_binary: str | None) -> None:
     """Open the portal in a visible browser on pobatch's profile, and close it once you have signed in."""
-    from core.demo_login import interactive_login
+    from pobatch.core.demo_login import interactive_login
 
     _setup_logging(0)
     try:
@@ -409,7 +409,7 @@ def login(site: str, base_url: str, browser: str, profile: str | None, driver: s
 
 
 def _add_desk_commands() -> None:
-    from core.desk import start
+    from pobatch.core.desk import start
 
     main.add_command(start)
 

@@ -16,12 +16,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.console import Group
 
-from core.results import PoOutcome
-from core.status import Status
-from corelib.tasks import Event
+from pobatch.core.results import PoOutcome
+from pobatch.core.status import Status
+from pobatch.corelib.tasks import Event
 
 if TYPE_CHECKING:
-    from core.app import RunSummary
+    from pobatch.core.app import RunSummary
 
 STATUS_STYLE = {
     Status.COMPLETED: "green", Status.NO_ATTACHMENTS: "cyan", Status.PO_NOT_FOUND: "yellow",

@@ -1,7 +1,7 @@
 """Signing in: the demo's test account is typed for you; a real portal's sign-in is always yours.
 
 pobatch never types a real password. `pobatch login` opens a visible browser on the profile, notices
-when you have signed in (core.sign_in) and closes it; the session it leaves in the profile is what
+when you have signed in (pobatch.core.sign_in) and closes it; the session it leaves in the profile is what
 every run then uses.
 """
 from __future__ import annotations
@@ -11,12 +11,12 @@ from pathlib import Path
 
 import click
 
-from core.profiles import refuse_profile_in_use, resolve_base_profile, seed_profile
-from core.sign_in import SIGN_IN_TIMEOUT, SignInOutcome, SignInRequest, sign_in
-from core.sites.demo import DEMO_EMAIL, DEMO_PASSWORD
-from corelib.browser import BrowserSpec
-from corelib.browser_session import BrowserSession
-from corelib.errors import FatalError
+from pobatch.core.profiles import refuse_profile_in_use, resolve_base_profile, seed_profile
+from pobatch.core.sign_in import SIGN_IN_TIMEOUT, SignInOutcome, SignInRequest, sign_in
+from pobatch.core.sites.demo import DEMO_EMAIL, DEMO_PASSWORD
+from pobatch.corelib.browser import BrowserSpec
+from pobatch.corelib.browser_session import BrowserSession
+from pobatch.corelib.errors import FatalError
 
 log = logging.getLogger(__name__)
 

@@ -19,14 +19,14 @@ from typing import TYPE_CHECKING, Callable
 
 import click
 
-from core.exit_codes import EXIT_INTERRUPTED, EXIT_LOGIN
-from core.attention import DONE_STATUSES
-from core.profiles import pobatch_data_dir
-from core.sign_in import SignInOutcome, SignInRequest, sign_in
-from corelib.browser import BROWSERS, default_browser
+from pobatch.core.exit_codes import EXIT_INTERRUPTED, EXIT_LOGIN
+from pobatch.core.attention import DONE_STATUSES
+from pobatch.core.profiles import pobatch_data_dir
+from pobatch.core.sign_in import SignInOutcome, SignInRequest, sign_in
+from pobatch.corelib.browser import BROWSERS, default_browser
 
 if TYPE_CHECKING:
-    from core.app import RunSummary
+    from pobatch.core.app import RunSummary
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ def run_signing_in(run_once: Callable[[], "RunSummary"], request: SignInRequest,
 
 def sign_in_request(site: str, base_url: str | None, kw: dict) -> SignInRequest:
     """What `pobatch run`'s own options say about where to sign in."""
-    from core.sites import get_site
+    from pobatch.core.sites import get_site
 
     address = (base_url or get_site(site).default_base_url).rstrip("/")
     return SignInRequest(base_url=address, site=site, browser=kw["browser"], profile=kw.get("profile"),
@@ -250,7 +250,7 @@ def start(ctx: click.Context, orders: str | None, base_url: str | None, parallel
     """Ask for the orders file, the portal address and the mode, then run, signing in if needed.
 
     This is what run.bat (double-click, or a file dropped on it) and ./run.sh with no arguments do."""
-    from core.cli import run
+    from pobatch.core.cli import run
 
     path = Path(clean_path(orders)) if orders else ask_orders_file()
     if path is None:

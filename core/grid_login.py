@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from corelib.browser import BrowserSpec
-from corelib.browser_session import BrowserSession
-from corelib.errors import TransientError
-from corelib.profile_manager import ProfileManager
+from pobatch.corelib.browser import BrowserSpec
+from pobatch.corelib.browser_session import BrowserSession
+from pobatch.corelib.errors import TransientError
+from pobatch.corelib.profile_manager import ProfileManager
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from corelib.errors import FatalError
+from pobatch.corelib.errors import FatalError
 
 log = logging.getLogger(__name__)
 

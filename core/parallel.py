@@ -13,14 +13,14 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from core.po_worker import WorkerConfig
-from corelib.autoscale import auto_workers
-from corelib.tree_removal import remove_tree
-from corelib.errors import FatalError
-from corelib.profile_manager import ProfileManager, profile_in_use_warning
-from corelib.process_reaper import kill_browser_tree
-from corelib.tasks import Event, Task, TaskResult
-from corelib.worker_pool import PoolStopped, WorkerInfo, WorkerLost, WorkerPool, WorkerSpec
+from pobatch.core.po_worker import WorkerConfig
+from pobatch.corelib.autoscale import auto_workers
+from pobatch.corelib.tree_removal import remove_tree
+from pobatch.corelib.errors import FatalError
+from pobatch.corelib.profile_manager import ProfileManager, profile_in_use_warning
+from pobatch.corelib.process_reaper import kill_browser_tree
+from pobatch.corelib.tasks import Event, Task, TaskResult
+from pobatch.corelib.worker_pool import PoolStopped, WorkerInfo, WorkerLost, WorkerPool, WorkerSpec
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ def _reap(info: WorkerInfo, staging_root: Path | None = None) -> None:
     """A worker exited (or died): its browser processes, profile clone, download folder, attempt
     staging folders and driver scratch folder would otherwise outlive it (until the next run)."""
     if info.info.get("grid_session"):
-        from corelib.grid import delete_session
+        from pobatch.corelib.grid import delete_session
 
         # Its last remote session, which the Grid would otherwise keep until its session timeout
         # (a worker that closed it cleanly gets a harmless "no such session").
@@ -52,11 +52,11 @@ def _reap(info: WorkerInfo, staging_root: Path | None = None) -> None:
     if download_dir:
         leftovers.append(Path(download_dir))
     if staging_root is not None and staging_root.is_dir():
-        # Its attempts' folders (named <PO>-<worker>-a<n> by core.po_job): half-done downloads.
+        # Its attempts' folders (named <PO>-<worker>-a<n> by pobatch.core.po_job): half-done downloads.
         leftovers += [p for p in staging_root.iterdir() if f"-{info.worker_id}-a" in p.name]
     if info.pid:
-        # Its driver's TMPDIR (corelib.browser_session names it after the worker's pid).
-        from corelib.browser_session import TEMP_PREFIX
+        # Its driver's TMPDIR (pobatch.corelib.browser_session names it after the worker's pid).
+        from pobatch.corelib.browser_session import TEMP_PREFIX
 
         leftovers += list(Path(tempfile.gettempdir()).glob(f"{TEMP_PREFIX}{info.pid}-*"))
     for path in leftovers:
@@ -71,7 +71,7 @@ def run_parallel(cfg: WorkerConfig, tasks: list[Task], workers: int | None) -> I
     if warning:
         log.warning(warning)
     if cfg.grid is not None:
-        from corelib.grid import check_grid
+        from pobatch.corelib.grid import check_grid
 
         slots = check_grid(cfg.grid.url, cfg.browser.browser)
         if workers is None:
@@ -81,7 +81,7 @@ def run_parallel(cfg: WorkerConfig, tasks: list[Task], workers: int | None) -> I
         workers, why = auto_workers(len(tasks))
         log.info("--workers auto: %d (%s)", workers, why)
     workers = max(1, min(workers, len(tasks) or 1))
-    factory = "core.po_worker:make_grid_handler" if cfg.grid is not None else "core.po_worker:make_handler"
+    factory = "pobatch.core.po_worker:make_grid_handler" if cfg.grid is not None else "pobatch.core.po_worker:make_handler"
     spec = WorkerSpec(factory, {"worker": cfg})
     pool = WorkerPool(spec, workers, task_timeout=pool_task_timeout(cfg),
                       on_worker_exit=functools.partial(_reap, staging_root=cfg.job.staging_root))

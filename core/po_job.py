@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urljoin
 
-from core.artifacts import attempt_dir, capture_before_kill, capture_failure, drain_console
-from core.page_probes import (
+from pobatch.core.artifacts import attempt_dir, capture_before_kill, capture_failure, drain_console
+from pobatch.core.page_probes import (
     BAD_SELECTORS_JS,
     FIND_ATTACHMENTS_JS,
     JS_CLICK,
@@ -34,16 +34,16 @@ from core.page_probes import (
     PageState,
     Settle,
 )
-from core.recorder import SessionRecorder
-from core.results import FileRecord, PoOutcome
-from core.sites import SiteDefinition, resolve_site
-from core.sites.site_file import describe_selector
-from core.status import Status
-from corelib.browser_session import BrowserSession
-from corelib.devtools import DevToolsError
-from corelib.download_sink import DownloadBatch, DownloadSink, EventDownloadSink, Slot
-from corelib.downloads import DownloadStalled, DownloadTimeout, publish_folder, sha256_file
-from corelib.errors import (
+from pobatch.core.recorder import SessionRecorder
+from pobatch.core.results import FileRecord, PoOutcome
+from pobatch.core.sites import SiteDefinition, resolve_site
+from pobatch.core.sites.site_file import describe_selector
+from pobatch.core.status import Status
+from pobatch.corelib.browser_session import BrowserSession
+from pobatch.corelib.devtools import DevToolsError
+from pobatch.corelib.download_sink import DownloadBatch, DownloadSink, EventDownloadSink, Slot
+from pobatch.corelib.downloads import DownloadStalled, DownloadTimeout, publish_folder, sha256_file
+from pobatch.corelib.errors import (
     DiskFullError,
     ErrorClass,
     FatalError,
@@ -54,13 +54,13 @@ from corelib.errors import (
     is_disk_full,
     reason_of,
 )
-from corelib.polling import Backoff
-from corelib.retry import RetryPolicy, jitter_rng
-from corelib.safe_paths import contained, fit_in_path, name_from_page, safe_component, unique_name
-from corelib.tasks import Event
-from corelib.throttle import SharedThrottle, parse_retry_after
-from corelib.tree_removal import remove_tree
-from corelib.watchdog import Watchdog, quiet_dead_driver
+from pobatch.corelib.polling import Backoff
+from pobatch.corelib.retry import RetryPolicy, jitter_rng
+from pobatch.corelib.safe_paths import contained, fit_in_path, name_from_page, safe_component, unique_name
+from pobatch.corelib.tasks import Event
+from pobatch.corelib.throttle import SharedThrottle, parse_retry_after
+from pobatch.corelib.tree_removal import remove_tree
+from pobatch.corelib.watchdog import Watchdog, quiet_dead_driver
 
 log = logging.getLogger(__name__)
 

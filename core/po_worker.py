@@ -1,6 +1,6 @@
 """The PO handler a worker runs: one browser kept across tasks, the shared PO workflow per task.
 
-Sequential mode builds one in-process; parallel mode names `core.po_worker:make_handler` in a
+Sequential mode builds one in-process; parallel mode names `pobatch.core.po_worker:make_handler` in a
 WorkerSpec and every spawned worker builds its own, on its own clone of the base profile. Grid mode
 names `make_grid_handler`: each worker holds a remote session instead, carrying the profile's cookies.
 """
@@ -12,14 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from core.po_job import JobConfig, PoJob, PoTaskPayload
-from core.results import outcome_to_result
-from corelib.browser import BrowserSpec
-from corelib.browser_session import BrowserSession, RemoteBrowserSession
-from corelib.tree_removal import remove_tree
-from corelib.download_sink import DownloadSink, GridDownloadSink
-from corelib.grid import GridSpec
-from corelib.tasks import Event, Task, TaskResult
+from pobatch.core.po_job import JobConfig, PoJob, PoTaskPayload
+from pobatch.core.results import outcome_to_result
+from pobatch.corelib.browser import BrowserSpec
+from pobatch.corelib.browser_session import BrowserSession, RemoteBrowserSession
+from pobatch.corelib.tree_removal import remove_tree
+from pobatch.corelib.download_sink import DownloadSink, GridDownloadSink
+from pobatch.corelib.grid import GridSpec
+from pobatch.corelib.tasks import Event, Task, TaskResult
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class PoHandler:
     def abort(self) -> None:
         """The pool's last resort for a task past its time: kill the browser, without a retry line per
         command the blocked driver still sends."""
-        from corelib.watchdog import quiet_dead_driver
+        from pobatch.corelib.watchdog import quiet_dead_driver
 
         if getattr(self.session, "started", False) and isinstance(self.session, BrowserSession):
             quiet_dead_driver(self.session.driver)
@@ -84,7 +84,7 @@ def make_handler(ctx: Any, config: dict[str, Any]) -> PoHandler:
     """WorkerSpec factory: clone the base profile, note it for crash cleanup, start the browser."""
     import multiprocessing
 
-    from corelib.profile_manager import ProfileManager
+    from pobatch.corelib.profile_manager import ProfileManager
 
     cfg: WorkerConfig = config["worker"]
     parent = multiprocessing.parent_process()
@@ -115,7 +115,7 @@ def make_handler(ctx: Any, config: dict[str, Any]) -> PoHandler:
 
 def make_grid_handler(ctx: Any, config: dict[str, Any]) -> PoHandler:
     """WorkerSpec factory for grid mode: a remote session that gets the login cookies at every start."""
-    from core.grid_login import apply_cookies
+    from pobatch.core.grid_login import apply_cookies
 
     cfg: WorkerConfig = config["worker"]
     assert cfg.grid is not None
@@ -136,7 +136,7 @@ def make_grid_handler(ctx: Any, config: dict[str, Any]) -> PoHandler:
 def sequential_handler(cfg: WorkerConfig, emit: Callable[[Event], None]) -> PoHandler:
     """The in-process handler. It works on a clone of the base profile, like a pool worker: a crash
     then leaves nothing on the user's own profile, and the next run's sweep finds what it left."""
-    from corelib.profile_manager import ProfileManager, profile_in_use_warning
+    from pobatch.corelib.profile_manager import ProfileManager, profile_in_use_warning
 
     warning = profile_in_use_warning(cfg.base_profile)
     if warning:

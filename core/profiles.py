@@ -12,7 +12,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from corelib.errors import FatalError
+from pobatch.corelib.errors import FatalError
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def resolve_base_profile(profile: Path | str | None, browser: str) -> Path:
 def refuse_profile_in_use(profile: Path) -> None:
     """Never start a browser on a profile a running browser holds (closing ours could not be told
     apart from closing the user's): one line asking the user to close it."""
-    from corelib.profile_manager import profile_in_use_error
+    from pobatch.corelib.profile_manager import profile_in_use_error
 
     message = profile_in_use_error(profile) if profile.exists() else None
     if message:

@@ -22,7 +22,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
-from corelib.tasks import Event
+from pobatch.corelib.tasks import Event
 
 log = logging.getLogger(__name__)
 

@@ -14,10 +14,10 @@ import re
 from pathlib import Path
 from typing import Any
 
-from core.po_job import WORK_DIR_NAME
-from core.recorder import PLAYER_CSS, PLAYER_JS
-from corelib.safe_paths import safe_component
-from corelib.store import RunStore
+from pobatch.core.po_job import WORK_DIR_NAME
+from pobatch.core.recorder import PLAYER_CSS, PLAYER_JS
+from pobatch.corelib.safe_paths import safe_component
+from pobatch.corelib.store import RunStore
 
 log = logging.getLogger(__name__)
 

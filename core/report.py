@@ -7,7 +7,7 @@ run store; much of it (supplier names, file names, error texts) comes from a web
 value is escaped and links are built only from paths this program made.
 
 The timeline has one row per worker and one bar per PO attempt, coloured by how the attempt ended;
-a failed attempt's bar links to its artifacts (core.artifacts), dashed lines join the attempts of
+a failed attempt's bar links to its artifacts (pobatch.core.artifacts), dashed lines join the attempts of
 one PO (the retries), and triangles mark browser restarts. `ActivityLog` turns the event stream
 into the store's activities rows (one per attempt) while the run goes.
 """
@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 from urllib.parse import quote
 
-from core.artifacts import PAGE_HTML, SCREENSHOT, attempt_dir, read_manifest
-from core.po_job import WORK_DIR_NAME
-from core.status import Status
-from corelib.store import RunStore
-from corelib.tasks import Event
+from pobatch.core.artifacts import PAGE_HTML, SCREENSHOT, attempt_dir, read_manifest
+from pobatch.core.po_job import WORK_DIR_NAME
+from pobatch.core.status import Status
+from pobatch.corelib.store import RunStore
+from pobatch.corelib.tasks import Event
 
 log = logging.getLogger(__name__)
 

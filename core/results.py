@@ -4,9 +4,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from core.status import Status
-from corelib.errors import ErrorClass
-from corelib.tasks import TaskResult
+from pobatch.core.status import Status
+from pobatch.corelib.errors import ErrorClass
+from pobatch.corelib.tasks import TaskResult
 
 
 @dataclass

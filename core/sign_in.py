@@ -21,14 +21,14 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import urlsplit
 
-from core.page_probes import PAGE_STATE_JS, PageProbe, PageState
-from core.profiles import profile_location, refuse_profile_in_use, resolve_base_profile
-from core.sites import get_site
-from core.sites.definition import SiteDefinition
-from corelib.browser import BrowserSpec
-from corelib.browser_session import BrowserSession
-from corelib.errors import FatalError
-from corelib.polling import Backoff
+from pobatch.core.page_probes import PAGE_STATE_JS, PageProbe, PageState
+from pobatch.core.profiles import profile_location, refuse_profile_in_use, resolve_base_profile
+from pobatch.core.sites import get_site
+from pobatch.core.sites.definition import SiteDefinition
+from pobatch.corelib.browser import BrowserSpec
+from pobatch.corelib.browser_session import BrowserSession
+from pobatch.corelib.errors import FatalError
+from pobatch.corelib.polling import Backoff
 
 log = logging.getLogger(__name__)
 

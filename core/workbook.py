@@ -20,10 +20,10 @@ from openpyxl.styles import Alignment, Font, PatternFill
 from openpyxl.utils import get_column_letter
 from openpyxl.worksheet.worksheet import Worksheet
 
-from core.attention import attention_list
-from core.orders import DETAIL_COLUMNS, RESULT_COLUMNS, ROW_KEY, OrdersFile, is_result_column
-from core.results import PoOutcome
-from core.status import Status
+from pobatch.core.attention import attention_list
+from pobatch.core.orders import DETAIL_COLUMNS, RESULT_COLUMNS, ROW_KEY, OrdersFile, is_result_column
+from pobatch.core.results import PoOutcome
+from pobatch.core.status import Status
 
 __all__ = ["RESULT_COLUMNS", "DETAIL_COLUMNS", "RESULTS_SHEET", "SUMMARY_SHEET", "ATTENTION_SHEET", "ATTENTION_COLUMNS",
            "STATUS_FILLS", "write_results"]
@@ -246,7 +246,7 @@ def _info_value(value: object) -> object:
 def _fill_attention(ws: Worksheet, orders: OrdersFile, outcomes: Mapping[str, PoOutcome]) -> None:
     """Only the rows a person must act on, in file order, each with what happened and what to do.
 
-    The same rule as the end-of-run verdict (core.attention), so "60 need attention" means 60 lines here,
+    The same rule as the end-of-run verdict (pobatch.core.attention), so "60 need attention" means 60 lines here,
     plus the rows whose PO number is not a PO number at all."""
     _write_header(ws, list(ATTENTION_COLUMNS))
     row_of = {t.po_number: t.row for t in orders.tasks}

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from corelib.errors import FatalError
+from pobatch.corelib.errors import FatalError
 
 log = logging.getLogger(__name__)
 
@@ -304,7 +304,7 @@ def _profile_in_use(user_data_dir: str | None) -> bool:
     """Whether another browser holds this profile: only then is "close your other window" the right advice."""
     if not user_data_dir:
         return False
-    from corelib.process_reaper import live_browsers_on
+    from pobatch.corelib.process_reaper import live_browsers_on
 
     try:
         return bool(live_browsers_on(user_data_dir))

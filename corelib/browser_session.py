@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import psutil
 
-from corelib.browser import BrowserSpec, quit_browser, start_browser
+from pobatch.corelib.browser import BrowserSpec, quit_browser, start_browser
 
 if TYPE_CHECKING:
-    from corelib.grid import GridSpec
+    from pobatch.corelib.grid import GridSpec
 
 log = logging.getLogger(__name__)
 
@@ -87,14 +87,14 @@ class BrowserSession:
 
     def abort(self) -> None:
         """Kill the browser from any thread; the thread blocked in WebDriver gets an error soon."""
-        from corelib.process_reaper import kill_browser_tree
+        from pobatch.corelib.process_reaper import kill_browser_tree
 
         n = kill_browser_tree(self.spec.user_data_dir)
         log.warning("aborted browser on %s (%d processes killed)", self.spec.user_data_dir, n)
 
     def close(self) -> None:
         """Quit politely, then make sure nothing with our profile dir survives."""
-        from corelib.process_reaper import kill_browser_tree
+        from pobatch.corelib.process_reaper import kill_browser_tree
 
         with self._lock:
             d, self._driver = self._driver, None
@@ -132,7 +132,7 @@ class RemoteBrowserSession:
 
     @property
     def driver(self):
-        from corelib.grid import quit_remote, start_remote_browser
+        from pobatch.corelib.grid import quit_remote, start_remote_browser
 
         with self._lock:
             if self._driver is None:
@@ -174,7 +174,7 @@ class RemoteBrowserSession:
     def abort(self) -> None:
         """Close the remote browser (DevTools, does not queue behind the blocked command), then delete
         the session so the Grid's slot is free even if this process never comes back."""
-        from corelib.grid import close_browser_via_cdp, delete_session
+        from pobatch.corelib.grid import close_browser_via_cdp, delete_session
 
         d = self._driver
         if d is None:
@@ -186,7 +186,7 @@ class RemoteBrowserSession:
                     "closed" if closed else "not reached", "deleted" if deleted else "not confirmed")
 
     def close(self) -> None:
-        from corelib.grid import quit_remote
+        from pobatch.corelib.grid import quit_remote
 
         with self._lock:
             d, self._driver = self._driver, None

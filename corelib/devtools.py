@@ -2,7 +2,7 @@
 
 Why a connection of our own: ChromeDriver runs one command at a time per session, and its
 `execute_cdp_cmd` cannot deliver events. Every local mode needs the browser's own download events
-(corelib.download_events: which frame started which download, when it finished or was cut off), and
+(pobatch.corelib.download_events: which frame started which download, when it finished or was cut off), and
 the single-session strategy also needs window facts (who opened a popup, is a window still there)
 without queueing behind another window's WebDriver command. Selenium's own CDP helper needs the
 `trio` extra and its BiDi download events need a BiDi session (which changes how popups behave), so

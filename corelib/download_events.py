@@ -14,7 +14,7 @@ What that buys over watching a folder (docs/design.md, downloads):
   stalled one is seen by its byte count, which the browser reports even while nothing arrives.
 
 One tracker serves one browser (one DevTools link). Workflows read it through
-corelib.download_sink.EventDownloadSink and its batches; the single-session strategy adds its window
+pobatch.corelib.download_sink.EventDownloadSink and its batches; the single-session strategy adds its window
 ownership on top through subscribe().
 """
 from __future__ import annotations
@@ -28,7 +28,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Callable
 
-from corelib.devtools import DevToolsError, DevToolsLink
+from pobatch.corelib.devtools import DevToolsError, DevToolsLink
 
 log = logging.getLogger(__name__)
 

@@ -26,10 +26,10 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
-from corelib.download_events import BrowserDownload, DownloadState, DownloadTracker
-from corelib.downloads import DownloadInterrupted, DownloadStalled, DownloadTimeout, is_partial
-from corelib.errors import LoginRequiredError, TransientError
-from corelib.polling import Backoff, Throttle
+from pobatch.corelib.download_events import BrowserDownload, DownloadState, DownloadTracker
+from pobatch.corelib.downloads import DownloadInterrupted, DownloadStalled, DownloadTimeout, is_partial
+from pobatch.corelib.errors import LoginRequiredError, TransientError
+from pobatch.corelib.polling import Backoff, Throttle
 
 log = logging.getLogger(__name__)
 
@@ -309,7 +309,7 @@ class DownloadBatch:
 
 
 class EventDownloadSink:
-    """The downloads of a local browser, tracked by the browser's own events (corelib.download_events).
+    """The downloads of a local browser, tracked by the browser's own events (pobatch.corelib.download_events).
 
     `driver_of` returns the live driver: a restarted browser gets a new tracker on its new DevTools
     endpoint, with the same spool folder (emptied). `owns` narrows the browser's downloads to this

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from corelib.errors import TransientError
-from corelib.polling import Backoff, Throttle
+from pobatch.corelib.errors import TransientError
+from pobatch.corelib.polling import Backoff, Throttle
 
 log = logging.getLogger(__name__)
 

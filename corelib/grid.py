@@ -19,8 +19,8 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
-from corelib.browser import BrowserSpec, build_options
-from corelib.errors import FatalError, TransientError
+from pobatch.corelib.browser import BrowserSpec, build_options
+from pobatch.corelib.errors import FatalError, TransientError
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ import random
 import zlib
 from dataclasses import dataclass
 
-from corelib.errors import ErrorClass
+from pobatch.corelib.errors import ErrorClass
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from corelib.tasks import Event, TaskResult
+from pobatch.corelib.tasks import Event, TaskResult
 
 SCHEMA_VERSION = 1
 

@@ -22,7 +22,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
-from corelib.tasks import Event, Task, TaskResult
+from pobatch.corelib.tasks import Event, Task, TaskResult
 
 STOP = None  # parent -> worker: finish, close the handler, exit
 

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from corelib.polling import Backoff
+from pobatch.corelib.polling import Backoff
 
 log = logging.getLogger(__name__)
 

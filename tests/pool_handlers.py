@@ -13,8 +13,8 @@ from typing import Any
 
 import psutil
 
-from corelib.errors import BusinessError
-from corelib.tasks import Event, Task, TaskResult
+from pobatch.corelib.errors import BusinessError
+from pobatch.corelib.tasks import Event, Task, TaskResult
 
 _factory_calls = 0  # per worker process: must stay 1, the state is built once
 

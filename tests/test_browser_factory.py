@@ -1,4 +1,4 @@
-"""corelib.browser: driver resolution and options as pure logic, then real starts of headless Chromium.
+"""pobatch.corelib.browser: driver resolution and options as pure logic, then real starts of headless Chromium.
 
 Resolution tests change only PATH, environment variables and sys.platform; the start tests use the
 real Debian Chromium and chromedriver (no Selenium mocks), a real page from a local http.server, and
@@ -22,8 +22,8 @@ import psutil
 import pytest
 from selenium import webdriver
 
-from core.profiles import browser_user_data_dir
-from corelib.browser import (
+from pobatch.core.profiles import browser_user_data_dir
+from pobatch.corelib.browser import (
     LOOPBACK_RESOLVER_RULES,
     PORTAL_RESOLVER_RULES,
     BrowserSpec,
@@ -38,8 +38,8 @@ from corelib.browser import (
     resolve_driver,
     start_browser,
 )
-from corelib.errors import FatalError
-from corelib.process_reaper import kill_browser_tree
+from pobatch.corelib.errors import FatalError
+from pobatch.corelib.process_reaper import kill_browser_tree
 from conftest import CHROMEDRIVER
 from eventually import wait_for
 

@@ -28,8 +28,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from core.demo_login import prepare_demo_profile
-from core.demo_portal import DemoPortal
+from pobatch.core.demo_login import prepare_demo_profile
+from pobatch.core.demo_portal import DemoPortal
 from tests.eventually import wait_for
 from tests.orders_files import write_orders
 
@@ -109,7 +109,7 @@ def run_chaos(tmp_path: Path, rounds: int, max_kills: int) -> ChaosFigures:
             for round_no in range(rounds):
                 out = tmp_path / f"out{round_no}"
                 store = out / ".pobatch" / "runs.sqlite"
-                cmd = [sys.executable, "-m", "core", "run", str(orders), "--site", "demo", "--base-url",
+                cmd = [sys.executable, "-m", "pobatch.core", "run", str(orders), "--site", "demo", "--base-url",
                        portal.base_url, "--browser", "chromium", "--profile", str(profile), "--out", str(out),
                        "--parallel", "--workers", "2", "--po-timeout", "60"]
                 portal.reset()

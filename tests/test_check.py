@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from core.cli import main
-from core.demo_login import prepare_demo_profile
-from core.demo_portal import DemoPortal
+from pobatch.core.cli import main
+from pobatch.core.demo_login import prepare_demo_profile
+from pobatch.core.demo_portal import DemoPortal
 from tests.conftest import CHROMEDRIVER, CHROMIUM
 
 

@@ -19,18 +19,18 @@ from typing import Iterator
 import pytest
 
 from conftest import CHROMEDRIVER, CHROMIUM
-from core.demo_login import prepare_demo_profile
-from core.demo_portal import DemoPortal
-from core.demo_portal.scenario import KINDS
-from core.page_probes import PAGE_STATE_JS, PageProbe
-from core.po_job import WORK_DIR_NAME, JobConfig, PoJob, PoTaskPayload
-from core.results import PoOutcome
-from core.sites import DEMO, SiteDefinition
-from core.status import Status
-from corelib.browser import BrowserSpec
-from corelib.browser_session import BrowserSession
-from corelib.safe_paths import MAX_COMPONENT, MAX_PATH, contained, safe_component
-from corelib.tasks import Event
+from pobatch.core.demo_login import prepare_demo_profile
+from pobatch.core.demo_portal import DemoPortal
+from pobatch.core.demo_portal.scenario import KINDS
+from pobatch.core.page_probes import PAGE_STATE_JS, PageProbe
+from pobatch.core.po_job import WORK_DIR_NAME, JobConfig, PoJob, PoTaskPayload
+from pobatch.core.results import PoOutcome
+from pobatch.core.sites import DEMO, SiteDefinition
+from pobatch.core.status import Status
+from pobatch.corelib.browser import BrowserSpec
+from pobatch.corelib.browser_session import BrowserSession
+from pobatch.corelib.safe_paths import MAX_COMPONENT, MAX_PATH, contained, safe_component
+from pobatch.corelib.tasks import Event
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -21,7 +21,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 import pytest
 
-from core.demo_portal import (
+from pobatch.core.demo_portal import (
     DemoPortal,
     Scenario,
     ScenarioError,
@@ -30,8 +30,8 @@ from core.demo_portal import (
     sample_orders_path,
     sample_scenario_path,
 )
-from core.demo_portal.scenario import draw_ms
-from core.demo_portal.server import content_disposition
+from pobatch.core.demo_portal.scenario import draw_ms
+from pobatch.core.demo_portal.server import content_disposition
 from eventually import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
@@ -830,7 +830,7 @@ def test_sample_orders_list_the_sample_pos_in_mixed_forms() -> None:
 
 
 def test_python_m_serves_and_stops_on_ctrl_c() -> None:
-    proc = subprocess.Popen([sys.executable, "-m", "core.demo_portal", "--port", "0"], cwd=REPO,
+    proc = subprocess.Popen([sys.executable, "-m", "pobatch.core.demo_portal", "--port", "0"], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, encoding="utf-8")
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
@@ -859,7 +859,7 @@ def test_python_m_serves_and_stops_on_ctrl_c() -> None:
 def test_main_refuses_a_busy_port_with_a_clear_message(caplog: pytest.LogCaptureFixture) -> None:
     import socket
 
-    from core.demo_portal import main
+    from pobatch.core.demo_portal import main
 
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

@@ -17,9 +17,9 @@ import openpyxl
 import pytest
 
 from conftest import CHROMEDRIVER
-from core.demo_portal import DemoPortal
-from core.sites.demo import DEMO_EMAIL, DEMO_PASSWORD
-from core.workbook import ATTENTION_SHEET
+from pobatch.core.demo_portal import DemoPortal
+from pobatch.core.sites.demo import DEMO_EMAIL, DEMO_PASSWORD
+from pobatch.core.workbook import ATTENTION_SHEET
 from desk_pty import PtySession, fake_opener, sign_in_through_devtools
 from eventually import wait_for
 
@@ -59,7 +59,7 @@ def test_signed_out_profile_signs_in_and_finishes_the_batch_in_one_command(porta
     orders.write_text(ORDERS, encoding="utf-8")
     profile, out = tmp_path / "profile", tmp_path / "out"
     bin_dir, opened = fake_opener(tmp_path)
-    session = PtySession([sys.executable, "-m", "core", "run", str(orders), "--site", "demo", "--base-url",
+    session = PtySession([sys.executable, "-m", "pobatch.core", "run", str(orders), "--site", "demo", "--base-url",
                           portal.base_url, "--profile", str(profile), "--out", str(out), "--driver", CHROMEDRIVER,
                           "--sign-in-if-needed", *mode], env=desk_env(tmp_path, bin_dir), cwd=tmp_path)
     errors: list[BaseException] = []
@@ -107,7 +107,7 @@ def test_sign_in_window_closed_before_signing_in_leaves_exit_3(portal, tmp_path)
     orders.write_text("PO_NUMBER\n100001\n", encoding="utf-8")
     profile = tmp_path / "profile"
     bin_dir, opened = fake_opener(tmp_path)
-    session = PtySession([sys.executable, "-m", "core", "run", str(orders), "--site", "demo", "--base-url",
+    session = PtySession([sys.executable, "-m", "pobatch.core", "run", str(orders), "--site", "demo", "--base-url",
                           portal.base_url, "--profile", str(profile), "--out", str(tmp_path / "out"),
                           "--driver", CHROMEDRIVER, "--sign-in-if-needed"], env=desk_env(tmp_path, bin_dir))
     try:
@@ -145,7 +145,7 @@ def test_pobatch_login_closes_the_window_by_itself_once_signed_in(portal, tmp_pa
     profile = tmp_path / "profile"
     bin_dir, _opened = fake_opener(tmp_path)
     env = desk_env(tmp_path, bin_dir)
-    login = subprocess.Popen([sys.executable, "-m", "core", "login", "--site", "demo", "--base-url", portal.base_url,
+    login = subprocess.Popen([sys.executable, "-m", "pobatch.core", "login", "--site", "demo", "--base-url", portal.base_url,
                               "--profile", str(profile), "--driver", CHROMEDRIVER], env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -159,7 +159,7 @@ def test_pobatch_login_closes_the_window_by_itself_once_signed_in(portal, tmp_pa
     assert "pobatch closes the window by itself once you are signed in" in out and "Signed in:" in out
     orders = tmp_path / "orders.csv"
     orders.write_text("PO_NUMBER\n100001\n", encoding="utf-8")
-    run = subprocess.run([sys.executable, "-m", "core", "run", str(orders), "--site", "demo", "--base-url",
+    run = subprocess.run([sys.executable, "-m", "pobatch.core", "run", str(orders), "--site", "demo", "--base-url",
                           portal.base_url, "--profile", str(profile), "--out", str(tmp_path / "out"),
                           "--driver", CHROMEDRIVER], env=env, capture_output=True, text=True, timeout=STEP)
     assert run.returncode == 0, run.stdout + run.stderr  # the session the sign-in left is what the run uses
@@ -171,11 +171,11 @@ def test_the_sign_in_page_is_never_taken_for_a_finished_sign_in(portal, tmp_path
     waiting; once the form is sent it answers at once."""
     from selenium.webdriver.common.by import By
 
-    from core.profiles import seed_profile
-    from core.sign_in import SignInOutcome, home_url, wait_for_sign_in
-    from core.sites import get_site
-    from corelib.browser import BrowserSpec
-    from corelib.browser_session import BrowserSession
+    from pobatch.core.profiles import seed_profile
+    from pobatch.core.sign_in import SignInOutcome, home_url, wait_for_sign_in
+    from pobatch.core.sites import get_site
+    from pobatch.corelib.browser import BrowserSpec
+    from pobatch.corelib.browser_session import BrowserSession
 
     site = get_site("demo")
     profile = seed_profile(tmp_path / "profile")

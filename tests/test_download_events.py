@@ -13,14 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from core.demo_login import prepare_demo_profile
-from core.demo_portal import DemoPortal
-from core.demo_portal.scenario import Scenario
-from core.po_job import JobConfig, PoJob, PoTaskPayload
-from core.status import Status
-from corelib.browser import BrowserSpec
-from corelib.browser_session import BrowserSession
-from corelib.tasks import Event
+from pobatch.core.demo_login import prepare_demo_profile
+from pobatch.core.demo_portal import DemoPortal
+from pobatch.core.demo_portal.scenario import Scenario
+from pobatch.core.po_job import JobConfig, PoJob, PoTaskPayload
+from pobatch.core.status import Status
+from pobatch.corelib.browser import BrowserSpec
+from pobatch.corelib.browser_session import BrowserSession
+from pobatch.corelib.tasks import Event
 
 pytestmark = pytest.mark.usefixtures("browser_available")
 
@@ -166,7 +166,7 @@ def test_a_long_name_s_full_form_reaches_the_run_store_and_the_workbook(portal, 
 
     import openpyxl
 
-    from core.app import MainApp, RunOptions
+    from pobatch.core.app import MainApp, RunOptions
 
     orders = tmp_path / "orders.csv"
     orders.write_text("PO_NUMBER\n700001\n", encoding="utf-8")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from corelib.downloads import (
+from pobatch.corelib.downloads import (
     DownloadFolder,
     DownloadStalled,
     DownloadTimeout,
@@ -91,7 +91,7 @@ def test_publish_replaces_old_folders_in_one_rename(tmp_path):
 
 
 def test_backoff_starts_short_and_stops_at_its_ceiling():
-    from corelib.polling import Backoff
+    from pobatch.corelib.polling import Backoff
 
     b = Backoff(first=0.002, ceiling=0.05, factor=2)
     intervals = [b.next_interval() for _ in range(8)]
@@ -102,7 +102,7 @@ def test_backoff_starts_short_and_stops_at_its_ceiling():
 
 
 def test_throttle_skips_calls_until_its_interval_has_passed():
-    from corelib.polling import Throttle
+    from pobatch.corelib.polling import Throttle
 
     calls = []
     t = Throttle(lambda: calls.append(time.monotonic()), every=0.2)
@@ -137,7 +137,7 @@ def test_a_long_wait_still_runs_the_callback(tmp_path):
 
 # -- matching a page's downloads to its clicks (pure logic: the browser's events are given) ---------
 class FakeTracker:
-    """The reading side of corelib.download_events.DownloadTracker, fed by hand."""
+    """The reading side of pobatch.corelib.download_events.DownloadTracker, fed by hand."""
 
     def __init__(self) -> None:
         self.downloads: list = []
@@ -146,7 +146,7 @@ class FakeTracker:
         self.alive = True
 
     def begin(self, guid: str, url: str, frame: str = "main", name: str = "f.pdf"):
-        from corelib.download_events import BrowserDownload
+        from pobatch.corelib.download_events import BrowserDownload
 
         d = BrowserDownload(guid=guid, url=url, suggested=name, frame_id=frame, seq=len(self.downloads) + 1,
                             announced=True)
@@ -174,7 +174,7 @@ class FakeTracker:
 
 
 def test_a_download_goes_to_its_popup_then_its_url_then_the_click_that_navigated():
-    from corelib.download_sink import Attribution, DownloadBatch
+    from pobatch.corelib.download_sink import Attribution, DownloadBatch
 
     tracker = FakeTracker()
     tracker.begin("old", "http://p/a")  # began before the batch: never this page's
@@ -195,7 +195,7 @@ def test_a_download_goes_to_its_popup_then_its_url_then_the_click_that_navigated
 
 
 def test_a_download_no_click_accounts_for_is_cancelled_and_reported():
-    from corelib.download_sink import DownloadBatch
+    from pobatch.corelib.download_sink import DownloadBatch
 
     tracker = FakeTracker()
     batch = DownloadBatch(tracker, lambda d: d.frame_id != "other-window", download_timeout=60, stall_timeout=20)
@@ -209,9 +209,9 @@ def test_a_download_no_click_accounts_for_is_cancelled_and_reported():
 
 
 def test_a_cancelled_download_fails_its_click_at_once_and_a_silent_one_after_the_stall_timeout():
-    from corelib.download_events import DownloadState
-    from corelib.download_sink import DownloadBatch
-    from corelib.downloads import DownloadInterrupted, DownloadStalled
+    from pobatch.corelib.download_events import DownloadState
+    from pobatch.corelib.download_sink import DownloadBatch
+    from pobatch.corelib.downloads import DownloadInterrupted, DownloadStalled
 
     tracker = FakeTracker()
     batch = DownloadBatch(tracker, lambda d: True, download_timeout=60, stall_timeout=5)
@@ -227,9 +227,9 @@ def test_a_cancelled_download_fails_its_click_at_once_and_a_silent_one_after_the
 
 
 def test_a_finished_file_is_taken_only_with_the_size_the_browser_reported(tmp_path):
-    from corelib.download_events import DownloadState
-    from corelib.download_sink import DownloadBatch
-    from corelib.errors import TransientError
+    from pobatch.corelib.download_events import DownloadState
+    from pobatch.corelib.download_sink import DownloadBatch
+    from pobatch.corelib.errors import TransientError
 
     tracker = FakeTracker()
     tracker.spool = tmp_path

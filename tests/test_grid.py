@@ -20,18 +20,18 @@ from typing import Any
 import psutil
 import pytest
 
-from core.app import EXIT_LOGIN, EXIT_OK, MainApp, RunOptions, RunSummary
-from core.demo_login import prepare_demo_profile
-from core.demo_portal import DemoPortal, sample_orders_path, sample_scenario_path, unfamiliar_scenario_path
-from core.grid_login import apply_cookies, read_portal_cookies
-from core.profiles import seed_profile
-from core.results import PoOutcome
-from core.status import Status
-from corelib.browser import BrowserSpec
-from corelib.browser_session import RemoteBrowserSession
-from corelib.errors import ErrorClass, FatalError, classify
-from corelib.grid import GridSpec, SlotCount, check_grid, count_slots, free_slots, grid_status
-from corelib.store import RunStore
+from pobatch.core.app import EXIT_LOGIN, EXIT_OK, MainApp, RunOptions, RunSummary
+from pobatch.core.demo_login import prepare_demo_profile
+from pobatch.core.demo_portal import DemoPortal, sample_orders_path, sample_scenario_path, unfamiliar_scenario_path
+from pobatch.core.grid_login import apply_cookies, read_portal_cookies
+from pobatch.core.profiles import seed_profile
+from pobatch.core.results import PoOutcome
+from pobatch.core.status import Status
+from pobatch.corelib.browser import BrowserSpec
+from pobatch.corelib.browser_session import RemoteBrowserSession
+from pobatch.corelib.errors import ErrorClass, FatalError, classify
+from pobatch.corelib.grid import GridSpec, SlotCount, check_grid, count_slots, free_slots, grid_status
+from pobatch.corelib.store import RunStore
 from eventually import wait_for
 from orders_files import write_orders as write_orders_file
 
@@ -243,7 +243,7 @@ def test_workers_auto_uses_the_grids_free_slots(grid, sample, tmp_path, caplog):
     with RemoteBrowserSession(spec, GridSpec(grid.url)) as other_user:
         other_user.driver  # someone else holds one of the two slots
         assert free_slots(grid.url, "chromium").free == SLOTS - 1
-        caplog.set_level(logging.INFO, logger="core.parallel")
+        caplog.set_level(logging.INFO, logger="pobatch.core.parallel")
         opts = options(write_orders(tmp_path, ["100003", "100012"]), tmp_path / "out", portal, profile, tmp_path,
                        grid=grid.url, workers=None)
         summary = MainApp(opts).run()

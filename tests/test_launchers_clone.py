@@ -19,8 +19,8 @@ from pathlib import Path
 import openpyxl
 import pytest
 
-from core.demo_portal import DemoPortal
-from core.sites.demo import DEMO_EMAIL, DEMO_PASSWORD
+from pobatch.core.demo_portal import DemoPortal
+from pobatch.core.sites.demo import DEMO_EMAIL, DEMO_PASSWORD
 from desk_pty import PtySession, fake_opener, sign_in_through_devtools
 from eventually import wait_for
 

@@ -1,4 +1,4 @@
-"""core.orders against real files as Excel and people produce them."""
+"""pobatch.core.orders against real files as Excel and people produce them."""
 from __future__ import annotations
 
 import datetime as dt
@@ -10,7 +10,7 @@ import openpyxl
 import pytest
 from openpyxl.chart import BarChart, Reference
 
-from core.orders import (
+from pobatch.core.orders import (
     PO_HEADER_NAMES,
     ROW_KEY,
     Duplicate,
@@ -21,7 +21,7 @@ from core.orders import (
     read_orders,
     row_number,
 )
-from corelib.errors import ErrorClass, classify
+from pobatch.corelib.errors import ErrorClass, classify
 
 
 def write_bytes(path: Path, data: bytes) -> Path:

@@ -1,7 +1,7 @@
 """Parallel mode end to end: the real demo portal, real headless Chromium, real worker processes.
 
 One demo portal serves every test its own POs (the bundled sample's too); each test runs them through
-core.app.MainApp in-process, or through the `pobatch run` command in a subprocess where a process must
+pobatch.core.app.MainApp in-process, or through the `pobatch run` command in a subprocess where a process must
 be killed or interrupted, and checks the results against the truth the scenario states. The conftest fixture checks after
 each test that no browser, driver or worker process and no temporary profile is left.
 """
@@ -30,22 +30,22 @@ import pytest
 
 from rich.console import Console
 
-from core.app import EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_LOGIN, EXIT_OK, MainApp, RunOptions, RunSummary
-from core.console import ConsoleView
-from core.demo_login import prepare_demo_profile
-from core.demo_portal import DemoPortal, load_scenario, sample_orders_path, sample_scenario_path
-from core.po_job import JobConfig
-from core.po_worker import WorkerConfig
-from core.profiles import seed_profile
-from core.results import PoOutcome, outcome_from_data
-from core.status import Status
-from corelib.autoscale import auto_workers
-from corelib.browser import BrowserSpec
-from corelib.errors import FatalError
-from corelib.process_reaper import browser_processes
-from corelib.store import RunStore
-from corelib.tasks import Event, Task, TaskResult
-from corelib.worker_pool import WorkerPool, WorkerSpec
+from pobatch.core.app import EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_LOGIN, EXIT_OK, MainApp, RunOptions, RunSummary
+from pobatch.core.console import ConsoleView
+from pobatch.core.demo_login import prepare_demo_profile
+from pobatch.core.demo_portal import DemoPortal, load_scenario, sample_orders_path, sample_scenario_path
+from pobatch.core.po_job import JobConfig
+from pobatch.core.po_worker import WorkerConfig
+from pobatch.core.profiles import seed_profile
+from pobatch.core.results import PoOutcome, outcome_from_data
+from pobatch.core.status import Status
+from pobatch.corelib.autoscale import auto_workers
+from pobatch.corelib.browser import BrowserSpec
+from pobatch.corelib.errors import FatalError
+from pobatch.corelib.process_reaper import browser_processes
+from pobatch.corelib.store import RunStore
+from pobatch.corelib.tasks import Event, Task, TaskResult
+from pobatch.corelib.worker_pool import WorkerPool, WorkerSpec
 from eventually import wait_for
 from orders_files import write_orders as write_orders_file
 
@@ -407,7 +407,7 @@ def short_tmp():
 
 def pobatch_run(orders: Path, out: Path, portal: DemoPortal, profile: Path, tmp: Path, log: Path,
                 **popen: Any) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "core", "run", str(orders), "--site", "demo", "--base-url", portal.base_url,
+    cmd = [sys.executable, "-m", "pobatch.core", "run", str(orders), "--site", "demo", "--base-url", portal.base_url,
            "--parallel", "--workers", "2", "--profile", str(profile), "--out", str(out), "-v"]
     env = dict(os.environ, TMPDIR=str(tmp), TEMP=str(tmp), TMP=str(tmp), PYTHONUNBUFFERED="1")
     with open(log, "ab") as fh:
@@ -548,8 +548,8 @@ def test_ctrl_c_stops_gracefully_and_a_rerun_finishes(tmp_path, demo, short_tmp)
 # A pool whose parent is killed while both workers are busy (toy handlers from tests/pool_handlers.py).
 _ORPHANED_POOL = """
 import sys
-from corelib.tasks import Task
-from corelib.worker_pool import WorkerPool, WorkerSpec
+from pobatch.corelib.tasks import Task
+from pobatch.corelib.worker_pool import WorkerPool, WorkerSpec
 if __name__ == "__main__":
     pool = WorkerPool(WorkerSpec("tests.pool_handlers:make_handler", {"close_dir": sys.argv[1]}), 2)
     for key in ("a", "b"):
@@ -596,7 +596,7 @@ def test_workers_whose_parent_dies_stop_at_once_and_close_their_handler(tmp_path
 # A worker's profile manager, as make_handler builds it, under a stand-in for the app's main process.
 _ORPHANED_WORKER = """
 import sys, time
-from corelib.profile_manager import ProfileManager
+from pobatch.corelib.profile_manager import ProfileManager
 base, root, app_pid = sys.argv[1], sys.argv[2], int(sys.argv[3])
 manager = ProfileManager(base, "orphaned", work_root=root, run_owner_pid=app_pid)
 manager.clone("w1")
@@ -606,7 +606,7 @@ time.sleep(120)
 
 
 def test_the_sweep_stops_the_live_orphans_of_a_run_whose_app_died(tmp_path):
-    from corelib.profile_manager import ProfileManager
+    from pobatch.corelib.profile_manager import ProfileManager
 
     base, root = tmp_path / "base", tmp_path / "profiles"
     (base / "Default").mkdir(parents=True)
@@ -660,7 +660,7 @@ def test_workers_auto_explains_its_choice_in_one_line_and_runs(tmp_path, demo, c
     portal, profile = demo
     ids = group_ids("auto")
     opts = run_options(write_orders(tmp_path, ids), tmp_path / "out", portal, profile, tmp_path, workers=None)
-    with caplog.at_level(logging.INFO, logger="core.parallel"), DirWatcher(tmp_path) as watcher:
+    with caplog.at_level(logging.INFO, logger="pobatch.core.parallel"), DirWatcher(tmp_path) as watcher:
         summary = MainApp(opts).run()
     assert summary.exit_code == EXIT_OK, summary.message
     assert_matches_truth(summary, portal, ids)
@@ -686,7 +686,7 @@ def test_the_pool_with_the_po_handler_gives_one_result_per_item(tmp_path, demo):
     cfg = WorkerConfig(job=job, browser=BrowserSpec(browser="chromium", local_only=True), base_profile=str(profile),
                        run_id="batch", profiles_root=str(tmp_path / "profiles"))
     tasks = [Task(key=po, payload={"po_number": po}) for po in ids] + [Task(key="broken", payload={})]
-    with WorkerPool(WorkerSpec("core.po_worker:make_handler", {"worker": cfg}), 1) as pool:
+    with WorkerPool(WorkerSpec("pobatch.core.po_worker:make_handler", {"worker": cfg}), 1) as pool:
         for task in tasks:
             pool.submit(task)
         results = [r for r in pool.results() if isinstance(r, TaskResult)]  # one worker: in input order

@@ -19,7 +19,7 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from core.demo_portal import (
+from pobatch.core.demo_portal import (
     DemoPortal,
     Scenario,
     ScenarioError,
@@ -30,8 +30,8 @@ from core.demo_portal import (
     variant_scenario_path,
     variant_site_path,
 )
-from core.demo_portal import variant_pages
-from core.demo_portal.scenario import ALL_KINDS, KINDS, PAGE_FAULTS
+from pobatch.core.demo_portal import variant_pages
+from pobatch.core.demo_portal.scenario import ALL_KINDS, KINDS, PAGE_FAULTS
 from test_demo_portal import (
     SAMPLE_OUTCOMES,
     AttachmentParser,

@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from core.demo_portal import DemoPortal, unfamiliar_scenario_path, variant_scenario_path, variant_site_path
-from core.demo_portal.scenario import ALL_KINDS
-from core.sites.demo import DEMO_EMAIL, DEMO_PASSWORD
-from corelib.browser import BrowserSpec
-from corelib.browser_session import BrowserSession
+from pobatch.core.demo_portal import DemoPortal, unfamiliar_scenario_path, variant_scenario_path, variant_site_path
+from pobatch.core.demo_portal.scenario import ALL_KINDS
+from pobatch.core.sites.demo import DEMO_EMAIL, DEMO_PASSWORD
+from pobatch.corelib.browser import BrowserSpec
+from pobatch.corelib.browser_session import BrowserSession
 from eventually import wait_for
 
 pytestmark = pytest.mark.timeout(180)
@@ -237,7 +237,7 @@ def test_the_variant_matches_none_of_the_builtin_selectors_and_all_of_its_site_f
 def test_the_sso_interstitial_leaves_the_portals_host(browser_available: None, tmp_path: Path) -> None:
     """The redirect really takes a browser to another host. Chromium applies --host-resolver-rules to IP
     literals too, so a local-only browser needs the identity provider's address excluded as well."""
-    from core.demo_portal import Scenario
+    from pobatch.core.demo_portal import Scenario
 
     sc = Scenario.from_dict({"seed": 1, "pos": [{"id": "1", "faults": {"page": ["sso_interstitial", "ok"]},
                                                  "attachments": [{"name": "a.pdf"}]}]})

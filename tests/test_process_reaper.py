@@ -1,4 +1,4 @@
-"""corelib.process_reaper against real headless Chromium: find and kill exactly our browsers.
+"""pobatch.corelib.process_reaper against real headless Chromium: find and kill exactly our browsers.
 
 The crash test kills the Python side of a browser hard (a spawned child killed with SIGKILL), which
 orphans chromedriver and Chromium exactly as a crashed worker would.
@@ -22,8 +22,8 @@ from typing import Callable, Iterator
 import psutil
 import pytest
 
-from corelib import process_reaper
-from corelib.process_reaper import browser_processes, kill_browser_tree, live_browsers_on
+from pobatch.corelib import process_reaper
+from pobatch.corelib.process_reaper import browser_processes, kill_browser_tree, live_browsers_on
 from eventually import wait_for
 
 CHROMIUM = "/usr/bin/chromium"

@@ -12,16 +12,16 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from core.app import MainApp, RunOptions, RunSummary
-from core.cli import main as cli
-from core.demo_login import prepare_demo_profile
-from core.demo_portal import DemoPortal, Scenario
-from core.recorder import PAGE_KEY, RECORD_JS, SessionRecorder, preload_script, store_recording
-from core.replay import NoRecording, render_replay, write_replay
-from corelib.browser import BrowserSpec
-from corelib.browser_session import BrowserSession
-from corelib.store import RunStore
-from corelib.tasks import Event
+from pobatch.core.app import MainApp, RunOptions, RunSummary
+from pobatch.core.cli import main as cli
+from pobatch.core.demo_login import prepare_demo_profile
+from pobatch.core.demo_portal import DemoPortal, Scenario
+from pobatch.core.recorder import PAGE_KEY, RECORD_JS, SessionRecorder, preload_script, store_recording
+from pobatch.core.replay import NoRecording, render_replay, write_replay
+from pobatch.corelib.browser import BrowserSpec
+from pobatch.corelib.browser_session import BrowserSession
+from pobatch.corelib.store import RunStore
+from pobatch.corelib.tasks import Event
 from eventually import wait_for
 
 # rrweb event types

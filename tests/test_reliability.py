@@ -16,9 +16,9 @@ from pathlib import Path
 import openpyxl
 import pytest
 
-from core.app import EXIT_LOGIN, EXIT_OK, EXIT_STOPPED, MainApp, RunOptions
-from core.demo_login import prepare_demo_profile
-from core.demo_portal import DemoPortal
+from pobatch.core.app import EXIT_LOGIN, EXIT_OK, EXIT_STOPPED, MainApp, RunOptions
+from pobatch.core.demo_login import prepare_demo_profile
+from pobatch.core.demo_portal import DemoPortal
 from tests.eventually import wait_for
 from tests.orders_files import write_orders
 
@@ -139,7 +139,7 @@ def _completed(out: Path) -> int:
 
 
 def cli(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "core", *args], capture_output=True, text=True, timeout=timeout,
+    return subprocess.run([sys.executable, "-m", "pobatch.core", *args], capture_output=True, text=True, timeout=timeout,
                           env=dict(os.environ, **(env or {})))
 
 
@@ -156,7 +156,7 @@ def test_a_killed_run_is_marked_interrupted_at_the_time_it_was_last_seen(tmp_pat
     env = {"POBATCH_PROFILES_ROOT": str(tmp_path / "clones")}
     with DemoPortal(scenario) as portal:
         profile = prepare_demo_profile(tmp_path / "p", portal.base_url)
-        cmd = [sys.executable, "-m", "core", "run", str(orders), "--site", "demo", "--base-url", portal.base_url,
+        cmd = [sys.executable, "-m", "pobatch.core", "run", str(orders), "--site", "demo", "--base-url", portal.base_url,
                "--browser", "chromium", "--profile", str(profile), "--out", str(out)]
         proc = subprocess.Popen(cmd, env=dict(os.environ, **env), stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
@@ -225,13 +225,13 @@ def test_a_read_only_output_folder_gets_one_line_and_exit_2_before_any_browser(t
 def test_a_full_disk_mid_run_stops_cleanly_and_leaves_the_po_pending(tmp_path, monkeypatch):
     import errno
 
-    import core.po_job
+    import pobatch.core.po_job
 
     pos = slow_pos(4, base=610000)
     scenario = write_scenario(tmp_path / "s.json", pos)
     orders = write_orders(tmp_path, [p["id"] for p in pos])
     out = tmp_path / "out"
-    real_publish = core.po_job.publish_folder
+    real_publish = pobatch.core.po_job.publish_folder
     calls = []
 
     def publish_then_fill_the_disk(staged, dest, **kw):
@@ -242,7 +242,7 @@ def test_a_full_disk_mid_run_stops_cleanly_and_leaves_the_po_pending(tmp_path, m
 
     with DemoPortal(scenario) as portal:
         profile = prepare_demo_profile(tmp_path / "p", portal.base_url)
-        monkeypatch.setattr(core.po_job, "publish_folder", publish_then_fill_the_disk)
+        monkeypatch.setattr(pobatch.core.po_job, "publish_folder", publish_then_fill_the_disk)
         summary = run_app(portal, orders, out, profile)
         assert summary.exit_code == EXIT_STOPPED
         assert "DISK_FULL" in summary.message or "disk" in summary.message.lower()
@@ -257,14 +257,14 @@ def test_a_full_disk_mid_run_stops_cleanly_and_leaves_the_po_pending(tmp_path, m
         assert not [p for p in (out / ".pobatch" / "staging").glob("*") if not p.name.startswith("incoming")]
         assert workbook_statuses(summary.results_path)[pos[1]["id"]] == "PENDING"
 
-        monkeypatch.setattr(core.po_job, "publish_folder", real_publish)
+        monkeypatch.setattr(pobatch.core.po_job, "publish_folder", real_publish)
         rerun = run_app(portal, orders, out, profile)
         assert rerun.exit_code == EXIT_OK
         assert set(store_statuses(out).values()) == {"COMPLETED"}
 
 
 def test_a_full_disk_under_the_run_store_stops_cleanly(tmp_path, monkeypatch):
-    from corelib.store import RunStore
+    from pobatch.corelib.store import RunStore
 
     pos = slow_pos(3, base=620000)
     scenario = write_scenario(tmp_path / "s.json", pos)
@@ -496,7 +496,7 @@ def test_a_killed_workers_staging_and_driver_temp_are_removed_when_it_is_reaped(
 
     import psutil
 
-    from corelib.process_reaper import browser_processes
+    from pobatch.corelib.process_reaper import browser_processes
 
     pos = slow_pos(6, base=730000)
     scenario = write_scenario(tmp_path / "s.json", pos, latency={"page_ms": 300, "attachment_ms": 1500})

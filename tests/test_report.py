@@ -15,15 +15,15 @@ from urllib.parse import unquote, urlsplit
 import pytest
 from openpyxl import load_workbook
 
-from core.app import MainApp, RunOptions, RunSummary
-from core.artifacts import attempt_dir, capture_failure
-from core.demo_login import prepare_demo_profile
-from core.demo_portal import DemoPortal, Scenario
-from core.report import ActivityLog, activities_from_events, load_report_data, render_report, write_report
-from corelib.browser import BrowserSpec
-from corelib.browser_session import BrowserSession
-from corelib.store import RunStore
-from corelib.tasks import Event, TaskResult
+from pobatch.core.app import MainApp, RunOptions, RunSummary
+from pobatch.core.artifacts import attempt_dir, capture_failure
+from pobatch.core.demo_login import prepare_demo_profile
+from pobatch.core.demo_portal import DemoPortal, Scenario
+from pobatch.core.report import ActivityLog, activities_from_events, load_report_data, render_report, write_report
+from pobatch.corelib.browser import BrowserSpec
+from pobatch.corelib.browser_session import BrowserSession
+from pobatch.corelib.store import RunStore
+from pobatch.corelib.tasks import Event, TaskResult
 from eventually import wait_for
 
 EVIL = "<img src=x onerror=\"document.title='pwned'\"> & \"Co\""

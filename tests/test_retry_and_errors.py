@@ -2,8 +2,8 @@ import random
 
 from selenium.common.exceptions import SessionNotCreatedException, StaleElementReferenceException, TimeoutException
 
-from corelib.errors import BusinessError, ErrorClass, LoginRequiredError, TransientError, classify, reason_of
-from corelib.retry import RetryPolicy
+from pobatch.corelib.errors import BusinessError, ErrorClass, LoginRequiredError, TransientError, classify, reason_of
+from pobatch.corelib.retry import RetryPolicy
 
 
 def test_classification():
@@ -42,7 +42,7 @@ def test_retry_jitter_is_the_same_in_every_process() -> None:
     import subprocess
     import sys
 
-    code = ("from corelib.retry import RetryPolicy, jitter_rng; "
+    code = ("from pobatch.corelib.retry import RetryPolicy, jitter_rng; "
             "print(repr(RetryPolicy().delay(2, jitter_rng('100001', 2))))")
     runs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                            env={"PYTHONHASHSEED": str(seed), "PATH": ""}).stdout for seed in (1, 2, 3)}
@@ -53,7 +53,7 @@ def test_a_full_disk_is_fatal_with_its_own_reason():
     import errno
     import sqlite3
 
-    from corelib.errors import is_disk_full
+    from pobatch.corelib.errors import is_disk_full
 
     for exc in (OSError(errno.ENOSPC, "No space left on device"), sqlite3.OperationalError("database or disk is full")):
         assert is_disk_full(exc)
@@ -72,8 +72,8 @@ def test_a_browser_that_cannot_reach_the_server_is_a_connection_failure():
 def test_the_circuit_breaker_trips_only_on_consecutive_connection_failures():
     import pytest
 
-    from core.app import CircuitBreaker, PortalUnreachable
-    from corelib.tasks import TaskResult
+    from pobatch.core.app import CircuitBreaker, PortalUnreachable
+    from pobatch.corelib.tasks import TaskResult
 
     def result(key: str, reason: str) -> TaskResult:
         return TaskResult(key=key, status="FAILED", reason=reason)

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from corelib.safe_paths import contained, fit_in_path, safe_component, unique_name
+from pobatch.corelib.safe_paths import contained, fit_in_path, safe_component, unique_name
 
 
 @pytest.mark.parametrize("raw,expected", [

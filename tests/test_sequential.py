@@ -15,10 +15,10 @@ from pathlib import Path
 import openpyxl
 import pytest
 
-from core.app import EXIT_INCOMPLETE, EXIT_LOGIN, EXIT_OK, MainApp, RunOptions
-from core.demo_login import prepare_demo_profile
-from core.demo_portal import DemoPortal, sample_orders_path
-from core.status import FINAL_STATUSES, Status
+from pobatch.core.app import EXIT_INCOMPLETE, EXIT_LOGIN, EXIT_OK, MainApp, RunOptions
+from pobatch.core.demo_login import prepare_demo_profile
+from pobatch.core.demo_portal import DemoPortal, sample_orders_path
+from pobatch.core.status import FINAL_STATUSES, Status
 
 pytestmark = pytest.mark.usefixtures("browser_available")
 
@@ -138,7 +138,7 @@ def test_rerun_skips_completed_pos_and_downloads_nothing_twice(sample_portal, sa
 
 def test_login_required_stops_the_run_with_one_message(sample_portal, tmp_path):
     # a profile that never signed in: the first PO meets the login page
-    from core.profiles import seed_profile
+    from pobatch.core.profiles import seed_profile
 
     profile = seed_profile(tmp_path / "fresh")
     orders = tmp_path / "o.csv"
@@ -196,7 +196,7 @@ def test_sigkill_half_way_then_rerun_loses_nothing_and_downloads_nothing_twice(t
     clones = tmp_path / "clones"
     with DemoPortal(scenario) as portal:
         profile = prepare_demo_profile(tmp_path / "p", portal.base_url)
-        cmd = [sys.executable, "-m", "core", "run", str(orders), "--site", "demo", "--base-url", portal.base_url,
+        cmd = [sys.executable, "-m", "pobatch.core", "run", str(orders), "--site", "demo", "--base-url", portal.base_url,
                "--browser", "chromium", "--profile", str(profile), "--out", str(out)]
         env = dict(os.environ, POBATCH_PROFILES_ROOT=str(clones))
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -229,20 +229,20 @@ def test_sigkill_half_way_then_rerun_loses_nothing_and_downloads_nothing_twice(t
 
 def test_bad_input_gets_one_clear_message_and_exit_code_2(tmp_path):
     out = tmp_path / "out"
-    missing = subprocess.run([sys.executable, "-m", "core", "run", str(tmp_path / "nope.csv"), "--site", "demo",
+    missing = subprocess.run([sys.executable, "-m", "pobatch.core", "run", str(tmp_path / "nope.csv"), "--site", "demo",
                               "--base-url", "http://127.0.0.1:9", "--out", str(out)],
                              capture_output=True, text=True, timeout=60)
     assert missing.returncode == 2
     assert "nope.csv" in missing.stderr
     bad = tmp_path / "bad.csv"
     bad.write_text("Vendor;Amount\nACME;12\n", encoding="utf-8")
-    nocol = subprocess.run([sys.executable, "-m", "core", "run", str(bad), "--site", "demo",
+    nocol = subprocess.run([sys.executable, "-m", "pobatch.core", "run", str(bad), "--site", "demo",
                             "--base-url", "http://127.0.0.1:9", "--out", str(out)],
                            capture_output=True, text=True, timeout=60)
     assert nocol.returncode == 2
     assert "bad.csv" in nocol.stderr and "PO" in nocol.stderr
     assert len(nocol.stderr.strip().splitlines()) <= 3
     assert not out.exists()  # nothing written
-    noturl = subprocess.run([sys.executable, "-m", "core", "run", str(bad), "--base-url", "yourcompany"],
+    noturl = subprocess.run([sys.executable, "-m", "pobatch.core", "run", str(bad), "--base-url", "yourcompany"],
                             capture_output=True, text=True, timeout=60)
     assert noturl.returncode == 2

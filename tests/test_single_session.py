@@ -20,14 +20,14 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from core.app import EXIT_LOGIN, EXIT_OK, MainApp, RunOptions, RunSummary
-from core.cli import main as cli_main
-from core.demo_login import prepare_demo_profile
-from core.demo_portal import DemoPortal
-from core.status import Status
-from corelib.store import RunStore
-from corelib.devtools import DevToolsError, DevToolsLink, browser_websocket_url
-from EXPERIMENTAL.single_session.window_pool import SessionHealth
+from pobatch.core.app import EXIT_LOGIN, EXIT_OK, MainApp, RunOptions, RunSummary
+from pobatch.core.cli import main as cli_main
+from pobatch.core.demo_login import prepare_demo_profile
+from pobatch.core.demo_portal import DemoPortal
+from pobatch.core.status import Status
+from pobatch.corelib.store import RunStore
+from pobatch.corelib.devtools import DevToolsError, DevToolsLink, browser_websocket_url
+from pobatch.experimental.single_session.window_pool import SessionHealth
 from orders_files import write_orders
 from truth import assert_matches_truth, sha
 
@@ -210,7 +210,7 @@ def test_a_crashed_window_is_replaced_and_only_its_po_is_retried(tmp_path, porta
 
 @needs_browser
 def test_a_killed_browser_is_started_again_once_for_every_window(tmp_path, portal):
-    from corelib.process_reaper import kill_browser_tree
+    from pobatch.corelib.process_reaper import kill_browser_tree
 
     p, profile = portal
     po_ids = ids("kill")

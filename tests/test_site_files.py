@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from core.sites import COUPA, get_site, resolve_site
-from core.sites.site_file import SiteFileError, load_site_file, parse_site_text, selector_problem
-from corelib.errors import FatalError
-from corelib.safe_paths import name_from_page
-from corelib.throttle import SharedThrottle, parse_retry_after
+from pobatch.core.sites import COUPA, get_site, resolve_site
+from pobatch.core.sites.site_file import SiteFileError, load_site_file, parse_site_text, selector_problem
+from pobatch.corelib.errors import FatalError
+from pobatch.corelib.safe_paths import name_from_page
+from pobatch.corelib.throttle import SharedThrottle, parse_retry_after
 
 
 def parse(text: str):

@@ -10,8 +10,8 @@ import shutil
 
 import pytest
 
-from corelib import tree_removal
-from corelib.tree_removal import remove_tree
+from pobatch.corelib import tree_removal
+from pobatch.corelib.tree_removal import remove_tree
 
 
 class _Clock:

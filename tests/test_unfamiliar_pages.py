@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-from core.app import MainApp, RunOptions, RunSummary
-from core.demo_login import prepare_demo_profile
-from core.demo_portal import DemoPortal, unfamiliar_scenario_path, variant_scenario_path, variant_site_path
-from core.status import Status
-from corelib.store import RunStore
+from pobatch.core.app import MainApp, RunOptions, RunSummary
+from pobatch.core.demo_login import prepare_demo_profile
+from pobatch.core.demo_portal import DemoPortal, unfamiliar_scenario_path, variant_scenario_path, variant_site_path
+from pobatch.core.status import Status
+from pobatch.corelib.store import RunStore
 from tests.orders_files import write_orders
 from tests.truth import assert_matches_truth, sha
 
@@ -175,7 +175,7 @@ def test_check_tells_the_variant_apart_and_passes_with_its_site_file(variant: De
                                                                    tmp_path: Path) -> None:
     from click.testing import CliRunner
 
-    from core.cli import main
+    from pobatch.core.cli import main
     from tests.conftest import CHROMEDRIVER, CHROMIUM
 
     pos = [po.id for po in variant.scenario.pos if not po.missing and not po.forbidden][:2]

@@ -12,8 +12,8 @@ import time
 import psutil
 import pytest
 
-from corelib.tasks import Event, Task, TaskResult
-from corelib.worker_pool import PoolStopped, WorkerInfo, WorkerLost, WorkerPool, WorkerSpec
+from pobatch.corelib.tasks import Event, Task, TaskResult
+from pobatch.corelib.worker_pool import PoolStopped, WorkerInfo, WorkerLost, WorkerPool, WorkerSpec
 
 try:  # run from the repository root (python3 -m pytest) or with tests/ on sys.path
     from tests import pool_handlers

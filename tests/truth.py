@@ -5,8 +5,8 @@ import hashlib
 from collections import Counter
 from pathlib import Path
 
-from core.app import RunSummary
-from core.demo_portal import DemoPortal
+from pobatch.core.app import RunSummary
+from pobatch.core.demo_portal import DemoPortal
 
 
 def sha(data: bytes) -> str:

@@ -3,6 +3,6 @@
 `pobatch run ORDERS --strategy single-session --windows N`. See window_pool.py for the stream
 MainApp consumes, and EXPERIMENTAL/README.md for what it would take to graduate.
 """
-from EXPERIMENTAL.single_session.window_pool import run_single_session
+from pobatch.experimental.single_session.window_pool import run_single_session
 
 __all__ = ["run_single_session"]

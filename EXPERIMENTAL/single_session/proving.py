@@ -1,7 +1,7 @@
 """The evidence for graduating the single-session strategy (EXPERIMENTAL/README.md), reproducible here.
 
-    python -m EXPERIMENTAL.single_session.proving soak  [--runs 20] [--windows 3]
-    python -m EXPERIMENTAL.single_session.proving bench [--count 20] [--runs 3] [--page-ms 400] [--attachment-ms 150]
+    python -m pobatch.experimental.single_session.proving soak  [--runs 20] [--windows 3]
+    python -m pobatch.experimental.single_session.proving bench [--count 20] [--runs 3] [--page-ms 400] [--attachment-ms 150]
 
 soak: seeded runs of the bundled sample scenario (every attachment kind, tricky names, transient and
 permanent faults, a requisition fallback) plus POs whose attachments share names but not bytes, every
@@ -82,8 +82,8 @@ def _same_name_pos(first: int, count: int) -> list[dict[str, Any]]:
 
 
 def _run_app(portal: Any, work: Path, po_ids: list[str], strategy: str | None, windows: int, tag: str) -> Any:
-    from core.app import MainApp, RunOptions
-    from core.demo_login import prepare_demo_profile
+    from pobatch.core.app import MainApp, RunOptions
+    from pobatch.core.demo_login import prepare_demo_profile
 
     # A rotating token is used up by a run (the base profile keeps the first one): sign in every time.
     profile = prepare_demo_profile(work / f"profile-{tag}", portal.base_url)
@@ -97,7 +97,7 @@ def _run_app(portal: Any, work: Path, po_ids: list[str], strategy: str | None, w
 
 # -- soak ------------------------------------------------------------------------------------------
 def soak(runs: int, windows: int, work: Path) -> dict[str, Any]:
-    from core.demo_portal import DemoPortal, sample_scenario_path
+    from pobatch.core.demo_portal import DemoPortal, sample_scenario_path
 
     base = json.loads(sample_scenario_path().read_text(encoding="utf-8"))
     totals = Counter()
@@ -141,8 +141,8 @@ def wait_for_quiet(max_wait: float, below: float = 1.0) -> tuple[float, float, b
 
 def bench(count: int, runs: int, page_ms: int, attachment_ms: int, windows: list[int], quiet_wait: float,
           work: Path, seed: int = 5) -> dict[str, Any]:
-    from core.demo_portal import DemoPortal
-    from core.demo_portal.scenario import SessionOptions, generate_scenario
+    from pobatch.core.demo_portal import DemoPortal
+    from pobatch.core.demo_portal.scenario import SessionOptions, generate_scenario
 
     scenario = generate_scenario(count, seed, page_ms=page_ms, attachment_ms=attachment_ms)
     scenario = dataclasses.replace(scenario, session=SessionOptions(None, True))
@@ -185,7 +185,7 @@ def table(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m EXPERIMENTAL.single_session.proving")
+    parser = argparse.ArgumentParser(prog="python -m pobatch.experimental.single_session.proving")
     sub = parser.add_subparsers(dest="what", required=True)
     s = sub.add_parser("soak")
     s.add_argument("--runs", type=int, default=20)

@@ -1,6 +1,6 @@
 """The one browser every window lives in: one WebDriver session, one login, one download router.
 
-Started like any pobatch browser (corelib.browser's flags, binary and driver resolution), with two
+Started like any pobatch browser (pobatch.corelib.browser's flags, binary and driver resolution), with two
 differences that make overlap possible:
 - page_load_strategy "none": `get` and a click that navigates return at once instead of holding
   ChromeDriver (which runs one command at a time per session) until the page has loaded; the
@@ -22,12 +22,12 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from corelib.browser import BrowserSpec, quit_browser, start_browser
-from corelib.browser_session import TEMP_PREFIX
-from corelib.errors import FatalError, TransientError
-from corelib.devtools import DevToolsError, DevToolsLink
-from corelib.download_events import DownloadTracker
-from EXPERIMENTAL.single_session.download_router import DownloadRouter
+from pobatch.corelib.browser import BrowserSpec, quit_browser, start_browser
+from pobatch.corelib.browser_session import TEMP_PREFIX
+from pobatch.corelib.errors import FatalError, TransientError
+from pobatch.corelib.devtools import DevToolsError, DevToolsLink
+from pobatch.corelib.download_events import DownloadTracker
+from pobatch.experimental.single_session.download_router import DownloadRouter
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ class SharedBrowser:
         log.info("shared browser started in %.2fs (generation %d)", time.monotonic() - t0, self.generation)
 
     def _stop_locked(self) -> None:
-        from corelib.process_reaper import kill_browser_tree
+        from pobatch.corelib.process_reaper import kill_browser_tree
 
         link, self.link, self.router, self.tracker = self.link, None, None, None
         driver, self.driver = self.driver, None
@@ -133,7 +133,7 @@ class SharedBrowser:
 
     def kill(self) -> None:
         """From any thread: every blocked WebDriver call fails soon; the next restart() starts afresh."""
-        from corelib.process_reaper import kill_browser_tree
+        from pobatch.corelib.process_reaper import kill_browser_tree
 
         n = kill_browser_tree(self.spec.user_data_dir)
         log.warning("killed the shared browser on %s (%d processes)", self.spec.user_data_dir, n)

@@ -33,11 +33,11 @@ from selenium.webdriver.remote.mobile import Mobile
 from selenium.webdriver.remote.switch_to import SwitchTo
 from selenium.webdriver.remote.webdriver import WebDriver as RemoteWebDriver
 
-from corelib.devtools import DevToolsError
-from EXPERIMENTAL.single_session.shared_browser import BrowserGone
+from pobatch.corelib.devtools import DevToolsError
+from pobatch.experimental.single_session.shared_browser import BrowserGone
 
 if TYPE_CHECKING:
-    from EXPERIMENTAL.single_session.shared_browser import SharedBrowser
+    from pobatch.experimental.single_session.shared_browser import SharedBrowser
 
 log = logging.getLogger(__name__)
 

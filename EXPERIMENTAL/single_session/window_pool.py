@@ -2,7 +2,7 @@
 
 MainApp consumes `run_single_session(...)` exactly like the sequential and parallel streams: events
 as they happen, one TaskResult per PO. Each window is a thread running the ordinary per-PO workflow
-(core.po_job.PoJob) over a WindowSession; only how browsers and windows are held differs.
+(pobatch.core.po_job.PoJob) over a WindowSession; only how browsers and windows are held differs.
 
 Sign-in pages need a second look here. A portal that rotates its session token on every response
 (one live session per user) briefly sees the previous token on a request that was sent while another
@@ -25,19 +25,19 @@ import threading
 import time
 from typing import Iterator
 
-from core.po_job import PoJob, PoTaskPayload
-from core.po_worker import WorkerConfig
-from core.results import outcome_to_result
-from core.page_probes import SIGNED_IN_STATES
-from core.sites import resolve_site
-from core.status import Status
-from corelib.errors import FatalError
-from corelib.tasks import Event, Task, TaskResult
-from corelib.tree_removal import remove_tree
-from corelib.worker_pool import result_from_exception
-from EXPERIMENTAL.single_session.shared_browser import SharedBrowser
-from EXPERIMENTAL.single_session.window_session import WindowSession
-from EXPERIMENTAL.single_session.window_sink import window_download_sink
+from pobatch.core.po_job import PoJob, PoTaskPayload
+from pobatch.core.po_worker import WorkerConfig
+from pobatch.core.results import outcome_to_result
+from pobatch.core.page_probes import SIGNED_IN_STATES
+from pobatch.core.sites import resolve_site
+from pobatch.core.status import Status
+from pobatch.corelib.errors import FatalError
+from pobatch.corelib.tasks import Event, Task, TaskResult
+from pobatch.corelib.tree_removal import remove_tree
+from pobatch.corelib.worker_pool import result_from_exception
+from pobatch.experimental.single_session.shared_browser import SharedBrowser
+from pobatch.experimental.single_session.window_session import WindowSession
+from pobatch.experimental.single_session.window_sink import window_download_sink
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +200,7 @@ class WindowPool:
         self._threads: list[_Window] = []
 
     def run(self, tasks: list[Task]) -> Iterator[TaskResult | Event]:
-        from corelib.profile_manager import ProfileManager, profile_in_use_warning
+        from pobatch.corelib.profile_manager import ProfileManager, profile_in_use_warning
 
         if not tasks:
             return

@@ -1,4 +1,4 @@
-"""One window of the shared browser, shaped like corelib.browser_session.BrowserSession for PoJob.
+"""One window of the shared browser, shaped like pobatch.corelib.browser_session.BrowserSession for PoJob.
 
 PoJob needs `.driver`, `.spec.download_dir`, `.restart()`, `.abort()`, `.is_alive()`, `.close()`.
 Here a "browser" is a window instance: restart retires the window (its popups and its in-flight
@@ -14,12 +14,12 @@ import threading
 from pathlib import Path
 from typing import Callable
 
-from corelib.browser import BrowserSpec
-from corelib.tree_removal import remove_tree
-from corelib.tasks import Event
-from corelib.devtools import DevToolsError
-from EXPERIMENTAL.single_session.shared_browser import BrowserGone, SharedBrowser
-from EXPERIMENTAL.single_session.window_driver import WindowDriver
+from pobatch.corelib.browser import BrowserSpec
+from pobatch.corelib.tree_removal import remove_tree
+from pobatch.corelib.tasks import Event
+from pobatch.corelib.devtools import DevToolsError
+from pobatch.experimental.single_session.shared_browser import BrowserGone, SharedBrowser
+from pobatch.experimental.single_session.window_driver import WindowDriver
 
 log = logging.getLogger(__name__)
 

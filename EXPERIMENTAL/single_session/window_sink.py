@@ -2,7 +2,7 @@
 tracker, narrowed to the downloads the router says this window's current instance started.
 
 One implementation for every local mode: a window's PoJob clicks, matches and awaits its files
-exactly as a browser of its own would (corelib.download_sink.DownloadBatch). What sharing adds is the
+exactly as a browser of its own would (pobatch.corelib.download_sink.DownloadBatch). What sharing adds is the
 owner filter: a download of another window, or of a replaced instance of this one, is never seen.
 The shared spool folder is never emptied by one window (the others' files are in it).
 """
@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from corelib.download_events import BrowserDownload, DownloadTracker
-from corelib.download_sink import EventDownloadSink
-from EXPERIMENTAL.single_session.shared_browser import BrowserGone
+from pobatch.corelib.download_events import BrowserDownload, DownloadTracker
+from pobatch.corelib.download_sink import EventDownloadSink
+from pobatch.experimental.single_session.shared_browser import BrowserGone
 
 if TYPE_CHECKING:
-    from EXPERIMENTAL.single_session.window_session import WindowSession
+    from pobatch.experimental.single_session.window_session import WindowSession
 
 
 def window_download_sink(session: "WindowSession") -> EventDownloadSink:

@@ -1,10 +1,10 @@
 """The bundled demo portal: Coupa's page shapes (or a second markup) on 127.0.0.1, driven by a seeded scenario.
 
-`pobatch demo` runs against it and the tests exercise it; `python -m core.demo_portal` serves it alone.
+`pobatch demo` runs against it and the tests exercise it; `python -m pobatch.core.demo_portal` serves it alone.
 """
 from __future__ import annotations
 
-from core.demo_portal.scenario import (
+from pobatch.core.demo_portal.scenario import (
     AttachmentEntry,
     AttachmentSpec,
     LatencySpec,
@@ -22,7 +22,7 @@ from core.demo_portal.scenario import (
     variant_scenario_path,
     variant_site_path,
 )
-from core.demo_portal.server import DEMO_PASSWORD, SESSION_COOKIE, DemoPortal, main
+from pobatch.core.demo_portal.server import DEMO_PASSWORD, SESSION_COOKIE, DemoPortal, main
 
 __all__ = [
     "AttachmentEntry", "AttachmentSpec", "DEMO_PASSWORD", "DemoPortal", "LatencySpec", "PoSpec", "RequisitionSpec",

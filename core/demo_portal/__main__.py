@@ -1,4 +1,4 @@
-"""`python -m core.demo_portal [--scenario FILE] [--port N] [--host H] [--markup coupa|variant]`.
+"""`python -m pobatch.core.demo_portal [--scenario FILE] [--port N] [--host H] [--markup coupa|variant]`.
 
 Serve the demo portal until Ctrl+C."""
 from __future__ import annotations
@@ -7,11 +7,11 @@ import argparse
 import logging
 import sys
 
-from core.demo_portal.server import main
+from pobatch.core.demo_portal.server import main
 
 
 def cli() -> None:
-    parser = argparse.ArgumentParser(prog="python -m core.demo_portal", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m pobatch.core.demo_portal", description=__doc__)
     parser.add_argument("--scenario", help="scenario JSON file (default: the bundled sample)")
     parser.add_argument("--port", type=int, default=8765, help="port (0 = any free port; default 8765)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from html import escape
 from typing import Iterable
 
-from core.demo_portal.scenario import AttachmentEntry, PoSpec, RequisitionSpec
+from pobatch.core.demo_portal.scenario import AttachmentEntry, PoSpec, RequisitionSpec
 
 _STYLE = """
 body { margin: 0; font-family: Arial, Helvetica, sans-serif; font-size: 14px; color: #222; }

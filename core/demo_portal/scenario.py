@@ -106,7 +106,7 @@ from pathlib import Path
 from typing import Any, Iterable
 from urllib.parse import quote
 
-from core.status import Status
+from pobatch.core.status import Status
 
 # The Coupa sample's kinds (the sample holds every one of them); EXTRA_KINDS are the shapes of portals
 # pobatch has not met yet, kept apart so the sample and generated scenarios stay as they were.

@@ -29,8 +29,8 @@ from types import ModuleType
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-from core.demo_portal import pages, variant_pages
-from core.demo_portal.scenario import (
+from pobatch.core.demo_portal import pages, variant_pages
+from pobatch.core.demo_portal.scenario import (
     MARKUPS,
     AttachmentEntry,
     Scenario,
@@ -39,7 +39,7 @@ from core.demo_portal.scenario import (
     pick_fault,
     sample_scenario_path,
 )
-from core.sites.demo import DEMO_PASSWORD  # the portal's one password, as the demo site knows it
+from pobatch.core.sites.demo import DEMO_PASSWORD  # the portal's one password, as the demo site knows it
 
 log = logging.getLogger(__name__)
 
@@ -770,7 +770,7 @@ class DemoPortal:
 
 
 def main(scenario: str | None = None, port: int = 8765, host: str = "127.0.0.1", markup: str | None = None) -> None:
-    """Serve the demo portal until Ctrl+C (`pobatch demo-portal`, `python -m core.demo_portal`)."""
+    """Serve the demo portal until Ctrl+C (`pobatch demo-portal`, `python -m pobatch.core.demo_portal`)."""
     portal = DemoPortal(scenario, host=host, port=port, markup=markup)
     try:
         portal._bind()

@@ -23,8 +23,8 @@ from html import escape
 from typing import Iterable
 from urllib.parse import quote
 
-from core.demo_portal.pages import DelayedList, delayed_list_script
-from core.demo_portal.scenario import AttachmentEntry, PoSpec, RequisitionSpec
+from pobatch.core.demo_portal.pages import DelayedList, delayed_list_script
+from pobatch.core.demo_portal.scenario import AttachmentEntry, PoSpec, RequisitionSpec
 
 # The texts of this markup's error pages (data/variant_site.toml lists them).
 NOT_FOUND_TEXT = "This record could not be located"

@@ -8,12 +8,12 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from core.sites.coupa import COUPA
-from core.sites.definition import SiteDefinition
-from core.sites.demo import DEMO
-from core.sites.site_file import SiteFileError, load_site_file
-from core.user_config import config_dir
-from corelib.errors import FatalError
+from pobatch.core.sites.coupa import COUPA
+from pobatch.core.sites.definition import SiteDefinition
+from pobatch.core.sites.demo import DEMO
+from pobatch.core.sites.site_file import SiteFileError, load_site_file
+from pobatch.core.user_config import config_dir
+from pobatch.corelib.errors import FatalError
 
 
 SITES: dict[str, SiteDefinition] = {s.name: s for s in (COUPA, DEMO)}

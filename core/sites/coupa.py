@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from core.sites.site_file import load_site_file
+from pobatch.core.sites.site_file import load_site_file
 
 COUPA_FILE = Path(__file__).with_name("coupa.toml")
 COUPA = load_site_file(COUPA_FILE)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from core.sites.coupa import COUPA
+from pobatch.core.sites.coupa import COUPA
 
 DEMO = dataclasses.replace(COUPA, name="demo", default_base_url="http://127.0.0.1:8765")
 

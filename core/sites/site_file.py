@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from core.sites.definition import SiteDefinition
+from pobatch.core.sites.definition import SiteDefinition
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -218,7 +218,7 @@ _BRACKETS = {"(": ")", "[": "]"}
 
 def selector_problem(selector: str) -> str:
     """A quick check of a CSS selector's shape, so most typos are reported before any browser starts.
-    The browser still has the last word (core.page_probes.BAD_SELECTORS_JS runs on the first page)."""
+    The browser still has the last word (pobatch.core.page_probes.BAD_SELECTORS_JS runs on the first page)."""
     s = selector.strip()
     if not s:
         return "an empty selector"

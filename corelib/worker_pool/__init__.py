@@ -31,11 +31,11 @@ thread of its own:
 
 Modules: types (what callers build and read), pool (WorkerPool), manager (the parent's books and
 decisions), handle (the parent's handle on one worker process), worker (inside a worker process).
-See corelib.task_queue for why tasks are handed out by the parent rather than read from one
+See pobatch.corelib.task_queue for why tasks are handed out by the parent rather than read from one
 shared multiprocessing.Queue. Only the parent keeps books; workers just run tasks and report.
 """
-from corelib.worker_pool.pool import WorkerPool
-from corelib.worker_pool.types import (
+from pobatch.corelib.worker_pool.pool import WorkerPool
+from pobatch.corelib.worker_pool.types import (
     Handler,
     PoolStopped,
     WorkerInfo,
@@ -45,7 +45,7 @@ from corelib.worker_pool.types import (
     resolve_factory,
     result_from_exception,
 )
-from corelib.worker_pool.worker import WorkerContext
+from pobatch.corelib.worker_pool.worker import WorkerContext
 
 __all__ = [
     "Handler",

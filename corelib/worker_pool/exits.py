@@ -12,10 +12,10 @@ import logging
 import time
 from dataclasses import dataclass
 
-from corelib.errors import ErrorClass
-from corelib.tasks import Event, Task, TaskResult
-from corelib.worker_pool.handle import KillReason, WorkerHandle
-from corelib.worker_pool.types import WorkerLost, WorkerState
+from pobatch.corelib.errors import ErrorClass
+from pobatch.corelib.tasks import Event, Task, TaskResult
+from pobatch.corelib.worker_pool.handle import KillReason, WorkerHandle
+from pobatch.corelib.worker_pool.types import WorkerLost, WorkerState
 
 log = logging.getLogger(__name__)
 

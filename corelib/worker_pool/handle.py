@@ -14,9 +14,9 @@ from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
 from typing import Any, Iterator
 
-from corelib.tasks import Task
-from corelib.worker_pool.types import WorkerInfo, WorkerSpec
-from corelib.worker_pool.worker import _worker_main
+from pobatch.corelib.tasks import Task
+from pobatch.corelib.worker_pool.types import WorkerInfo, WorkerSpec
+from pobatch.corelib.worker_pool.worker import _worker_main
 
 log = logging.getLogger(__name__)
 

@@ -24,13 +24,13 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any, Callable
 
-from corelib.errors import classify
-from corelib.task_queue import STOP, EventMessage, TaskDone, TaskQueue, TaskStarted  # the wire to the workers
-from corelib.task_queue import WorkerLog, WorkerNote, WorkerReady, WorkerStartFailed
-from corelib.tasks import Event, Task, TaskResult
-from corelib.worker_pool.exits import settle_exit
-from corelib.worker_pool.handle import KillReason, WorkerHandle
-from corelib.worker_pool.types import PoolStopped, WorkerInfo, WorkerLost, WorkerSpec, WorkerState
+from pobatch.corelib.errors import classify
+from pobatch.corelib.task_queue import STOP, EventMessage, TaskDone, TaskQueue, TaskStarted  # the wire to the workers
+from pobatch.corelib.task_queue import WorkerLog, WorkerNote, WorkerReady, WorkerStartFailed
+from pobatch.corelib.tasks import Event, Task, TaskResult
+from pobatch.corelib.worker_pool.exits import settle_exit
+from pobatch.corelib.worker_pool.handle import KillReason, WorkerHandle
+from pobatch.corelib.worker_pool.types import PoolStopped, WorkerInfo, WorkerLost, WorkerSpec, WorkerState
 
 log = logging.getLogger(__name__)
 

@@ -11,11 +11,11 @@ import time
 from multiprocessing.connection import wait
 from typing import Any, Callable, Iterator
 
-from corelib.task_queue import Outbox
-from corelib.tasks import Task
-from corelib.worker_pool.handle import KillReason
-from corelib.worker_pool.manager import Output, PoolLimits, PoolManager
-from corelib.worker_pool.types import WorkerInfo, WorkerSpec, resolve_factory
+from pobatch.corelib.task_queue import Outbox
+from pobatch.corelib.tasks import Task
+from pobatch.corelib.worker_pool.handle import KillReason
+from pobatch.corelib.worker_pool.manager import Output, PoolLimits, PoolManager
+from pobatch.corelib.worker_pool.types import WorkerInfo, WorkerSpec, resolve_factory
 
 log = logging.getLogger(__name__)
 

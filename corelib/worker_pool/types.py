@@ -12,8 +12,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
-from corelib.errors import classify, reason_of
-from corelib.tasks import Task, TaskResult
+from pobatch.corelib.errors import classify, reason_of
+from pobatch.corelib.tasks import Task, TaskResult
 
 
 @dataclass(frozen=True)

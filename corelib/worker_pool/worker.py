@@ -20,8 +20,8 @@ from typing import Any, Callable
 
 import psutil
 
-from corelib.errors import ErrorClass, classify, reason_of
-from corelib.task_queue import (
+from pobatch.corelib.errors import ErrorClass, classify, reason_of
+from pobatch.corelib.task_queue import (
     STOP,
     EventMessage,
     Outbox,
@@ -32,8 +32,8 @@ from corelib.task_queue import (
     WorkerReady,
     WorkerStartFailed,
 )
-from corelib.tasks import Event, Task, TaskResult
-from corelib.worker_pool.types import Handler, WorkerSpec, resolve_factory, result_from_exception
+from pobatch.corelib.tasks import Event, Task, TaskResult
+from pobatch.corelib.worker_pool.types import Handler, WorkerSpec, resolve_factory, result_from_exception
 
 log = logging.getLogger(__name__)
 
