@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 from urllib.parse import urlsplit
 
+from pobatch.core.events import PoEvent
 from pobatch.core.exit_codes import (  # noqa: F401 - re-exported: the tests and launchers read them here
     EXIT_BAD_INPUT,
     EXIT_INCOMPLETE,
@@ -38,7 +39,7 @@ from pobatch.core.status import FINAL_STATUSES, Status
 from pobatch.core.workbook import write_results
 from pobatch.corelib.browser import BrowserSpec, default_browser
 from pobatch.corelib.downloads import sha256_file
-from pobatch.corelib.errors import DiskFullError, ErrorClass, FatalError, fatal_error, is_disk_full
+from pobatch.corelib.errors import ErrorClass, FatalError, fatal_error, is_disk_full
 from pobatch.corelib.grid import GridSpec
 from pobatch.corelib.store import Heartbeat, RunStore
 from pobatch.corelib.tasks import Event, Task, TaskResult
@@ -315,7 +316,7 @@ class MainApp:
                 self.store.record_events(self.run_id, [item])
                 if self.activities:
                     self.activities.observe(item)
-                if item.action == "attempt_start" and item.task_key not in self._standing:
+                if item.action == PoEvent.ATTEMPT_START and item.task_key not in self._standing:
                     self.store.mark_status(self.run_id, item.task_key, Status.RUNNING.value,
                                            worker_id=item.worker_id, started=item.ts)
                 if self.view:
@@ -477,12 +478,12 @@ class _SignInWatch:
 
     def observe(self, item: TaskResult | Event) -> None:
         if isinstance(item, Event):
-            if item.action == "attempt_start":
+            if item.action == PoEvent.ATTEMPT_START:
                 self._started.add(item.worker_id)
                 self._attempt_started[item.worker_id] = item.ts
-            elif item.action == "open" and item.outcome == "login" and self._refused_at is None:
+            elif item.action == PoEvent.OPEN and item.outcome == "login" and self._refused_at is None:
                 self._refused_at = item.ts
-            elif item.action == "open" and item.outcome in SIGNED_IN_STATES:
+            elif item.action == PoEvent.OPEN and item.outcome in SIGNED_IN_STATES:
                 self.signed_in = True
                 # Evidence only from an attempt that began after the refusal: a page served just
                 # before the session died can be reported just after it.

@@ -16,9 +16,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.console import Group
 
+from pobatch.core.events import PoEvent
 from pobatch.core.results import PoOutcome
 from pobatch.core.status import Status
-from pobatch.corelib.tasks import Event
+from pobatch.corelib.tasks import Event, PoolEvent
 
 if TYPE_CHECKING:
     from pobatch.core.app import RunSummary
@@ -70,9 +71,9 @@ class ConsoleView:
         self._refresh()
 
     def event(self, event: Event) -> None:
-        if event.action == "attempt_start" and event.worker_id:
+        if event.action == PoEvent.ATTEMPT_START and event.worker_id:
             self._busy(event.worker_id, event.task_key)
-        elif event.action == "worker_lost":
+        elif event.action == PoolEvent.WORKER_LOST:
             self.workers.pop(event.worker_id, None)  # a replacement shows up under its own name
             fate = {"requeued": f"; PO {event.task_key} goes back to the queue",
                     "failed": f"; PO {event.task_key} failed"}.get(event.outcome, "")

@@ -19,7 +19,7 @@ from pobatch.corelib.tree_removal import remove_tree
 from pobatch.corelib.errors import FatalError
 from pobatch.corelib.profile_manager import ProfileManager, profile_in_use_warning
 from pobatch.corelib.process_reaper import kill_browser_tree
-from pobatch.corelib.tasks import Event, Task, TaskResult
+from pobatch.corelib.tasks import Event, PoolEvent, Task, TaskResult
 from pobatch.corelib.worker_pool import PoolStopped, WorkerInfo, WorkerLost, WorkerPool, WorkerSpec
 
 log = logging.getLogger(__name__)
@@ -121,5 +121,5 @@ def _as_event(item: TaskResult | Event | WorkerLost) -> TaskResult | Event:
     if not isinstance(item, WorkerLost):
         return item
     outcome = "requeued" if item.requeued else "failed" if item.task_key else ""
-    return Event(action="worker_lost", worker_id=item.worker_id, task_key=item.task_key, outcome=outcome,
+    return Event(action=PoolEvent.WORKER_LOST, worker_id=item.worker_id, task_key=item.task_key, outcome=outcome,
                  detail=f"pid {item.pid} exit code {item.exitcode}", ts=time.time())

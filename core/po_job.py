@@ -19,6 +19,7 @@ from typing import Any, Callable
 from urllib.parse import urljoin
 
 from pobatch.core.artifacts import attempt_dir, capture_before_kill, capture_failure, drain_console
+from pobatch.core.events import PoEvent
 from pobatch.core.page_probes import (
     BAD_SELECTORS_JS,
     FIND_ATTACHMENTS_JS,
@@ -263,7 +264,7 @@ class PoJob:
                 with watchdog:
                     outcome = self._attempt(payload, attempt)
                 outcome.attempts, outcome.started, outcome.finished = attempt, started, time.time()
-                self.event("attempt_end", outcome=outcome.status.value, detail=outcome.reason)
+                self.event(PoEvent.ATTEMPT_END, outcome=outcome.status.value, detail=outcome.reason)
                 return outcome
             except Exception as exc:  # classified once, here
                 if is_disk_full(exc):
@@ -276,7 +277,7 @@ class PoJob:
                     err_class, reason = ErrorClass.TRANSIENT, "TIMEOUT"
                     exc = TransientError(f"attempt ran past {self.config.po_timeout:.0f}s", reason="TIMEOUT")
                 self._capture_failure(payload.po_number, attempt, exc, reason, t0)
-                self.event("attempt_end", outcome="error", detail=f"{reason}: {exc}"[:500])
+                self.event(PoEvent.ATTEMPT_END, outcome="error", detail=f"{reason}: {exc}"[:500])
                 log.info("PO %s attempt %d failed (%s, %s): %s", payload.po_number, attempt, err_class.value,
                          reason, str(exc).splitlines()[0] if str(exc) else "")
                 if err_class is ErrorClass.LOGIN:
@@ -287,12 +288,12 @@ class PoJob:
                 if err_class is ErrorClass.FATAL:
                     raise
                 if not self.session.is_alive():
-                    self.event("browser_restart", detail=reason)
+                    self.event(PoEvent.BROWSER_RESTART, detail=reason)
                     self.session.restart()
                 if policy.should_retry(err_class, attempt):
                     delay = policy.delay(attempt, jitter_rng(payload.po_number, attempt))
                     delay = max(delay, getattr(exc, "retry_after", 0.0))
-                    self.event("retry_wait", detail=f"{delay:.1f}s")
+                    self.event(PoEvent.RETRY_WAIT, detail=f"{delay:.1f}s")
                     self._sleep(delay)
                     continue
                 if isinstance(exc, _Partial):
@@ -324,7 +325,7 @@ class PoJob:
         files_dir = self._attempt_dir(payload.po_number, attempt) / "files"
         files_dir.mkdir(parents=True, exist_ok=True)
         url = self._url(payload)
-        self.event("attempt_start", url=url)
+        self.event(PoEvent.ATTEMPT_START, url=url)
         self._expects.clear()  # what each page of this attempt must prove, by URL (reloads reuse it)
         self.throttle.wait()  # another worker may have been told to slow down
         probe = self._open(driver, url, self.site.expectation("po", self.site.po_id(payload.po_number),
@@ -362,7 +363,7 @@ class PoJob:
         if not rid:
             raise TransientError(f"the requisition link {req_url} does not match the site's requisition path "
                                  f"{self.site.requisition_path}", reason="UNRECOGNISED_PAGE")
-        self.event("requisition_fallback", url=req_url)
+        self.event(PoEvent.REQUISITION_FALLBACK, url=req_url)
         probe = self._open(driver, req_url, self.site.expectation("requisition", rid, self.config.base_url))
         if probe.state in (PageState.NOT_FOUND, PageState.NOT_AUTHORIZED):
             # The PO's own answer stands (it has no attachments); say why its requisition added none.
@@ -385,7 +386,7 @@ class PoJob:
         try:
             driver.get(url)
         except TimeoutException as exc:
-            self.event("open", url=url, outcome="timeout")
+            self.event(PoEvent.OPEN, url=url, outcome="timeout")
             try:
                 driver.execute_script("window.stop();")
             except Exception:
@@ -393,7 +394,7 @@ class PoJob:
             raise TransientError(f"page did not load within {self.config.page_timeout:.0f}s: {url}",
                                  reason="TIMEOUT") from exc
         probe = self._wait_state(driver, expect)
-        self.event("open", url=url, outcome=probe.state, detail=probe.evidence[:200])
+        self.event(PoEvent.OPEN, url=url, outcome=probe.state, detail=probe.evidence[:200])
         state, evidence = probe.state, probe.evidence
         if state == PageState.LOGIN:
             raise LoginRequiredError(
@@ -403,7 +404,7 @@ class PoJob:
         if state == PageState.RATE_LIMITED:
             pause = self._retry_after(driver)
             self.throttle.hold(pause)
-            self.event("rate_limited", url=url, detail=f"{pause:.1f}s")
+            self.event(PoEvent.RATE_LIMITED, url=url, detail=f"{pause:.1f}s")
             raise TransientError(f"the portal asked to slow down (HTTP 429) at {url}; every worker waits "
                                  f"{pause:.0f}s", reason="HTTP_429", retry_after=pause)
         if state == PageState.SERVER_ERROR:
@@ -560,7 +561,7 @@ class PoJob:
         supplier = driver.execute_script(SUPPLIER_JS, list(self.site.supplier_selectors)) or ""
         items = self._find(driver)
         result = _PageResult(supplier=supplier, found=len(items), source=source)
-        self.event("attachments_found", url=url, detail=f"{len(items)} on {source} page")
+        self.event(PoEvent.ATTACHMENTS_FOUND, url=url, detail=f"{len(items)} on {source} page")
         if not items:
             return result
         limit = max(1, self.config.files_at_once)
@@ -612,11 +613,11 @@ class PoJob:
                     if slot.error is not None:
                         failure = f"{item.name or item.href}: {slot.error}"
                         result.failures.append(failure)
-                        self.event("download", outcome="failed", detail=failure[:300])
+                        self.event(PoEvent.DOWNLOAD, outcome="failed", detail=failure[:300])
                 if batch.extra:
                     extra, batch.extra = batch.extra, []
                     result.failures += [f"a download no attachment accounts for: {d.suggested}" for d in extra]
-                    self.event("download", outcome="failed", detail=f"{len(extra)} unexpected download(s)")
+                    self.event(PoEvent.DOWNLOAD, outcome="failed", detail=f"{len(extra)} unexpected download(s)")
         finally:
             batch.close()
             left = [h for h in popups if h != window.main]
@@ -651,7 +652,7 @@ class PoJob:
                     for h in new:
                         popups[h] = slot
                         slot.frames.add(h)
-                        self.event("popup_opened", window=f"popup-{len(popups)}", detail=item.name[:100])
+                        self.event(PoEvent.POPUP_OPENED, window=f"popup-{len(popups)}", detail=item.name[:100])
                     break
                 backoff.sleep()
         slot.click = how
@@ -673,7 +674,7 @@ class PoJob:
                     popups[h] = owner
                     if owner is not None:
                         owner.frames.add(h)
-                    self.event("popup_opened", window=f"popup-{len(popups)}")
+                    self.event(PoEvent.POPUP_OPENED, window=f"popup-{len(popups)}")
             open_popups = [h for h in popups if h in handles]
             if open_popups:
                 # Their URLs from DevTools: asking WebDriver means switching to each, which waits for
@@ -720,7 +721,7 @@ class PoJob:
         started goes on in the browser."""
         try:
             batch.tracker.link.call("Target.closeTarget", {"targetId": handle}, timeout=5)
-            self.event("popup_closed", window=handle[:8])
+            self.event(PoEvent.POPUP_CLOSED, window=handle[:8])
         except DevToolsError as exc:  # it closed itself meanwhile
             log.debug("popup %s already gone: %s", handle, exc)
 
@@ -732,7 +733,7 @@ class PoJob:
         name = safe_component(d.suggested or item.name, fallback="attachment", basename=True)
         target = files_dir / unique_name(files_dir, name, set())
         batch.fetch(slot, target)
-        self.event("download", outcome="ok",
+        self.event(PoEvent.DOWNLOAD, outcome="ok",
                    detail=f"{target.name} via {slot.click} in {time.monotonic() - slot.clicked:.2f}s, "
                           f"from attachment {item.name!r} by {slot.how.value}")
         return _Downloaded(target, item.name, source, url=d.url or slot.url, suggested=d.suggested,
@@ -750,7 +751,7 @@ class PoJob:
         supplier = driver.execute_script(SUPPLIER_JS, list(self.site.supplier_selectors)) or ""
         items = self._find(driver)
         result = _PageResult(supplier=supplier, found=len(items), source=source)
-        self.event("attachments_found", url=url, detail=f"{len(items)} on {source} page")
+        self.event(PoEvent.ATTACHMENTS_FOUND, url=url, detail=f"{len(items)} on {source} page")
         window = _Window.of(driver) if items else None
         idx = 0
         while idx < len(items):
@@ -768,9 +769,9 @@ class PoJob:
             except TransientError as exc:
                 failure = f"{item.name or item.href}: {exc}"
                 result.failures.append(failure)
-                self.event("download", outcome="failed", detail=failure[:300])
+                self.event(PoEvent.DOWNLOAD, outcome="failed", detail=failure[:300])
                 if isinstance(exc, (DownloadTimeout, DownloadStalled)):
-                    self.event("browser_restart", detail="clear in-flight downloads")
+                    self.event(PoEvent.BROWSER_RESTART, detail="clear in-flight downloads")
                     self.session.restart()
                 self.sink.clear()
                 driver = self.session.driver
@@ -800,7 +801,7 @@ class PoJob:
             for h in driver.window_handles:
                 if h not in handles and h not in popups:
                     popups.append(h)
-                    self.event("popup_opened", window=f"popup-{len(popups)}", detail=item.name[:100])
+                    self.event(PoEvent.POPUP_OPENED, window=f"popup-{len(popups)}", detail=item.name[:100])
             if check_page and popups:
                 # A popup that lands on the sign-in page never downloads: say so now, not after the
                 # download timeout (and not once per attempt).
@@ -825,7 +826,7 @@ class PoJob:
                 self._close_windows(driver, main, popups)
         if len(names) != 1:
             raise TransientError(f"one click brought {len(names)} files: {names}", reason="UNEXPECTED_FILES")
-        self.event("download", outcome="ok", detail=f"{names[0]} via {how} in {time.monotonic() - t0:.2f}s")
+        self.event(PoEvent.DOWNLOAD, outcome="ok", detail=f"{names[0]} via {how} in {time.monotonic() - t0:.2f}s")
         return names[0]
 
     # -- windows ----------------------------------------------------------------------------------
@@ -858,7 +859,7 @@ class PoJob:
                 if self.recorder:
                     self.recorder.collect(driver, popup=True)
                 driver.close()
-                self.event("popup_closed", window=f"popup-{i}")
+                self.event(PoEvent.POPUP_CLOSED, window=f"popup-{i}")
             except Exception as exc:  # it closed itself meanwhile
                 log.debug("popup %s already gone: %s", h, exc)
         driver.switch_to.window(main)
@@ -903,7 +904,7 @@ class PoJob:
         )
         self._write_journal(outcome)
         publish_folder(staged, dest, replace=[Path(p) for p in payload.previous_folders if Path(p) != dest])
-        self.event("published", outcome=status.value, detail=str(dest))
+        self.event(PoEvent.PUBLISHED, outcome=status.value, detail=str(dest))
         return outcome
 
     def destination(self, payload: PoTaskPayload, supplier: str, status: Status) -> Path:
@@ -948,7 +949,7 @@ class PoJob:
                                  key=po, attempt=attempt, error=exc, reason=reason, worker_id=self.worker_id,
                                  started=started, captured=captured)
         if folder:
-            self.event("failure_captured", detail=str(folder))
+            self.event(PoEvent.FAILURE_CAPTURED, detail=str(folder))
 
     # -- plumbing ---------------------------------------------------------------------------------
     def _url(self, payload: PoTaskPayload) -> str:

@@ -22,11 +22,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
+from pobatch.core.events import PoEvent
 from pobatch.corelib.tasks import Event
 
 log = logging.getLogger(__name__)
 
-RECORDING_ACTION = "recording"
 RECORDING_FORMAT = "pobatch-rrweb-1"
 VENDOR_DIR = Path(__file__).resolve().parent / "vendor" / "rrweb"
 RECORD_JS = VENDOR_DIR / "record.min.js"
@@ -230,7 +230,7 @@ class SessionRecorder:
             w["events"].sort(key=lambda e: e.get("timestamp", 0))
         stamps = [e["timestamp"] for w in windows for e in w["events"]]
         body = {"format": RECORDING_FORMAT, "windows": windows, "dropped": self._dropped}
-        event = Event(action=RECORDING_ACTION, task_key=key, worker_id=self.worker_id, attempt=attempt,
+        event = Event(action=PoEvent.RECORDING, task_key=key, worker_id=self.worker_id, attempt=attempt,
                       outcome=str(len(stamps)), detail=json.dumps(body, separators=(",", ":")),
                       ts=min(stamps) / 1000.0)
         try:
@@ -263,7 +263,7 @@ def release_bidi_connection(driver) -> None:
 
 
 def is_recording(event: Event) -> bool:
-    return event.action == RECORDING_ACTION
+    return event.action == PoEvent.RECORDING
 
 
 def store_recording(store, run_id: str, event: Event) -> None:

@@ -25,16 +25,16 @@ from typing import Any, Callable, Iterable
 from urllib.parse import quote
 
 from pobatch.core.artifacts import PAGE_HTML, SCREENSHOT, attempt_dir, read_manifest
+from pobatch.core.events import PoEvent
 from pobatch.core.po_job import WORK_DIR_NAME
 from pobatch.core.status import Status
 from pobatch.corelib.store import RunStore
-from pobatch.corelib.tasks import Event
+from pobatch.corelib.tasks import Event, PoolEvent
 
 log = logging.getLogger(__name__)
 
 MAX_EVENT_ROWS = 5000
-ATTEMPT_END = "attempt_end"
-MARKER_ACTIONS = ("browser_restart", "worker_lost")
+MARKER_ACTIONS = (PoEvent.BROWSER_RESTART, PoolEvent.WORKER_LOST)
 
 # Attempt outcomes and statuses -> colour (fill, text); an attempt that raised ends as "error".
 OUTCOME_COLOURS: dict[str, str] = {
@@ -73,7 +73,7 @@ class ActivityLog:
                                                    a["finished"], a["outcome"], a["detail"]))
 
     def observe(self, event: Event) -> None:
-        if event.action == "worker_lost":
+        if event.action == PoolEvent.WORKER_LOST:
             for k in [k for k in self._open if k[0] == event.worker_id]:
                 self._close(k, event.ts, "worker_lost", event.detail)
             return
@@ -84,7 +84,7 @@ class ActivityLog:
             return
         span = self._open.setdefault(k, [event.ts, event.ts])
         span[0], span[1] = min(span[0], event.ts), max(span[1], event.ts)
-        if event.action == ATTEMPT_END:
+        if event.action == PoEvent.ATTEMPT_END:
             self._close(k, event.ts, event.outcome or "error", event.detail)
 
     def close_all(self, outcome: str = "interrupted") -> None:
@@ -342,7 +342,7 @@ def _timeline_svg(data: ReportData, report_dir: Path) -> str:
         if m.worker_id not in row_of:
             continue
         mx, my = x(m.ts), top + row_of[m.worker_id] * row_h
-        what = "browser restart" if m.action == "browser_restart" else "worker lost"
+        what = "browser restart" if m.action == PoEvent.BROWSER_RESTART else "worker lost"
         tip = f"{what} on {m.worker_id} at {_clock(m.ts)}" + (f" (PO {m.task_key})" if m.task_key else "") + \
               (f": {m.detail}" if m.detail else "")
         out.append(f"<path class=\"marker {_e(m.action)}\" data-action=\"{_e(m.action)}\" "

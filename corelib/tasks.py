@@ -3,7 +3,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
+
+
+class PoolEvent(str, Enum):
+    """What the engine itself puts on the timeline (the application names its own events)."""
+
+    TASK_TIMEOUT = "task_timeout"  # a task ran past its time: the pool aborted it
+    WORKER_START_FAILED = "worker_start_failed"  # a worker could not build its handler
+    WORKER_LOST = "worker_lost"  # a worker died with a task in hand
 
 
 @dataclass(frozen=True)
@@ -39,7 +48,7 @@ class TaskResult:
 class Event:
     """A timeline entry: what one worker did in one window at one moment."""
 
-    action: str
+    action: str  # an event-name enum's value (PoolEvent, or the application's): given as the member
     task_key: str = ""
     worker_id: str = ""
     window: str = "main"
@@ -48,3 +57,8 @@ class Event:
     detail: str = ""
     attempt: int = 0
     ts: float = field(default_factory=time.time)
+
+    def __post_init__(self) -> None:
+        # Kept as the plain value: it is pickled, stored and shown, and compares equal to its member.
+        if isinstance(self.action, Enum):
+            self.action = self.action.value

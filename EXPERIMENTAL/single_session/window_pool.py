@@ -25,6 +25,7 @@ import threading
 import time
 from typing import Iterator
 
+from pobatch.core.events import PoEvent
 from pobatch.core.po_job import PoJob, PoTaskPayload
 from pobatch.core.po_worker import WorkerConfig
 from pobatch.core.results import outcome_to_result
@@ -32,7 +33,7 @@ from pobatch.core.page_probes import SIGNED_IN_STATES
 from pobatch.core.sites import resolve_site
 from pobatch.core.status import Status
 from pobatch.corelib.errors import FatalError
-from pobatch.corelib.tasks import Event, Task, TaskResult
+from pobatch.corelib.tasks import Event, PoolEvent, Task, TaskResult
 from pobatch.corelib.tree_removal import remove_tree
 from pobatch.corelib.worker_pool import result_from_exception
 from pobatch.experimental.single_session.shared_browser import SharedBrowser
@@ -140,7 +141,7 @@ class _Window(threading.Thread):
                          sink=window_download_sink(self.session))
 
     def _emit(self, event: Event) -> None:
-        if event.action == "open" and event.outcome in SIGNED_IN_STATES:
+        if event.action == PoEvent.OPEN and event.outcome in SIGNED_IN_STATES:
             self.pool.health.signed_in_page()
         if not self.abandoned:
             self.pool.out.put(event)
@@ -180,7 +181,7 @@ class _Window(threading.Thread):
             self.session.restart()
             return result_from_exception(task, exc, worker_id=self.worker_id, started=started)
         if outcome.status is Status.LOGIN_REQUIRED and self.pool.health.login_page(task.key):
-            self._emit(Event(action="login_recheck", task_key=task.key, worker_id=self.worker_id,
+            self._emit(Event(action=PoEvent.LOGIN_RECHECK, task_key=task.key, worker_id=self.worker_id,
                              window=self.worker_id, outcome="requeued",
                              detail="a sign-in page while the session is still in use elsewhere: tried again"))
             self.pool.tasks.put_back(task)
@@ -243,7 +244,7 @@ class WindowPool:
         stats.update(windows=windows, browser_starts=self.browser.starts,
                      window_instances=sum(w.session.instances for w in self._threads),
                      login_rechecks=self.health.rechecks_total)
-        return Event(action="single_session_stats", worker_id="single-session", detail=json.dumps(stats))
+        return Event(action=PoEvent.SINGLE_SESSION_STATS, worker_id="single-session", detail=json.dumps(stats))
 
     def _start_window(self, index: int) -> None:
         w = _Window(self, index)
@@ -282,7 +283,7 @@ class WindowPool:
                     task = w.task
                     w.abandoned = True
                     if task is not None:
-                        yield Event(action="worker_lost", worker_id=w.worker_id, task_key=task.key,
+                        yield Event(action=PoolEvent.WORKER_LOST, worker_id=w.worker_id, task_key=task.key,
                                     outcome="requeued", detail="window thread did not come back")
                         self.tasks.put_back(dataclasses.replace(task, prior_attempts=task.prior_attempts + 1))
                     self._start_window(next_index)

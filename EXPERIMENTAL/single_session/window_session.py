@@ -14,6 +14,7 @@ import threading
 from pathlib import Path
 from typing import Callable
 
+from pobatch.core.events import PoEvent
 from pobatch.corelib.browser import BrowserSpec
 from pobatch.corelib.tree_removal import remove_tree
 from pobatch.corelib.tasks import Event
@@ -115,7 +116,7 @@ class WindowSession:
             except BrowserGone:
                 pass
         remove_tree(folder)
-        self.event("window_closed", detail=f"{d.main[:8]} after {d.commands} commands")
+        self.event(PoEvent.WINDOW_CLOSED, detail=f"{d.main[:8]} after {d.commands} commands")
 
     # -- plumbing ---------------------------------------------------------------------------------
     def event(self, action: str, **kw) -> None:
@@ -140,4 +141,4 @@ class WindowSession:
         self._generation = generation
         self._aborted = False
         self._driver = WindowDriver(self.browser, handle, self.page_timeout)
-        self.event("window_open", detail=f"{handle[:8]} (instance {self.instances})")
+        self.event(PoEvent.WINDOW_OPEN, detail=f"{handle[:8]} (instance {self.instances})")

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 
 from pobatch.corelib.errors import ErrorClass
-from pobatch.corelib.tasks import Event, Task, TaskResult
+from pobatch.corelib.tasks import Event, PoolEvent, Task, TaskResult
 from pobatch.corelib.worker_pool.handle import KillReason, WorkerHandle
 from pobatch.corelib.worker_pool.types import WorkerLost, WorkerState
 
@@ -72,7 +72,7 @@ def _never_ready(worker: WorkerHandle, exitcode: int | None, start_limit: float 
         else f"exited with code {exitcode} before it was ready")
     told = None
     if not worker.start_failure_reported:  # WorkerStartFailed already told results()
-        told = Event(action="worker_start_failed", worker_id=wid, outcome=ErrorClass.TRANSIENT.value, detail=error)
+        told = Event(action=PoolEvent.WORKER_START_FAILED, worker_id=wid, outcome=ErrorClass.TRANSIENT.value, detail=error)
     log.error("worker %s (pid %d) failed to start: %s", wid, pid, error)
     return ExitSettlement(WorkerState.DEAD, told=told, failure=f"worker {wid} failed to start: {error}")
 

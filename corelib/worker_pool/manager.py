@@ -27,7 +27,7 @@ from typing import Any, Callable
 from pobatch.corelib.errors import classify
 from pobatch.corelib.task_queue import STOP, EventMessage, TaskDone, TaskQueue, TaskStarted  # the wire to the workers
 from pobatch.corelib.task_queue import WorkerLog, WorkerNote, WorkerReady, WorkerStartFailed
-from pobatch.corelib.tasks import Event, Task, TaskResult
+from pobatch.corelib.tasks import Event, PoolEvent, Task, TaskResult
 from pobatch.corelib.worker_pool.exits import settle_exit
 from pobatch.corelib.worker_pool.handle import KillReason, WorkerHandle
 from pobatch.corelib.worker_pool.types import PoolStopped, WorkerInfo, WorkerLost, WorkerSpec, WorkerState
@@ -239,7 +239,7 @@ class PoolManager:
             worker = WorkerHandle.spawn(self._ctx, worker_id, self._spec, self._task_timeout, self._log_level)
         except Exception as exc:
             log.error("worker %s could not be started: %s", worker_id, exc)
-            self._output.append(Event(action="worker_start_failed", worker_id=worker_id,
+            self._output.append(Event(action=PoolEvent.WORKER_START_FAILED, worker_id=worker_id,
                                       outcome=classify(exc).value, detail=f"{type(exc).__name__}: {exc}"))
             self._note_failure(f"worker {worker_id} could not be started: {exc}")
             return
@@ -333,7 +333,7 @@ class PoolManager:
         elif isinstance(message, WorkerStartFailed):
             worker.start_error = message.error
             worker.start_failure_reported = True
-            self._output.append(Event(action="worker_start_failed", worker_id=wid,
+            self._output.append(Event(action=PoolEvent.WORKER_START_FAILED, worker_id=wid,
                                       outcome=message.error_class, detail=message.error))
         else:
             log.warning("worker %s sent an unknown message %r: ignored", wid, type(message).__name__)

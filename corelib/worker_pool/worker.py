@@ -32,7 +32,7 @@ from pobatch.corelib.task_queue import (
     WorkerReady,
     WorkerStartFailed,
 )
-from pobatch.corelib.tasks import Event, Task, TaskResult
+from pobatch.corelib.tasks import Event, PoolEvent, Task, TaskResult
 from pobatch.corelib.worker_pool.types import Handler, WorkerSpec, resolve_factory, result_from_exception
 
 log = logging.getLogger(__name__)
@@ -108,7 +108,7 @@ class _Watchdog:
                     continue
                 self._deadline, self._fired = None, True
                 log.warning("task %s ran longer than %g s: aborting it", self._key, self._timeout)
-                self._ctx.emit(Event(action="task_timeout", task_key=self._key, outcome="aborted",
+                self._ctx.emit(Event(action=PoolEvent.TASK_TIMEOUT, task_key=self._key, outcome="aborted",
                                      detail=f"ran longer than {self._timeout:g} s"))
                 if self._abort is not None:
                     try:
