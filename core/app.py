@@ -28,7 +28,7 @@ from pobatch.core.exit_codes import (  # noqa: F401 - re-exported: the tests and
 )
 from pobatch.core.orders import OrdersError, OrdersFile, describe_problems, read_orders
 from pobatch.core.page_probes import SIGNED_IN_STATES
-from pobatch.core.po_job import WORK_DIR_NAME, JobConfig
+from pobatch.core.po_job import JobConfig
 from pobatch.core.po_worker import WorkerConfig, sequential_handler
 from pobatch.core.profiles import resolve_base_profile
 from pobatch.core.recorder import is_recording, store_recording
@@ -37,6 +37,7 @@ from pobatch.core.results import PoOutcome, outcome_from_data, outcome_from_resu
 from pobatch.core.sites import default_site_file, resolve_site
 from pobatch.core.status import FINAL_STATUSES, Status
 from pobatch.core.workbook import write_results
+from pobatch.core.workspace import Workspace
 from pobatch.corelib.browser import BrowserSpec, default_browser
 from pobatch.corelib.downloads import sha256_file
 from pobatch.corelib.errors import ErrorClass, FatalError, fatal_error, is_disk_full
@@ -144,9 +145,9 @@ class MainApp:
         base_profile = resolve_base_profile(opts.profile, opts.browser)
         refuse_profile_in_use(base_profile)  # before any browser starts: never one of the user's
         self._problems(orders)
-        work = out / WORK_DIR_NAME
-        check_writable(work, out)  # before any browser starts
-        self.store = RunStore(work / "runs.sqlite")
+        workspace = Workspace(out)
+        check_writable(workspace.work_dir, out)  # before any browser starts
+        self.store = RunStore(workspace.store_path)
         for dead in self.store.interrupt_dead_runs(run_process_alive):
             log.info("run %s stopped without a word (killed?): marked INTERRUPTED", dead)
         mode = opts.mode()
@@ -236,7 +237,7 @@ class MainApp:
     def _recover(self, job: JobConfig) -> None:
         """Finish what a crashed run left: adopt published folders, drop half-done staging."""
         assert self.store is not None
-        for jpath in sorted(job.journal_dir.glob("*.json")) if job.journal_dir.exists() else []:
+        for jpath in _journals(job.workspace):
             try:
                 outcome = outcome_from_data(json.loads(jpath.read_text(encoding="utf-8")))
             except (ValueError, TypeError, KeyError):
@@ -249,14 +250,13 @@ class MainApp:
                     log.info("PO %s: adopting %s published before the last run stopped", outcome.po_number, folder)
                     self._record(outcome_to_result(outcome, "recovered"), notify=False)
             jpath.unlink(missing_ok=True)
-        if job.staging_root.exists():
-            shutil.rmtree(job.staging_root, ignore_errors=True)
+        shutil.rmtree(job.workspace.staging_root, ignore_errors=True)
         for key in self.store.keys_with_status([Status.RUNNING.value]):
             self.store.mark_status(self.run_id, key, Status.INTERRUPTED.value, reason="RUN_STOPPED")
 
     def _drop_unpublished_journals(self, job: JobConfig) -> None:
         """A journal whose folder never appeared (the publish failed) promises nothing: drop it now."""
-        for jpath in sorted(job.journal_dir.glob("*.json")) if job.journal_dir.exists() else []:
+        for jpath in _journals(job.workspace):
             try:
                 outcome = outcome_from_data(json.loads(jpath.read_text(encoding="utf-8")))
             except (ValueError, TypeError, KeyError, OSError):
@@ -354,7 +354,7 @@ class MainApp:
         for result in results:
             if result.key in self._standing:
                 self._record(result, notify=False)
-        for jpath in sorted(job.journal_dir.glob("*.json")) if job.journal_dir.exists() else []:
+        for jpath in _journals(job.workspace):
             try:
                 outcome = outcome_from_data(json.loads(jpath.read_text(encoding="utf-8")))
             except (ValueError, TypeError, KeyError, OSError):
@@ -389,7 +389,7 @@ class MainApp:
             self._standing.discard(result.key)
         self.store.record_attempt(self.run_id, result.key, result.attempts, result.worker_id, result.started,
                                   result.finished, result.status, result.reason, result.error[:500])
-        journal = Path(self.opts.out_dir()).resolve() / WORK_DIR_NAME / "journal" / f"{result.key}.json"
+        journal = Workspace(self.opts.out_dir().resolve()).journal(result.key)
         journal.unlink(missing_ok=True)
         if self.view and notify:
             self.view.task_done(result.worker_id, outcome)
@@ -525,6 +525,11 @@ class _SignInWatch:
                     "every worker met the sign-in page (the session ended or expired). Sign in again in your own "
                     "browser, then run the same command: finished POs are kept.")
         return self.login.error
+
+
+def _journals(workspace: Workspace) -> list[Path]:
+    """The outcomes published by workers that the run store may not hold yet (oldest name first)."""
+    return sorted(workspace.journal_dir.glob("*.json")) if workspace.journal_dir.is_dir() else []
 
 
 def _folder_matches(folder: Path, outcome: PoOutcome) -> bool:

@@ -22,12 +22,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
-from pobatch.corelib.safe_paths import safe_component
 from pobatch.corelib.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 
-ARTIFACTS_DIR_NAME = "artifacts"
 SCREENSHOT = "screenshot.png"
 PAGE_HTML = "page.html"
 CONSOLE_LOG = "console.log"
@@ -39,15 +37,6 @@ MAX_CONSOLE_ENTRIES = 2000
 _DRIVER_NOISE = ("Launching Mapper instance",)
 
 LOGGING_PREFS = {"browser": "ALL"}  # the capability pobatch.corelib.browser sets so get_log("browser") works
-
-
-def artifacts_root(work_dir: str | Path, run_id: str) -> Path:
-    return Path(work_dir) / ARTIFACTS_DIR_NAME / safe_component(run_id or "no-run", fallback="no-run")
-
-
-def attempt_dir(work_dir: str | Path, run_id: str, key: str, attempt: int) -> Path:
-    """Where one attempt's artifacts go: unique per run, PO and attempt (attempts count across workers)."""
-    return artifacts_root(work_dir, run_id) / f"{safe_component(key, fallback='po')}-a{int(attempt)}"
 
 
 def drain_console(driver) -> None:

@@ -10,6 +10,7 @@ import click
 
 from pobatch.core import __version__
 from pobatch.core.exit_codes import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_LOGIN, EXIT_STOPPED
+from pobatch.core.workspace import WORK_DIR_NAME, Workspace
 from pobatch.corelib.browser import BROWSERS, default_browser
 from pobatch.corelib.errors import FatalError
 
@@ -202,7 +203,7 @@ def demo(out: str, scenario: str | None, profile: str | None, **kw) -> None:
     with DemoPortal(scenario).start() as portal:
         click.echo(f"Demo portal running at {portal.base_url}", err=True)
         orders = _scenario_orders(Path(scenario), portal, out_dir) if scenario else sample_orders_path()
-        profile_dir = Path(profile) if profile else out_dir / ".pobatch" / "demo-profile"
+        profile_dir = Path(profile) if profile else Workspace(out_dir).demo_profile
         try:
             prepare_demo_profile(profile_dir, portal.base_url, browser=kw["browser"], driver=kw.get("driver"),
                                  binary=kw.get("browser_binary"))
@@ -242,10 +243,9 @@ def _scenario_orders(scenario: Path, portal, out_dir: Path) -> Path:
 
 def _open_store(out: str):
     """The run store of an output folder, or a clear error naming what was expected."""
-    from pobatch.core.po_job import WORK_DIR_NAME
     from pobatch.corelib.store import RunStore
 
-    path = Path(out).resolve() / WORK_DIR_NAME / "runs.sqlite"
+    path = Workspace(Path(out).resolve()).store_path
     if not path.is_file():
         _fail(f"no pobatch run in {Path(out).resolve()}: expected the output folder of a run (the folder that "
               f"holds {WORK_DIR_NAME}); pass it with --out")

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Iterator
 
 from pobatch.core.po_worker import WorkerConfig
+from pobatch.core.workspace import Workspace
 from pobatch.corelib.autoscale import auto_workers
 from pobatch.corelib.tree_removal import remove_tree
 from pobatch.corelib.errors import FatalError
@@ -30,7 +31,7 @@ def pool_task_timeout(cfg: WorkerConfig) -> float:
     return job.max_attempts * (job.po_timeout + 15.0) + job.backoff_max * job.max_attempts
 
 
-def _reap(info: WorkerInfo, staging_root: Path | None = None) -> None:
+def _reap(info: WorkerInfo, workspace: Workspace | None = None) -> None:
     """A worker exited (or died): its browser processes, profile clone, download folder, attempt
     staging folders and driver scratch folder would otherwise outlive it (until the next run)."""
     if info.info.get("grid_session"):
@@ -51,9 +52,9 @@ def _reap(info: WorkerInfo, staging_root: Path | None = None) -> None:
     download_dir = info.info.get("download_dir")
     if download_dir:
         leftovers.append(Path(download_dir))
-    if staging_root is not None and staging_root.is_dir():
-        # Its attempts' folders (named <PO>-<worker>-a<n> by pobatch.core.po_job): half-done downloads.
-        leftovers += [p for p in staging_root.iterdir() if f"-{info.worker_id}-a" in p.name]
+    if workspace is not None and workspace.staging_root.is_dir():
+        # Its attempts' staging folders: half-done downloads.
+        leftovers += [p for p in workspace.staging_root.iterdir() if workspace.is_staging_of(p, info.worker_id)]
     if info.pid:
         # Its driver's TMPDIR (pobatch.corelib.browser_session names it after the worker's pid).
         from pobatch.corelib.browser_session import TEMP_PREFIX
@@ -84,7 +85,7 @@ def run_parallel(cfg: WorkerConfig, tasks: list[Task], workers: int | None) -> I
     factory = "pobatch.core.po_worker:make_grid_handler" if cfg.grid is not None else "pobatch.core.po_worker:make_handler"
     spec = WorkerSpec(factory, {"worker": cfg})
     pool = WorkerPool(spec, workers, task_timeout=pool_task_timeout(cfg),
-                      on_worker_exit=functools.partial(_reap, staging_root=cfg.job.staging_root))
+                      on_worker_exit=functools.partial(_reap, workspace=cfg.job.workspace))
     for t in tasks:
         pool.submit(t)
     pool.start()

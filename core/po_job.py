@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urljoin
 
-from pobatch.core.artifacts import attempt_dir, capture_before_kill, capture_failure, drain_console
+from pobatch.core.artifacts import capture_before_kill, capture_failure, drain_console
 from pobatch.core.events import PoEvent
 from pobatch.core.page_probes import (
     BAD_SELECTORS_JS,
@@ -40,6 +40,7 @@ from pobatch.core.results import FileRecord, PoOutcome
 from pobatch.core.sites import SiteDefinition, resolve_site
 from pobatch.core.sites.site_file import describe_selector
 from pobatch.core.status import Status
+from pobatch.core.workspace import Workspace
 from pobatch.corelib.browser_session import BrowserSession
 from pobatch.corelib.devtools import DevToolsError
 from pobatch.corelib.download_sink import DownloadBatch, DownloadSink, EventDownloadSink, Slot
@@ -66,7 +67,6 @@ from pobatch.corelib.watchdog import Watchdog, quiet_dead_driver
 log = logging.getLogger(__name__)
 
 UNKNOWN_SUPPLIER = "Unknown supplier"
-WORK_DIR_NAME = ".pobatch"
 # A complete page that proves nothing may still be drawing itself: look again for this long before
 # calling it unrecognised (only such pages pay it).
 UNRECOGNISED_GRACE_S = 3.0
@@ -93,20 +93,8 @@ class JobConfig:
     record: bool = False  # --record: rrweb in every window, one recording per attempt
 
     @property
-    def work_dir(self) -> Path:
-        return Path(self.out_dir) / WORK_DIR_NAME
-
-    @property
-    def staging_root(self) -> Path:
-        return self.work_dir / "staging"
-
-    @property
-    def journal_dir(self) -> Path:
-        return self.work_dir / "journal"
-
-    @property
-    def throttle_path(self) -> Path:
-        return self.work_dir / "throttle"
+    def workspace(self) -> Workspace:
+        return Workspace(Path(self.out_dir))
 
     @property
     def retry(self) -> RetryPolicy:
@@ -241,7 +229,7 @@ class PoJob:
         self._probe_cfg = self.site.page_probe_config(config.base_url)
         self._expects: dict[str, dict[str, Any]] = {}  # URL -> what its page must prove
         self._selectors_checked = False
-        self.throttle = SharedThrottle(config.throttle_path, sleep=sleep)
+        self.throttle = SharedThrottle(config.workspace.throttle_path, sleep=sleep)
         self._po = ""
         self._attempt_no = 0
         self._captured: dict[str, Any] | None = None  # taken from a timed-out attempt's browser before the kill
@@ -917,8 +905,8 @@ class PoJob:
     def _write_journal(self, outcome: PoOutcome) -> None:
         """What the folder should hold, written before the rename: a rerun can adopt a folder whose
         result never reached the run store (the process died in between) instead of downloading again."""
-        self.config.journal_dir.mkdir(parents=True, exist_ok=True)
-        path = self.config.journal_dir / f"{outcome.po_number}.json"
+        path = self.config.workspace.journal(outcome.po_number)
+        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         data = asdict(outcome)
         data["status"] = outcome.status.value
@@ -938,14 +926,14 @@ class PoJob:
         """The watchdog's lever: what the browser shows first (within a short deadline), then the kill,
         with the killed driver's retries silenced."""
         self._captured = capture_before_kill(
-            self.session, attempt_dir(self.config.work_dir, self.config.run_id, po, attempt), started=started)
+            self.session, self.config.workspace.artifacts(self.config.run_id, po, attempt), started=started)
         quiet_dead_driver(self.session.driver if self.session.started else None)
         self.session.abort()
 
     def _capture_failure(self, po: str, attempt: int, exc: BaseException, reason: str, started: float) -> None:
         """Screenshot, page HTML and console log of a failed attempt, for the report; never raises."""
         captured, self._captured = self._captured, None
-        folder = capture_failure(self.session, attempt_dir(self.config.work_dir, self.config.run_id, po, attempt),
+        folder = capture_failure(self.session, self.config.workspace.artifacts(self.config.run_id, po, attempt),
                                  key=po, attempt=attempt, error=exc, reason=reason, worker_id=self.worker_id,
                                  started=started, captured=captured)
         if folder:
@@ -956,7 +944,7 @@ class PoJob:
         return self.site.po_url(self.config.base_url, payload.po_number)
 
     def _attempt_dir(self, po: str, attempt: int) -> Path:
-        return self.config.staging_root / f"{po}-{self.worker_id}-a{attempt}"
+        return self.config.workspace.attempt_staging(po, self.worker_id, attempt)
 
     def _cleanup_attempt(self, po: str, attempt: int) -> None:
         remove_tree(self._attempt_dir(po, attempt))

@@ -77,7 +77,7 @@ class PoHandler:
 def incoming_dir(job: JobConfig, worker_id: str) -> Path:
     """Each browser's own download folder, fixed for its life: files land there under their download
     GUIDs and are moved out as soon as they finish (docs/design.md, "Downloads in Chromium")."""
-    return job.staging_root / f"incoming-{worker_id}"
+    return job.workspace.incoming(worker_id)
 
 
 def make_handler(ctx: Any, config: dict[str, Any]) -> PoHandler:

@@ -14,23 +14,18 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pobatch.core.po_job import WORK_DIR_NAME
 from pobatch.core.recorder import PLAYER_CSS, PLAYER_JS
-from pobatch.corelib.safe_paths import safe_component
+from pobatch.core.workspace import Workspace
 from pobatch.corelib.store import RunStore
 
 log = logging.getLogger(__name__)
-
-REPLAYS_DIR_NAME = "replays"
-
 
 class NoRecording(LookupError):
     """The run holds no recording of this PO (it was not run with --record, or never reached a page)."""
 
 
 def replay_path(out_dir: Path, run_id: str, key: str) -> Path:
-    return (Path(out_dir) / WORK_DIR_NAME / REPLAYS_DIR_NAME / safe_component(run_id, fallback="run")
-            / f"{safe_component(key, fallback='po')}.html")
+    return Workspace(out_dir).replay(run_id, key)
 
 
 def load_recordings(store: RunStore, run_id: str, key: str, attempt: int | None = None) -> list[dict[str, Any]]:

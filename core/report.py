@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 from urllib.parse import quote
 
-from pobatch.core.artifacts import PAGE_HTML, SCREENSHOT, attempt_dir, read_manifest
+from pobatch.core.artifacts import PAGE_HTML, SCREENSHOT, read_manifest
 from pobatch.core.events import PoEvent
-from pobatch.core.po_job import WORK_DIR_NAME
 from pobatch.core.status import Status
+from pobatch.core.workspace import Workspace
 from pobatch.corelib.store import RunStore
 from pobatch.corelib.tasks import Event, PoolEvent
 
@@ -165,7 +165,7 @@ def load_report_data(store: RunStore, run_id: str, out_dir: Path) -> ReportData:
     run = store.run(run_id)
     if run is None:
         raise KeyError(f"no run {run_id} in {store.path}")
-    work_dir = Path(out_dir) / WORK_DIR_NAME
+    workspace = Workspace(out_dir)
     tasks = store.tasks()
     results = {a["key"]: a for a in store.attempts(run_id)}  # one row per PO result in this run
     keys = {k for k, t in tasks.items() if t.get("run_id") == run_id} | set(results)
@@ -175,7 +175,7 @@ def load_report_data(store: RunStore, run_id: str, out_dir: Path) -> ReportData:
     recorded = {(r["key"], r["attempt"]) for r in store.recordings(run_id)}
     bars = []
     for a in acts:
-        folder = attempt_dir(work_dir, run_id, a["key"], a["attempt"])
+        folder = workspace.artifacts(run_id, a["key"], a["attempt"])
         has = folder.is_dir()
         bars.append(AttemptBar(
             key=a["key"], attempt=int(a["attempt"]), worker_id=a["worker_id"] or "main",

@@ -36,10 +36,6 @@ class TransientError(PobatchError):
         self.retry_after = retry_after  # the server asked for at least this pause (HTTP 429 Retry-After)
 
 
-class BusinessError(PobatchError):
-    error_class = ErrorClass.BUSINESS
-
-
 class LoginRequiredError(PobatchError):
     error_class = ErrorClass.LOGIN
 

@@ -13,7 +13,6 @@ import threading
 import time
 import uuid
 import zlib
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -309,6 +308,3 @@ def _task_row(row: sqlite3.Row) -> dict[str, Any]:
     d["data"] = json.loads(d.get("data") or "{}")
     return d
 
-
-def result_to_dict(result: TaskResult) -> dict[str, Any]:
-    return asdict(result)

@@ -13,15 +13,23 @@ from typing import Any
 
 import psutil
 
-from pobatch.corelib.errors import BusinessError
+from pobatch.corelib.errors import ErrorClass, PobatchError
 from pobatch.corelib.tasks import Event, Task, TaskResult
+
+
+
+class ItemNotFound(PobatchError):
+    """A true answer about the item, as an application's handler raises one: business, never retried."""
+
+    error_class = ErrorClass.BUSINESS
+
 
 _factory_calls = 0  # per worker process: must stay 1, the state is built once
 
 _EXCEPTIONS: dict[str, type[Exception]] = {
     "TimeoutError": TimeoutError,
     "ValueError": ValueError,
-    "BusinessError": BusinessError,
+    "ItemNotFound": ItemNotFound,
 }
 
 
@@ -45,8 +53,8 @@ class ScriptedHandler:
             time.sleep(payload["seconds"])
         elif action == "raise":
             exc_type = _EXCEPTIONS[payload["exc"]]
-            if exc_type is BusinessError:
-                raise BusinessError(payload.get("message", "boom"), reason=payload.get("reason", ""))
+            if exc_type is ItemNotFound:
+                raise ItemNotFound(payload.get("message", "boom"), reason=payload.get("reason", ""))
             raise exc_type(payload.get("message", "boom"))
         elif action == "kill":
             _kill_myself()

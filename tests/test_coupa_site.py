@@ -23,7 +23,8 @@ from pobatch.core.demo_login import prepare_demo_profile
 from pobatch.core.demo_portal import DemoPortal
 from pobatch.core.demo_portal.scenario import KINDS
 from pobatch.core.page_probes import PAGE_STATE_JS, PageProbe
-from pobatch.core.po_job import WORK_DIR_NAME, JobConfig, PoJob, PoTaskPayload
+from pobatch.core.po_job import JobConfig, PoJob, PoTaskPayload
+from pobatch.core.workspace import WORK_DIR_NAME
 from pobatch.core.results import PoOutcome
 from pobatch.core.sites import DEMO, SiteDefinition
 from pobatch.core.status import Status

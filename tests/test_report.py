@@ -16,7 +16,8 @@ import pytest
 from openpyxl import load_workbook
 
 from pobatch.core.app import MainApp, RunOptions, RunSummary
-from pobatch.core.artifacts import attempt_dir, capture_failure
+from pobatch.core.artifacts import capture_failure
+from pobatch.core.workspace import Workspace
 from pobatch.core.demo_login import prepare_demo_profile
 from pobatch.core.demo_portal import DemoPortal, Scenario
 from pobatch.core.report import ActivityLog, activities_from_events, load_report_data, render_report, write_report
@@ -75,9 +76,9 @@ def test_demo_run_writes_a_report_with_one_bar_per_attempt_and_artifacts_for_fai
                for a in acts)
 
     # Artifacts for exactly the failed attempts.
-    work = out / ".pobatch"
+    work = Workspace(out)
     for po, attempt in (("2", 1), ("3", 1), ("3", 2)):
-        folder = attempt_dir(work, summary.run_id, po, attempt)
+        folder = work.artifacts(summary.run_id, po, attempt)
         assert (folder / "screenshot.png").read_bytes()[:8] == PNG_MAGIC
         assert "something went wrong" in (folder / "page.html").read_text(encoding="utf-8")
         assert (folder / "console.log").stat().st_size > 0
@@ -85,7 +86,7 @@ def test_demo_run_writes_a_report_with_one_bar_per_attempt_and_artifacts_for_fai
         manifest = json.loads((folder / "capture.json").read_text(encoding="utf-8"))
         assert manifest["failed"] == {} and manifest["url"].endswith(f"/order_headers/{po}")
     for po, attempt in (("1", 1), ("2", 2), ("4", 1)):
-        assert not attempt_dir(work, summary.run_id, po, attempt).exists()
+        assert not work.artifacts(summary.run_id, po, attempt).exists()
 
     # The report sits next to the workbook, which links to it.
     report = summary.report_path
@@ -122,7 +123,7 @@ def test_demo_run_writes_a_report_with_one_bar_per_attempt_and_artifacts_for_fai
     failed = [(po, n, href) for po, n, outcome, href, _w in bars if outcome == "error"]
     assert len(failed) == 3
     for po, n, href in failed:  # each failed bar links to its own artifacts folder
-        assert href and (report.parent / unquote(href)).resolve() == attempt_dir(work, summary.run_id, po, n).resolve()
+        assert href and (report.parent / unquote(href)).resolve() == work.artifacts(summary.run_id, po, n).resolve()
     assert all(href is None for po, n, outcome, href, _w in bars if outcome != "error")
     assert counts == {"ALL": 4, "COMPLETED": 2, "FAILED": 1, "PO_NOT_FOUND": 1}
     assert sorted(retries) == ["2", "3"]
@@ -219,7 +220,7 @@ def _synthetic_run(tmp_path: Path) -> tuple[RunStore, str, Path]:
                                         error="'\"><script>alert(2)</script>", data={}))
     store.record_attempt(run, "A1", 2, "w1", t, t + 5, "COMPLETED")
     store.finish_run(run, "DONE")
-    attempt_dir(out / ".pobatch", run, "A1", 1).mkdir(parents=True)
+    Workspace(out).artifacts(run, "A1", 1).mkdir(parents=True)
     return store, run, out
 
 

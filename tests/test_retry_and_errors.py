@@ -2,7 +2,8 @@ import random
 
 from selenium.common.exceptions import SessionNotCreatedException, StaleElementReferenceException, TimeoutException
 
-from pobatch.corelib.errors import BusinessError, ErrorClass, LoginRequiredError, TransientError, classify, reason_of
+from pool_handlers import ItemNotFound
+from pobatch.corelib.errors import ErrorClass, LoginRequiredError, TransientError, classify, reason_of
 from pobatch.corelib.retry import RetryPolicy
 
 
@@ -11,7 +12,7 @@ def test_classification():
     assert classify(StaleElementReferenceException()) is ErrorClass.TRANSIENT
     assert classify(SessionNotCreatedException()) is ErrorClass.FATAL
     assert classify(LoginRequiredError()) is ErrorClass.LOGIN
-    assert classify(BusinessError("x")) is ErrorClass.BUSINESS
+    assert classify(ItemNotFound("x")) is ErrorClass.BUSINESS
     assert classify(ValueError()) is ErrorClass.FATAL
     from urllib3.exceptions import MaxRetryError, ProtocolError
 

@@ -117,7 +117,7 @@ def test_an_exception_in_run_becomes_a_classified_result(caplog):
     with WorkerPool(spec(), 1) as pool:
         pool.submit(Task("slow", {"do": "raise", "exc": "TimeoutError", "message": "portal too slow"},
                          prior_attempts=1))
-        pool.submit(Task("missing", {"do": "raise", "exc": "BusinessError", "message": "no such PO",
+        pool.submit(Task("missing", {"do": "raise", "exc": "ItemNotFound", "message": "no such PO",
                                      "reason": "PO_NOT_FOUND"}))
         pool.submit(Task("bug", {"do": "raise", "exc": "ValueError", "message": "bad value"}))
         pool.submit(Task("fine", {"do": "ok"}))

@@ -195,7 +195,7 @@ class WindowPool:
         self.windows = max(1, windows)
         self.out: queue.Queue[TaskResult | Event | _Fatal] = queue.Queue()
         self.health = SessionHealth(self.windows)
-        self.work_dir = cfg.job.staging_root / "single-session"
+        self.work_dir = cfg.job.workspace.scratch("single-session")
         self.browser: SharedBrowser | None = None  # type: ignore[assignment]
         self.tasks = _TaskQueue([])
         self._threads: list[_Window] = []

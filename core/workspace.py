@@ -1,0 +1,83 @@
+"""Where a run keeps what is not a PO folder: one object computes every path under `<out>/.pobatch/`.
+
+    <out>/
+      <Supplier>/<PO>_<STATUS>/          the answers (published by the workflow, never here)
+      .pobatch/
+        runs.sqlite                      the run store (only the MainApp writes it)
+        journal/<PO>.json                a published PO's outcome until the store has it
+        staging/<PO>-<worker>-a<n>/      one attempt's downloads before they are published
+        staging/incoming-<worker>/       one browser's own download folder, fixed for its life
+        staging/<scratch>/               a strategy's own scratch (e.g. single-session)
+        throttle                         the portal's last "slow down", shared by every worker
+        artifacts/<run>/<PO>-a<n>/       a failed attempt's screenshot, HTML and console
+        replays/<run>/<PO>.html          rrweb replays written by `pobatch replay`
+        demo-profile/                    the demo's own signed-in profile
+
+It is built from the output folder alone, so a worker process, the report and the CLI agree on it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pobatch.corelib.safe_paths import safe_component
+
+WORK_DIR_NAME = ".pobatch"
+
+
+@dataclass(frozen=True)
+class Workspace:
+    out_dir: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "out_dir", Path(self.out_dir))
+
+    @property
+    def work_dir(self) -> Path:
+        return self.out_dir / WORK_DIR_NAME
+
+    @property
+    def store_path(self) -> Path:
+        return self.work_dir / "runs.sqlite"
+
+    @property
+    def journal_dir(self) -> Path:
+        return self.work_dir / "journal"
+
+    def journal(self, po: str) -> Path:
+        return self.journal_dir / f"{po}.json"
+
+    @property
+    def staging_root(self) -> Path:
+        return self.work_dir / "staging"
+
+    def attempt_staging(self, po: str, worker_id: str, attempt: int) -> Path:
+        """Unique per PO, worker and attempt: a killed worker's leftovers are told apart by name."""
+        return self.staging_root / f"{po}-{worker_id}-a{attempt}"
+
+    def is_staging_of(self, path: Path, worker_id: str) -> bool:
+        return f"-{worker_id}-a" in path.name
+
+    def incoming(self, worker_id: str) -> Path:
+        """A browser's own download folder (docs/design.md, "Downloads in Chromium")."""
+        return self.staging_root / f"incoming-{worker_id}"
+
+    def scratch(self, name: str) -> Path:
+        return self.staging_root / name
+
+    @property
+    def throttle_path(self) -> Path:
+        return self.work_dir / "throttle"
+
+    def artifacts(self, run_id: str, po: str, attempt: int) -> Path:
+        """One attempt's failure artifacts: unique per run, PO and attempt (attempts count across workers)."""
+        run = safe_component(run_id or "no-run", fallback="no-run")
+        return self.work_dir / "artifacts" / run / f"{safe_component(po, fallback='po')}-a{int(attempt)}"
+
+    def replay(self, run_id: str, po: str) -> Path:
+        return (self.work_dir / "replays" / safe_component(run_id, fallback="run")
+                / f"{safe_component(po, fallback='po')}.html")
+
+    @property
+    def demo_profile(self) -> Path:
+        return self.work_dir / "demo-profile"
