@@ -217,7 +217,7 @@ def test_link_download_attr_and_js_kinds_under_the_floating_toolbar(signed_in_pr
             const bar = document.querySelector(arguments[0]);
             return [el.innerText.trim(), !!(bar && hit && bar.contains(hit))];
             """,
-            DEMO.overlay_selectors[0],
+            ".page_buttons_right.orderHeaderShowFloatingSection.floatingSectionOnTop",  # the demo's toolbar
         )
         assert covered, "the floating toolbar should cover the first attachment before pobatch acts"
         outcome = job.process(PoTaskPayload("100001"))

@@ -36,6 +36,18 @@ def test_extends_replaces_a_list_or_adds_to_it() -> None:
     assert site.po_markers == COUPA.po_markers and site.supplier_selectors == COUPA.supplier_selectors
 
 
+def test_a_retired_key_is_named_once_and_changes_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    """overlay_selectors once described floating bars; clicks inside the page made it pointless. A site
+    file copied from an older coupa.toml must still run, and be told which line to remove."""
+    text = 'extends = "coupa"\n[errors]\noverlay_selectors = [".floating"]\n'
+    with caplog.at_level("WARNING", logger="pobatch.core.sites.site_file"):
+        site = parse_site_text(text, "old.toml", get_site)
+    assert site == dataclasses.replace(COUPA, source="old.toml")
+    assert [r.getMessage() for r in caplog.records] == [
+        "site file old.toml, line 3: errors.overlay_selectors: no longer used (attachments are clicked inside "
+        "the page, which no floating bar can cover); remove the line"]
+
+
 def test_a_portal_from_scratch_needs_its_identity_and_attachments() -> None:
     text = ('name = "other"\n[urls]\npo_path = "/po/{id}"\n[identity]\npo_number_selectors = [".po-no"]\n'
             'po_markers = [".po-page"]\n[attachments]\nselectors = ["a.att"]\narea = ["#files"]\n')

@@ -41,7 +41,6 @@ class SiteDefinition:
     quiet_ms: int = 200  # the DOM must have been quiet this long before a found list is trusted
     empty_quiet_ms: int = 2000  # ... and this long before an empty list is believed
     settle_timeout_s: float = 20.0  # bound on waiting for the attachment area to settle
-    overlay_selectors: tuple[str, ...] = ()  # floating bars that can cover links
     id_prefixes: tuple[str, ...] = ("PO", "PM")
     default_base_url: str = ""
     sso_leaves_host: bool = True  # leaving the portal's host means an identity provider wants a login
@@ -117,6 +116,6 @@ class SiteDefinition:
         out = {f: getattr(self, f) for f in (
             "login_selectors", "po_number_selectors", "po_markers", "requisition_number_selectors",
             "requisition_markers", "supplier_selectors", "attachment_selectors", "attachment_area_selectors",
-            "loading_selectors", "loaded_selectors", "error_selectors", "overlay_selectors")}
+            "loading_selectors", "loaded_selectors", "error_selectors")}
         out["requisition_selector"] = (self.requisition_selector,) if self.requisition_selector else ()
         return out

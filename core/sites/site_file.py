@@ -8,6 +8,7 @@ its line, because the person reading it edits the file by hand (README, "Site fi
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
 import sys
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
+
+log = logging.getLogger(__name__)
 
 
 class SiteFileError(ValueError):
@@ -69,8 +72,13 @@ SCHEMA: dict[str, dict[str, _Key]] = {
         "not_authorized_texts": _Key("not_authorized_texts", "texts"),
         "server_error_texts": _Key("server_error_texts", "texts"),
         "error_selectors": _Key("error_selectors", "selectors"),
-        "overlay_selectors": _Key("overlay_selectors", "selectors"),
     },
+}
+# Keys that once meant something and now change nothing: said once, then ignored, so an older site file
+# still runs.
+RETIRED = {
+    ("errors", "overlay_selectors"): "no longer used (attachments are clicked inside the page, which no "
+                                     "floating bar can cover); remove the line",
 }
 # What a definition written from scratch must say: without these no page can prove it is a PO page.
 REQUIRED = ("name", "po_path", "po_number_selectors", "attachment_selectors", "attachment_area_selectors")
@@ -132,6 +140,9 @@ def parse_site_text(text: str, source: str, builtins: Callable[[str], SiteDefini
 
 
 def _apply(values: dict[str, Any], section: str, key: str, raw: Any, where: "_Locator") -> None:
+    if (section, key) in RETIRED:
+        log.warning("%s", where.at(section, key, RETIRED[section, key]))
+        return
     spec = SCHEMA[section].get(key)
     if spec is None:
         known = ", ".join(sorted(SCHEMA[section]))

@@ -1,0 +1,30 @@
+"""The names of what the per-PO workflow puts on the timeline (corelib.tasks.Event.action).
+
+The run store keeps them, the console and the HTML report read them, the sign-in watch decides on
+them: one enum, so a name is spelled once. The engine's own events are corelib.tasks.PoolEvent.
+"""
+from __future__ import annotations
+
+from enum import Enum
+
+
+class PoEvent(str, Enum):
+    ATTEMPT_START = "attempt_start"  # one attempt at one PO begins (its bar in the report)
+    ATTEMPT_END = "attempt_end"  # ... and ends: outcome = the status, or "error"
+    OPEN = "open"  # a page was opened: outcome = the probe's page state
+    RATE_LIMITED = "rate_limited"  # the portal said 429: every worker pauses
+    REQUISITION_FALLBACK = "requisition_fallback"  # the PO page had no list: its requisition is read
+    ATTACHMENTS_FOUND = "attachments_found"
+    DOWNLOAD = "download"  # one attachment: outcome ok or failed
+    POPUP_OPENED = "popup_opened"
+    POPUP_CLOSED = "popup_closed"
+    PUBLISHED = "published"  # the PO's folder is in place
+    FAILURE_CAPTURED = "failure_captured"  # screenshot, HTML and console of a failed attempt
+    BROWSER_RESTART = "browser_restart"
+    RETRY_WAIT = "retry_wait"
+    RECORDING = "recording"  # an rrweb recording of one attempt (core.recorder)
+    # The single-session strategy's windows (EXPERIMENTAL/single_session):
+    WINDOW_OPEN = "window_open"
+    WINDOW_CLOSED = "window_closed"
+    LOGIN_RECHECK = "login_recheck"
+    SINGLE_SESSION_STATS = "single_session_stats"
