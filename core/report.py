@@ -17,6 +17,7 @@ import html
 import logging
 import math
 import os
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -26,6 +27,7 @@ from urllib.parse import quote
 
 from pobatch.core.artifacts import PAGE_HTML, SCREENSHOT, read_manifest
 from pobatch.core.events import PoEvent
+from pobatch.core.results import FileRecord, PoOutcome, outcome_from_data
 from pobatch.core.status import Status
 from pobatch.core.workspace import Workspace
 from pobatch.corelib.store import RunStore
@@ -130,24 +132,11 @@ class AttemptBar:
 
 
 @dataclass
-class PoRow:
-    key: str
-    status: str
-    reason: str = ""
-    error: str = ""
-    attempts: int = 0
-    supplier: str = ""
-    folder: str = ""
-    po_url: str = ""
-    files: list[dict[str, Any]] = field(default_factory=list)
-
-
-@dataclass
 class ReportData:
     run_id: str
     run: dict[str, Any]
     out_dir: Path
-    rows: list[PoRow]
+    rows: list[PoOutcome]  # one per PO of the run, as the run store holds it
     bars: list[AttemptBar]
     markers: list[Event]
     events: list[Event]
@@ -186,21 +175,27 @@ def load_report_data(store: RunStore, run_id: str, out_dir: Path) -> ReportData:
     markers = [e for e in events if e.action in MARKER_ACTIONS]
     counts: dict[str, int] = {}
     for r in rows:
-        counts[r.status] = counts.get(r.status, 0) + 1
+        counts[r.status.value] = counts.get(r.status.value, 0) + 1
     return ReportData(run_id, run, Path(out_dir), rows, bars, markers, events, counts)
 
 
-def _po_row(key: str, task: dict[str, Any] | None, result: dict[str, Any] | None, run_id: str) -> PoRow:
+_FILE_FIELDS = {f.name for f in dataclasses.fields(FileRecord)}
+
+
+def _po_row(key: str, task: dict[str, Any] | None, result: dict[str, Any] | None, run_id: str) -> PoOutcome:
+    """The PO as the run store holds it: its row if this run last wrote it, else this run's last result."""
     if task and task.get("run_id") == run_id:
         data = task.get("data") or {}
-        return PoRow(key=key, status=task["status"], reason=task.get("reason") or data.get("reason", "") or "",
-                     error=task.get("error") or data.get("error_message", "") or "",
-                     attempts=int(task.get("attempts") or 0), supplier=str(data.get("supplier", "") or ""),
-                     folder=str(data.get("download_folder", "") or ""), po_url=str(data.get("po_url", "") or ""),
-                     files=[f for f in data.get("files", []) if isinstance(f, dict)])
+        # A row written by hand or by an older pobatch may lack a file's fields: shown with what it has.
+        files = [{"name": "", "size": 0, "sha256": "", **{k: v for k, v in f.items() if k in _FILE_FIELDS}}
+                 for f in data.get("files", []) if isinstance(f, dict)]
+        row = outcome_from_data({**data, "po_number": key, "files": files})
+        return dataclasses.replace(row, status=Status(task["status"]), reason=task.get("reason") or row.reason,
+                                   error_message=task.get("error") or row.error_message,
+                                   attempts=int(task.get("attempts") or 0))
     r = result or {}
-    return PoRow(key=key, status=r.get("status") or Status.PENDING.value, reason=r.get("reason") or "",
-                 error=r.get("error") or "", attempts=int(r.get("attempt") or 0))
+    return PoOutcome(po_number=key, status=Status(r.get("status") or Status.PENDING.value), reason=r.get("reason") or "",
+                     error_message=r.get("error") or "", attempts=int(r.get("attempt") or 0))
 
 
 def _natural(key: str) -> list[Any]:
@@ -360,18 +355,18 @@ def _table_html(data: ReportData, report_dir: Path) -> str:
             "<th>Folder</th><th>Error</th><th>Failed attempts, recordings</th></tr>")
     body = []
     for r in data.rows:
-        files = "".join(f"<li>{_e(f.get('name', ''))} <span class=\"muted\">{_size(f.get('size'))}"
-                        f"{' (requisition)' if f.get('source') == 'requisition' else ''}</span></li>"
+        files = "".join(f"<li>{_e(f.name)} <span class=\"muted\">{_size(f.size)}"
+                        f"{' (requisition)' if f.source == 'requisition' else ''}</span></li>"
                         for f in r.files)
         folder = ""
-        if r.folder:
-            folder = (f"<a href=\"{_e(_href(Path(r.folder), report_dir, is_dir=True))}\" target=\"_blank\">"
-                      f"{_e(Path(r.folder).name)}</a>")
-        po = _e(r.key)
+        if r.download_folder:
+            folder = (f"<a href=\"{_e(_href(Path(r.download_folder), report_dir, is_dir=True))}\" target=\"_blank\">"
+                      f"{_e(Path(r.download_folder).name)}</a>")
+        po = _e(r.po_number)
         if r.po_url.startswith(("http://", "https://")):
             po = f"<a href=\"{_e(r.po_url)}\" target=\"_blank\" rel=\"noreferrer\">{po}</a>"
         fails = []
-        for b in bars_by_key.get(r.key, []):
+        for b in bars_by_key.get(r.po_number, []):
             if not b.failed:
                 continue
             if b.artifacts is None:
@@ -384,16 +379,16 @@ def _table_html(data: ReportData, report_dir: Path) -> str:
                     links.append(f"<a class=\"small\" href=\"{_e(_href(b.artifacts / name, report_dir))}\" "
                                  f"target=\"_blank\">{label}</a>")
             fails.append("<span class=\"fail\">" + " ".join(links) + "</span>")
-        recorded = [b.attempt for b in bars_by_key.get(r.key, []) if b.recorded]
+        recorded = [b.attempt for b in bars_by_key.get(r.po_number, []) if b.recorded]
         if recorded:
-            fails.append(f"<span class=\"muted\" title=\"pobatch replay {_e(data.run_id)} {_e(r.key)}\">"
+            fails.append(f"<span class=\"muted\" title=\"pobatch replay {_e(data.run_id)} {_e(r.po_number)}\">"
                          f"recorded: a{', a'.join(str(a) for a in recorded)}</span>")
         body.append(
-            f"<tr data-status=\"{_e(r.status)}\"><td>{po}</td>"
-            f"<td><span class=\"badge\" style=\"background:{_colour(r.status)}\">{_e(r.status)}</span></td>"
+            f"<tr data-status=\"{_e(r.status.value)}\"><td>{po}</td>"
+            f"<td><span class=\"badge\" style=\"background:{_colour(r.status.value)}\">{_e(r.status.value)}</span></td>"
             f"<td>{_e(r.reason)}</td><td class=\"num\">{r.attempts}</td><td>{_e(r.supplier)}</td>"
             f"<td>{'<ul>' + files + '</ul>' if files else ''}</td><td>{folder}</td>"
-            f"<td class=\"error\">{_e(r.error)}</td><td>{'<br>'.join(fails)}</td></tr>")
+            f"<td class=\"error\">{_e(r.error_message)}</td><td>{'<br>'.join(fails)}</td></tr>")
     return f"<table id=\"pos\"><thead>{head}</thead><tbody>{''.join(body)}</tbody></table>"
 
 

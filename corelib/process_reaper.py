@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Literal
 
 import psutil
 
@@ -315,21 +315,28 @@ def _lock_owner(user_data_dir: str | os.PathLike) -> tuple[str, int] | None:
     return host, int(pid_text)
 
 
+def _lock_holder(user_data_dir: str | os.PathLike) -> psutil.Process | Literal["elsewhere"] | None:
+    """The live process SingletonLock names on this host, "elsewhere" for a lock taken on another host
+    (a profile on a shared drive), or None: no lock, or its process is gone."""
+    owner = _lock_owner(user_data_dir)
+    if owner is None:
+        return None
+    host, pid = owner
+    if host != socket.gethostname():
+        return "elsewhere"
+    try:
+        proc = psutil.Process(pid)
+        return None if _is_gone(proc) else proc
+    except psutil.Error:
+        return None
+
+
 def _lock_held_by_live_process(user_data_dir: str | os.PathLike) -> bool:
     """True unless SingletonLock is absent or names a dead process on this host.
 
-    A lock from another host (a profile on a shared drive) counts as held: not ours to judge.
+    A lock from another host counts as held: not ours to judge.
     """
-    owner = _lock_owner(user_data_dir)
-    if owner is None:
-        return False
-    host, pid = owner
-    if host != socket.gethostname():
-        return True
-    try:
-        return not _is_gone(psutil.Process(pid))
-    except psutil.Error:
-        return False
+    return _lock_holder(user_data_dir) is not None
 
 
 def _remove_singletons(user_data_dir: str | os.PathLike) -> None:
@@ -397,20 +404,12 @@ def kill_browser_tree(user_data_dir: str | Path, timeout: float = 5.0, *, owned:
 
 def _lock_process(user_data_dir: str | os.PathLike) -> psutil.Process | None:
     """The live browser that SingletonLock names, if it is on this host (POSIX)."""
-    owner = _lock_owner(user_data_dir)
-    if owner is None:
-        return None
-    host, pid = owner
-    if host != socket.gethostname():
+    proc = _lock_holder(user_data_dir)
+    if not isinstance(proc, psutil.Process):
         return None
     try:
-        proc = psutil.Process(pid)
-        if _is_gone(proc):
-            return None
         # A stale lock whose pid was reused by an unrelated program is not a browser.
-        if not _is_browser_name(_process_name(proc.name(), proc.cmdline())):
-            return None
-        return proc
+        return proc if _is_browser_name(_process_name(proc.name(), proc.cmdline())) else None
     except psutil.Error:
         return None
 

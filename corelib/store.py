@@ -74,15 +74,18 @@ class RunStore:
             "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
         )
 
+    def _insert(self, table: str, replace: bool = False, **row: Any) -> None:
+        """One row; the column names are this module's own, never a caller's text."""
+        verb = "INSERT OR REPLACE" if replace else "INSERT"
+        self._db.execute(f"{verb} INTO {table}({', '.join(row)}) VALUES ({','.join('?' * len(row))})",
+                         tuple(row.values()))
+
     # -- runs -----------------------------------------------------------------------------------
     def begin_run(self, mode: str, args: dict[str, Any] | None = None) -> str:
         run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
         now = time.time()
-        self._db.execute(
-            "INSERT INTO runs(run_id, started, mode, status, pid, host, args, last_seen) VALUES (?,?,?,?,?,?,?,?)",
-            (run_id, now, mode, "RUNNING", os.getpid(), socket.gethostname(), json.dumps(args or {}, default=str),
-             now),
-        )
+        self._insert("runs", run_id=run_id, started=now, mode=mode, status="RUNNING", pid=os.getpid(),
+                     host=socket.gethostname(), args=json.dumps(args or {}, default=str), last_seen=now)
         return run_id
 
     def finish_run(self, run_id: str, status: str) -> None:
@@ -170,11 +173,8 @@ class RunStore:
     # -- attempts and events ---------------------------------------------------------------------
     def record_attempt(self, run_id: str, key: str, attempt: int, worker_id: str, started: float,
                        finished: float, status: str, reason: str = "", error: str = "") -> None:
-        self._db.execute(
-            "INSERT INTO attempts(run_id, key, attempt, worker_id, started, finished, status, reason, error) "
-            "VALUES (?,?,?,?,?,?,?,?,?)",
-            (run_id, key, attempt, worker_id, started, finished, status, reason, error),
-        )
+        self._insert("attempts", run_id=run_id, key=key, attempt=attempt, worker_id=worker_id, started=started,
+                     finished=finished, status=status, reason=reason, error=error)
 
     def attempts(self, run_id: str) -> list[dict[str, Any]]:
         return [dict(r) for r in self._db.execute(
@@ -203,11 +203,8 @@ class RunStore:
                         finished: float | None, outcome: str = "", detail: str = "") -> None:
         """One attempt at one task on one worker, from start to end (finished None: it never ended)."""
         duration = None if finished is None else max(0.0, finished - started)
-        self._db.execute(
-            "INSERT OR REPLACE INTO activities(run_id, key, attempt, worker_id, started, finished, duration, "
-            "outcome, detail) VALUES (?,?,?,?,?,?,?,?,?)",
-            (run_id, key, attempt, worker_id, started, finished, duration, outcome, detail),
-        )
+        self._insert("activities", replace=True, run_id=run_id, key=key, attempt=attempt, worker_id=worker_id,
+                     started=started, finished=finished, duration=duration, outcome=outcome, detail=detail)
 
     def activities(self, run_id: str) -> list[dict[str, Any]]:
         return [dict(r) for r in self._db.execute(
@@ -217,12 +214,9 @@ class RunStore:
                          first_ts: float | None, last_ts: float | None, worker_id: str = "") -> None:
         """A session recording of one attempt: any JSON value, stored compressed (it is mostly DOM text)."""
         raw = json.dumps(events, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-        self._db.execute(
-            "INSERT OR REPLACE INTO recordings(run_id, key, attempt, worker_id, events, encoding, bytes, count, "
-            "first_ts, last_ts) VALUES (?,?,?,?,?,?,?,?,?,?)",
-            (run_id, key, attempt, worker_id, zlib.compress(raw, 6), "zlib+json", len(raw), count, first_ts,
-             last_ts),
-        )
+        self._insert("recordings", replace=True, run_id=run_id, key=key, attempt=attempt, worker_id=worker_id,
+                     events=zlib.compress(raw, 6), encoding="zlib+json", bytes=len(raw), count=count,
+                     first_ts=first_ts, last_ts=last_ts)
 
     def recordings(self, run_id: str, key: str | None = None) -> list[dict[str, Any]]:
         """What was recorded (without the events themselves), in attempt order."""

@@ -71,11 +71,16 @@ def _layout(title: str, body: str, toolbar: bool = False) -> str:
         '<button type="button" class="button">Close Order</button></div>'
         if toolbar else ""
     )
+    return html_document(title, _STYLE, bar + '<header class="top_nav">coupa <span class="demo_badge">(pobatch demo '
+                         'portal)</span></header>\n', "<main>", body)
+
+
+def html_document(title: str, style: str, top: str, main_tag: str, body: str) -> str:
+    """The page around a body, the same for every markup: what differs is passed in."""
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        f"<title>{escape(title)}</title><style>{_STYLE}</style></head>\n<body>\n{bar}"
-        '<header class="top_nav">coupa <span class="demo_badge">(pobatch demo portal)</span></header>\n'
-        f"<main>\n{body}\n</main>\n</body></html>\n"
+        f"<title>{escape(title)}</title><style>{style}</style></head>\n<body>\n{top}"
+        f"{main_tag}\n{body}\n</main>\n</body></html>\n"
     )
 
 

@@ -91,21 +91,17 @@ class _Server(ThreadingHTTPServer):
         log.debug("demo portal: error while serving %s", client_address, exc_info=True)
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _TrackedHandler(BaseHTTPRequestHandler):
+    """Every connection is known to the portal while it is open, so stop() can close the idle
+    keep-alive ones instead of waiting out their timeout."""
+
     protocol_version = "HTTP/1.1"
-    server_version = "DemoCoupa/1.0"
     timeout = 120  # an idle keep-alive connection is closed after this
     server: _Server
 
-    # -- plumbing ---------------------------------------------------------------------------------
     @property
     def portal(self) -> "DemoPortal":
         return self.server.portal
-
-    @property
-    def pages(self) -> ModuleType:
-        """The page module of the portal's current markup (pages or variant_pages)."""
-        return _MARKUP_PAGES[self.portal.markup]
 
     def setup(self) -> None:
         super().setup()
@@ -118,6 +114,16 @@ class _Handler(BaseHTTPRequestHandler):
             pass
         finally:
             self.portal._untrack(self.connection)
+
+
+class _Handler(_TrackedHandler):
+    server_version = "DemoCoupa/1.0"
+
+    # -- plumbing ---------------------------------------------------------------------------------
+    @property
+    def pages(self) -> ModuleType:
+        """The page module of the portal's current markup (pages or variant_pages)."""
+        return _MARKUP_PAGES[self.portal.markup]
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         log.debug("demo portal %s: %s", self.address_string(), format % args)
@@ -410,31 +416,16 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(404, json.dumps({"error": "unknown demo endpoint"}), "application/json")
 
 
-class _SsoHandler(BaseHTTPRequestHandler):
+class _SsoHandler(_TrackedHandler):
     """The identity provider's host: every GET answers its "Continue to sign in" interstitial."""
 
-    protocol_version = "HTTP/1.1"
     server_version = "DemoIdP/1.0"
-    timeout = 120
-    server: _Server
-
-    def setup(self) -> None:
-        super().setup()
-        self.server.portal._track(self.connection)
-
-    def finish(self) -> None:
-        try:
-            super().finish()
-        except OSError:
-            pass
-        finally:
-            self.server.portal._untrack(self.connection)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         log.debug("demo identity provider %s: %s", self.address_string(), format % args)
 
     def do_GET(self) -> None:
-        portal = self.server.portal
+        portal = self.portal
         favicon = urlsplit(self.path).path == "/favicon.ico"  # a browser asks every new origin for one
         if not favicon:
             with portal._lock:
@@ -651,8 +642,7 @@ class DemoPortal:
             return dict(self._attachment_requests)
 
     def page_hits(self, po_id: str) -> int:
-        with self._lock:
-            return self._page_hits.get(po_id, 0)
+        return self._count(self._page_hits, po_id)
 
     def stalls_in_flight(self) -> int:
         """Responses being held by a stall fault right now."""
@@ -660,23 +650,24 @@ class DemoPortal:
             return self._stalls_in_flight
 
     def requisition_hits(self, rid: str) -> int:
-        with self._lock:
-            return self._requisition_hits.get(rid, 0)
+        return self._count(self._requisition_hits, rid)
 
     def attachment_list_hits(self, po_id: str) -> int:
         """Requests for the JSON attachment list of a delayed PO page (not counted as page hits)."""
-        with self._lock:
-            return self._list_hits.get(po_id, 0)
+        return self._count(self._list_hits, po_id)
 
     def redirects_to(self, po_id: str) -> int:
         """redirect_other_po answers sent to this PO's page (each arrival counts in its page hits too)."""
-        with self._lock:
-            return self._redirects.get(po_id, 0)
+        return self._count(self._redirects, po_id)
 
     def sso_hits(self) -> int:
         """Pages the identity provider's host answered (its favicon not counted)."""
         with self._lock:
             return self._sso_hits
+
+    def _count(self, table: dict[str, int], key: str) -> int:
+        with self._lock:
+            return table.get(key, 0)
 
     def expected_sha256(self, po_id: str) -> dict[str, str]:
         return self.scenario.expected_sha256(po_id)

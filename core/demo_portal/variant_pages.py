@@ -23,7 +23,7 @@ from html import escape
 from typing import Iterable
 from urllib.parse import quote
 
-from pobatch.core.demo_portal.pages import DelayedList, delayed_list_script
+from pobatch.core.demo_portal.pages import DelayedList, delayed_list_script, html_document
 from pobatch.core.demo_portal.scenario import AttachmentEntry, PoSpec, RequisitionSpec
 
 # The texts of this markup's error pages (data/variant_site.toml lists them).
@@ -75,12 +75,8 @@ def _layout(title: str, body: str, kind: str = "", bar: bool = False) -> str:
            '<button type="button" class="act">Print</button><button type="button" class="act">Receive</button>'
            '<button type="button" class="act">Amend</button></nav>\n' if bar else "")
     kind_attr = f' data-doc-kind="{kind}"' if kind else ""
-    return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        f"<title>{escape(title)}</title><style>{_STYLE}</style></head>\n<body>\n{nav}"
-        '<header class="app-bar">procure <span class="demo-tag">(pobatch demo portal, variant markup)</span></header>\n'
-        f'<main class="record"{kind_attr}>\n{body}\n</main>\n</body></html>\n'
-    )
+    return html_document(title, _STYLE, nav + '<header class="app-bar">procure <span class="demo-tag">(pobatch demo '
+                         'portal, variant markup)</span></header>\n', f'<main class="record"{kind_attr}>', body)
 
 
 def login_page(return_to: str, error: str = "") -> str:
