@@ -62,7 +62,7 @@ from pobatch.corelib.safe_paths import contained, fit_in_path, name_from_page, s
 from pobatch.corelib.tasks import Event
 from pobatch.corelib.throttle import SharedThrottle, parse_retry_after
 from pobatch.corelib.tree_removal import remove_tree
-from pobatch.corelib.watchdog import Watchdog, quiet_dead_driver
+from pobatch.corelib.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 
@@ -210,26 +210,23 @@ class PoJob:
         emit: Callable[[Event], None] | None = None,
         worker_id: str = "main",
         site: SiteDefinition | None = None,
-        sleep: Callable[[float], None] = time.sleep,
         sink: DownloadSink | None = None,
     ) -> None:
-        if sink is None and not session.spec.download_dir:
+        if sink is None and session.download_dir is None:
             raise ValueError("PoJob needs a browser started with its own download_dir, or a download sink")
         self.session = session
         # A local browser: its own download events, files spooled under their GUIDs in its download
         # folder. A Grid node's folder otherwise: emptied after every download, so every file belongs
         # to one click.
-        self.sink: DownloadSink | EventDownloadSink = sink or EventDownloadSink(
-            lambda: session.driver, Path(session.spec.download_dir))
+        self.sink: DownloadSink | EventDownloadSink = sink or EventDownloadSink(session, session.download_dir)
         self.config = config
         self.site = site or resolve_site(config.site, config.site_file or None)
         self._emit = emit or (lambda e: None)
         self.worker_id = worker_id
-        self._sleep = sleep
         self._probe_cfg = self.site.page_probe_config(config.base_url)
         self._expects: dict[str, dict[str, Any]] = {}  # URL -> what its page must prove
         self._selectors_checked = False
-        self.throttle = SharedThrottle(config.workspace.throttle_path, sleep=sleep)
+        self.throttle = SharedThrottle(config.workspace.throttle_path)
         self._po = ""
         self._attempt_no = 0
         self._captured: dict[str, Any] | None = None  # taken from a timed-out attempt's browser before the kill
@@ -282,7 +279,7 @@ class PoJob:
                     delay = policy.delay(attempt, jitter_rng(payload.po_number, attempt))
                     delay = max(delay, getattr(exc, "retry_after", 0.0))
                     self.event(PoEvent.RETRY_WAIT, detail=f"{delay:.1f}s")
-                    self._sleep(delay)
+                    time.sleep(delay)
                     continue
                 if isinstance(exc, _Partial):
                     status, parts = Status.PARTIAL, dict(exc.parts, reason=exc.parts.get("reason") or exc.reason)
@@ -306,6 +303,7 @@ class PoJob:
 
     # -- one attempt ------------------------------------------------------------------------------
     def _attempt(self, payload: PoTaskPayload, attempt: int) -> PoOutcome:
+        self.session.start()
         self.sink.clear()
         driver = self.session.driver
         drain_console(driver)  # the console log of a failure is then this attempt's own
@@ -409,6 +407,7 @@ class PoJob:
 
     def look(self, url: str, expect: dict[str, Any] | None) -> PageProbe:
         """Open a page and say what it shows, acting on nothing (pobatch check)."""
+        self.session.start()
         driver = self.session.driver
         driver.get(url)
         probe = self._wait_state(driver, expect)
@@ -761,6 +760,7 @@ class PoJob:
                 if isinstance(exc, (DownloadTimeout, DownloadStalled)):
                     self.event(PoEvent.BROWSER_RESTART, detail="clear in-flight downloads")
                     self.session.restart()
+                self.session.start()
                 self.sink.clear()
                 driver = self.session.driver
                 self._open(driver, url)
@@ -923,11 +923,9 @@ class PoJob:
         )
 
     def _capture_then_abort(self, po: str, attempt: int, started: float) -> None:
-        """The watchdog's lever: what the browser shows first (within a short deadline), then the kill,
-        with the killed driver's retries silenced."""
+        """The watchdog's lever: what the browser shows first (within a short deadline), then the kill."""
         self._captured = capture_before_kill(
             self.session, self.config.workspace.artifacts(self.config.run_id, po, attempt), started=started)
-        quiet_dead_driver(self.session.driver if self.session.started else None)
         self.session.abort()
 
     def _capture_failure(self, po: str, attempt: int, exc: BaseException, reason: str, started: float) -> None:

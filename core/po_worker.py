@@ -15,7 +15,9 @@ from typing import Any, Callable
 from pobatch.core.po_job import JobConfig, PoJob, PoTaskPayload
 from pobatch.core.results import outcome_to_result
 from pobatch.corelib.browser import BrowserSpec
-from pobatch.corelib.browser_session import BrowserSession, RemoteBrowserSession
+from pobatch.corelib.browser_session import BrowserSession
+from pobatch.corelib.local_session import LocalBrowserSession
+from pobatch.corelib.remote_session import RemoteBrowserSession
 from pobatch.corelib.tree_removal import remove_tree
 from pobatch.corelib.download_sink import DownloadSink, GridDownloadSink
 from pobatch.corelib.grid import GridSpec
@@ -38,7 +40,7 @@ class WorkerConfig:
 
 
 class PoHandler:
-    def __init__(self, session: BrowserSession | RemoteBrowserSession, job: JobConfig,
+    def __init__(self, session: BrowserSession, job: JobConfig,
                  emit: Callable[[Event], None], worker_id: str, on_close: Callable[[], None] | None = None,
                  sink: DownloadSink | None = None) -> None:
         self.session = session
@@ -52,12 +54,8 @@ class PoHandler:
         return outcome_to_result(outcome, self.worker_id)
 
     def abort(self) -> None:
-        """The pool's last resort for a task past its time: kill the browser, without a retry line per
-        command the blocked driver still sends."""
-        from pobatch.corelib.watchdog import quiet_dead_driver
-
-        if getattr(self.session, "started", False) and isinstance(self.session, BrowserSession):
-            quiet_dead_driver(self.session.driver)
+        """The pool's last resort for a task past its time: kill the browser (its session silences the
+        retries the blocked driver would still log)."""
         self.session.abort()
 
     def close(self) -> None:
@@ -66,9 +64,9 @@ class PoHandler:
         finally:
             try:
                 # The browser's own download folder: emptied after every PO, pointless once it is gone.
-                download_dir = getattr(self.session.spec, "download_dir", None)
-                if download_dir:
-                    remove_tree(Path(download_dir))
+                download_dir = self.session.download_dir
+                if download_dir is not None:
+                    remove_tree(download_dir)
             finally:
                 if self._on_close:
                     self._on_close()
@@ -92,16 +90,16 @@ def make_handler(ctx: Any, config: dict[str, Any]) -> PoHandler:
     # run's sweep knows this worker for an orphan.
     manager = ProfileManager(cfg.base_profile, cfg.run_id, work_root=cfg.profiles_root,
                              run_owner_pid=parent.pid if parent is not None else None)
-    session: BrowserSession | None = None
+    session: LocalBrowserSession | None = None
     try:
         clone = manager.clone(f"{ctx.worker_id}")
         download_dir = incoming_dir(cfg.job, ctx.worker_id)
         ctx.note(profile_dir=str(clone), download_dir=str(download_dir))
         spec = dataclasses.replace(cfg.browser, user_data_dir=str(clone), download_dir=str(download_dir))
-        session = BrowserSession(spec)
+        session = LocalBrowserSession(spec)
         handler = PoHandler(session, cfg.job, ctx.emit, ctx.worker_id, on_close=manager.cleanup)
         # Start the browser now: a worker is ready when its browser is, and a start failure shows at once.
-        session.driver
+        session.start()
     except BaseException:
         # A worker that cannot start (or is stopped while starting) leaves no browser and no clone.
         try:
@@ -128,8 +126,8 @@ def make_grid_handler(ctx: Any, config: dict[str, Any]) -> PoHandler:
         apply_cookies(driver, base_url, cookies)
 
     session = RemoteBrowserSession(cfg.browser, grid, on_start=on_start)
-    handler = PoHandler(session, cfg.job, ctx.emit, ctx.worker_id, sink=GridDownloadSink(lambda: session.driver))
-    session.driver  # ready when its session is; a Grid that cannot start one shows at once
+    handler = PoHandler(session, cfg.job, ctx.emit, ctx.worker_id, sink=GridDownloadSink(session))
+    session.start()  # ready when its session is; a Grid that cannot start one shows at once
     return handler
 
 
@@ -144,4 +142,4 @@ def sequential_handler(cfg: WorkerConfig, emit: Callable[[Event], None]) -> PoHa
     manager = ProfileManager(cfg.base_profile, cfg.run_id, work_root=cfg.profiles_root)
     clone = manager.clone("main")
     spec = dataclasses.replace(cfg.browser, user_data_dir=str(clone), download_dir=str(incoming_dir(cfg.job, "main")))
-    return PoHandler(BrowserSession(spec), cfg.job, emit, "main", on_close=manager.cleanup)
+    return PoHandler(LocalBrowserSession(spec), cfg.job, emit, "main", on_close=manager.cleanup)

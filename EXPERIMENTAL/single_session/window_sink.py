@@ -31,4 +31,4 @@ def window_download_sink(session: "WindowSession") -> EventDownloadSink:
         router, handle = browser.router, session.handle
         return router is not None and bool(handle) and router.owns(handle)(d)
 
-    return EventDownloadSink(lambda: session.driver, browser.spool, owns=owns, tracker_of=tracker)
+    return EventDownloadSink(session, browser.spool, owns=owns, tracker_of=tracker)
