@@ -23,8 +23,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from pobatch.corelib.browser import BrowserSpec
-from pobatch.corelib.local_session import LocalBrowserSession
 from pobatch.corelib.errors import TransientError
+from pobatch.corelib.local_session import LocalBrowserSession
 from pobatch.corelib.profile_manager import ProfileManager
 
 log = logging.getLogger(__name__)

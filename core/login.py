@@ -15,8 +15,8 @@ from pobatch.core.profiles import refuse_profile_in_use, resolve_base_profile, s
 from pobatch.core.sign_in import SIGN_IN_TIMEOUT, SignInOutcome, SignInRequest, sign_in
 from pobatch.core.sites.demo import DEMO_EMAIL, DEMO_PASSWORD
 from pobatch.corelib.browser import BrowserSpec
-from pobatch.corelib.local_session import LocalBrowserSession
 from pobatch.corelib.errors import FatalError
+from pobatch.corelib.local_session import LocalBrowserSession
 
 log = logging.getLogger(__name__)
 

@@ -8,20 +8,23 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import multiprocessing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from pobatch.core.grid_login import apply_cookies
 from pobatch.core.po_job import JobConfig, PoJob, PoTaskPayload
 from pobatch.core.results import outcome_to_result
 from pobatch.corelib.browser import BrowserSpec
 from pobatch.corelib.browser_session import BrowserSession
-from pobatch.corelib.local_session import LocalBrowserSession
-from pobatch.corelib.remote_session import RemoteBrowserSession
-from pobatch.corelib.tree_removal import remove_tree
 from pobatch.corelib.download_sink import DownloadSink, GridDownloadSink
 from pobatch.corelib.grid import GridSpec
+from pobatch.corelib.local_session import LocalBrowserSession
+from pobatch.corelib.profile_manager import ProfileManager, profile_in_use_warning
+from pobatch.corelib.remote_session import RemoteBrowserSession
 from pobatch.corelib.tasks import Event, Task, TaskResult
+from pobatch.corelib.tree_removal import remove_tree
 
 log = logging.getLogger(__name__)
 
@@ -40,17 +43,17 @@ class WorkerConfig:
 
 
 class PoHandler:
-    def __init__(self, session: BrowserSession, job: JobConfig,
+    def __init__(self, session: BrowserSession, job_config: JobConfig,
                  emit: Callable[[Event], None], worker_id: str, on_close: Callable[[], None] | None = None,
                  sink: DownloadSink | None = None) -> None:
         self.session = session
-        self.job = PoJob(session, job, emit=emit, worker_id=worker_id, sink=sink)
+        self.po_job = PoJob(session, job_config, emit=emit, worker_id=worker_id, sink=sink)
         self.worker_id = worker_id
         self._on_close = on_close
 
     def run(self, task: Task) -> TaskResult:
         payload = PoTaskPayload.from_dict(task.payload)
-        outcome = self.job.process(payload, prior_attempts=task.prior_attempts)
+        outcome = self.po_job.process(payload, prior_attempts=task.prior_attempts)
         return outcome_to_result(outcome, self.worker_id)
 
     def abort(self) -> None:
@@ -72,18 +75,14 @@ class PoHandler:
                     self._on_close()
 
 
-def incoming_dir(job: JobConfig, worker_id: str) -> Path:
+def incoming_dir(job_config: JobConfig, worker_id: str) -> Path:
     """Each browser's own download folder, fixed for its life: files land there under their download
     GUIDs and are moved out as soon as they finish (docs/design.md, "Downloads in Chromium")."""
-    return job.workspace.incoming(worker_id)
+    return job_config.workspace.incoming(worker_id)
 
 
 def make_handler(ctx: Any, config: dict[str, Any]) -> PoHandler:
     """WorkerSpec factory: clone the base profile, note it for crash cleanup, start the browser."""
-    import multiprocessing
-
-    from pobatch.corelib.profile_manager import ProfileManager
-
     cfg: WorkerConfig = config["worker"]
     parent = multiprocessing.parent_process()
     # The run lives and dies with the app that started this worker: if the app is killed, the next
@@ -113,8 +112,6 @@ def make_handler(ctx: Any, config: dict[str, Any]) -> PoHandler:
 
 def make_grid_handler(ctx: Any, config: dict[str, Any]) -> PoHandler:
     """WorkerSpec factory for grid mode: a remote session that gets the login cookies at every start."""
-    from pobatch.core.grid_login import apply_cookies
-
     cfg: WorkerConfig = config["worker"]
     assert cfg.grid is not None
     grid, cookies, base_url = cfg.grid, [dict(c) for c in cfg.cookies], cfg.job.base_url
@@ -134,8 +131,6 @@ def make_grid_handler(ctx: Any, config: dict[str, Any]) -> PoHandler:
 def sequential_handler(cfg: WorkerConfig, emit: Callable[[Event], None]) -> PoHandler:
     """The in-process handler. It works on a clone of the base profile, like a pool worker: a crash
     then leaves nothing on the user's own profile, and the next run's sweep finds what it left."""
-    from pobatch.corelib.profile_manager import ProfileManager, profile_in_use_warning
-
     warning = profile_in_use_warning(cfg.base_profile)
     if warning:
         log.warning(warning)

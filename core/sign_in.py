@@ -26,8 +26,8 @@ from pobatch.core.profiles import profile_location, refuse_profile_in_use, resol
 from pobatch.core.sites import get_site
 from pobatch.core.sites.definition import SiteDefinition
 from pobatch.corelib.browser import BrowserSpec
-from pobatch.corelib.local_session import LocalBrowserSession
 from pobatch.corelib.errors import FatalError
+from pobatch.corelib.local_session import LocalBrowserSession
 from pobatch.corelib.polling import Backoff
 
 log = logging.getLogger(__name__)

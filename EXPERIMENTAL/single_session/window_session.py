@@ -13,9 +13,9 @@ from typing import Callable
 
 from pobatch.core.events import PoEvent
 from pobatch.corelib.browser_session import SessionLifecycle
-from pobatch.corelib.tree_removal import remove_tree
-from pobatch.corelib.tasks import Event
 from pobatch.corelib.devtools import DevToolsError
+from pobatch.corelib.tasks import Event
+from pobatch.corelib.tree_removal import remove_tree
 from pobatch.experimental.single_session.shared_browser import BrowserGone, SharedBrowser
 from pobatch.experimental.single_session.window_driver import WindowDriver
 
