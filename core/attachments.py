@@ -10,14 +10,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from pobatch.core.events import PoEvent
 from pobatch.core.page_probes import FIND_ATTACHMENTS_JS, JS_CLICK, SUPPLIER_JS
 from pobatch.core.page_reader import PageReader
-from pobatch.core.recorder import SessionRecorder
 from pobatch.core.sites import SiteDefinition
 from pobatch.corelib.browser_session import BrowserSession
+from pobatch.corelib.download_sink import DownloadSink, EventDownloadSink
 
 if TYPE_CHECKING:
     from pobatch.core.po_job import JobConfig
@@ -93,16 +93,18 @@ def pointer_click(driver: Any, element: Any) -> str:
 
 
 class Collector:
-    """Downloads every attachment on the open page into an attempt's files folder."""
+    """Downloads every attachment on the open page into an attempt's files folder. It works on the
+    pages its PageReader opened, and tells the same timeline and recorder."""
 
-    def __init__(self, session: BrowserSession, site: SiteDefinition, config: "JobConfig", pages: PageReader,
-                 event: Callable[..., None], recorder: SessionRecorder | None = None) -> None:
+    def __init__(self, session: BrowserSession, sink: DownloadSink | EventDownloadSink, config: "JobConfig",
+                 pages: PageReader) -> None:
         self.session = session
-        self.site = site
+        self.sink = sink
         self.config = config
         self.pages = pages
-        self.event = event
-        self.recorder = recorder
+        self.site: SiteDefinition = pages.site
+        self.event = pages.event
+        self.recorder = pages.recorder
 
     def collect(self, url: str, files_dir: Path, source: str) -> PageResult:
         raise NotImplementedError

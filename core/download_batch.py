@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 from urllib.parse import urljoin
 
 from pobatch.core.attachments import (
@@ -24,18 +24,11 @@ from pobatch.core.attachments import (
 )
 from pobatch.core.events import PoEvent
 from pobatch.core.page_probes import PREPARE_CLICK_JS
-from pobatch.core.page_reader import PageReader
-from pobatch.core.recorder import SessionRecorder
-from pobatch.core.sites import SiteDefinition
-from pobatch.corelib.browser_session import BrowserSession
 from pobatch.corelib.devtools import DevToolsError
 from pobatch.corelib.download_sink import DownloadBatch, EventDownloadSink, Slot
 from pobatch.corelib.errors import LoginRequiredError, TransientError
 from pobatch.corelib.polling import Backoff
 from pobatch.corelib.safe_paths import safe_component, unique_name
-
-if TYPE_CHECKING:
-    from pobatch.core.po_job import JobConfig
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +43,7 @@ def _a_web_page(slot: Slot, item: Attachment) -> bool:
 class BatchCollector(Collector):
     """Downloads a page's attachments together, tracked by the browser's own download events."""
 
-    def __init__(self, session: BrowserSession, sink: EventDownloadSink, site: SiteDefinition, config: "JobConfig",
-                 pages: PageReader, event: Callable[..., None], recorder: SessionRecorder | None = None) -> None:
-        super().__init__(session, site, config, pages, event, recorder)
-        self.sink = sink
+    sink: EventDownloadSink
 
     def collect(self, url: str, files_dir: Path, source: str) -> PageResult:
         """Start up to `files_at_once` attachments, await them together, start the next as one ends.

@@ -9,22 +9,14 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
 
 from pobatch.core.attachments import Attachment, Collector, PageResult, PageWindow, StagedFile, pointer_click
 from pobatch.core.events import PoEvent
 from pobatch.core.page_probes import JS_CLICK, SCROLL_CENTER_JS
-from pobatch.core.page_reader import PageReader
-from pobatch.core.recorder import SessionRecorder
-from pobatch.core.sites import SiteDefinition
-from pobatch.corelib.browser_session import BrowserSession
 from pobatch.corelib.download_sink import DownloadSink
 from pobatch.corelib.downloads import DownloadStalled, DownloadTimeout
 from pobatch.corelib.errors import LoginRequiredError, TransientError
 from pobatch.corelib.safe_paths import unique_name
-
-if TYPE_CHECKING:
-    from pobatch.core.po_job import JobConfig
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +24,7 @@ log = logging.getLogger(__name__)
 class OneByOneCollector(Collector):
     """Downloads a page's attachments one click and one file at a time."""
 
-    def __init__(self, session: BrowserSession, sink: DownloadSink, site: SiteDefinition, config: "JobConfig",
-                 pages: PageReader, event: Callable[..., None], recorder: SessionRecorder | None = None) -> None:
-        super().__init__(session, site, config, pages, event, recorder)
-        self.sink = sink
+    sink: DownloadSink
 
     def collect(self, url: str, files_dir: Path, source: str) -> PageResult:
         """Download every attachment on the open page, one click and one file at a time.

@@ -118,13 +118,17 @@ class PoJob:
         site: SiteDefinition | None = None,
         sink: DownloadSink | None = None,
     ) -> None:
-        if sink is None and session.download_dir is None:
-            raise ValueError("PoJob needs a browser started with its own download_dir, or a download sink")
         self.session = session
         # A local browser: its own download events, files spooled under their GUIDs in its download
         # folder. A Grid node's folder otherwise: emptied after every download, so every file belongs
         # to one click.
-        self.sink: DownloadSink | EventDownloadSink = sink or EventDownloadSink(session, session.download_dir)
+        self.sink: DownloadSink | EventDownloadSink
+        if sink is not None:
+            self.sink = sink
+        elif session.download_dir is not None:
+            self.sink = EventDownloadSink(session, session.download_dir)
+        else:
+            raise ValueError("PoJob needs a browser started with its own download_dir, or a download sink")
         self.config = config
         self.site = site or resolve_site(config.site, config.site_file or None)
         self._emit = emit or (lambda e: None)
@@ -139,10 +143,9 @@ class PoJob:
         # Several files at once on a browser whose download events we see; one by one otherwise.
         self.collector: Collector
         if isinstance(self.sink, EventDownloadSink):
-            self.collector = BatchCollector(session, self.sink, self.site, config, self.pages, self.event, self.recorder)
+            self.collector = BatchCollector(session, self.sink, config, self.pages)
         else:
-            self.collector = OneByOneCollector(session, self.sink, self.site, config, self.pages, self.event,
-                                               self.recorder)
+            self.collector = OneByOneCollector(session, self.sink, config, self.pages)
         self.publisher = Publisher(config, self.event)
 
     # -- the attempt loop -------------------------------------------------------------------------

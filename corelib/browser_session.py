@@ -18,16 +18,16 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol
 
 import psutil
 
 TEMP_PREFIX = "pobatch-drv-"  # driver scratch folders of local browsers: pobatch-drv-<pid>-<random>
 
 
-@runtime_checkable
 class BrowserSession(Protocol):
-    """One browser the workflow drives, whatever holds it."""
+    """One browser the workflow drives, whatever holds it. Not runtime_checkable on purpose: an
+    isinstance check would read `driver`, which raises on a session that is not started."""
 
     @property
     def driver(self) -> Any:
