@@ -17,13 +17,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from pobatch.core.demo_login import prepare_demo_profile
+from pobatch.core.login import prepare_demo_profile
 from pobatch.core.demo_portal import DemoPortal
 from pobatch.core.demo_portal.scenario import generate_scenario
 from pobatch.core.page_probes import PAGE_STATE_JS, SETTLE_JS, PageProbe, PageState
 from pobatch.core.sites import get_site
 from pobatch.corelib.browser import BrowserSpec
-from pobatch.corelib.browser_session import BrowserSession
+from pobatch.corelib.local_session import LocalBrowserSession
 from pobatch.corelib.polling import Backoff
 
 
@@ -46,7 +46,7 @@ def measure(pos: int, rounds: int, work: Path) -> dict[str, float]:
         with_id: list[float] = []
         without: list[float] = []
         settle: list[float] = []
-        with BrowserSession(spec) as session:
+        with LocalBrowserSession(spec) as session:
             driver = session.driver
             for po in portal.scenario.pos:
                 expect = site.expectation("po", po.id, portal.base_url)

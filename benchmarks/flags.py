@@ -40,7 +40,7 @@ FLAG_SETS: dict[str, tuple[str, ...]] = {
 def run_one(portal, scenario, profile: Path, work: Path, flags: tuple[str, ...]) -> dict:
     from pobatch.core.po_job import JobConfig, PoJob, PoTaskPayload
     from pobatch.corelib.browser import BrowserSpec
-    from pobatch.corelib.browser_session import BrowserSession
+    from pobatch.corelib.local_session import LocalBrowserSession
 
     out = work / "out"
     spec = BrowserSpec(user_data_dir=str(profile), download_dir=str(out / "dl"), local_only=True, extra_args=flags)
@@ -49,7 +49,7 @@ def run_one(portal, scenario, profile: Path, work: Path, flags: tuple[str, ...])
     wrong = 0
     t0 = time.perf_counter()
     try:
-        with BrowserSession(spec) as session:
+        with LocalBrowserSession(spec) as session:
             job = PoJob(session, config)
             for po in scenario.pos:
                 outcome = job.process(PoTaskPayload(po.id))
@@ -66,7 +66,7 @@ def run_one(portal, scenario, profile: Path, work: Path, flags: tuple[str, ...])
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pobatch.core.demo_login import prepare_demo_profile
+    from pobatch.core.login import prepare_demo_profile
     from pobatch.core.demo_portal import DemoPortal, generate_scenario
 
     p = argparse.ArgumentParser(prog="python -m benchmarks.flags", description=__doc__.split("\n\n")[0])

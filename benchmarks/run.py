@@ -233,7 +233,7 @@ def measure_worker_start(ctx: Context, repeats: int) -> WorkerStart:
     from pobatch.core.po_job import JobConfig
     from pobatch.core.po_worker import incoming_dir
     from pobatch.corelib.browser import BrowserSpec
-    from pobatch.corelib.browser_session import BrowserSession
+    from pobatch.corelib.local_session import LocalBrowserSession
     from pobatch.corelib.profile_manager import ProfileManager
 
     clone_s, browser_s = [], []
@@ -246,10 +246,13 @@ def measure_worker_start(ctx: Context, repeats: int) -> WorkerStart:
             clone_s.append(time.perf_counter() - t0)
             spec = BrowserSpec(browser="chromium", headless=True, user_data_dir=str(clone), local_only=True,
                                download_dir=str(incoming_dir(job, "w1")))
-            with BrowserSession(spec) as session:
+            session = LocalBrowserSession(spec)  # not `with`: entering it would start the browser before t0
+            try:
                 t0 = time.perf_counter()
-                session.driver
+                session.start()
                 browser_s.append(time.perf_counter() - t0)
+            finally:
+                session.close()
         finally:
             manager.cleanup()
     shutil.rmtree(ctx.work / "out" / "start", ignore_errors=True)
@@ -258,7 +261,7 @@ def measure_worker_start(ctx: Context, repeats: int) -> WorkerStart:
 
 def measure_browser_floor(ctx: Context, repeats: int) -> dict:
     """The same POs served without latency, fetched by the lean loop: what Chromium itself needs."""
-    from pobatch.core.demo_login import prepare_demo_profile
+    from pobatch.core.login import prepare_demo_profile
     from pobatch.core.demo_portal import DemoPortal, generate_scenario
 
     s = ctx.settings
@@ -293,7 +296,7 @@ def measure_big_clone(ctx: Context) -> CloneMeasurement:
 
 # -- the whole benchmark ----------------------------------------------------------------------------
 def benchmark(settings: Settings, work: Path, quiet: QuietCheck) -> dict:
-    from pobatch.core.demo_login import prepare_demo_profile
+    from pobatch.core.login import prepare_demo_profile
     from pobatch.core.demo_portal import DemoPortal, generate_scenario
     from pobatch.corelib.autoscale import auto_workers
 

@@ -11,15 +11,15 @@ from pathlib import Path
 
 from pobatch.core.sites import get_site
 from pobatch.corelib.browser import BrowserSpec
-from pobatch.corelib.browser_session import BrowserSession
+from pobatch.corelib.local_session import LocalBrowserSession
 
 ATTACHMENT_SELECTOR = ", ".join(get_site("demo").attachment_selectors)
 
 
-def script_browser(profile_dir: Path, download_dir: Path) -> BrowserSession:
+def script_browser(profile_dir: Path, download_dir: Path) -> LocalBrowserSession:
     """A headless Chromium on a signed-in profile, downloading into download_dir."""
     download_dir.mkdir(parents=True, exist_ok=True)
-    return BrowserSession(BrowserSpec(browser="chromium", headless=True, user_data_dir=str(profile_dir),
+    return LocalBrowserSession(BrowserSpec(browser="chromium", headless=True, user_data_dir=str(profile_dir),
                                       download_dir=str(download_dir), local_only=True))
 
 

@@ -22,6 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
+from pobatch.corelib.browser_session import BrowserSession
 from pobatch.corelib.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,6 @@ MAX_CONSOLE_ENTRIES = 2000
 # ChromeDriver's BiDi mapper logs its own start into the page console: not the page's words.
 _DRIVER_NOISE = ("Launching Mapper instance",)
 
-LOGGING_PREFS = {"browser": "ALL"}  # the capability pobatch.corelib.browser sets so get_log("browser") works
 
 
 def drain_console(driver) -> None:
@@ -48,11 +48,11 @@ def drain_console(driver) -> None:
         log.debug("console log not available: %s", str(exc).splitlines()[0] if str(exc) else exc)
 
 
-def capture_failure(session, folder: Path, *, key: str, attempt: int, error: BaseException | str,
+def capture_failure(session: BrowserSession, folder: Path, *, key: str, attempt: int, error: BaseException | str,
                     reason: str = "", worker_id: str = "", started: float | None = None,
                     timeout: float = CAPTURE_TIMEOUT, captured: dict[str, Any] | None = None) -> Path | None:
     """Write what is known about a failed attempt into `folder`; returns the folder, None if even
-    that could not be written. `session` is a corelib BrowserSession (its browser may be gone).
+    that could not be written. `session`'s browser may be gone.
     `captured`: what capture_before_kill already took from the browser (it is not asked again)."""
     t0 = time.monotonic()
     manifest: dict[str, Any] = {"key": key, "attempt": attempt, "worker_id": worker_id, "reason": reason,
@@ -70,9 +70,8 @@ def capture_failure(session, folder: Path, *, key: str, attempt: int, error: Bas
         return None
     if captured is not None:
         pass  # taken before the browser was killed
-    elif getattr(session, "started", False):
-        abort: Callable[[], None] = getattr(session, "abort", lambda: None)
-        watchdog = Watchdog(timeout, abort, f"failure capture of PO {key}")
+    elif session.started:
+        watchdog = Watchdog(timeout, session.abort, f"failure capture of PO {key}")
         try:
             with watchdog:
                 _capture_browser(session.driver, folder, manifest, started)
@@ -111,7 +110,7 @@ def _html_of_mhtml(mhtml: str) -> str:
     return mhtml
 
 
-def capture_before_kill(session, folder: Path, *, started: float | None = None,
+def capture_before_kill(session: BrowserSession, folder: Path, *, started: float | None = None,
                         timeout: float = LIVE_CAPTURE_TIMEOUT) -> dict[str, Any]:
     """Screenshot, HTML and console of the page over the browser's DevTools endpoint, while WebDriver
     is blocked; at most `timeout` seconds, never raises. Returns the manifest part for capture_failure."""
@@ -120,7 +119,7 @@ def capture_before_kill(session, folder: Path, *, started: float | None = None,
     ws = None
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        driver = session.driver if getattr(session, "started", False) else None
+        driver = session.driver if session.started else None
         if driver is None:
             manifest["failed"]["browser"] = "no browser was running"
             return manifest

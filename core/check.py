@@ -131,16 +131,16 @@ class Checker:
 
     def __init__(self, handler: PoHandler, download_dir: Path | None) -> None:
         self.handler = handler
-        self.job: PoJob = handler.job
-        self.site = self.job.site
+        self.po_job: PoJob = handler.po_job
+        self.site = self.po_job.site
         self.download_dir = download_dir
 
     def check(self, po: str) -> PoCheck:
-        job, site = self.job, self.site
-        url = site.po_url(job.config.base_url, po)
+        po_job, site = self.po_job, self.site
+        url = site.po_url(po_job.config.base_url, po)
         result = PoCheck(po_number=po, url=url)
-        probe = job.look(url, site.expectation("po", site.po_id(po), job.config.base_url))
-        driver = job.session.driver
+        probe = po_job.look(url, site.expectation("po", site.po_id(po), po_job.config.base_url))
+        driver = po_job.session.driver
         result.http, result.state, result.evidence, result.identity = probe.http, probe.state, probe.evidence, \
             probe.identity
         if probe.state == PageState.LOGIN:
@@ -152,16 +152,16 @@ class Checker:
         result.html = (driver.page_source or "")[:SNAPSHOT_HTML_LIMIT]
         if self.download_dir is not None and probe.state in (PageState.READY, PageState.NOT_FOUND,
                                                              PageState.NOT_AUTHORIZED):
-            outcome = job.process(PoTaskPayload(po))
+            outcome = po_job.process(PoTaskPayload(po))
             result.downloaded = f"{outcome.status.value} {outcome.reason}".strip() + \
                 (f" -> {outcome.download_folder}" if outcome.download_folder else "")
         return result
 
     def _attachments(self, result: PoCheck, probe: PageProbe) -> None:
-        job = self.job
-        driver = job.session.driver
+        po_job = self.po_job
+        driver = po_job.session.driver
         try:
-            settle: Settle = job.await_attachments(driver, probe)
+            settle: Settle = po_job.await_attachments(driver, probe)
             shown = f"{settle.count} in view" if settle.count else f"empty and quiet for {settle.quiet_ms} ms"
             result.settled = (f"settled: area {settle.area or '(none)'}, {shown}"
                               + (f", loaded marker {settle.loaded}" if settle.loaded else ""))
@@ -231,9 +231,9 @@ def run_check(pos: list[str], *, site_name: str, site_file: str, base_url: str, 
         out_dir = Path(scratch.name)
     else:
         out_dir = download_dir
-    job = JobConfig(site=site_name, site_file=site_file, base_url=base_url, out_dir=str(out_dir), run_id=run_id,
-                    max_attempts=1, po_timeout=max(180.0, browser.page_load_timeout * 3))
-    cfg = WorkerConfig(job=job, browser=browser, base_profile=str(base_profile), run_id=run_id,
+    job_config = JobConfig(site=site_name, site_file=site_file, base_url=base_url, out_dir=str(out_dir), run_id=run_id,
+                           max_attempts=1, po_timeout=max(180.0, browser.page_load_timeout * 3))
+    cfg = WorkerConfig(job=job_config, browser=browser, base_profile=str(base_profile), run_id=run_id,
                        profiles_root=profiles_root)
     handler = sequential_handler(cfg, lambda e: None)
     checks: list[PoCheck] = []

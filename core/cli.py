@@ -196,7 +196,7 @@ def _run(orders: Path, *, verbose: int = 0, local_only: bool = False, **kw):
 def demo(out: str, scenario: str | None, profile: str | None, **kw) -> None:
     """Run the bundled demo batch (or a scenario's POs) end to end against the built-in demo portal."""
     from pobatch.core.demo_portal import DemoPortal, sample_orders_path
-    from pobatch.core.demo_login import prepare_demo_profile
+    from pobatch.core.login import prepare_demo_profile
 
     _setup_logging(kw["verbose"])
     out_dir = Path(out).resolve()
@@ -397,7 +397,7 @@ def demo_portal(scenario: str | None, port: int) -> None:
 def login(site: str, base_url: str, browser: str, profile: str | None, driver: str | None,
           browser_binary: str | None) -> None:
     """Open the portal in a visible browser on pobatch's profile, and close it once you have signed in."""
-    from pobatch.core.demo_login import interactive_login
+    from pobatch.core.login import interactive_login
 
     _setup_logging(0)
     try:

@@ -23,8 +23,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from pobatch.corelib.browser import BrowserSpec
-from pobatch.corelib.browser_session import BrowserSession
 from pobatch.corelib.errors import TransientError
+from pobatch.corelib.local_session import LocalBrowserSession
 from pobatch.corelib.profile_manager import ProfileManager
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ def read_portal_cookies(base_profile: str | Path, base_url: str, spec: BrowserSp
     try:
         clone = manager.clone("cookies")
         local = dataclasses.replace(spec, user_data_dir=str(clone), download_dir=None, headless=True)
-        with BrowserSession(local) as session:
+        with LocalBrowserSession(local) as session:
             cookies = _cookies_for(session.driver, base_url)
     finally:
         manager.cleanup()

@@ -8,18 +8,23 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import multiprocessing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from pobatch.core.grid_login import apply_cookies
 from pobatch.core.po_job import JobConfig, PoJob, PoTaskPayload
 from pobatch.core.results import outcome_to_result
 from pobatch.corelib.browser import BrowserSpec
-from pobatch.corelib.browser_session import BrowserSession, RemoteBrowserSession
-from pobatch.corelib.tree_removal import remove_tree
+from pobatch.corelib.browser_session import BrowserSession
 from pobatch.corelib.download_sink import DownloadSink, GridDownloadSink
 from pobatch.corelib.grid import GridSpec
+from pobatch.corelib.local_session import LocalBrowserSession
+from pobatch.corelib.profile_manager import ProfileManager, profile_in_use_warning
+from pobatch.corelib.remote_session import RemoteBrowserSession
 from pobatch.corelib.tasks import Event, Task, TaskResult
+from pobatch.corelib.tree_removal import remove_tree
 
 log = logging.getLogger(__name__)
 
@@ -38,26 +43,22 @@ class WorkerConfig:
 
 
 class PoHandler:
-    def __init__(self, session: BrowserSession | RemoteBrowserSession, job: JobConfig,
+    def __init__(self, session: BrowserSession, job_config: JobConfig,
                  emit: Callable[[Event], None], worker_id: str, on_close: Callable[[], None] | None = None,
                  sink: DownloadSink | None = None) -> None:
         self.session = session
-        self.job = PoJob(session, job, emit=emit, worker_id=worker_id, sink=sink)
+        self.po_job = PoJob(session, job_config, emit=emit, worker_id=worker_id, sink=sink)
         self.worker_id = worker_id
         self._on_close = on_close
 
     def run(self, task: Task) -> TaskResult:
         payload = PoTaskPayload.from_dict(task.payload)
-        outcome = self.job.process(payload, prior_attempts=task.prior_attempts)
+        outcome = self.po_job.process(payload, prior_attempts=task.prior_attempts)
         return outcome_to_result(outcome, self.worker_id)
 
     def abort(self) -> None:
-        """The pool's last resort for a task past its time: kill the browser, without a retry line per
-        command the blocked driver still sends."""
-        from pobatch.corelib.watchdog import quiet_dead_driver
-
-        if getattr(self.session, "started", False) and isinstance(self.session, BrowserSession):
-            quiet_dead_driver(self.session.driver)
+        """The pool's last resort for a task past its time: kill the browser (its session silences the
+        retries the blocked driver would still log)."""
         self.session.abort()
 
     def close(self) -> None:
@@ -66,42 +67,38 @@ class PoHandler:
         finally:
             try:
                 # The browser's own download folder: emptied after every PO, pointless once it is gone.
-                download_dir = getattr(self.session.spec, "download_dir", None)
-                if download_dir:
-                    remove_tree(Path(download_dir))
+                download_dir = self.session.download_dir
+                if download_dir is not None:
+                    remove_tree(download_dir)
             finally:
                 if self._on_close:
                     self._on_close()
 
 
-def incoming_dir(job: JobConfig, worker_id: str) -> Path:
+def incoming_dir(job_config: JobConfig, worker_id: str) -> Path:
     """Each browser's own download folder, fixed for its life: files land there under their download
     GUIDs and are moved out as soon as they finish (docs/design.md, "Downloads in Chromium")."""
-    return job.workspace.incoming(worker_id)
+    return job_config.workspace.incoming(worker_id)
 
 
 def make_handler(ctx: Any, config: dict[str, Any]) -> PoHandler:
     """WorkerSpec factory: clone the base profile, note it for crash cleanup, start the browser."""
-    import multiprocessing
-
-    from pobatch.corelib.profile_manager import ProfileManager
-
     cfg: WorkerConfig = config["worker"]
     parent = multiprocessing.parent_process()
     # The run lives and dies with the app that started this worker: if the app is killed, the next
     # run's sweep knows this worker for an orphan.
     manager = ProfileManager(cfg.base_profile, cfg.run_id, work_root=cfg.profiles_root,
                              run_owner_pid=parent.pid if parent is not None else None)
-    session: BrowserSession | None = None
+    session: LocalBrowserSession | None = None
     try:
         clone = manager.clone(f"{ctx.worker_id}")
         download_dir = incoming_dir(cfg.job, ctx.worker_id)
         ctx.note(profile_dir=str(clone), download_dir=str(download_dir))
         spec = dataclasses.replace(cfg.browser, user_data_dir=str(clone), download_dir=str(download_dir))
-        session = BrowserSession(spec)
+        session = LocalBrowserSession(spec)
         handler = PoHandler(session, cfg.job, ctx.emit, ctx.worker_id, on_close=manager.cleanup)
         # Start the browser now: a worker is ready when its browser is, and a start failure shows at once.
-        session.driver
+        session.start()
     except BaseException:
         # A worker that cannot start (or is stopped while starting) leaves no browser and no clone.
         try:
@@ -115,8 +112,6 @@ def make_handler(ctx: Any, config: dict[str, Any]) -> PoHandler:
 
 def make_grid_handler(ctx: Any, config: dict[str, Any]) -> PoHandler:
     """WorkerSpec factory for grid mode: a remote session that gets the login cookies at every start."""
-    from pobatch.core.grid_login import apply_cookies
-
     cfg: WorkerConfig = config["worker"]
     assert cfg.grid is not None
     grid, cookies, base_url = cfg.grid, [dict(c) for c in cfg.cookies], cfg.job.base_url
@@ -128,20 +123,18 @@ def make_grid_handler(ctx: Any, config: dict[str, Any]) -> PoHandler:
         apply_cookies(driver, base_url, cookies)
 
     session = RemoteBrowserSession(cfg.browser, grid, on_start=on_start)
-    handler = PoHandler(session, cfg.job, ctx.emit, ctx.worker_id, sink=GridDownloadSink(lambda: session.driver))
-    session.driver  # ready when its session is; a Grid that cannot start one shows at once
+    handler = PoHandler(session, cfg.job, ctx.emit, ctx.worker_id, sink=GridDownloadSink(session))
+    session.start()  # ready when its session is; a Grid that cannot start one shows at once
     return handler
 
 
 def sequential_handler(cfg: WorkerConfig, emit: Callable[[Event], None]) -> PoHandler:
     """The in-process handler. It works on a clone of the base profile, like a pool worker: a crash
     then leaves nothing on the user's own profile, and the next run's sweep finds what it left."""
-    from pobatch.corelib.profile_manager import ProfileManager, profile_in_use_warning
-
     warning = profile_in_use_warning(cfg.base_profile)
     if warning:
         log.warning(warning)
     manager = ProfileManager(cfg.base_profile, cfg.run_id, work_root=cfg.profiles_root)
     clone = manager.clone("main")
     spec = dataclasses.replace(cfg.browser, user_data_dir=str(clone), download_dir=str(incoming_dir(cfg.job, "main")))
-    return PoHandler(BrowserSession(spec), cfg.job, emit, "main", on_close=manager.cleanup)
+    return PoHandler(LocalBrowserSession(spec), cfg.job, emit, "main", on_close=manager.cleanup)

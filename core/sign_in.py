@@ -26,8 +26,8 @@ from pobatch.core.profiles import profile_location, refuse_profile_in_use, resol
 from pobatch.core.sites import get_site
 from pobatch.core.sites.definition import SiteDefinition
 from pobatch.corelib.browser import BrowserSpec
-from pobatch.corelib.browser_session import BrowserSession
 from pobatch.corelib.errors import FatalError
+from pobatch.corelib.local_session import LocalBrowserSession
 from pobatch.corelib.polling import Backoff
 
 log = logging.getLogger(__name__)
@@ -158,7 +158,7 @@ def sign_in(request: SignInRequest, on_open: Callable[[Path], None] | None = Non
     spec = BrowserSpec(browser=request.browser, headless=headless, driver=request.driver, binary=request.binary,
                        user_data_dir=str(profile), local_only=is_loopback(request.base_url),
                        page_load_timeout=120.0)
-    with BrowserSession(spec) as session:  # closing = quitting: the browser writes its cookies to disk
+    with LocalBrowserSession(spec) as session:  # closing = quitting: the browser writes its cookies to disk
         driver = session.driver
         try:
             driver.get(home_url(request.base_url))

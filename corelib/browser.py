@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from pobatch.corelib.errors import FatalError
+from pobatch.corelib.process_reaper import live_browsers_on
 
 log = logging.getLogger(__name__)
 
@@ -304,35 +305,10 @@ def _profile_in_use(user_data_dir: str | None) -> bool:
     """Whether another browser holds this profile: only then is "close your other window" the right advice."""
     if not user_data_dir:
         return False
-    from pobatch.corelib.process_reaper import live_browsers_on
-
     try:
         return bool(live_browsers_on(user_data_dir))
     except Exception:  # a diagnosis must never hide the start failure itself
         return False
-
-
-def set_download_dir(driver, path: str | os.PathLike) -> None:
-    """Switch where this browser saves downloads, without restarting it (DevTools).
-
-    Trap: in this mode a second download whose name already exists in the folder never arrives
-    (with the Preferences route it becomes "name (1)"), so keep the folder empty between downloads."""
-    driver.execute_cdp_cmd(
-        "Browser.setDownloadBehavior",
-        {"behavior": "allow", "downloadPath": os.path.abspath(path), "eventsEnabled": False},
-    )
-
-
-def browser_pid(driver) -> int | None:
-    """The main browser process id (child of the driver), for targeted cleanup."""
-    import psutil
-
-    try:
-        svc = driver.service.process
-        children = psutil.Process(svc.pid).children()
-        return children[0].pid if children else None
-    except Exception:
-        return None
 
 
 def quit_browser(driver, on_error: Callable[[BaseException], None] | None = None) -> None:

@@ -26,6 +26,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
+from pobatch.corelib.browser_session import BrowserSession
 from pobatch.corelib.download_events import BrowserDownload, DownloadState, DownloadTracker
 from pobatch.corelib.downloads import DownloadInterrupted, DownloadStalled, DownloadTimeout, is_partial
 from pobatch.corelib.errors import LoginRequiredError, TransientError
@@ -50,19 +51,19 @@ class DownloadSink(Protocol):
 class GridDownloadSink:
     """A Grid node's managed-downloads folder, reached through the current remote session.
 
-    `driver_of` returns the live driver (a restarted session gives a new one, with an empty folder).
+    `session` holds the live driver (a restarted session gives a new one, with an empty folder).
     The file list carries names only, so "still growing" is judged by the size of the partial file:
     once the list has not changed for a while, the partial file is fetched and its size compared
     (every stall_timeout/4 at most, so a stall is reported within about 1.5 x stall_timeout).
     """
 
-    def __init__(self, driver_of: Callable[[], Any], poll: float = 0.1) -> None:
-        self._driver_of = driver_of
+    def __init__(self, session: BrowserSession, poll: float = 0.1) -> None:
+        self.session = session
         self.poll = poll
 
     @property
-    def driver(self):
-        return self._driver_of()
+    def driver(self) -> Any:
+        return self.session.driver
 
     def names(self) -> list[str]:
         return list(self.driver.get_downloadable_files())
@@ -311,17 +312,17 @@ class DownloadBatch:
 class EventDownloadSink:
     """The downloads of a local browser, tracked by the browser's own events (pobatch.corelib.download_events).
 
-    `driver_of` returns the live driver: a restarted browser gets a new tracker on its new DevTools
+    `session` holds the live driver: a restarted browser gets a new tracker on its new DevTools
     endpoint, with the same spool folder (emptied). `owns` narrows the browser's downloads to this
     sink's (the single-session strategy: one window's); by default every download is this sink's.
     """
 
     concurrent = True
 
-    def __init__(self, driver_of: Callable[[], Any], spool: Path | str,
+    def __init__(self, session: BrowserSession, spool: Path | str,
                  owns: Callable[[BrowserDownload], bool] | None = None,
                  tracker_of: Callable[[], DownloadTracker] | None = None) -> None:
-        self._driver_of = driver_of
+        self.session = session
         self.spool = Path(spool)
         self._owns = owns or (lambda d: True)
         self._tracker_of = tracker_of
@@ -336,7 +337,7 @@ class EventDownloadSink:
     def tracker(self) -> DownloadTracker:
         if self._tracker_of is not None:
             return self._tracker_of()
-        driver = self._driver_of()
+        driver = self.session.driver
         if self._tracker is None or id(driver) != self._driver_id or not self._tracker.alive:
             if self._tracker is not None:
                 self._tracker.close()

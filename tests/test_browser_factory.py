@@ -38,8 +38,14 @@ from pobatch.corelib.browser import (
     resolve_driver,
     start_browser,
 )
+from pobatch.corelib.browser_session import BrowserSession, SessionNotStarted
 from pobatch.corelib.errors import FatalError
+from pobatch.corelib.grid import GridSpec
+from pobatch.corelib.local_session import LocalBrowserSession
 from pobatch.corelib.process_reaper import kill_browser_tree
+from pobatch.corelib.remote_session import RemoteBrowserSession
+from pobatch.experimental.single_session.shared_browser import SharedBrowser
+from pobatch.experimental.single_session.window_session import WindowSession
 from conftest import CHROMEDRIVER
 from eventually import wait_for
 
@@ -330,6 +336,42 @@ def test_real_start_loads_a_local_page_and_saves_an_inline_pdf_in_download_dir(
             quit_browser(driver)
             kill_browser_tree(profile)
     wait_for(lambda: not our_drivers(), 15, "chromedriver to exit")
+
+
+def test_every_session_kind_implements_the_browser_session_contract(tmp_path: Path) -> None:
+    spec = BrowserSpec(user_data_dir=str(tmp_path / "p"), download_dir=str(tmp_path / "dl"))
+    shared = SharedBrowser(spec, tmp_path / "spool")
+    sessions = [LocalBrowserSession(spec), RemoteBrowserSession(spec, GridSpec("http://127.0.0.1:1")),
+                WindowSession(shared, "w1", tmp_path / "windows", page_timeout=5)]
+    contract = {name for name in vars(BrowserSession) if not name.startswith("_")}
+    assert contract == {"driver", "started", "download_dir", "start", "is_alive", "restart", "abort", "close"}
+    for session in sessions:
+        assert contract <= set(dir(type(session))), type(session).__name__
+        assert not session.started
+    assert [s.download_dir for s in sessions] == [tmp_path / "dl", None, tmp_path / "windows" / "incoming-w1-1"]
+
+
+def test_reading_the_driver_never_starts_a_browser_start_does_once(browser_available: None, tmp_path: Path) -> None:
+    session = LocalBrowserSession(BrowserSpec(user_data_dir=str(tmp_path / "p"), local_only=True))
+    try:
+        with pytest.raises(SessionNotStarted, match="call start"):
+            session.driver
+        assert not session.started and not our_drivers(), "reading driver started a browser"
+        session.start()
+        first = session.driver
+        session.start()  # started already: returns at once, same browser
+        assert session.driver is first and session.starts == 1 and session.is_alive()
+        session.restart()
+        with pytest.raises(SessionNotStarted):
+            session.driver
+        session.start()
+        assert session.driver is not first and session.starts == 2
+    finally:
+        session.close()
+    wait_for(lambda: not our_drivers(), 15, "chromedriver to exit")
+    with LocalBrowserSession(BrowserSpec(user_data_dir=str(tmp_path / "p"), local_only=True)) as entered:
+        assert entered.started and entered.is_alive()  # entering the block starts the browser
+    assert not entered.started
 
 
 def test_start_failure_is_fatal_and_lists_the_driver_routes_tried(browser_available: None, tmp_path: Path,

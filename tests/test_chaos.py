@@ -28,7 +28,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from pobatch.core.demo_login import prepare_demo_profile
+from pobatch.core.login import prepare_demo_profile
 from pobatch.core.demo_portal import DemoPortal
 from tests.eventually import wait_for
 from tests.orders_files import write_orders

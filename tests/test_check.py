@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from pobatch.core.cli import main
-from pobatch.core.demo_login import prepare_demo_profile
+from pobatch.core.login import prepare_demo_profile
 from pobatch.core.demo_portal import DemoPortal
 from tests.conftest import CHROMEDRIVER, CHROMIUM
 

@@ -1,7 +1,7 @@
 """The Coupa site definition and the per-PO workflow against the demo portal, in real headless Chromium.
 
 One portal (the sample scenario) and one signed-in profile serve the whole module: signing in costs a
-browser start and a form post, so it is done once. Each test starts its own BrowserSession on that
+browser start and a form post, so it is done once. Each test starts its own LocalBrowserSession on that
 profile, with its own download folder, and closes it in a finally block.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Iterator
 import pytest
 
 from conftest import CHROMEDRIVER, CHROMIUM
-from pobatch.core.demo_login import prepare_demo_profile
+from pobatch.core.login import prepare_demo_profile
 from pobatch.core.demo_portal import DemoPortal
 from pobatch.core.demo_portal.scenario import KINDS
 from pobatch.core.page_probes import PAGE_STATE_JS, PageProbe
@@ -29,7 +29,7 @@ from pobatch.core.results import PoOutcome
 from pobatch.core.sites import DEMO, SiteDefinition
 from pobatch.core.status import Status
 from pobatch.corelib.browser import BrowserSpec
-from pobatch.corelib.browser_session import BrowserSession
+from pobatch.corelib.local_session import LocalBrowserSession
 from pobatch.corelib.safe_paths import MAX_COMPONENT, MAX_PATH, contained, safe_component
 from pobatch.corelib.tasks import Event
 
@@ -66,8 +66,9 @@ def po_job(profile: Path, portal: DemoPortal, work: Path, events: list[Event],
     incoming = work / "incoming"
     incoming.mkdir(parents=True)
     spec = BrowserSpec(user_data_dir=str(profile), local_only=True, download_dir=str(incoming), page_load_timeout=60)
-    session = BrowserSession(spec)
+    session = LocalBrowserSession(spec)
     try:
+        session.start()
         config = JobConfig(site="demo", base_url=portal.base_url, out_dir=str(work / "out"))
         yield PoJob(session, config, emit=events.append, site=site)
     finally:

@@ -175,13 +175,13 @@ def test_the_sign_in_page_is_never_taken_for_a_finished_sign_in(portal, tmp_path
     from pobatch.core.sign_in import SignInOutcome, home_url, wait_for_sign_in
     from pobatch.core.sites import get_site
     from pobatch.corelib.browser import BrowserSpec
-    from pobatch.corelib.browser_session import BrowserSession
+    from pobatch.corelib.local_session import LocalBrowserSession
 
     site = get_site("demo")
     profile = seed_profile(tmp_path / "profile")
     spec = BrowserSpec(browser="chromium", headless=True, driver=CHROMEDRIVER, user_data_dir=str(profile),
                        local_only=False)  # "localhost" must resolve below
-    with BrowserSession(spec) as session:
+    with LocalBrowserSession(spec) as session:
         d = session.driver
         d.get(home_url(portal.base_url))
         assert "/sessions/new" in d.current_url

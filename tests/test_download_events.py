@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from pobatch.core.demo_login import prepare_demo_profile
+from pobatch.core.login import prepare_demo_profile
 from pobatch.core.demo_portal import DemoPortal
 from pobatch.core.demo_portal.scenario import Scenario
 from pobatch.core.po_job import JobConfig, PoJob, PoTaskPayload
 from pobatch.core.status import Status
 from pobatch.corelib.browser import BrowserSpec
-from pobatch.corelib.browser_session import BrowserSession
+from pobatch.corelib.local_session import LocalBrowserSession
 from pobatch.corelib.tasks import Event
 
 pytestmark = pytest.mark.usefixtures("browser_available")
@@ -79,7 +79,7 @@ def run_po(portal: DemoPortal, profile: Path, out: Path, po: str, **cfg) -> tupl
     events: list[Event] = []
     spec = BrowserSpec(user_data_dir=str(profile), download_dir=str(out / "dl"), local_only=True)
     config = JobConfig(site="demo", base_url=portal.base_url, out_dir=str(out), backoff_base=0.05, **cfg)
-    with BrowserSession(spec) as session:
+    with LocalBrowserSession(spec) as session:
         outcome = PoJob(session, config, emit=events.append).process(PoTaskPayload(po))
     return outcome, events
 

@@ -21,14 +21,14 @@ import psutil
 import pytest
 
 from pobatch.core.app import EXIT_LOGIN, EXIT_OK, MainApp, RunOptions, RunSummary
-from pobatch.core.demo_login import prepare_demo_profile
+from pobatch.core.login import prepare_demo_profile
 from pobatch.core.demo_portal import DemoPortal, sample_orders_path, sample_scenario_path, unfamiliar_scenario_path
 from pobatch.core.grid_login import apply_cookies, read_portal_cookies
 from pobatch.core.profiles import seed_profile
 from pobatch.core.results import PoOutcome
 from pobatch.core.status import Status
 from pobatch.corelib.browser import BrowserSpec
-from pobatch.corelib.browser_session import RemoteBrowserSession
+from pobatch.corelib.remote_session import RemoteBrowserSession
 from pobatch.corelib.errors import ErrorClass, FatalError, classify
 from pobatch.corelib.grid import GridSpec, SlotCount, check_grid, count_slots, free_slots, grid_status
 from pobatch.corelib.store import RunStore
@@ -241,7 +241,7 @@ def test_workers_auto_uses_the_grids_free_slots(grid, sample, tmp_path, caplog):
     portal.reset()
     spec = BrowserSpec(browser="chromium", local_only=True)
     with RemoteBrowserSession(spec, GridSpec(grid.url)) as other_user:
-        other_user.driver  # someone else holds one of the two slots
+        assert other_user.started  # someone else holds one of the two slots
         assert free_slots(grid.url, "chromium").free == SLOTS - 1
         caplog.set_level(logging.INFO, logger="pobatch.core.parallel")
         opts = options(write_orders(tmp_path, ["100003", "100012"]), tmp_path / "out", portal, profile, tmp_path,
@@ -276,6 +276,7 @@ def test_a_lost_session_is_a_transient_error_and_restart_gives_a_working_one(gri
         assert classify(err.value) is ErrorClass.TRANSIENT
         assert not session.is_alive()
         session.restart()
+        session.start()
         driver = session.driver
         assert session.session_id != first
         driver.get(portal.po_url("700005"))  # the cookies came along to the new session

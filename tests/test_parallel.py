@@ -32,7 +32,7 @@ from rich.console import Console
 
 from pobatch.core.app import EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_LOGIN, EXIT_OK, MainApp, RunOptions, RunSummary
 from pobatch.core.console import ConsoleView
-from pobatch.core.demo_login import prepare_demo_profile
+from pobatch.core.login import prepare_demo_profile
 from pobatch.core.demo_portal import DemoPortal, load_scenario, sample_orders_path, sample_scenario_path
 from pobatch.core.po_job import JobConfig
 from pobatch.core.po_worker import WorkerConfig

@@ -17,7 +17,7 @@ from pobatch.core.demo_portal import DemoPortal, unfamiliar_scenario_path, varia
 from pobatch.core.demo_portal.scenario import ALL_KINDS
 from pobatch.core.sites.demo import DEMO_EMAIL, DEMO_PASSWORD
 from pobatch.corelib.browser import BrowserSpec
-from pobatch.corelib.browser_session import BrowserSession
+from pobatch.corelib.local_session import LocalBrowserSession
 from eventually import wait_for
 
 pytestmark = pytest.mark.timeout(180)
@@ -128,7 +128,7 @@ def test_a_delayed_list_appears_after_its_delay_and_downloads_the_real_bytes(bro
     downloads.mkdir()
     spec = BrowserSpec(user_data_dir=str(tmp_path / "profile"), local_only=True, download_dir=str(downloads),
                        page_load_timeout=60)
-    with DemoPortal(unfamiliar_scenario_path()).start() as portal, BrowserSession(spec) as session:
+    with DemoPortal(unfamiliar_scenario_path()).start() as portal, LocalBrowserSession(spec) as session:
         d = session.driver
         sign_in(d, portal, "#user_email", "#user_password", "form#new_session")
         d.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": _WATCH_JS})
@@ -176,7 +176,7 @@ def test_the_variant_matches_none_of_the_builtin_selectors_and_all_of_its_site_f
     builtin, builtin_texts = builtin_definition()
     every_builtin = sorted({s for group in builtin.values() for s in group})
     spec = BrowserSpec(user_data_dir=str(tmp_path / "profile"), local_only=True, page_load_timeout=60)
-    with DemoPortal(variant_scenario_path()).start() as portal, BrowserSession(spec) as session:
+    with DemoPortal(variant_scenario_path()).start() as portal, LocalBrowserSession(spec) as session:
         d = session.driver
         d.get(portal.base_url + "/sessions/new")
         assert matching(d, every_builtin) == {}
@@ -244,7 +244,7 @@ def test_the_sso_interstitial_leaves_the_portals_host(browser_available: None, t
         rules = f"MAP * ~NOTFOUND , EXCLUDE 127.0.0.1 , EXCLUDE {portal.sso_host}"
         spec = BrowserSpec(user_data_dir=str(tmp_path / "profile"), local_only=True, page_load_timeout=60,
                            extra_args=(f"--host-resolver-rules={rules}",))
-        with BrowserSession(spec) as session:
+        with LocalBrowserSession(spec) as session:
             d = session.driver
             sign_in(d, portal, "#user_email", "#user_password", "form#new_session")
             d.get(portal.po_url("1"))

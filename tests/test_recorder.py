@@ -14,12 +14,12 @@ from click.testing import CliRunner
 
 from pobatch.core.app import MainApp, RunOptions, RunSummary
 from pobatch.core.cli import main as cli
-from pobatch.core.demo_login import prepare_demo_profile
+from pobatch.core.login import prepare_demo_profile
 from pobatch.core.demo_portal import DemoPortal, Scenario
 from pobatch.core.recorder import PAGE_KEY, RECORD_JS, SessionRecorder, preload_script, store_recording
 from pobatch.core.replay import NoRecording, render_replay, write_replay
 from pobatch.corelib.browser import BrowserSpec
-from pobatch.corelib.browser_session import BrowserSession
+from pobatch.corelib.local_session import LocalBrowserSession
 from pobatch.corelib.store import RunStore
 from pobatch.corelib.tasks import Event
 from eventually import wait_for
@@ -100,7 +100,7 @@ def test_recorded_run_stores_one_recording_per_attempt_and_replays_offline(tmp_p
     assert res.exit_code == 0 and Path(res.output.strip()).name == "orders_report.html"
 
     # The portal is gone: the page must play from the file alone.
-    with BrowserSession(BrowserSpec(user_data_dir=str(tmp_path / "viewer"), local_only=True,
+    with LocalBrowserSession(BrowserSpec(user_data_dir=str(tmp_path / "viewer"), local_only=True,
                                     window_size=(1400, 1000))) as viewer:
         d = viewer.driver
         d.get(page.as_uri())
@@ -136,7 +136,7 @@ def test_preload_records_a_page_and_keeps_its_buffer_across_a_navigation_it_made
     with DemoPortal(_scenario()).start() as portal:
         spec = BrowserSpec(user_data_dir=str(tmp_path / "p"), local_only=True, bidi=True)
         emitted: list[Event] = []
-        with BrowserSession(spec) as session:
+        with LocalBrowserSession(spec) as session:
             d = session.driver
             rec = SessionRecorder(emitted.append, "w9")
             rec.begin("42", 1)

@@ -18,11 +18,11 @@ from openpyxl import load_workbook
 from pobatch.core.app import MainApp, RunOptions, RunSummary
 from pobatch.core.artifacts import capture_failure
 from pobatch.core.workspace import Workspace
-from pobatch.core.demo_login import prepare_demo_profile
+from pobatch.core.login import prepare_demo_profile
 from pobatch.core.demo_portal import DemoPortal, Scenario
 from pobatch.core.report import ActivityLog, activities_from_events, load_report_data, render_report, write_report
 from pobatch.corelib.browser import BrowserSpec
-from pobatch.corelib.browser_session import BrowserSession
+from pobatch.corelib.local_session import LocalBrowserSession
 from pobatch.corelib.store import RunStore
 from pobatch.corelib.tasks import Event, TaskResult
 from eventually import wait_for
@@ -53,8 +53,8 @@ def _run(tmp: Path, portal: DemoPortal, pos: list[str], record: bool = False) ->
     return MainApp(opts).run()
 
 
-def _viewer(tmp: Path) -> BrowserSession:
-    return BrowserSession(BrowserSpec(user_data_dir=str(tmp / "viewer"), local_only=True, window_size=(1400, 1000)))
+def _viewer(tmp: Path) -> LocalBrowserSession:
+    return LocalBrowserSession(BrowserSpec(user_data_dir=str(tmp / "viewer"), local_only=True, window_size=(1400, 1000)))
 
 
 # -- end to end -------------------------------------------------------------------------------------
@@ -135,12 +135,13 @@ def test_demo_run_writes_a_report_with_one_bar_per_attempt_and_artifacts_for_fai
 
 @pytest.mark.timeout(120)
 def test_capture_never_raises_when_the_browser_is_dead_or_absent(tmp_path, browser_available):
-    session = BrowserSession(BrowserSpec(user_data_dir=str(tmp_path / "p"), local_only=True))
+    session = LocalBrowserSession(BrowserSpec(user_data_dir=str(tmp_path / "p"), local_only=True))
     try:
         absent = capture_failure(session, tmp_path / "a0", key="9", attempt=1, error=RuntimeError("boom"))
         assert absent == tmp_path / "a0" and "boom" in (absent / "error.txt").read_text(encoding="utf-8")
         assert json.loads((absent / "capture.json").read_text())["failed"] == {"browser": "no browser was running"}
 
+        session.start()
         session.driver.get("data:text/html,<title>t</title><p>alive</p>")
         live = capture_failure(session, tmp_path / "a1", key="9", attempt=2, error="plain text error", started=0)
         assert (live / "screenshot.png").read_bytes()[:8] == PNG_MAGIC

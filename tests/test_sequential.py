@@ -16,7 +16,7 @@ import openpyxl
 import pytest
 
 from pobatch.core.app import EXIT_INCOMPLETE, EXIT_LOGIN, EXIT_OK, MainApp, RunOptions
-from pobatch.core.demo_login import prepare_demo_profile
+from pobatch.core.login import prepare_demo_profile
 from pobatch.core.demo_portal import DemoPortal, sample_orders_path
 from pobatch.core.status import FINAL_STATUSES, Status
 

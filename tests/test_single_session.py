@@ -22,7 +22,7 @@ from click.testing import CliRunner
 
 from pobatch.core.app import EXIT_LOGIN, EXIT_OK, MainApp, RunOptions, RunSummary
 from pobatch.core.cli import main as cli_main
-from pobatch.core.demo_login import prepare_demo_profile
+from pobatch.core.login import prepare_demo_profile
 from pobatch.core.demo_portal import DemoPortal
 from pobatch.core.status import Status
 from pobatch.corelib.store import RunStore

@@ -30,7 +30,9 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class _Window:
+class _RegisteredWindow:
+    """What the router knows of a window it routes downloads for (one window instance)."""
+
     handle: str
     retired: bool = False
     login_seen: str = ""  # a download or a popup of this window ended on the sign-in page (its URL)
@@ -53,7 +55,7 @@ class DownloadRouter:
         self.tracker = tracker
         self._is_login_url = is_login_url or (lambda url: False)
         self._lock = threading.Lock()
-        self._windows: dict[str, _Window] = {}
+        self._windows: dict[str, _RegisteredWindow] = {}
         self._openers: dict[str, str | None] = {}  # target id -> opener target id
         self._owner: dict[str, str | None] = {}  # download guid -> window handle (None: nobody's)
         self._running: dict[str, BrowserDownload] = {}
@@ -68,7 +70,7 @@ class DownloadRouter:
     # -- windows ----------------------------------------------------------------------------------
     def register(self, handle: str) -> None:
         with self._lock:
-            self._windows[handle] = _Window(handle)
+            self._windows[handle] = _RegisteredWindow(handle)
 
     def retire(self, handle: str) -> None:
         """The window instance is gone: cancel what it still downloads, never give it anything again."""

@@ -83,7 +83,7 @@ def _same_name_pos(first: int, count: int) -> list[dict[str, Any]]:
 
 def _run_app(portal: Any, work: Path, po_ids: list[str], strategy: str | None, windows: int, tag: str) -> Any:
     from pobatch.core.app import MainApp, RunOptions
-    from pobatch.core.demo_login import prepare_demo_profile
+    from pobatch.core.login import prepare_demo_profile
 
     # A rotating token is used up by a run (the base profile keeps the first one): sign in every time.
     profile = prepare_demo_profile(work / f"profile-{tag}", portal.base_url)

@@ -24,9 +24,10 @@ from typing import Callable
 
 from pobatch.corelib.browser import BrowserSpec, quit_browser, start_browser
 from pobatch.corelib.browser_session import TEMP_PREFIX
-from pobatch.corelib.errors import FatalError, TransientError
 from pobatch.corelib.devtools import DevToolsError, DevToolsLink
 from pobatch.corelib.download_events import DownloadTracker
+from pobatch.corelib.errors import FatalError, TransientError
+from pobatch.corelib.process_reaper import kill_browser_tree
 from pobatch.experimental.single_session.download_router import DownloadRouter
 
 log = logging.getLogger(__name__)
@@ -120,8 +121,6 @@ class SharedBrowser:
         log.info("shared browser started in %.2fs (generation %d)", time.monotonic() - t0, self.generation)
 
     def _stop_locked(self) -> None:
-        from pobatch.corelib.process_reaper import kill_browser_tree
-
         link, self.link, self.router, self.tracker = self.link, None, None, None
         driver, self.driver = self.driver, None
         if link is not None:
@@ -133,8 +132,6 @@ class SharedBrowser:
 
     def kill(self) -> None:
         """From any thread: every blocked WebDriver call fails soon; the next restart() starts afresh."""
-        from pobatch.corelib.process_reaper import kill_browser_tree
-
         n = kill_browser_tree(self.spec.user_data_dir)
         log.warning("killed the shared browser on %s (%d processes)", self.spec.user_data_dir, n)
 

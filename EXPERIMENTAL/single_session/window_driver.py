@@ -19,7 +19,7 @@ import inspect
 import logging
 import secrets
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from selenium.common.exceptions import (
     InvalidSessionIdException,
@@ -34,10 +34,7 @@ from selenium.webdriver.remote.switch_to import SwitchTo
 from selenium.webdriver.remote.webdriver import WebDriver as RemoteWebDriver
 
 from pobatch.corelib.devtools import DevToolsError
-from pobatch.experimental.single_session.shared_browser import BrowserGone
-
-if TYPE_CHECKING:
-    from pobatch.experimental.single_session.shared_browser import SharedBrowser
+from pobatch.experimental.single_session.shared_browser import BrowserGone, SharedBrowser
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +50,7 @@ _BOUND_HELPERS = ("_websocket_connection", "_script", "_network", "_browser", "_
 
 
 class WindowDriver(RemoteWebDriver):
-    def __init__(self, browser: "SharedBrowser", main: str, page_timeout: float) -> None:  # noqa: D107
+    def __init__(self, browser: SharedBrowser, main: str, page_timeout: float) -> None:  # noqa: D107
         real = browser.driver
         if real is None:
             raise NoSuchWindowException("the shared browser is not running")

@@ -1,62 +1,49 @@
-"""One window of the shared browser, shaped like pobatch.corelib.browser_session.BrowserSession for PoJob.
+"""One window of the shared browser, a pobatch.corelib.browser_session.BrowserSession for PoJob.
 
-PoJob needs `.driver`, `.spec.download_dir`, `.restart()`, `.abort()`, `.is_alive()`, `.close()`.
-Here a "browser" is a window instance: restart retires the window (its popups and its in-flight
-downloads with it) and the next `.driver` opens a fresh one with a fresh download folder, so nothing
+Here a "browser" is a window instance: start() opens one, restart retires it (its popups and its
+in-flight downloads with it) and the next start() opens a fresh one with a fresh folder, so nothing
 the old instance still receives can land where the new one looks. Only when the shared browser
 itself is gone is it restarted, once, for every window.
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
-import threading
 from pathlib import Path
 from typing import Callable
 
 from pobatch.core.events import PoEvent
-from pobatch.corelib.browser import BrowserSpec
-from pobatch.corelib.tree_removal import remove_tree
-from pobatch.corelib.tasks import Event
+from pobatch.corelib.browser_session import SessionLifecycle
 from pobatch.corelib.devtools import DevToolsError
+from pobatch.corelib.tasks import Event
+from pobatch.corelib.tree_removal import remove_tree
 from pobatch.experimental.single_session.shared_browser import BrowserGone, SharedBrowser
 from pobatch.experimental.single_session.window_driver import WindowDriver
 
 log = logging.getLogger(__name__)
 
 
-class WindowSession:
+class WindowSession(SessionLifecycle):
     def __init__(self, browser: SharedBrowser, name: str, folders_root: Path, page_timeout: float,
                  emit: Callable[[Event], None] | None = None) -> None:
+        super().__init__()
         self.browser = browser
         self.name = name
         self.folders_root = Path(folders_root)
         self.page_timeout = page_timeout
         self._emit = emit or (lambda e: None)
-        self._lock = threading.Lock()
-        self._driver: WindowDriver | None = None
         self._generation = 0
         self._aborted = False
         self.instances = 0
-        # Always the folder of the current instance, or of the next one while none is open: PoJob looks
-        # at it before it asks for the driver.
-        self.spec: BrowserSpec = dataclasses.replace(browser.spec, download_dir=str(self._folder(1)))
+        # Always the folder of the current instance, or of the next one while none is open.
+        self._download_dir = self._folder(1)
 
     def _folder(self, instance: int) -> Path:
         return self.folders_root / f"incoming-{self.name}-{instance}"
 
-    # -- what PoJob uses --------------------------------------------------------------------------
+    # -- the BrowserSession contract --------------------------------------------------------------
     @property
-    def driver(self) -> WindowDriver:
-        with self._lock:
-            if self._driver is None:
-                self._open_locked()
-            assert self._driver is not None
-            return self._driver
-
-    @property
-    def started(self) -> bool:
-        return self._driver is not None
+    def download_dir(self) -> Path:
+        return self._download_dir
 
     @property
     def handle(self) -> str:
@@ -103,8 +90,7 @@ class WindowSession:
         with self._lock:
             d, self._driver = self._driver, None
             self._aborted = False
-            folder = Path(self.spec.download_dir)
-            self.spec = dataclasses.replace(self.browser.spec, download_dir=str(self._folder(self.instances + 1)))
+            folder, self._download_dir = self._download_dir, self._folder(self.instances + 1)
         if d is None:
             return
         router = self.browser.router
@@ -129,7 +115,7 @@ class WindowSession:
         except BrowserGone:
             return False
 
-    def _open_locked(self) -> None:
+    def _open(self) -> WindowDriver:
         handle, generation = self.browser.open_window()
         self.instances += 1
         folder = self._folder(self.instances)
@@ -137,8 +123,9 @@ class WindowSession:
         if router is None:
             raise BrowserGone("the shared browser is not running")
         router.register(handle)
-        self.spec = dataclasses.replace(self.browser.spec, download_dir=str(folder))
+        self._download_dir = folder
         self._generation = generation
         self._aborted = False
-        self._driver = WindowDriver(self.browser, handle, self.page_timeout)
+        driver = WindowDriver(self.browser, handle, self.page_timeout)
         self.event(PoEvent.WINDOW_OPEN, detail=f"{handle[:8]} (instance {self.instances})")
+        return driver

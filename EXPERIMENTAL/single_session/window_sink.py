@@ -8,17 +8,13 @@ The shared spool folder is never emptied by one window (the others' files are in
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from pobatch.corelib.download_events import BrowserDownload, DownloadTracker
 from pobatch.corelib.download_sink import EventDownloadSink
 from pobatch.experimental.single_session.shared_browser import BrowserGone
-
-if TYPE_CHECKING:
-    from pobatch.experimental.single_session.window_session import WindowSession
+from pobatch.experimental.single_session.window_session import WindowSession
 
 
-def window_download_sink(session: "WindowSession") -> EventDownloadSink:
+def window_download_sink(session: WindowSession) -> EventDownloadSink:
     browser = session.browser
 
     def tracker() -> DownloadTracker:
@@ -31,4 +27,4 @@ def window_download_sink(session: "WindowSession") -> EventDownloadSink:
         router, handle = browser.router, session.handle
         return router is not None and bool(handle) and router.owns(handle)(d)
 
-    return EventDownloadSink(lambda: session.driver, browser.spool, owns=owns, tracker_of=tracker)
+    return EventDownloadSink(session, browser.spool, owns=owns, tracker_of=tracker)

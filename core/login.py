@@ -15,8 +15,8 @@ from pobatch.core.profiles import refuse_profile_in_use, resolve_base_profile, s
 from pobatch.core.sign_in import SIGN_IN_TIMEOUT, SignInOutcome, SignInRequest, sign_in
 from pobatch.core.sites.demo import DEMO_EMAIL, DEMO_PASSWORD
 from pobatch.corelib.browser import BrowserSpec
-from pobatch.corelib.browser_session import BrowserSession
 from pobatch.corelib.errors import FatalError
+from pobatch.corelib.local_session import LocalBrowserSession
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ def prepare_demo_profile(profile_dir: Path, base_url: str, browser: str = "chrom
     seed_profile(Path(profile_dir))
     spec = BrowserSpec(browser=browser, headless=True, driver=driver, binary=binary,
                        user_data_dir=str(profile_dir), local_only=True, page_load_timeout=timeout)
-    with BrowserSession(spec) as session:
+    with LocalBrowserSession(spec) as session:
         d = session.driver
         d.get(base_url.rstrip("/") + "/")
         if "/sessions/new" in d.current_url:

@@ -1,0 +1,143 @@
+"""What both ways of downloading a page's attachments share: the attachments found, the files
+staged, the page's window, and the clean-up of the popups a click opens.
+
+The two ways are `pobatch.core.download_batch.BatchCollector` (a local browser: several files at
+once, told apart by the browser's own download events) and
+`pobatch.core.download_one_by_one.OneByOneCollector` (a Grid node's folder: one click, one file).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pobatch.core.events import PoEvent
+from pobatch.core.page_probes import FIND_ATTACHMENTS_JS, JS_CLICK, SUPPLIER_JS
+from pobatch.core.page_reader import PageReader
+from pobatch.core.sites import SiteDefinition
+from pobatch.corelib.browser_session import BrowserSession
+from pobatch.corelib.download_sink import DownloadSink, EventDownloadSink
+
+if TYPE_CHECKING:
+    from pobatch.core.po_job import JobConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Attachment:
+    """One attachment as the page shows it: its element (for the click) and what the page says of it."""
+
+    element: Any
+    name: str
+    href: str
+    target: str
+
+
+@dataclass
+class StagedFile:
+    """A downloaded attachment in the attempt's staging folder, before it is named and published."""
+
+    staged: Path
+    hint: str  # the attachment's label on the page (its download attribute, title or text)
+    source: str
+    url: str = ""  # the attachment's link, or the URL the browser downloaded from
+    suggested: str = ""  # the browser's suggested file name, in full (before any shortening)
+    attribution: str = ""  # how the file was matched to its attachment: frame, url, order ('' one by one)
+
+
+@dataclass(frozen=True)
+class PageWindow:
+    """The PO page's window as it stands between downloads: read once per page, not once per click
+    (three WebDriver round trips per file saved)."""
+
+    main: str
+    handles: frozenset[str]
+    url: str
+
+    @classmethod
+    def of(cls, driver: Any) -> "PageWindow":
+        return cls(driver.current_window_handle, frozenset(driver.window_handles), driver.current_url)
+
+
+@dataclass
+class PageResult:
+    """What one page (the PO's, or its requisition's) gave: the answer's facts before it is published."""
+
+    supplier: str = ""
+    found: int = 0
+    downloaded: list[StagedFile] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    source: str = "po"
+    reason: str = ""
+
+
+def usable_link(href: str) -> bool:
+    """An attachment's href that names what it downloads (not a script hook or an in-page anchor)."""
+    href = (href or "").strip().lower()
+    return bool(href) and not href.startswith(("javascript:", "#"))
+
+
+def pointer_click(driver: Any, element: Any) -> str:
+    """A trusted click, for portals whose handlers ignore script clicks; an element that a floating
+    toolbar covers gets the script click instead. Returns how it was clicked."""
+    from selenium.common.exceptions import ElementClickInterceptedException, ElementNotInteractableException
+
+    try:
+        element.click()
+        return "click"
+    except (ElementClickInterceptedException, ElementNotInteractableException):
+        driver.execute_script(JS_CLICK, element)
+        return "js-click"
+
+
+class Collector:
+    """Downloads every attachment on the open page into an attempt's files folder. It works on the
+    pages its PageReader opened, and tells the same timeline and recorder."""
+
+    def __init__(self, session: BrowserSession, sink: DownloadSink | EventDownloadSink, config: "JobConfig",
+                 pages: PageReader) -> None:
+        self.session = session
+        self.sink = sink
+        self.config = config
+        self.pages = pages
+        self.site: SiteDefinition = pages.site
+        self.event = pages.event
+        self.recorder = pages.recorder
+
+    def collect(self, url: str, files_dir: Path, source: str) -> PageResult:
+        raise NotImplementedError
+
+    def find(self, driver: Any) -> list[Attachment]:
+        return [Attachment(el, meta["name"], meta["href"], meta["target"])
+                for el, meta in driver.execute_script(FIND_ATTACHMENTS_JS, list(self.site.attachment_selectors))]
+
+    def read_page(self, driver: Any, url: str, source: str) -> tuple[PageResult, list[Attachment]]:
+        """The supplier and the attachments the open page shows, announced."""
+        supplier = driver.execute_script(SUPPLIER_JS, list(self.site.supplier_selectors)) or ""
+        items = self.find(driver)
+        self.event(PoEvent.ATTACHMENTS_FOUND, url=url, detail=f"{len(items)} on {source} page")
+        return PageResult(supplier=supplier, found=len(items), source=source), items
+
+    def close_windows(self, driver: Any, main: str, handles: list[str]) -> None:
+        """Close popups that are still open, never the main window (closing the last one ends the session)."""
+        open_now = set(driver.window_handles)
+        for i, h in enumerate(handles, 1):
+            if h == main or h not in open_now:
+                continue
+            try:
+                driver.switch_to.window(h)
+                if self.recorder:
+                    self.recorder.collect(driver, popup=True)
+                driver.close()
+                self.event(PoEvent.POPUP_CLOSED, window=f"popup-{i}")
+            except Exception as exc:  # it closed itself meanwhile
+                log.debug("popup %s already gone: %s", h, exc)
+        driver.switch_to.window(main)
+
+    def reset_windows(self, driver: Any, main: str | None = None) -> None:
+        """Leave exactly one window: what an earlier PO or a failure left open goes."""
+        handles = driver.window_handles
+        keep = main if main in handles else handles[0]
+        self.close_windows(driver, keep, [h for h in handles if h != keep])

@@ -1,0 +1,238 @@
+"""A page's attachments downloaded together, on a local browser (docs/design.md, "Downloads in Chromium").
+
+Up to `files_at_once` downloads run at one time. Each is matched to its click by the browser's own
+download events: by the popup that started it, by its URL, or by click order. Popups are watched and
+closed over DevTools while the batch is awaited; a popup on the sign-in page stops the run, and an
+error page in place of the PO page fails the click that navigated there.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Callable
+from urllib.parse import urljoin
+
+from pobatch.core.attachments import (
+    Attachment,
+    Collector,
+    PageResult,
+    PageWindow,
+    StagedFile,
+    pointer_click,
+    usable_link,
+)
+from pobatch.core.events import PoEvent
+from pobatch.core.page_probes import PREPARE_CLICK_JS
+from pobatch.corelib.devtools import DevToolsError
+from pobatch.corelib.download_sink import DownloadBatch, EventDownloadSink, Slot
+from pobatch.corelib.errors import LoginRequiredError, TransientError
+from pobatch.corelib.polling import Backoff
+from pobatch.corelib.safe_paths import safe_component, unique_name
+
+log = logging.getLogger(__name__)
+
+
+def _a_web_page(slot: Slot, item: Attachment) -> bool:
+    """The browser named the download as an HTML page while the attachment's label does not say so."""
+    pages = (".html", ".htm")
+    suggested = (slot.download.suggested if slot.download else "").lower()
+    return suggested.endswith(pages) and not (item.name or "").lower().strip().endswith(pages)
+
+
+class BatchCollector(Collector):
+    """Downloads a page's attachments together, tracked by the browser's own download events."""
+
+    sink: EventDownloadSink
+
+    def collect(self, url: str, files_dir: Path, source: str) -> PageResult:
+        """Start up to `files_at_once` attachments, await them together, start the next as one ends.
+
+        Each download is matched to its click by the popup that started it, by its URL, or by click
+        order (docs/design.md, downloads). Clicks that navigate the page's own frame (a plain link the
+        browser may show as a page, a script that follows a link) are made one at a time, each once its
+        download has begun: Chromium runs one navigation per frame anyway, and click order then is
+        begin order. Same-origin plain links are marked as downloads first (the `download`
+        attribute), so they need no frame and run together. A failed download is cancelled by its
+        GUID; nothing else is disturbed, so no browser restart is needed.
+        """
+        from selenium.common.exceptions import StaleElementReferenceException
+
+        driver = self.session.driver
+        result, items = self.read_page(driver, url, source)
+        if not items:
+            return result
+        limit = max(1, self.config.files_at_once)
+        batch = self.sink.batch(self.config.download_timeout, self.config.stall_timeout,
+                                is_login_url=lambda u: self.site.is_login_url(self.config.base_url, u))
+        window = PageWindow.of(driver)
+        popups: dict[str, Slot | None] = {}  # popup handle -> the click that opened it (None: not known)
+        active: list[tuple[Slot, Attachment]] = []
+        # Clicks that can run together first; those that navigate the page's own frame (no usable link:
+        # a script follows one) wait for each other's download to begin, so they go last.
+        pending = sorted(range(len(items)), key=lambda i: not (items[i].target or usable_link(items[i].href)))
+        page_order: dict[int, int] = {}  # slot -> the attachment's place on the page
+        taken: dict[int, int] = {}  # downloaded file -> the same
+        t0 = time.monotonic()
+        try:
+            while pending or active:
+                while pending and len(active) < limit:
+                    idx = pending.pop(0)
+                    try:
+                        slot, mode = self._start_download(driver, items[idx], window, batch, popups, convert=limit > 1)
+                    except StaleElementReferenceException:
+                        items = self.find(driver)  # the page re-rendered: same attachments, fresh handles
+                        if len(items) != result.found:
+                            raise TransientError("the attachment list changed while downloading", reason="PAGE_CHANGED")
+                        pending.insert(0, idx)
+                        continue
+                    active.append((slot, items[idx]))
+                    page_order[id(slot)] = idx
+                    if mode == "navigate":
+                        self._await_batch(driver, window, batch, popups, active,
+                                          lambda: slot.done or slot.download is not None or bool(slot.frames))
+                if not active:
+                    continue
+                self._await_batch(driver, window, batch, popups, active, lambda: any(s.done for s, _ in active))
+                for slot, item in [a for a in active if a[0].done]:
+                    active.remove((slot, item))
+                    if slot.ok and slot.converted and _a_web_page(slot, item):
+                        # A plain link we marked as a download answered with an HTML page (a viewer,
+                        # a notice): the browser saved the page; it is not the attachment.
+                        slot.error = TransientError(f"the link answered with a web page, not a file "
+                                                    f"({slot.download.suggested})", reason="DOWNLOAD_FAILED")
+                    if slot.ok and slot.error is None:
+                        try:
+                            result.downloaded.append(self._take(batch, slot, item, files_dir, source))
+                            taken[id(result.downloaded[-1])] = page_order[id(slot)]
+                            continue
+                        except TransientError as exc:  # its bytes are not what the browser reported
+                            slot.error = exc
+                    if slot.error is not None:
+                        failure = f"{item.name or item.href}: {slot.error}"
+                        result.failures.append(failure)
+                        self.event(PoEvent.DOWNLOAD, outcome="failed", detail=failure[:300])
+                if batch.extra:
+                    extra, batch.extra = batch.extra, []
+                    result.failures += [f"a download no attachment accounts for: {d.suggested}" for d in extra]
+                    self.event(PoEvent.DOWNLOAD, outcome="failed", detail=f"{len(extra)} unexpected download(s)")
+        finally:
+            batch.close()
+            left = [h for h in popups if h != window.main]
+            try:
+                if left:
+                    self.close_windows(driver, window.main, left)
+            except Exception as exc:  # a dead browser: the error that got us here is the one to report
+                log.debug("closing popups after the downloads failed: %s", exc)
+        result.downloaded.sort(key=lambda d: taken[id(d)])  # the page's order, whatever order they finished in
+        log.debug("%d of %d file(s) of the %s page in %.2fs", len(result.downloaded), result.found, source,
+                  time.monotonic() - t0)
+        return result
+
+    def _start_download(self, driver, item: Attachment, window: PageWindow, batch: DownloadBatch,
+                        popups: dict[str, Slot | None], convert: bool) -> tuple[Slot, str]:
+        """Click one attachment and record the click in the batch; returns its slot and how the click
+        behaves: "download"/"converted" (the browser downloads at once), "popup" (it opened a window,
+        bound to the slot) or "navigate" (it navigates the page's own frame first)."""
+        pointer = self.site.pointer_clicks
+        mode = driver.execute_script(PREPARE_CLICK_JS, item.element, convert, pointer, not pointer)
+        link = urljoin(window.url, item.href.strip()) if usable_link(item.href) else ""
+        how = pointer_click(driver, item.element) if pointer else "script"
+        slot = batch.expect(item.name or item.href, link, navigates=mode == "navigate")
+        slot.converted = mode == "converted"
+        if mode == "popup":
+            # The window opens as the click is handled; its handle is its DevTools target id, which
+            # the download's frame id then names.
+            backoff, deadline = Backoff(first=0.005, ceiling=0.05), time.monotonic() + 5.0
+            while time.monotonic() < deadline:
+                new = [h for h in driver.window_handles if h not in window.handles and h not in popups]
+                if new:
+                    for h in new:
+                        popups[h] = slot
+                        slot.frames.add(h)
+                        self.event(PoEvent.POPUP_OPENED, window=f"popup-{len(popups)}", detail=item.name[:100])
+                    break
+                backoff.sleep()
+        slot.click = how
+        log.debug("clicked %s (%s, %s)", item.name or item.href, how, mode)
+        return slot, mode
+
+    def _await_batch(self, driver, window: PageWindow, batch: DownloadBatch, popups: dict[str, Slot | None],
+                     active: list[tuple[Slot, Attachment]], until: Callable[[], bool]) -> None:
+        """Wait for `until`, looking at popups and at the page meanwhile. A popup is closed as soon as
+        its download has begun; one on the sign-in page, or a download that is the sign-in page, stops
+        the run; an error page in place of the PO page fails the click that navigated there."""
+
+        def look() -> None:
+            handles = driver.window_handles
+            for h in handles:
+                if h not in window.handles and h not in popups:
+                    owner = next((s for s, _ in reversed(active)
+                                  if not s.done and s.download is None and not s.frames), None)
+                    popups[h] = owner
+                    if owner is not None:
+                        owner.frames.add(h)
+                    self.event(PoEvent.POPUP_OPENED, window=f"popup-{len(popups)}")
+            open_popups = [h for h in popups if h in handles]
+            if open_popups:
+                # Their URLs from DevTools: asking WebDriver means switching to each, which waits for
+                # its page to load.
+                urls = self._target_urls(batch)
+                seen = next((urls[h] for h in open_popups
+                             if self.site.is_login_url(self.config.base_url, urls.get(h, ""))), "")
+                if seen:
+                    raise LoginRequiredError(f"The portal asked for a sign-in in a window the download opened ({seen}).")
+                begun = {d.frame_id for d in (s.download for s in batch.slots) if d}
+                ready = [h for h in open_popups if h in begun or (popups[h] is not None and popups[h].done)]
+                if ready and not self.recorder:
+                    for h in ready:
+                        self._close_target(batch, h)
+                        popups.pop(h, None)
+            if driver.current_url != window.url:
+                seen = self.pages.error_page_after_click(driver)
+                if seen is not None:
+                    state, detail = seen.state, seen.evidence
+                    # The click that navigated the page's own frame found an error page, not a file.
+                    culprit = next((s for s, _ in reversed(active) if not s.done and s.download is None), None)
+                    if culprit is None:
+                        raise TransientError(f"the PO page was replaced by an error page ({state}: {detail})",
+                                             reason="DOWNLOAD_FAILED")
+                    culprit.error = TransientError(f"the attachment link showed an error page ({state}: {detail})",
+                                                   reason="DOWNLOAD_FAILED")
+                    driver.back()
+                    self.pages.wait_state(driver, self.pages.expected(window.url))
+
+        batch.wait(until, on_poll=look)
+
+    @staticmethod
+    def _target_urls(batch: DownloadBatch) -> dict[str, str]:
+        """Every page's URL by its target id (= its window handle), in one DevTools call."""
+        try:
+            infos = batch.tracker.link.call("Target.getTargets", timeout=5).get("targetInfos", [])
+        except DevToolsError as exc:
+            log.debug("Target.getTargets: %s", exc)
+            return {}
+        return {i.get("targetId", ""): i.get("url", "") for i in infos if i.get("type") == "page"}
+
+    def _close_target(self, batch: DownloadBatch, handle: str) -> None:
+        """Close a popup without switching to it (WebDriver would wait for its page); the download it
+        started goes on in the browser."""
+        try:
+            batch.tracker.link.call("Target.closeTarget", {"targetId": handle}, timeout=5)
+            self.event(PoEvent.POPUP_CLOSED, window=handle[:8])
+        except DevToolsError as exc:  # it closed itself meanwhile
+            log.debug("popup %s already gone: %s", handle, exc)
+
+    def _take(self, batch: DownloadBatch, slot: Slot, item: Attachment, files_dir: Path, source: str) -> StagedFile:
+        """Move a finished download from the spool into the attempt's files under a safe, unique name
+        (the browser's suggested name, shortened to fit a file system if need be)."""
+        d = slot.download
+        assert d is not None and slot.how is not None
+        name = safe_component(d.suggested or item.name, fallback="attachment", basename=True)
+        target = files_dir / unique_name(files_dir, name, set())
+        batch.fetch(slot, target)
+        self.event(PoEvent.DOWNLOAD, outcome="ok",
+                   detail=f"{target.name} via {slot.click} in {time.monotonic() - slot.clicked:.2f}s, "
+                          f"from attachment {item.name!r} by {slot.how.value}")
+        return StagedFile(target, item.name, source, url=d.url or slot.url, suggested=d.suggested,
+                           attribution=slot.how.value)
