@@ -8,8 +8,8 @@ value is escaped and links are built only from paths this program made.
 
 The timeline has one row per worker and one bar per PO attempt, coloured by how the attempt ended;
 a failed attempt's bar links to its artifacts (pobatch.core.artifacts), dashed lines join the attempts of
-one PO (the retries), and triangles mark browser restarts. `ActivityLog` turns the event stream
-into the store's activities rows (one per attempt) while the run goes.
+one PO (the retries), and triangles mark browser restarts. The data comes from core/report_data.py;
+the activities rows behind the bars are written while the run goes (core/activity_log.py).
 """
 from __future__ import annotations
 
@@ -17,26 +17,22 @@ import html
 import logging
 import math
 import os
-import dataclasses
 import re
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 from urllib.parse import quote
 
-from pobatch.core.artifacts import PAGE_HTML, SCREENSHOT, read_manifest
+from pobatch.core.activity_log import ActivityLog  # noqa: F401 - MainApp imports it here (until the merge)
+from pobatch.core.artifacts import PAGE_HTML, SCREENSHOT
 from pobatch.core.events import PoEvent
-from pobatch.core.results import FileRecord, PoOutcome, outcome_from_data
+from pobatch.core.report_data import AttemptBar, ReportData, load_report_data, natural_order, report_path
 from pobatch.core.status import Status
-from pobatch.core.workspace import Workspace
 from pobatch.corelib.store import RunStore
-from pobatch.corelib.tasks import Event, PoolEvent
 
 log = logging.getLogger(__name__)
 
 MAX_EVENT_ROWS = 5000
-MARKER_ACTIONS = (PoEvent.BROWSER_RESTART, PoolEvent.WORKER_LOST)
 
 # Attempt outcomes and statuses -> colour (fill, text); an attempt that raised ends as "error".
 OUTCOME_COLOURS: dict[str, str] = {
@@ -54,152 +50,6 @@ OUTCOME_COLOURS: dict[str, str] = {
     "interrupted": "#9a9a9a",
     "worker_lost": "#7a1f1f",
 }
-FAILED_OUTCOMES = frozenset({"error", "worker_lost"})
-
-
-# -- while the run goes: events -> activities --------------------------------------------------------
-class ActivityLog:
-    """One activity (start, end, outcome) per attempt, from the events every worker sends.
-
-    An attempt starts at its first event and ends at its `attempt_end`; events that follow it with
-    the same attempt number (a restart, the retry wait) belong to the gap, not to the attempt."""
-
-    def __init__(self, record: Callable[[dict[str, Any]], None]) -> None:
-        self._record = record
-        self._open: dict[tuple[str, str, int], list[float]] = {}  # -> [first ts, last ts]
-        self._closed: set[tuple[str, str, int]] = set()
-
-    @classmethod
-    def into_store(cls, store: RunStore, run_id: str) -> "ActivityLog":
-        return cls(lambda a: store.record_activity(run_id, a["key"], a["attempt"], a["worker_id"], a["started"],
-                                                   a["finished"], a["outcome"], a["detail"]))
-
-    def observe(self, event: Event) -> None:
-        if event.action == PoolEvent.WORKER_LOST:
-            for k in [k for k in self._open if k[0] == event.worker_id]:
-                self._close(k, event.ts, "worker_lost", event.detail)
-            return
-        if not event.task_key or event.attempt <= 0:
-            return
-        k = (event.worker_id, event.task_key, event.attempt)
-        if k in self._closed:
-            return
-        span = self._open.setdefault(k, [event.ts, event.ts])
-        span[0], span[1] = min(span[0], event.ts), max(span[1], event.ts)
-        if event.action == PoEvent.ATTEMPT_END:
-            self._close(k, event.ts, event.outcome or "error", event.detail)
-
-    def close_all(self, outcome: str = "interrupted") -> None:
-        """The run ends: attempts that never ended end at their last event."""
-        for k in list(self._open):
-            self._close(k, self._open[k][1], outcome, "")
-
-    def _close(self, k: tuple[str, str, int], finished: float, outcome: str, detail: str) -> None:
-        first, _last = self._open.pop(k)
-        self._closed.add(k)
-        worker_id, key, attempt = k
-        self._record({"key": key, "attempt": attempt, "worker_id": worker_id, "started": first,
-                      "finished": max(first, finished), "outcome": outcome, "detail": detail or ""})
-
-
-def activities_from_events(events: Iterable[Event]) -> list[dict[str, Any]]:
-    """The activities of a run whose store has none (recorded before the activities table existed)."""
-    out: list[dict[str, Any]] = []
-    tracker = ActivityLog(out.append)
-    for e in events:
-        tracker.observe(e)
-    tracker.close_all()
-    return out
-
-
-# -- after the run: the data the page shows ----------------------------------------------------------
-@dataclass
-class AttemptBar:
-    key: str
-    attempt: int
-    worker_id: str
-    started: float
-    finished: float
-    outcome: str
-    detail: str = ""
-    artifacts: Path | None = None
-    artifact_files: list[str] = field(default_factory=list)
-    recorded: bool = False
-
-    @property
-    def failed(self) -> bool:
-        return self.outcome in FAILED_OUTCOMES
-
-
-@dataclass
-class ReportData:
-    run_id: str
-    run: dict[str, Any]
-    out_dir: Path
-    rows: list[PoOutcome]  # one per PO of the run, as the run store holds it
-    bars: list[AttemptBar]
-    markers: list[Event]
-    events: list[Event]
-    counts: dict[str, int]
-
-
-def report_path(out_dir: Path, orders: str | Path | None, run_id: str | None = None) -> Path:
-    """`<out>/<orders stem>_report.html` (with the run id when it is not the run's newest report)."""
-    stem = Path(orders).stem if orders else "pobatch"
-    suffix = f"_{run_id}" if run_id else ""
-    return Path(out_dir) / f"{stem}_report{suffix}.html"
-
-
-def load_report_data(store: RunStore, run_id: str, out_dir: Path) -> ReportData:
-    run = store.run(run_id)
-    if run is None:
-        raise KeyError(f"no run {run_id} in {store.path}")
-    workspace = Workspace(out_dir)
-    tasks = store.tasks()
-    results = {a["key"]: a for a in store.attempts(run_id)}  # one row per PO result in this run
-    keys = {k for k, t in tasks.items() if t.get("run_id") == run_id} | set(results)
-    rows = [_po_row(k, tasks.get(k), results.get(k), run_id) for k in sorted(keys, key=_natural)]
-    events = store.timeline(run_id)
-    acts = store.activities(run_id) or activities_from_events(events)
-    recorded = {(r["key"], r["attempt"]) for r in store.recordings(run_id)}
-    bars = []
-    for a in acts:
-        folder = workspace.artifacts(run_id, a["key"], a["attempt"])
-        has = folder.is_dir()
-        bars.append(AttemptBar(
-            key=a["key"], attempt=int(a["attempt"]), worker_id=a["worker_id"] or "main",
-            started=float(a["started"]), finished=float(a["finished"] if a["finished"] is not None else a["started"]),
-            outcome=a["outcome"] or "", detail=a["detail"] or "", artifacts=folder if has else None,
-            artifact_files=list(read_manifest(folder).get("files", [])) if has else [],
-            recorded=(a["key"], int(a["attempt"])) in recorded))
-    markers = [e for e in events if e.action in MARKER_ACTIONS]
-    counts: dict[str, int] = {}
-    for r in rows:
-        counts[r.status.value] = counts.get(r.status.value, 0) + 1
-    return ReportData(run_id, run, Path(out_dir), rows, bars, markers, events, counts)
-
-
-_FILE_FIELDS = {f.name for f in dataclasses.fields(FileRecord)}
-
-
-def _po_row(key: str, task: dict[str, Any] | None, result: dict[str, Any] | None, run_id: str) -> PoOutcome:
-    """The PO as the run store holds it: its row if this run last wrote it, else this run's last result."""
-    if task and task.get("run_id") == run_id:
-        data = task.get("data") or {}
-        # A row written by hand or by an older pobatch may lack a file's fields: shown with what it has.
-        files = [{"name": "", "size": 0, "sha256": "", **{k: v for k, v in f.items() if k in _FILE_FIELDS}}
-                 for f in data.get("files", []) if isinstance(f, dict)]
-        row = outcome_from_data({**data, "po_number": key, "files": files})
-        return dataclasses.replace(row, status=Status(task["status"]), reason=task.get("reason") or row.reason,
-                                   error_message=task.get("error") or row.error_message,
-                                   attempts=int(task.get("attempts") or 0))
-    r = result or {}
-    return PoOutcome(po_number=key, status=Status(r.get("status") or Status.PENDING.value), reason=r.get("reason") or "",
-                     error_message=r.get("error") or "", attempts=int(r.get("attempt") or 0))
-
-
-def _natural(key: str) -> list[Any]:
-    return [int(p) if p.isdigit() else p.lower() for p in re.split(r"(\d+)", key)]
 
 
 # -- writing ------------------------------------------------------------------------------------------
@@ -279,7 +129,7 @@ def _timeline_svg(data: ReportData, report_dir: Path) -> str:
     if not bars:
         return "<p class=\"muted\">No attempt was recorded in this run.</p>"
     workers = sorted({b.worker_id for b in bars} | {m.worker_id for m in data.markers if m.worker_id},
-                     key=_natural)
+                     key=natural_order)
     row_of = {w: i for i, w in enumerate(workers)}
     t0 = min(b.started for b in bars)
     t1 = max(max(b.finished for b in bars), max((m.ts for m in data.markers), default=t0))
