@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from pobatch.corelib.errors import FatalError
-from pobatch.corelib.process_reaper import live_browsers_on
+from pobatch.corelib.profile_lock import live_browsers_on
 
 log = logging.getLogger(__name__)
 

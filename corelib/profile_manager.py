@@ -33,7 +33,8 @@ from typing import Any
 import psutil
 
 from pobatch.corelib.errors import FatalError
-from pobatch.corelib.process_reaper import kill_browser_tree, live_browsers_on, profile_lock_held
+from pobatch.corelib.process_reaper import kill_browser_tree
+from pobatch.corelib.profile_lock import live_browsers_on, profile_lock_held
 from pobatch.corelib.tree_removal import remove_tree
 
 log = logging.getLogger(__name__)

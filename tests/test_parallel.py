@@ -42,7 +42,7 @@ from pobatch.core.status import Status
 from pobatch.corelib.autoscale import auto_workers
 from pobatch.corelib.browser import BrowserSpec
 from pobatch.corelib.errors import FatalError
-from pobatch.corelib.process_reaper import browser_processes
+from pobatch.corelib.browser_processes import browser_processes
 from pobatch.corelib.store import RunStore
 from pobatch.corelib.tasks import Event, Task, TaskResult
 from pobatch.corelib.worker_pool import WorkerPool, WorkerSpec

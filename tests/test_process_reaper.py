@@ -22,8 +22,10 @@ from typing import Callable, Iterator
 import psutil
 import pytest
 
-from pobatch.corelib import process_reaper
-from pobatch.corelib.process_reaper import browser_processes, kill_browser_tree, live_browsers_on
+from pobatch.corelib import browser_processes as browser_processes_module
+from pobatch.corelib.browser_processes import browser_processes
+from pobatch.corelib.process_reaper import kill_browser_tree
+from pobatch.corelib.profile_lock import live_browsers_on
 from eventually import wait_for
 
 CHROMIUM = "/usr/bin/chromium"
@@ -309,7 +311,7 @@ def test_browser_processes_finds_exactly_the_session_tree(scratch: Path, portal:
             assert found <= tree
             assert helpers | {driver_proc.pid} <= found
             # Titles of helpers are rewritten on Linux; the command-line match alone still finds them.
-            matched = {p.pid for p in process_reaper._matching_browsers(user_data_dir)}
+            matched = {p.pid for p in browser_processes_module.matching_browsers(user_data_dir)}
             assert helpers <= matched
         assert decoy.pid not in {p.pid for p in browser_processes(first_dir)}
         # Path spellings that mean the same dir find the same processes.
@@ -406,8 +408,8 @@ def test_kill_browser_tree_removes_only_a_dead_browsers_own_socket_folder(scratc
 def test_user_data_dir_flag_forms() -> None:
     """Both flag spellings, quotes, trailing separators; never a prefix of another dir."""
     target = os.path.abspath(os.path.join(tempfile.gettempdir(), "pobatch forms", "w1"))
-    forms = process_reaper._target_forms(target)
-    carries = process_reaper._carries_dir
+    forms = browser_processes_module._target_forms(target)
+    carries = browser_processes_module._carries_dir
     assert carries(["chromium", f"--user-data-dir={target}"], forms)
     assert carries(["chromium", "--user-data-dir", target, "data:,"], forms)
     assert carries(["chromium", f'--user-data-dir="{target}"'], forms)
@@ -416,7 +418,7 @@ def test_user_data_dir_flag_forms() -> None:
     assert not carries(["chromium", f"--user-data-dir={target}{os.sep}sub"], forms)
     assert not carries(["chromium", "--user-data-dir"], forms)
     assert not carries(["chromium", "--profile-directory", target], forms)
-    if process_reaper._TITLES_REWRITTEN:
+    if browser_processes_module._TITLES_REWRITTEN:
         # A rewritten helper title that psutil split on spaces.
         title = f"/usr/lib/chromium/chromium --type=renderer --user-data-dir={target} --lang=en".split(" ")
         assert carries(title, forms)

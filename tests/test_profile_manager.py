@@ -18,7 +18,8 @@ import psutil
 import pytest
 
 from pobatch.corelib.errors import FatalError
-from pobatch.corelib.process_reaper import browser_processes, live_browsers_on
+from pobatch.corelib.browser_processes import browser_processes
+from pobatch.corelib.profile_lock import live_browsers_on
 from pobatch.corelib.profile_manager import (
     CLONE_SKIP,
     OWNER_FILE,

@@ -496,7 +496,7 @@ def test_a_killed_workers_staging_and_driver_temp_are_removed_when_it_is_reaped(
 
     import psutil
 
-    from pobatch.corelib.process_reaper import browser_processes
+    from pobatch.corelib.browser_processes import browser_processes
 
     pos = slow_pos(6, base=730000)
     scenario = write_scenario(tmp_path / "s.json", pos, latency={"page_ms": 300, "attachment_ms": 1500})
