@@ -5,6 +5,9 @@ BOM, tab-separated text, a workbook whose PO sheet is not the first one, numbers
 block above the header. All of that is accepted. What cannot be understood stops the run with one message that
 names the file and says what was expected, because a silently wrong batch is worse than no batch.
 Row-level trouble (blank PO, invalid value, duplicate) does not stop the run: it is listed with its row number.
+
+One file, a little over 400 lines: reading the file and finding the PO column in it are one decision (a CSV's
+delimiter is the one whose parse shows a PO header), so they stay together.
 """
 from __future__ import annotations
 

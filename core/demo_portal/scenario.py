@@ -94,6 +94,10 @@ label). A name repeated within one PO gets " (1)", " (2)" before its extension, 
 second copy. A name too long for a file system (data/hostile_names_scenario.json) is keyed by its
 original; a client must shorten it, so `Scenario.match_by_bytes` maps saved names back to the
 originals by content (sha256).
+
+One file, over 400 lines, on purpose: the JSON format, its checks and the derivation of the truth are
+one contract (a Scenario checks itself when built, from a file or in a test), and a reader who wants
+to know what a scenario promises needs all three.
 """
 from __future__ import annotations
 
