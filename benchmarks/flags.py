@@ -19,6 +19,11 @@ from pathlib import Path
 
 from benchmarks.machine import current_load
 from benchmarks.memory import MB, MemorySampler
+from pobatch.core.demo_portal import DemoPortal, generate_scenario
+from pobatch.core.login import prepare_demo_profile
+from pobatch.core.po_job import JobConfig, PoJob, PoTaskPayload
+from pobatch.corelib.browser import BrowserSpec
+from pobatch.corelib.local_session import LocalBrowserSession
 
 log = logging.getLogger("benchmarks.flags")
 
@@ -38,9 +43,6 @@ FLAG_SETS: dict[str, tuple[str, ...]] = {
 
 
 def run_one(portal, scenario, profile: Path, work: Path, flags: tuple[str, ...]) -> dict:
-    from pobatch.core.po_job import JobConfig, PoJob, PoTaskPayload
-    from pobatch.corelib.browser import BrowserSpec
-    from pobatch.corelib.local_session import LocalBrowserSession
 
     out = work / "out"
     spec = BrowserSpec(user_data_dir=str(profile), download_dir=str(out / "dl"), local_only=True, extra_args=flags)
@@ -66,8 +68,6 @@ def run_one(portal, scenario, profile: Path, work: Path, flags: tuple[str, ...])
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pobatch.core.login import prepare_demo_profile
-    from pobatch.core.demo_portal import DemoPortal, generate_scenario
 
     p = argparse.ArgumentParser(prog="python -m benchmarks.flags", description=__doc__.split("\n\n")[0])
     p.add_argument("--count", type=int, default=12, help="POs per run")

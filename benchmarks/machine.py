@@ -12,6 +12,8 @@ from pathlib import Path
 
 import psutil
 
+from pobatch.corelib.browser import BrowserSpec, resolve_browser_binary, resolve_driver
+
 log = logging.getLogger(__name__)
 
 
@@ -74,8 +76,6 @@ def _os_name() -> str:
 
 def machine_info() -> MachineInfo:
     import selenium
-
-    from pobatch.corelib.browser import BrowserSpec, resolve_browser_binary, resolve_driver
 
     spec = BrowserSpec(browser="chromium")
     binary = resolve_browser_binary(spec)

@@ -40,6 +40,15 @@ from benchmarks.memory import MemorySampler, TreePeak
 from benchmarks.naive_baseline import run_naive
 from benchmarks.report import render_markdown, write_between_markers
 from benchmarks.steps import overlap_seconds, portal_seconds, read_timeline, step_timings
+from pobatch.core.app import MainApp, RunOptions
+from pobatch.core.demo_portal import DemoPortal, generate_scenario
+from pobatch.core.login import prepare_demo_profile
+from pobatch.core.po_job import JobConfig
+from pobatch.core.po_worker import incoming_dir
+from pobatch.corelib.autoscale import auto_workers
+from pobatch.corelib.browser import BrowserSpec
+from pobatch.corelib.local_session import LocalBrowserSession
+from pobatch.corelib.profile_manager import ProfileManager
 
 log = logging.getLogger("benchmarks")
 
@@ -139,7 +148,6 @@ def _workers_of(config: str) -> tuple[bool, int | None, int]:
 
 
 def run_pobatch(ctx: Context, config: str, rnd: int) -> RunResult:
-    from pobatch.core.app import MainApp, RunOptions
 
     parallel, workers, files_at_once = _workers_of(config)
     out = ctx.work / "out" / f"{config}-{rnd}"
@@ -230,11 +238,6 @@ def run_lean_once(ctx: Context, rnd: int) -> RunResult:
 
 def measure_worker_start(ctx: Context, repeats: int) -> WorkerStart:
     """What one parallel worker pays before its first PO: clone the profile, start its browser."""
-    from pobatch.core.po_job import JobConfig
-    from pobatch.core.po_worker import incoming_dir
-    from pobatch.corelib.browser import BrowserSpec
-    from pobatch.corelib.local_session import LocalBrowserSession
-    from pobatch.corelib.profile_manager import ProfileManager
 
     clone_s, browser_s = [], []
     job = JobConfig(site="demo", base_url=ctx.portal.base_url, out_dir=str(ctx.work / "out" / "start"))
@@ -261,8 +264,6 @@ def measure_worker_start(ctx: Context, repeats: int) -> WorkerStart:
 
 def measure_browser_floor(ctx: Context, repeats: int) -> dict:
     """The same POs served without latency, fetched by the lean loop: what Chromium itself needs."""
-    from pobatch.core.login import prepare_demo_profile
-    from pobatch.core.demo_portal import DemoPortal, generate_scenario
 
     s = ctx.settings
     zero = generate_scenario(count=s.count, seed=s.seed, attachments_per_po=s.attachments_per_po, page_ms=0,
@@ -296,9 +297,6 @@ def measure_big_clone(ctx: Context) -> CloneMeasurement:
 
 # -- the whole benchmark ----------------------------------------------------------------------------
 def benchmark(settings: Settings, work: Path, quiet: QuietCheck) -> dict:
-    from pobatch.core.login import prepare_demo_profile
-    from pobatch.core.demo_portal import DemoPortal, generate_scenario
-    from pobatch.corelib.autoscale import auto_workers
 
     scenario = generate_scenario(count=settings.count, seed=settings.seed,
                                  attachments_per_po=settings.attachments_per_po, page_ms=settings.page_ms,

@@ -30,7 +30,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger("single_session.proving")
+from pobatch.core.app import MainApp, RunOptions
+from pobatch.core.demo_portal import DemoPortal, sample_scenario_path
+from pobatch.core.demo_portal.scenario import SessionOptions, generate_scenario
+from pobatch.core.login import prepare_demo_profile
+
+log = logging.getLogger(__name__)
 
 
 def _sha(data: bytes) -> str:
@@ -82,8 +87,6 @@ def _same_name_pos(first: int, count: int) -> list[dict[str, Any]]:
 
 
 def _run_app(portal: Any, work: Path, po_ids: list[str], strategy: str | None, windows: int, tag: str) -> Any:
-    from pobatch.core.app import MainApp, RunOptions
-    from pobatch.core.login import prepare_demo_profile
 
     # A rotating token is used up by a run (the base profile keeps the first one): sign in every time.
     profile = prepare_demo_profile(work / f"profile-{tag}", portal.base_url)
@@ -97,7 +100,6 @@ def _run_app(portal: Any, work: Path, po_ids: list[str], strategy: str | None, w
 
 # -- soak ------------------------------------------------------------------------------------------
 def soak(runs: int, windows: int, work: Path) -> dict[str, Any]:
-    from pobatch.core.demo_portal import DemoPortal, sample_scenario_path
 
     base = json.loads(sample_scenario_path().read_text(encoding="utf-8"))
     totals = Counter()
@@ -141,8 +143,6 @@ def wait_for_quiet(max_wait: float, below: float = 1.0) -> tuple[float, float, b
 
 def bench(count: int, runs: int, page_ms: int, attachment_ms: int, windows: list[int], quiet_wait: float,
           work: Path, seed: int = 5) -> dict[str, Any]:
-    from pobatch.core.demo_portal import DemoPortal
-    from pobatch.core.demo_portal.scenario import SessionOptions, generate_scenario
 
     scenario = generate_scenario(count, seed, page_ms=page_ms, attachment_ms=attachment_ms)
     scenario = dataclasses.replace(scenario, session=SessionOptions(None, True))
