@@ -29,6 +29,7 @@ from pobatch.core.exit_codes import (  # noqa: F401 - re-exported: the tests and
 from pobatch.core.orders import OrdersError, OrdersFile, describe_problems, read_orders
 from pobatch.core.page_probes import SIGNED_IN_STATES
 from pobatch.core.po_job import JobConfig
+from pobatch.core.po_task import PoTaskPayload
 from pobatch.core.po_worker import WorkerConfig, sequential_handler
 from pobatch.core.profiles import resolve_base_profile
 from pobatch.core.recorder import is_recording, store_recording
@@ -281,9 +282,9 @@ class MainApp:
                 skipped += 1
                 continue
             previous = [prev["data"].get("download_folder")] if prev and prev["data"].get("download_folder") else []
-            tasks.append(Task(key=t.po_number, payload={
-                "po_number": t.po_number, "row": t.row, "folder_levels": list(t.folder_levels),
-                "previous_folders": previous}))
+            payload = PoTaskPayload(po_number=t.po_number, row=t.row, folder_levels=tuple(t.folder_levels),
+                                    previous_folders=tuple(previous))
+            tasks.append(Task(key=t.po_number, payload=payload.to_dict()))
             if previous:
                 self._standing.add(t.po_number)
             else:
