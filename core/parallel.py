@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Iterator
 
 from pobatch.core.po_worker import WorkerConfig
+from pobatch.core.worker_notes import BrowserWorkerNotes
 from pobatch.core.workspace import Workspace
 from pobatch.corelib.autoscale import auto_workers
 from pobatch.corelib.tree_removal import remove_tree
 from pobatch.corelib.errors import FatalError
+from pobatch.corelib.grid import delete_session
 from pobatch.corelib.profile_manager import ProfileManager, profile_in_use_warning
 from pobatch.corelib.process_reaper import kill_browser_tree
 from pobatch.corelib.tasks import Event, PoolEvent, Task, TaskResult
@@ -34,13 +36,12 @@ def pool_task_timeout(cfg: WorkerConfig) -> float:
 def _reap(info: WorkerInfo, workspace: Workspace | None = None) -> None:
     """A worker exited (or died): its browser processes, profile clone, download folder, attempt
     staging folders and driver scratch folder would otherwise outlive it (until the next run)."""
-    if info.info.get("grid_session"):
-        from pobatch.corelib.grid import delete_session
-
+    notes = info.notes if isinstance(info.notes, BrowserWorkerNotes) else BrowserWorkerNotes()
+    if notes.grid_session:
         # Its last remote session, which the Grid would otherwise keep until its session timeout
         # (a worker that closed it cleanly gets a harmless "no such session").
-        delete_session(info.info["grid_url"], info.info["grid_session"])
-    profile = info.info.get("profile_dir")
+        delete_session(notes.grid_url, notes.grid_session)
+    profile = notes.profile_dir
     if profile:
         n = kill_browser_tree(profile, owned=True)  # the clone the worker noted: pobatch made it
         try:
@@ -49,9 +50,8 @@ def _reap(info: WorkerInfo, workspace: Workspace | None = None) -> None:
             log.warning("could not remove %s: %s", profile, exc)
         log.info("worker %s exited; killed %d leftover browser process(es), removed %s", info.worker_id, n, profile)
     leftovers: list[Path] = []
-    download_dir = info.info.get("download_dir")
-    if download_dir:
-        leftovers.append(Path(download_dir))
+    if notes.download_dir:
+        leftovers.append(Path(notes.download_dir))
     if workspace is not None and workspace.staging_root.is_dir():
         # Its attempts' staging folders: half-done downloads.
         leftovers += [p for p in workspace.staging_root.iterdir() if workspace.is_staging_of(p, info.worker_id)]

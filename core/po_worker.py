@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 from pobatch.core.po_job import JobConfig, PoJob, PoTaskPayload
 from pobatch.core.results import outcome_to_result
+from pobatch.core.worker_notes import BrowserWorkerNotes
 from pobatch.corelib.browser import BrowserSpec
 from pobatch.corelib.browser_session import BrowserSession, RemoteBrowserSession
 from pobatch.corelib.tree_removal import remove_tree
@@ -96,7 +97,7 @@ def make_handler(ctx: Any, config: dict[str, Any]) -> PoHandler:
     try:
         clone = manager.clone(f"{ctx.worker_id}")
         download_dir = incoming_dir(cfg.job, ctx.worker_id)
-        ctx.note(profile_dir=str(clone), download_dir=str(download_dir))
+        ctx.note(BrowserWorkerNotes(profile_dir=str(clone), download_dir=str(download_dir)))
         spec = dataclasses.replace(cfg.browser, user_data_dir=str(clone), download_dir=str(download_dir))
         session = BrowserSession(spec)
         handler = PoHandler(session, cfg.job, ctx.emit, ctx.worker_id, on_close=manager.cleanup)
@@ -124,7 +125,7 @@ def make_grid_handler(ctx: Any, config: dict[str, Any]) -> PoHandler:
     def on_start(driver: Any) -> None:
         # Noted first: if this worker dies, the parent deletes the session rather than the Grid
         # keeping it until its session timeout.
-        ctx.note(grid_url=grid.url, grid_session=driver.session_id)
+        ctx.note(BrowserWorkerNotes(grid_url=grid.url, grid_session=driver.session_id))
         apply_cookies(driver, base_url, cookies)
 
     session = RemoteBrowserSession(cfg.browser, grid, on_start=on_start)
