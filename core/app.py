@@ -5,7 +5,6 @@ workers) -> results -> run store -> workbook. Only this module writes the run st
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -14,7 +13,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 from urllib.parse import urlsplit
 
 from pobatch.core.events import PoEvent
@@ -26,12 +25,14 @@ from pobatch.core.exit_codes import (  # noqa: F401 - re-exported: the tests and
     EXIT_OK,
     EXIT_STOPPED,
 )
+from pobatch.core.modes.base import RunPlan
+from pobatch.core.modes.registry import get_mode, mode_name
 from pobatch.core.orders import OrdersError, OrdersFile, describe_problems, read_orders
 from pobatch.core.page_probes import SIGNED_IN_STATES
 from pobatch.core.po_job import JobConfig
 from pobatch.core.po_task import PoTaskPayload
-from pobatch.core.po_worker import WorkerConfig, sequential_handler
-from pobatch.core.profiles import resolve_base_profile
+from pobatch.core.po_worker import WorkerConfig
+from pobatch.core.profiles import refuse_profile_in_use, resolve_base_profile
 from pobatch.core.recorder import is_recording, store_recording
 from pobatch.core.report import ActivityLog, report_path, write_report
 from pobatch.core.results import PoOutcome, outcome_from_data, outcome_from_result, outcome_to_result
@@ -42,7 +43,9 @@ from pobatch.core.workspace import Workspace
 from pobatch.corelib.browser import BrowserSpec, default_browser
 from pobatch.corelib.downloads import sha256_file
 from pobatch.corelib.errors import ErrorClass, FatalError, fatal_error, is_disk_full
+from pobatch.corelib.browser_session import sweep_driver_temp
 from pobatch.corelib.grid import GridSpec
+from pobatch.corelib.profile_manager import ProfileManager
 from pobatch.corelib.store import Heartbeat, RunStore
 from pobatch.corelib.tasks import Event, Task, TaskResult
 
@@ -81,20 +84,15 @@ class RunOptions:
     profiles_root: Path | None = None  # where temporary profile clones go (default: system temp)
     grid: str | None = None  # Selenium Grid address: workers hold remote sessions there (implies the pool)
     record: bool = False  # --record: an rrweb session recording of every PO attempt
-    strategy: str | None = None  # an opt-in EXPERIMENTAL strategy by name, e.g. "single-session"
+    strategy: str | None = None  # --strategy: a name in core/modes/registry.STRATEGIES, e.g. "single-session"
     windows: int = 3  # single-session: windows in the one browser
 
     def out_dir(self) -> Path:
         return Path(self.out) if self.out else self.orders.parent / f"{self.orders.stem}_downloads"
 
     def mode(self) -> str:
-        if self.strategy:
-            return self.strategy
-        return "grid" if self.grid else "parallel" if self.parallel else "sequential"
-
-
-# Opt-in strategies still being proven (EXPERIMENTAL/README.md): resolved by name, only when asked for.
-EXPERIMENTAL_STRATEGIES = {"single-session": "pobatch.experimental.single_session:run_single_session"}
+        """The registry name of the mode these options choose (FatalError when they contradict)."""
+        return mode_name(self.strategy, self.parallel, self.grid)
 
 
 @dataclass
@@ -124,23 +122,41 @@ class MainApp:
 
     # -- the run ----------------------------------------------------------------------------------
     def run(self) -> RunSummary:
+        """Validate and plan, run the chosen mode's stream into the store, then the workbook and report."""
+        orders, plan, skipped = self._prepare()  # every bad input is one line here, before any browser
+        exit_code, message, stream = EXIT_OK, "", None
+        if self.view:
+            self.view.start(self.run_id, len(plan.tasks), skipped, plan.mode)
+        heartbeat = Heartbeat(self.store.path, self.run_id).__enter__()
+        try:
+            stream = get_mode(plan.mode).stream(plan)
+            exit_code, message = self._consume(stream)
+        except (KeyboardInterrupt, Exception) as exc:
+            if stream is not None:
+                stream.close()  # its workers and browsers stop now, before the user is told why
+            exit_code, message = self._stopped(exc, plan.worker.job)  # re-raises what is not a stop
+        finally:
+            heartbeat.__exit__(None, None, None)
+            self._close_run(plan, exit_code)
+        return self._finish(orders, Path(plan.worker.job.out_dir), exit_code, message, skipped)
+
+    def _prepare(self) -> tuple[OrdersFile, RunPlan, int]:
+        """Everything before the first browser: the options checked (FatalError/OrdersError, nothing
+        written), the store opened, what crashed runs left recovered, and the POs to process planned."""
         opts = self.opts
         orders = read_orders(opts.orders, sheet=opts.sheet)  # OrdersError: nothing written yet
         site_file = opts.site_file or default_site_file()
         site = resolve_site(opts.site, site_file)  # FatalError naming the key and line, before any work
         if site_file:
             log.warning("site definition: %s (%s)", site.name, site_file)
-        base_url = (opts.base_url or site.default_base_url).rstrip("/")
-        self.base_url = base_url
+        base_url = self.base_url = (opts.base_url or site.default_base_url).rstrip("/")
         if not base_url.startswith(("http://", "https://")):
             raise FatalError(
                 f"--base-url: '{opts.base_url or ''}' is not a portal address; expected e.g. "
                 "https://yourcompany.coupahost.com", reason="BAD_CONFIG")
         out = opts.out_dir().resolve()
         grid = GridSpec(opts.grid) if opts.grid else None  # FatalError for a malformed address, before any work
-        if opts.strategy and (opts.strategy not in EXPERIMENTAL_STRATEGIES or grid or opts.parallel):
-            raise FatalError(f"--strategy {opts.strategy}: expected one of {', '.join(EXPERIMENTAL_STRATEGIES)}, "
-                             "without --parallel or --grid", reason="BAD_CONFIG")
+        mode = opts.mode()  # FatalError for a --strategy unknown or at odds with --parallel/--grid
         if opts.preflight and not opts.grid:  # a Grid's nodes reach the portal, maybe not this PC
             check_reachable(base_url)  # the options are consistent: now one request to the portal
         base_profile = resolve_base_profile(opts.profile, opts.browser)
@@ -151,14 +167,14 @@ class MainApp:
         self.store = RunStore(workspace.store_path)
         for dead in self.store.interrupt_dead_runs(run_process_alive):
             log.info("run %s stopped without a word (killed?): marked INTERRUPTED", dead)
-        mode = opts.mode()
         self.run_id = self.store.begin_run(mode, {"orders": str(opts.orders), "site": site.name,
-                                                       "site_file": str(site_file or ""), "base_url": base_url})
+                                                  "site_file": str(site_file or ""), "base_url": base_url})
         self.activities = ActivityLog.into_store(self.store, self.run_id)
-        job = JobConfig(site=opts.site, site_file=str(site_file or ""), base_url=base_url, out_dir=str(out), page_timeout=opts.page_timeout,
-                        download_timeout=opts.download_timeout, stall_timeout=opts.stall_timeout,
-                        max_attempts=opts.max_attempts, backoff_base=opts.backoff_base, po_timeout=opts.po_timeout,
-                        run_id=self.run_id, record=opts.record, files_at_once=opts.files_at_once)
+        job = JobConfig(site=opts.site, site_file=str(site_file or ""), base_url=base_url, out_dir=str(out),
+                        page_timeout=opts.page_timeout, download_timeout=opts.download_timeout,
+                        stall_timeout=opts.stall_timeout, max_attempts=opts.max_attempts,
+                        backoff_base=opts.backoff_base, po_timeout=opts.po_timeout, run_id=self.run_id,
+                        record=opts.record, files_at_once=opts.files_at_once)
         # First the leftovers of runs that died (their orphaned workers may still be writing), then
         # what they left in this output folder.
         sweep_leftovers(opts.profiles_root)
@@ -170,63 +186,36 @@ class MainApp:
                            driver=opts.driver, page_load_timeout=opts.page_timeout, local_only=local_only,
                            bidi=opts.record)
         wcfg = WorkerConfig(job=job, browser=spec, base_profile=str(base_profile), run_id=self.run_id,
-                            profiles_root=str(opts.profiles_root) if opts.profiles_root else None)
+                            profiles_root=str(opts.profiles_root) if opts.profiles_root else None, grid=grid)
         log.info("run %s: %d PO(s) to process, %d already completed, output %s", self.run_id, len(tasks),
                  skipped, out)
-        exit_code, message = EXIT_OK, ""
-        stream: Iterator[TaskResult | Event] | None = None
-        if self.view:
-            self.view.start(self.run_id, len(tasks), skipped, mode)
-        heartbeat = Heartbeat(self.store.path, self.run_id).__enter__()
-        try:
-            if grid:
-                from pobatch.core.grid_login import read_portal_cookies
+        return orders, RunPlan(mode, tasks, wcfg, workers=opts.workers, windows=opts.windows), skipped
 
-                cookies = read_portal_cookies(base_profile, base_url, spec, self.run_id,
-                                              opts.profiles_root) if tasks else []
-                wcfg = dataclasses.replace(wcfg, grid=grid, cookies=tuple(cookies))
-            if opts.strategy:
-                from pobatch.corelib.worker_pool import resolve_factory
-
-                stream = resolve_factory(EXPERIMENTAL_STRATEGIES[opts.strategy])(wcfg, tasks, opts.windows)
-            elif opts.parallel or grid:
-                from pobatch.core.parallel import run_parallel
-
-                stream = run_parallel(wcfg, tasks, opts.workers)
-            else:
-                stream = self._run_sequential(wcfg, tasks)
-            exit_code, message = self._consume(stream)
-        except KeyboardInterrupt:
-            exit_code, message = EXIT_INTERRUPTED, "Stopped by the user; run the same command again to finish."
-            if stream is not None:
-                stream.close()  # Ctrl+C outside the stream: its workers stop now, not after the report
-        except PortalUnreachable as exc:
-            exit_code, message = EXIT_STOPPED, str(exc)
-            if stream is not None:
-                stream.close()
+    def _stopped(self, exc: BaseException, job: JobConfig) -> tuple[int, str]:
+        """The exit code and message of a run its stream did not finish (the stream is closed); an
+        error that is not a reason to stop (a bug, a fatal error) is raised again."""
+        if isinstance(exc, KeyboardInterrupt):
+            return EXIT_INTERRUPTED, "Stopped by the user; run the same command again to finish."
+        if isinstance(exc, PortalUnreachable):
             self._forget_unanswered(exc.results, job)
-        except Exception as exc:
-            if not is_disk_full(exc):
-                if stream is not None:
-                    stream.close()  # a fatal error: the workers and their browsers stop before it is told
-                raise
-            # A full disk under the output folder or the run store: every further PO would fail alike.
-            exit_code, message = EXIT_STOPPED, (
-                f"The run stopped: the disk is full (DISK_FULL), no room left to write in {out}. Free some "
-                "space, then run the same command again: finished POs are kept, the rest are PENDING.")
-            log.debug("disk full", exc_info=True)
-            if stream is not None:
-                stream.close()
-        finally:
-            heartbeat.__exit__(None, None, None)
-            # With a full disk these writes may fail too: what they would say, a rerun finds anyway.
-            _unless_disk_full(self._mark_unfinished, tasks, exit_code)
-            _unless_disk_full(self._drop_unpublished_journals, job)
-            _unless_disk_full(self.activities.close_all)
-            _unless_disk_full(self.store.finish_run, self.run_id,
-                              {EXIT_OK: "DONE", EXIT_INCOMPLETE: "DONE"}.get(exit_code, "STOPPED"))
-        summary = self._finish(orders, out, exit_code, message, skipped)
-        return summary
+            return EXIT_STOPPED, str(exc)
+        if not is_disk_full(exc):
+            raise exc
+        # A full disk under the output folder or the run store: every further PO would fail alike.
+        log.debug("disk full", exc_info=exc)
+        return EXIT_STOPPED, (
+            f"The run stopped: the disk is full (DISK_FULL), no room left to write in {job.out_dir}. Free some "
+            "space, then run the same command again: finished POs are kept, the rest are PENDING.")
+
+    def _close_run(self, plan: RunPlan, exit_code: int) -> None:
+        """The store's last words on this run; with a full disk these writes may fail too: what they
+        would say, a rerun finds anyway."""
+        assert self.store is not None and self.activities is not None
+        _unless_disk_full(self._mark_unfinished, plan.tasks, exit_code)
+        _unless_disk_full(self._drop_unpublished_journals, plan.worker.job)
+        _unless_disk_full(self.activities.close_all)
+        _unless_disk_full(self.store.finish_run, self.run_id,
+                          {EXIT_OK: "DONE", EXIT_INCOMPLETE: "DONE"}.get(exit_code, "STOPPED"))
 
     def _problems(self, orders: OrdersFile) -> None:
         for line in describe_problems(orders):
@@ -291,22 +280,11 @@ class MainApp:
                 self.store.mark_status(self.run_id, t.po_number, Status.PENDING.value)
         return tasks, skipped
 
-    def _run_sequential(self, wcfg: WorkerConfig, tasks: list[Task]) -> Iterator[TaskResult | Event]:
-        events: list[Event] = []
-        handler = sequential_handler(wcfg, events.append)
-        try:
-            for task in tasks:
-                result = handler.run(task)
-                yield from events
-                events.clear()
-                yield result
-        finally:
-            handler.close()
-
     def _consume(self, stream: Iterable[TaskResult | Event]) -> tuple[int, str]:
         """Write every result and event to the store; stop the stream when a login is needed."""
         assert self.store is not None
-        watch = _SignInWatch(one_session_possible=self.opts.parallel and not self.opts.grid and self.opts.workers != 1)
+        # Profile clones that share one session cookie: only the local pool runs several at once.
+        watch = _SignInWatch(one_session_possible=self.opts.mode() == "parallel" and self.opts.workers != 1)
         breaker = CircuitBreaker(self.base_url)
         for item in stream:
             watch.observe(item)
@@ -613,15 +591,6 @@ def _why(reason: object) -> str:
     return str(reason) or type(reason).__name__
 
 
-def refuse_profile_in_use(profile: Path) -> None:
-    """FatalError (one line) when a running browser holds the profile: close it first."""
-    from pobatch.corelib.profile_manager import profile_in_use_error
-
-    message = profile_in_use_error(profile)
-    if message:
-        raise FatalError(f"--profile: {message}", reason="PROFILE_IN_USE")
-
-
 def check_writable(work: Path, out: Path) -> None:
     """Create the output and work folders and write in them, or stop with one line naming the folder
     (a read-only folder, a read-only parent, a full disk): before any browser starts."""
@@ -682,8 +651,5 @@ def run_process_alive(run: dict) -> bool:
 
 def sweep_leftovers(root: Path | None) -> None:
     """Profiles, browsers and scratch folders of runs whose process died (a crash, a SIGKILL)."""
-    from pobatch.corelib.browser_session import sweep_driver_temp
-    from pobatch.corelib.profile_manager import ProfileManager
-
     for path in ProfileManager.sweep_orphans(root) + sweep_driver_temp():
         log.info("removed what a run that died left behind: %s", path)

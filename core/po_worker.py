@@ -137,12 +137,9 @@ def make_grid_handler(ctx: Any, config: dict[str, Any]) -> PoHandler:
 def sequential_handler(cfg: WorkerConfig, emit: Callable[[Event], None]) -> PoHandler:
     """The in-process handler. It works on a clone of the base profile, like a pool worker: a crash
     then leaves nothing on the user's own profile, and the next run's sweep finds what it left."""
-    from pobatch.corelib.profile_manager import ProfileManager, profile_in_use_warning
+    from pobatch.corelib.profile_manager import open_run_profiles
 
-    warning = profile_in_use_warning(cfg.base_profile)
-    if warning:
-        log.warning(warning)
-    manager = ProfileManager(cfg.base_profile, cfg.run_id, work_root=cfg.profiles_root)
+    manager = open_run_profiles(cfg.base_profile, cfg.run_id, cfg.profiles_root)
     clone = manager.clone("main")
     spec = dataclasses.replace(cfg.browser, user_data_dir=str(clone), download_dir=str(incoming_dir(cfg.job, "main")))
     return PoHandler(BrowserSession(spec), cfg.job, emit, "main", on_close=manager.cleanup)
