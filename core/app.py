@@ -1,15 +1,17 @@
-"""MainApp: plans a run, owns the run store, picks the executor, and turns results into reports.
+"""MainApp: plans a run, owns the run store, runs the chosen mode, and turns results into reports.
 
-Data flows one way: orders file -> tasks -> executor (one in-process worker, or a pool of spawned
-workers) -> results -> run store -> workbook. Only this module writes the run store.
+Data flows one way: orders file -> tasks (a RunPlan) -> the mode's stream (core/modes/: one in-process
+worker, a pool of spawned workers, ...) -> results -> run store -> workbook. Only this module writes the
+run store. The checks before any browser are core/preflight.py; what the stream is watched for (a
+sign-in page, a portal gone away) is core/stream_watch.py.
 """
 from __future__ import annotations
 
+import gc
 import json
 import logging
-import os
 import shutil
-import socket
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,31 +30,27 @@ from pobatch.core.exit_codes import (  # noqa: F401 - re-exported: the tests and
 from pobatch.core.modes.base import RunPlan
 from pobatch.core.modes.registry import get_mode, mode_name
 from pobatch.core.orders import OrdersError, OrdersFile, describe_problems, read_orders
-from pobatch.core.page_probes import SIGNED_IN_STATES
 from pobatch.core.po_job import JobConfig
 from pobatch.core.po_task import PoTaskPayload
 from pobatch.core.po_worker import WorkerConfig
+from pobatch.core.preflight import check_reachable, check_writable, run_process_alive, sweep_leftovers
 from pobatch.core.profiles import refuse_profile_in_use, resolve_base_profile
 from pobatch.core.recorder import is_recording, store_recording
 from pobatch.core.report import ActivityLog, report_path, write_report
 from pobatch.core.results import PoOutcome, outcome_from_data, outcome_from_result, outcome_to_result
 from pobatch.core.sites import default_site_file, resolve_site
 from pobatch.core.status import FINAL_STATUSES, Status
+from pobatch.core.stream_watch import CircuitBreaker, PortalUnreachable, SignInWatch
 from pobatch.core.workbook import write_results
 from pobatch.core.workspace import Workspace
 from pobatch.corelib.browser import BrowserSpec, default_browser
 from pobatch.corelib.downloads import sha256_file
 from pobatch.corelib.errors import ErrorClass, FatalError, fatal_error, is_disk_full
-from pobatch.corelib.browser_session import sweep_driver_temp
 from pobatch.corelib.grid import GridSpec
-from pobatch.corelib.profile_manager import ProfileManager
 from pobatch.corelib.store import Heartbeat, RunStore
 from pobatch.corelib.tasks import Event, Task, TaskResult
 
 log = logging.getLogger(__name__)
-
-# The run stopped itself because of its surroundings (the portal went away, the disk filled up): the
-# POs not done stay PENDING for the same command later.
 
 
 @dataclass
@@ -284,7 +282,7 @@ class MainApp:
         """Write every result and event to the store; stop the stream when a login is needed."""
         assert self.store is not None
         # Profile clones that share one session cookie: only the local pool runs several at once.
-        watch = _SignInWatch(one_session_possible=self.opts.mode() == "parallel" and self.opts.workers != 1)
+        watch = SignInWatch(one_session_possible=self.opts.mode() == "parallel" and self.opts.workers != 1)
         breaker = CircuitBreaker(self.base_url)
         for item in stream:
             watch.observe(item)
@@ -432,80 +430,6 @@ class MainApp:
             return None
 
 
-class _SignInWatch:
-    """At a sign-in page in parallel mode: did the session simply end, or do the workers' sessions
-    kill each other? Profile clones share one session cookie; a portal that keeps one live session per
-    user (or renews its token on every response) signs a worker out as soon as another one uses it,
-    while that other one stays signed in.
-
-    So when the first LOGIN_REQUIRED comes, wait (at most `grace` seconds) for the evidence either
-    way: another worker that opens a signed-in page after the refusal (sessions killing each other),
-    or a sign-in page from every worker that has started (the session ended for all). Then stop with
-    one message that says only what was seen. Elsewhere the first LOGIN_REQUIRED decides at once."""
-
-    def __init__(self, one_session_possible: bool, grace: float = 30.0) -> None:
-        self.enabled = one_session_possible
-        self.grace = grace
-        self.login: TaskResult | None = None
-        self.signed_in = False  # a signed-in page at any time in this run
-        self.signed_in_after: Event | None = None  # ...from a worker still signed in after the refusal
-        self._refused_at: float | None = None
-        self._attempt_started: dict[str, float] = {}  # worker -> when its latest attempt began
-        self._started: set[str] = set()
-        self._logged_out: set[str] = set()
-        self._deadline = 0.0
-
-    def observe(self, item: TaskResult | Event) -> None:
-        if isinstance(item, Event):
-            if item.action == PoEvent.ATTEMPT_START:
-                self._started.add(item.worker_id)
-                self._attempt_started[item.worker_id] = item.ts
-            elif item.action == PoEvent.OPEN and item.outcome == "login" and self._refused_at is None:
-                self._refused_at = item.ts
-            elif item.action == PoEvent.OPEN and item.outcome in SIGNED_IN_STATES:
-                self.signed_in = True
-                # Evidence only from an attempt that began after the refusal: a page served just
-                # before the session died can be reported just after it.
-                if (self.login is not None and item.worker_id not in self._logged_out
-                        and self._attempt_started.get(item.worker_id, 0.0) > (self._refused_at or self.login.finished)):
-                    self.signed_in_after = self.signed_in_after or item
-            return
-        if item.status == Status.LOGIN_REQUIRED.value:
-            self._logged_out.add(item.worker_id)
-            if self.login is None:
-                self.login, self._deadline = item, time.monotonic() + self.grace
-                if self._refused_at is None:
-                    self._refused_at = item.finished
-
-    def verdict(self) -> str | None:
-        """None while it is worth waiting; else "one_session", "ended" or "signed_out"."""
-        if not self.enabled:
-            return "signed_out"
-        if self.signed_in_after is not None:
-            return "one_session"
-        if self._started <= self._logged_out or time.monotonic() > self._deadline:
-            return "ended" if self.signed_in else "signed_out"
-        return None
-
-    def message(self) -> str:
-        assert self.login is not None
-        # The stream may end before the wait does: then what was seen so far decides.
-        verdict = (self.verdict() or ("ended" if self.signed_in else "signed_out")) if self.enabled else "signed_out"
-        if verdict == "one_session":
-            other = self.signed_in_after.worker_id if self.signed_in_after else "another worker"
-            return ("The portal refused worker " + (self.login.worker_id or "?") + "'s session while worker "
-                    + other + ", using a copy of the same sign-in, stayed signed in: the sessions sign each "
-                    "other out, so the portal keeps one live session per user (for example it renews the "
-                    "session token on every page). Sign in again in your own browser, then run the same command "
-                    "with --strategy single-session --windows 3 instead of --parallel: one browser, one session, "
-                    "several windows. Finished POs are kept.")
-        if verdict == "ended":
-            return ("The portal signed pobatch out in the middle of the run: pages had opened signed in, then "
-                    "every worker met the sign-in page (the session ended or expired). Sign in again in your own "
-                    "browser, then run the same command: finished POs are kept.")
-        return self.login.error
-
-
 def _journals(workspace: Workspace) -> list[Path]:
     """The outcomes published by workers that the run store may not hold yet (oldest name first)."""
     return sorted(workspace.journal_dir.glob("*.json")) if workspace.journal_dir.is_dir() else []
@@ -518,104 +442,9 @@ def _folder_matches(folder: Path, outcome: PoOutcome) -> bool:
     return all((folder / f.name).is_file() and sha256_file(folder / f.name) == f.sha256 for f in outcome.files)
 
 
-class PortalUnreachable(FatalError):
-    """The portal stopped answering in the middle of a run: the results that showed it come along."""
-
-    def __init__(self, message: str, results: list[TaskResult]) -> None:
-        super().__init__(message, reason="CONNECTION_FAILED")
-        self.results = results
-
-
-class CircuitBreaker:
-    """Stops the run when `threshold` POs in a row (across workers) could not connect to the portal.
-
-    Each CONNECTION_FAILED result is held back; another kind of result releases them to be recorded
-    (a single PO with a dropped connection is a FAILED answer); the threshold-th raises
-    PortalUnreachable carrying them, so they stay PENDING for the rerun."""
-
-    REASON = "CONNECTION_FAILED"
-
-    def __init__(self, base_url: str, threshold: int = 3) -> None:
-        self.base_url, self.threshold = base_url, threshold
-        self._held: list[TaskResult] = []
-
-    def hold(self, result: TaskResult) -> bool:
-        if result.reason != self.REASON:
-            return False
-        self._held.append(result)
-        if len(self._held) >= self.threshold:
-            raise PortalUnreachable(
-                f"The run stopped: {len(self._held)} POs in a row could not reach the portal {self.base_url} "
-                f"(CONNECTION_FAILED). The POs not finished stay PENDING; run the same command again when the "
-                "portal answers.", self._held)
-        return True
-
-    def release(self) -> list[TaskResult]:
-        held, self._held = self._held, []
-        return held
-
-
-def check_reachable(base_url: str, timeout: float = 15.0) -> None:
-    """One request to the portal before any browser starts: an address nobody answers at is one line
-    (FatalError), not hours of retries. Any HTTP answer (a sign-in page, 404, 500, a certificate this
-    Python does not trust) means it is there."""
-    import ssl
-    import urllib.error
-    import urllib.request
-
-    request = urllib.request.Request(base_url + "/", method="HEAD", headers={"User-Agent": "pobatch pre-flight"})
-    # A portal on this machine is asked directly; any other through the proxy the system names.
-    local = urlsplit(base_url).hostname in ("127.0.0.1", "localhost", "::1")
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({})) if local else urllib.request.build_opener()
-    try:
-        opener.open(request, timeout=timeout).close()
-    except urllib.error.HTTPError:
-        return
-    except urllib.error.URLError as exc:
-        if isinstance(exc.reason, ssl.SSLError):
-            return
-        raise FatalError(f"--base-url: the portal {base_url} cannot be reached ({_why(exc.reason)}); expected "
-                         "the address your browser opens (check the address, the network or VPN; "
-                         "--no-preflight skips this check)", reason="CONNECTION_FAILED") from None
-    except (OSError, ValueError) as exc:
-        if isinstance(exc, ssl.SSLError):
-            return
-        raise FatalError(f"--base-url: the portal {base_url} cannot be reached ({_why(exc)}); expected the "
-                         "address your browser opens (check the address, the network or VPN; --no-preflight "
-                         "skips this check)", reason="CONNECTION_FAILED") from None
-
-
-def _why(reason: object) -> str:
-    if isinstance(reason, OSError) and reason.strerror:
-        return reason.strerror
-    return str(reason) or type(reason).__name__
-
-
-def check_writable(work: Path, out: Path) -> None:
-    """Create the output and work folders and write in them, or stop with one line naming the folder
-    (a read-only folder, a read-only parent, a full disk): before any browser starts."""
-    try:
-        work.mkdir(parents=True, exist_ok=True)
-        for stale in work.glob(".write-test-*"):  # a run killed in the middle of this check left it
-            stale.unlink(missing_ok=True)
-        probe = work / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"pobatch")
-        probe.unlink(missing_ok=True)
-    except OSError as exc:
-        where = Path(exc.filename) if exc.filename else out
-        if where == work or where.parent == work:  # the user named the output folder, not our work folder
-            where = out
-        why = exc.strerror or type(exc).__name__
-        raise FatalError(f"--out: cannot write in {where} ({why}); expected an output folder you can write to",
-                         reason="BAD_CONFIG") from None
-
-
 def _unless_disk_full(action, *args, **kw):
     """Run `action`; a full disk makes it a warning (and None) instead of an error. A half-written file
     object that fails again when it is collected (openpyxl's zip file) stays quiet too: no traceback."""
-    import gc
-    import sys
-
     previous = sys.unraisablehook
     sys.unraisablehook = lambda u: log.debug("while collecting a half-written file: %s", u.exc_value)
     try:
@@ -629,27 +458,3 @@ def _unless_disk_full(action, *args, **kw):
     finally:
         gc.collect()
         sys.unraisablehook = previous
-
-
-# A run on another PC (a shared output folder) is taken for dead when it has not been seen this long.
-FOREIGN_RUN_STALE_AFTER = 120.0
-
-
-def run_process_alive(run: dict) -> bool:
-    """Whether the process of a run the store says is RUNNING still lives (the same pid, started no
-    later than the run, on this host); a run from another host is alive while its heartbeat is fresh."""
-    import psutil
-
-    if run.get("host") != socket.gethostname():
-        return time.time() - float(run.get("last_seen") or run["started"]) < FOREIGN_RUN_STALE_AFTER
-    try:
-        proc = psutil.Process(int(run.get("pid") or 0))
-        return proc.create_time() <= float(run["started"]) + 1 and proc.status() != psutil.STATUS_ZOMBIE
-    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
-        return False
-
-
-def sweep_leftovers(root: Path | None) -> None:
-    """Profiles, browsers and scratch folders of runs whose process died (a crash, a SIGKILL)."""
-    for path in ProfileManager.sweep_orphans(root) + sweep_driver_temp():
-        log.info("removed what a run that died left behind: %s", path)

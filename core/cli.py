@@ -13,7 +13,8 @@ from urllib.parse import urlsplit
 import click
 
 from pobatch.core import __version__
-from pobatch.core.app import MainApp, RunOptions, run_process_alive
+from pobatch.core.app import MainApp, RunOptions
+from pobatch.core.preflight import run_process_alive
 from pobatch.core.check import run_check, verdict, write_snapshot
 from pobatch.core.console import ConsoleView
 from pobatch.core.demo_login import interactive_login, prepare_demo_profile
