@@ -14,7 +14,6 @@ import click
 
 from pobatch.core import __version__
 from pobatch.core.app import MainApp, RunOptions
-from pobatch.core.preflight import run_process_alive
 from pobatch.core.check import run_check, verdict, write_snapshot
 from pobatch.core.console import ConsoleView
 from pobatch.core.demo_login import interactive_login, prepare_demo_profile
@@ -24,6 +23,7 @@ from pobatch.core.desk import ask_start, finish_run, run_signing_in, sign_in_req
 from pobatch.core.exit_codes import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_LOGIN, EXIT_STOPPED
 from pobatch.core.modes.registry import STRATEGIES
 from pobatch.core.orders import OrdersError, normalize_po
+from pobatch.core.preflight import run_process_alive
 from pobatch.core.profiles import resolve_base_profile
 from pobatch.core.replay import NoRecording, write_replay
 from pobatch.core.report import write_report
