@@ -13,7 +13,6 @@ from pobatch.core.grid_login import read_portal_cookies
 from pobatch.core.modes.base import RunPlan
 from pobatch.core.modes.parallel import run_pool
 from pobatch.corelib.grid import check_grid
-from pobatch.corelib.profile_manager import warn_if_profile_in_use
 from pobatch.corelib.tasks import Event, TaskResult
 
 log = logging.getLogger(__name__)
@@ -28,7 +27,6 @@ class GridMode:
         cookies = read_portal_cookies(cfg.base_profile, cfg.job.base_url, cfg.browser, cfg.run_id,
                                       cfg.profiles_root) if plan.tasks else []
         plan = dataclasses.replace(plan, worker=dataclasses.replace(cfg, cookies=tuple(cookies)))
-        warn_if_profile_in_use(cfg.base_profile)
         slots = check_grid(cfg.grid.url, cfg.browser.browser)
         workers = plan.workers
         if workers is None:

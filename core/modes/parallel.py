@@ -64,7 +64,6 @@ class ParallelMode:
     name = "parallel"
 
     def stream(self, plan: RunPlan) -> Iterator[TaskResult | Event]:
-        warn_if_profile_in_use(plan.worker.base_profile)
         workers = plan.workers
         if workers is None:
             workers, why = auto_workers(len(plan.tasks))
@@ -75,6 +74,7 @@ class ParallelMode:
 def run_pool(plan: RunPlan, workers: int, factory: str) -> Iterator[TaskResult | Event]:
     """The PO handler built by `factory` in at most `workers` spawned workers, one per task at most."""
     cfg, tasks = plan.worker, plan.tasks
+    warn_if_profile_in_use(cfg.base_profile)  # the workers start from it: a clone each, or (Grid) its cookies
     workers = max(1, min(workers, len(tasks) or 1))
     spec = WorkerSpec(factory, {"worker": cfg})
     pool = WorkerPool(spec, workers, task_timeout=attempt_budget(cfg.job),
