@@ -1,20 +1,21 @@
-"""MainApp: plans a run, owns the run store, picks the executor, and turns results into reports.
+"""MainApp: plans a run, owns the run store, runs the chosen mode, and turns results into reports.
 
-Data flows one way: orders file -> tasks -> executor (one in-process worker, or a pool of spawned
-workers) -> results -> run store -> workbook. Only this module writes the run store.
+Data flows one way: orders file -> tasks (a RunPlan) -> the mode's stream (core/modes/: one in-process
+worker, a pool of spawned workers, ...) -> results -> run store -> workbook. Only this module writes the
+run store. The checks before any browser are core/preflight.py; what the stream is watched for (a
+sign-in page, a portal gone away) is core/stream_watch.py.
 """
 from __future__ import annotations
 
-import dataclasses
+import gc
 import json
 import logging
-import os
 import shutil
-import socket
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 from urllib.parse import urlsplit
 
 from pobatch.core.events import PoEvent
@@ -26,16 +27,22 @@ from pobatch.core.exit_codes import (  # noqa: F401 - re-exported: the tests and
     EXIT_OK,
     EXIT_STOPPED,
 )
+from pobatch.core.modes.base import RunPlan
+from pobatch.core.modes.registry import get_mode, mode_name
 from pobatch.core.orders import OrdersError, OrdersFile, describe_problems, read_orders
-from pobatch.core.page_probes import SIGNED_IN_STATES
 from pobatch.core.po_job import JobConfig
-from pobatch.core.po_worker import WorkerConfig, sequential_handler
-from pobatch.core.profiles import resolve_base_profile
+from pobatch.core.po_task import PoTaskPayload
+from pobatch.core.po_worker import WorkerConfig
+from pobatch.core.preflight import check_reachable, check_writable, run_process_alive, sweep_leftovers
+from pobatch.core.profiles import refuse_profile_in_use, resolve_base_profile
 from pobatch.core.recorder import is_recording, store_recording
-from pobatch.core.report import ActivityLog, report_path, write_report
+from pobatch.core.activity_log import ActivityLog
+from pobatch.core.report import write_report
+from pobatch.core.report_data import report_path
 from pobatch.core.results import PoOutcome, outcome_from_data, outcome_from_result, outcome_to_result
 from pobatch.core.sites import default_site_file, resolve_site
 from pobatch.core.status import FINAL_STATUSES, Status
+from pobatch.core.stream_watch import CircuitBreaker, PortalUnreachable, SignInWatch
 from pobatch.core.workbook import write_results
 from pobatch.core.workspace import Workspace
 from pobatch.corelib.browser import BrowserSpec, default_browser
@@ -46,9 +53,6 @@ from pobatch.corelib.store import Heartbeat, RunStore
 from pobatch.corelib.tasks import Event, Task, TaskResult
 
 log = logging.getLogger(__name__)
-
-# The run stopped itself because of its surroundings (the portal went away, the disk filled up): the
-# POs not done stay PENDING for the same command later.
 
 
 @dataclass
@@ -80,20 +84,15 @@ class RunOptions:
     profiles_root: Path | None = None  # where temporary profile clones go (default: system temp)
     grid: str | None = None  # Selenium Grid address: workers hold remote sessions there (implies the pool)
     record: bool = False  # --record: an rrweb session recording of every PO attempt
-    strategy: str | None = None  # an opt-in EXPERIMENTAL strategy by name, e.g. "single-session"
+    strategy: str | None = None  # --strategy: a name in core/modes/registry.STRATEGIES, e.g. "single-session"
     windows: int = 3  # single-session: windows in the one browser
 
     def out_dir(self) -> Path:
         return Path(self.out) if self.out else self.orders.parent / f"{self.orders.stem}_downloads"
 
     def mode(self) -> str:
-        if self.strategy:
-            return self.strategy
-        return "grid" if self.grid else "parallel" if self.parallel else "sequential"
-
-
-# Opt-in strategies still being proven (EXPERIMENTAL/README.md): resolved by name, only when asked for.
-EXPERIMENTAL_STRATEGIES = {"single-session": "pobatch.experimental.single_session:run_single_session"}
+        """The registry name of the mode these options choose (FatalError when they contradict)."""
+        return mode_name(self.strategy, self.parallel, self.grid)
 
 
 @dataclass
@@ -123,23 +122,41 @@ class MainApp:
 
     # -- the run ----------------------------------------------------------------------------------
     def run(self) -> RunSummary:
+        """Validate and plan, run the chosen mode's stream into the store, then the workbook and report."""
+        orders, plan, skipped = self._prepare()  # every bad input is one line here, before any browser
+        exit_code, message, stream = EXIT_OK, "", None
+        if self.view:
+            self.view.start(self.run_id, len(plan.tasks), skipped, plan.mode)
+        heartbeat = Heartbeat(self.store.path, self.run_id).__enter__()
+        try:
+            stream = get_mode(plan.mode).stream(plan)
+            exit_code, message = self._consume(stream)
+        except (KeyboardInterrupt, Exception) as exc:
+            if stream is not None:
+                stream.close()  # its workers and browsers stop now, before the user is told why
+            exit_code, message = self._stopped(exc, plan.worker.job)  # re-raises what is not a stop
+        finally:
+            heartbeat.__exit__(None, None, None)
+            self._close_run(plan, exit_code)
+        return self._finish(orders, Path(plan.worker.job.out_dir), exit_code, message, skipped)
+
+    def _prepare(self) -> tuple[OrdersFile, RunPlan, int]:
+        """Everything before the first browser: the options checked (FatalError/OrdersError, nothing
+        written), the store opened, what crashed runs left recovered, and the POs to process planned."""
         opts = self.opts
         orders = read_orders(opts.orders, sheet=opts.sheet)  # OrdersError: nothing written yet
         site_file = opts.site_file or default_site_file()
         site = resolve_site(opts.site, site_file)  # FatalError naming the key and line, before any work
         if site_file:
             log.warning("site definition: %s (%s)", site.name, site_file)
-        base_url = (opts.base_url or site.default_base_url).rstrip("/")
-        self.base_url = base_url
+        base_url = self.base_url = (opts.base_url or site.default_base_url).rstrip("/")
         if not base_url.startswith(("http://", "https://")):
             raise FatalError(
                 f"--base-url: '{opts.base_url or ''}' is not a portal address; expected e.g. "
                 "https://yourcompany.coupahost.com", reason="BAD_CONFIG")
         out = opts.out_dir().resolve()
         grid = GridSpec(opts.grid) if opts.grid else None  # FatalError for a malformed address, before any work
-        if opts.strategy and (opts.strategy not in EXPERIMENTAL_STRATEGIES or grid or opts.parallel):
-            raise FatalError(f"--strategy {opts.strategy}: expected one of {', '.join(EXPERIMENTAL_STRATEGIES)}, "
-                             "without --parallel or --grid", reason="BAD_CONFIG")
+        mode = opts.mode()  # FatalError for a --strategy unknown or at odds with --parallel/--grid
         if opts.preflight and not opts.grid:  # a Grid's nodes reach the portal, maybe not this PC
             check_reachable(base_url)  # the options are consistent: now one request to the portal
         base_profile = resolve_base_profile(opts.profile, opts.browser)
@@ -150,14 +167,14 @@ class MainApp:
         self.store = RunStore(workspace.store_path)
         for dead in self.store.interrupt_dead_runs(run_process_alive):
             log.info("run %s stopped without a word (killed?): marked INTERRUPTED", dead)
-        mode = opts.mode()
         self.run_id = self.store.begin_run(mode, {"orders": str(opts.orders), "site": site.name,
-                                                       "site_file": str(site_file or ""), "base_url": base_url})
+                                                  "site_file": str(site_file or ""), "base_url": base_url})
         self.activities = ActivityLog.into_store(self.store, self.run_id)
-        job = JobConfig(site=opts.site, site_file=str(site_file or ""), base_url=base_url, out_dir=str(out), page_timeout=opts.page_timeout,
-                        download_timeout=opts.download_timeout, stall_timeout=opts.stall_timeout,
-                        max_attempts=opts.max_attempts, backoff_base=opts.backoff_base, po_timeout=opts.po_timeout,
-                        run_id=self.run_id, record=opts.record, files_at_once=opts.files_at_once)
+        job = JobConfig(site=opts.site, site_file=str(site_file or ""), base_url=base_url, out_dir=str(out),
+                        page_timeout=opts.page_timeout, download_timeout=opts.download_timeout,
+                        stall_timeout=opts.stall_timeout, max_attempts=opts.max_attempts,
+                        backoff_base=opts.backoff_base, po_timeout=opts.po_timeout, run_id=self.run_id,
+                        record=opts.record, files_at_once=opts.files_at_once)
         # First the leftovers of runs that died (their orphaned workers may still be writing), then
         # what they left in this output folder.
         sweep_leftovers(opts.profiles_root)
@@ -169,63 +186,36 @@ class MainApp:
                            driver=opts.driver, page_load_timeout=opts.page_timeout, local_only=local_only,
                            bidi=opts.record)
         wcfg = WorkerConfig(job=job, browser=spec, base_profile=str(base_profile), run_id=self.run_id,
-                            profiles_root=str(opts.profiles_root) if opts.profiles_root else None)
+                            profiles_root=str(opts.profiles_root) if opts.profiles_root else None, grid=grid)
         log.info("run %s: %d PO(s) to process, %d already completed, output %s", self.run_id, len(tasks),
                  skipped, out)
-        exit_code, message = EXIT_OK, ""
-        stream: Iterator[TaskResult | Event] | None = None
-        if self.view:
-            self.view.start(self.run_id, len(tasks), skipped, mode)
-        heartbeat = Heartbeat(self.store.path, self.run_id).__enter__()
-        try:
-            if grid:
-                from pobatch.core.grid_login import read_portal_cookies
+        return orders, RunPlan(mode, tasks, wcfg, workers=opts.workers, windows=opts.windows), skipped
 
-                cookies = read_portal_cookies(base_profile, base_url, spec, self.run_id,
-                                              opts.profiles_root) if tasks else []
-                wcfg = dataclasses.replace(wcfg, grid=grid, cookies=tuple(cookies))
-            if opts.strategy:
-                from pobatch.corelib.worker_pool import resolve_factory
-
-                stream = resolve_factory(EXPERIMENTAL_STRATEGIES[opts.strategy])(wcfg, tasks, opts.windows)
-            elif opts.parallel or grid:
-                from pobatch.core.parallel import run_parallel
-
-                stream = run_parallel(wcfg, tasks, opts.workers)
-            else:
-                stream = self._run_sequential(wcfg, tasks)
-            exit_code, message = self._consume(stream)
-        except KeyboardInterrupt:
-            exit_code, message = EXIT_INTERRUPTED, "Stopped by the user; run the same command again to finish."
-            if stream is not None:
-                stream.close()  # Ctrl+C outside the stream: its workers stop now, not after the report
-        except PortalUnreachable as exc:
-            exit_code, message = EXIT_STOPPED, str(exc)
-            if stream is not None:
-                stream.close()
+    def _stopped(self, exc: BaseException, job: JobConfig) -> tuple[int, str]:
+        """The exit code and message of a run its stream did not finish (the stream is closed); an
+        error that is not a reason to stop (a bug, a fatal error) is raised again."""
+        if isinstance(exc, KeyboardInterrupt):
+            return EXIT_INTERRUPTED, "Stopped by the user; run the same command again to finish."
+        if isinstance(exc, PortalUnreachable):
             self._forget_unanswered(exc.results, job)
-        except Exception as exc:
-            if not is_disk_full(exc):
-                if stream is not None:
-                    stream.close()  # a fatal error: the workers and their browsers stop before it is told
-                raise
-            # A full disk under the output folder or the run store: every further PO would fail alike.
-            exit_code, message = EXIT_STOPPED, (
-                f"The run stopped: the disk is full (DISK_FULL), no room left to write in {out}. Free some "
-                "space, then run the same command again: finished POs are kept, the rest are PENDING.")
-            log.debug("disk full", exc_info=True)
-            if stream is not None:
-                stream.close()
-        finally:
-            heartbeat.__exit__(None, None, None)
-            # With a full disk these writes may fail too: what they would say, a rerun finds anyway.
-            _unless_disk_full(self._mark_unfinished, tasks, exit_code)
-            _unless_disk_full(self._drop_unpublished_journals, job)
-            _unless_disk_full(self.activities.close_all)
-            _unless_disk_full(self.store.finish_run, self.run_id,
-                              {EXIT_OK: "DONE", EXIT_INCOMPLETE: "DONE"}.get(exit_code, "STOPPED"))
-        summary = self._finish(orders, out, exit_code, message, skipped)
-        return summary
+            return EXIT_STOPPED, str(exc)
+        if not is_disk_full(exc):
+            raise exc
+        # A full disk under the output folder or the run store: every further PO would fail alike.
+        log.debug("disk full", exc_info=exc)
+        return EXIT_STOPPED, (
+            f"The run stopped: the disk is full (DISK_FULL), no room left to write in {job.out_dir}. Free some "
+            "space, then run the same command again: finished POs are kept, the rest are PENDING.")
+
+    def _close_run(self, plan: RunPlan, exit_code: int) -> None:
+        """The store's last words on this run; with a full disk these writes may fail too: what they
+        would say, a rerun finds anyway."""
+        assert self.store is not None and self.activities is not None
+        _unless_disk_full(self._mark_unfinished, plan.tasks, exit_code)
+        _unless_disk_full(self._drop_unpublished_journals, plan.worker.job)
+        _unless_disk_full(self.activities.close_all)
+        _unless_disk_full(self.store.finish_run, self.run_id,
+                          {EXIT_OK: "DONE", EXIT_INCOMPLETE: "DONE"}.get(exit_code, "STOPPED"))
 
     def _problems(self, orders: OrdersFile) -> None:
         for line in describe_problems(orders):
@@ -281,31 +271,20 @@ class MainApp:
                 skipped += 1
                 continue
             previous = [prev["data"].get("download_folder")] if prev and prev["data"].get("download_folder") else []
-            tasks.append(Task(key=t.po_number, payload={
-                "po_number": t.po_number, "row": t.row, "folder_levels": list(t.folder_levels),
-                "previous_folders": previous}))
+            payload = PoTaskPayload(po_number=t.po_number, row=t.row, folder_levels=tuple(t.folder_levels),
+                                    previous_folders=tuple(previous))
+            tasks.append(Task(key=t.po_number, payload=payload.to_dict()))
             if previous:
                 self._standing.add(t.po_number)
             else:
                 self.store.mark_status(self.run_id, t.po_number, Status.PENDING.value)
         return tasks, skipped
 
-    def _run_sequential(self, wcfg: WorkerConfig, tasks: list[Task]) -> Iterator[TaskResult | Event]:
-        events: list[Event] = []
-        handler = sequential_handler(wcfg, events.append)
-        try:
-            for task in tasks:
-                result = handler.run(task)
-                yield from events
-                events.clear()
-                yield result
-        finally:
-            handler.close()
-
     def _consume(self, stream: Iterable[TaskResult | Event]) -> tuple[int, str]:
         """Write every result and event to the store; stop the stream when a login is needed."""
         assert self.store is not None
-        watch = _SignInWatch(one_session_possible=self.opts.parallel and not self.opts.grid and self.opts.workers != 1)
+        # Profile clones that share one session cookie: only the local pool runs several at once.
+        watch = SignInWatch(one_session_possible=self.opts.mode() == "parallel" and self.opts.workers != 1)
         breaker = CircuitBreaker(self.base_url)
         for item in stream:
             watch.observe(item)
@@ -453,80 +432,6 @@ class MainApp:
             return None
 
 
-class _SignInWatch:
-    """At a sign-in page in parallel mode: did the session simply end, or do the workers' sessions
-    kill each other? Profile clones share one session cookie; a portal that keeps one live session per
-    user (or renews its token on every response) signs a worker out as soon as another one uses it,
-    while that other one stays signed in.
-
-    So when the first LOGIN_REQUIRED comes, wait (at most `grace` seconds) for the evidence either
-    way: another worker that opens a signed-in page after the refusal (sessions killing each other),
-    or a sign-in page from every worker that has started (the session ended for all). Then stop with
-    one message that says only what was seen. Elsewhere the first LOGIN_REQUIRED decides at once."""
-
-    def __init__(self, one_session_possible: bool, grace: float = 30.0) -> None:
-        self.enabled = one_session_possible
-        self.grace = grace
-        self.login: TaskResult | None = None
-        self.signed_in = False  # a signed-in page at any time in this run
-        self.signed_in_after: Event | None = None  # ...from a worker still signed in after the refusal
-        self._refused_at: float | None = None
-        self._attempt_started: dict[str, float] = {}  # worker -> when its latest attempt began
-        self._started: set[str] = set()
-        self._logged_out: set[str] = set()
-        self._deadline = 0.0
-
-    def observe(self, item: TaskResult | Event) -> None:
-        if isinstance(item, Event):
-            if item.action == PoEvent.ATTEMPT_START:
-                self._started.add(item.worker_id)
-                self._attempt_started[item.worker_id] = item.ts
-            elif item.action == PoEvent.OPEN and item.outcome == "login" and self._refused_at is None:
-                self._refused_at = item.ts
-            elif item.action == PoEvent.OPEN and item.outcome in SIGNED_IN_STATES:
-                self.signed_in = True
-                # Evidence only from an attempt that began after the refusal: a page served just
-                # before the session died can be reported just after it.
-                if (self.login is not None and item.worker_id not in self._logged_out
-                        and self._attempt_started.get(item.worker_id, 0.0) > (self._refused_at or self.login.finished)):
-                    self.signed_in_after = self.signed_in_after or item
-            return
-        if item.status == Status.LOGIN_REQUIRED.value:
-            self._logged_out.add(item.worker_id)
-            if self.login is None:
-                self.login, self._deadline = item, time.monotonic() + self.grace
-                if self._refused_at is None:
-                    self._refused_at = item.finished
-
-    def verdict(self) -> str | None:
-        """None while it is worth waiting; else "one_session", "ended" or "signed_out"."""
-        if not self.enabled:
-            return "signed_out"
-        if self.signed_in_after is not None:
-            return "one_session"
-        if self._started <= self._logged_out or time.monotonic() > self._deadline:
-            return "ended" if self.signed_in else "signed_out"
-        return None
-
-    def message(self) -> str:
-        assert self.login is not None
-        # The stream may end before the wait does: then what was seen so far decides.
-        verdict = (self.verdict() or ("ended" if self.signed_in else "signed_out")) if self.enabled else "signed_out"
-        if verdict == "one_session":
-            other = self.signed_in_after.worker_id if self.signed_in_after else "another worker"
-            return ("The portal refused worker " + (self.login.worker_id or "?") + "'s session while worker "
-                    + other + ", using a copy of the same sign-in, stayed signed in: the sessions sign each "
-                    "other out, so the portal keeps one live session per user (for example it renews the "
-                    "session token on every page). Sign in again in your own browser, then run the same command "
-                    "with --strategy single-session --windows 3 instead of --parallel: one browser, one session, "
-                    "several windows. Finished POs are kept.")
-        if verdict == "ended":
-            return ("The portal signed pobatch out in the middle of the run: pages had opened signed in, then "
-                    "every worker met the sign-in page (the session ended or expired). Sign in again in your own "
-                    "browser, then run the same command: finished POs are kept.")
-        return self.login.error
-
-
 def _journals(workspace: Workspace) -> list[Path]:
     """The outcomes published by workers that the run store may not hold yet (oldest name first)."""
     return sorted(workspace.journal_dir.glob("*.json")) if workspace.journal_dir.is_dir() else []
@@ -539,113 +444,9 @@ def _folder_matches(folder: Path, outcome: PoOutcome) -> bool:
     return all((folder / f.name).is_file() and sha256_file(folder / f.name) == f.sha256 for f in outcome.files)
 
 
-class PortalUnreachable(FatalError):
-    """The portal stopped answering in the middle of a run: the results that showed it come along."""
-
-    def __init__(self, message: str, results: list[TaskResult]) -> None:
-        super().__init__(message, reason="CONNECTION_FAILED")
-        self.results = results
-
-
-class CircuitBreaker:
-    """Stops the run when `threshold` POs in a row (across workers) could not connect to the portal.
-
-    Each CONNECTION_FAILED result is held back; another kind of result releases them to be recorded
-    (a single PO with a dropped connection is a FAILED answer); the threshold-th raises
-    PortalUnreachable carrying them, so they stay PENDING for the rerun."""
-
-    REASON = "CONNECTION_FAILED"
-
-    def __init__(self, base_url: str, threshold: int = 3) -> None:
-        self.base_url, self.threshold = base_url, threshold
-        self._held: list[TaskResult] = []
-
-    def hold(self, result: TaskResult) -> bool:
-        if result.reason != self.REASON:
-            return False
-        self._held.append(result)
-        if len(self._held) >= self.threshold:
-            raise PortalUnreachable(
-                f"The run stopped: {len(self._held)} POs in a row could not reach the portal {self.base_url} "
-                f"(CONNECTION_FAILED). The POs not finished stay PENDING; run the same command again when the "
-                "portal answers.", self._held)
-        return True
-
-    def release(self) -> list[TaskResult]:
-        held, self._held = self._held, []
-        return held
-
-
-def check_reachable(base_url: str, timeout: float = 15.0) -> None:
-    """One request to the portal before any browser starts: an address nobody answers at is one line
-    (FatalError), not hours of retries. Any HTTP answer (a sign-in page, 404, 500, a certificate this
-    Python does not trust) means it is there."""
-    import ssl
-    import urllib.error
-    import urllib.request
-
-    request = urllib.request.Request(base_url + "/", method="HEAD", headers={"User-Agent": "pobatch pre-flight"})
-    # A portal on this machine is asked directly; any other through the proxy the system names.
-    local = urlsplit(base_url).hostname in ("127.0.0.1", "localhost", "::1")
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({})) if local else urllib.request.build_opener()
-    try:
-        opener.open(request, timeout=timeout).close()
-    except urllib.error.HTTPError:
-        return
-    except urllib.error.URLError as exc:
-        if isinstance(exc.reason, ssl.SSLError):
-            return
-        raise FatalError(f"--base-url: the portal {base_url} cannot be reached ({_why(exc.reason)}); expected "
-                         "the address your browser opens (check the address, the network or VPN; "
-                         "--no-preflight skips this check)", reason="CONNECTION_FAILED") from None
-    except (OSError, ValueError) as exc:
-        if isinstance(exc, ssl.SSLError):
-            return
-        raise FatalError(f"--base-url: the portal {base_url} cannot be reached ({_why(exc)}); expected the "
-                         "address your browser opens (check the address, the network or VPN; --no-preflight "
-                         "skips this check)", reason="CONNECTION_FAILED") from None
-
-
-def _why(reason: object) -> str:
-    if isinstance(reason, OSError) and reason.strerror:
-        return reason.strerror
-    return str(reason) or type(reason).__name__
-
-
-def refuse_profile_in_use(profile: Path) -> None:
-    """FatalError (one line) when a running browser holds the profile: close it first."""
-    from pobatch.corelib.profile_manager import profile_in_use_error
-
-    message = profile_in_use_error(profile)
-    if message:
-        raise FatalError(f"--profile: {message}", reason="PROFILE_IN_USE")
-
-
-def check_writable(work: Path, out: Path) -> None:
-    """Create the output and work folders and write in them, or stop with one line naming the folder
-    (a read-only folder, a read-only parent, a full disk): before any browser starts."""
-    try:
-        work.mkdir(parents=True, exist_ok=True)
-        for stale in work.glob(".write-test-*"):  # a run killed in the middle of this check left it
-            stale.unlink(missing_ok=True)
-        probe = work / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"pobatch")
-        probe.unlink(missing_ok=True)
-    except OSError as exc:
-        where = Path(exc.filename) if exc.filename else out
-        if where == work or where.parent == work:  # the user named the output folder, not our work folder
-            where = out
-        why = exc.strerror or type(exc).__name__
-        raise FatalError(f"--out: cannot write in {where} ({why}); expected an output folder you can write to",
-                         reason="BAD_CONFIG") from None
-
-
 def _unless_disk_full(action, *args, **kw):
     """Run `action`; a full disk makes it a warning (and None) instead of an error. A half-written file
     object that fails again when it is collected (openpyxl's zip file) stays quiet too: no traceback."""
-    import gc
-    import sys
-
     previous = sys.unraisablehook
     sys.unraisablehook = lambda u: log.debug("while collecting a half-written file: %s", u.exc_value)
     try:
@@ -659,30 +460,3 @@ def _unless_disk_full(action, *args, **kw):
     finally:
         gc.collect()
         sys.unraisablehook = previous
-
-
-# A run on another PC (a shared output folder) is taken for dead when it has not been seen this long.
-FOREIGN_RUN_STALE_AFTER = 120.0
-
-
-def run_process_alive(run: dict) -> bool:
-    """Whether the process of a run the store says is RUNNING still lives (the same pid, started no
-    later than the run, on this host); a run from another host is alive while its heartbeat is fresh."""
-    import psutil
-
-    if run.get("host") != socket.gethostname():
-        return time.time() - float(run.get("last_seen") or run["started"]) < FOREIGN_RUN_STALE_AFTER
-    try:
-        proc = psutil.Process(int(run.get("pid") or 0))
-        return proc.create_time() <= float(run["started"]) + 1 and proc.status() != psutil.STATUS_ZOMBIE
-    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
-        return False
-
-
-def sweep_leftovers(root: Path | None) -> None:
-    """Profiles, browsers and scratch folders of runs whose process died (a crash, a SIGKILL)."""
-    from pobatch.corelib.browser_session import sweep_driver_temp
-    from pobatch.corelib.profile_manager import ProfileManager
-
-    for path in ProfileManager.sweep_orphans(root) + sweep_driver_temp():
-        log.info("removed what a run that died left behind: %s", path)

@@ -2,17 +2,36 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import time
+import webbrowser
 from pathlib import Path
 from typing import NoReturn
+from urllib.parse import urlsplit
 
 import click
 
 from pobatch.core import __version__
+from pobatch.core.app import MainApp, RunOptions
+from pobatch.core.check import run_check, verdict, write_snapshot
+from pobatch.core.console import ConsoleView
+from pobatch.core.login import interactive_login, prepare_demo_profile
+from pobatch.core.demo_portal import DemoPortal, sample_orders_path
+from pobatch.core.demo_portal import main as portal_main
+from pobatch.core.desk import ask_start, finish_run, run_signing_in, sign_in_request
 from pobatch.core.exit_codes import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_LOGIN, EXIT_STOPPED
+from pobatch.core.modes.registry import STRATEGIES
+from pobatch.core.orders import OrdersError, normalize_po
+from pobatch.core.preflight import run_process_alive
+from pobatch.core.profiles import resolve_base_profile
+from pobatch.core.replay import NoRecording, write_replay
+from pobatch.core.report import write_report
+from pobatch.core.sites import default_site_file, resolve_site
 from pobatch.core.workspace import WORK_DIR_NAME, Workspace
-from pobatch.corelib.browser import BROWSERS, default_browser
-from pobatch.corelib.errors import FatalError
+from pobatch.corelib.browser import BROWSERS, BrowserSpec, default_browser
+from pobatch.corelib.errors import FatalError, LoginRequiredError
+from pobatch.corelib.store import RunStore
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +119,7 @@ def run_options(f=None, *, out_default: str | None = None):
                      help="Parallel workers: a number or 'auto'.  [default: auto]")(f)
     f = click.option("--parallel/--sequential", default=False, help="Run several browsers at once.")(f)
     f = click.option("--windows", type=click.IntRange(1, 16), default=3, show_default=True, help=WINDOWS_HELP)(f)
-    f = click.option("--strategy", type=click.Choice(["parallel", "single-session"]), help=STRATEGY_HELP)(f)
+    f = click.option("--strategy", type=click.Choice(STRATEGIES), help=STRATEGY_HELP)(f)
     f = click.option("--grid", metavar="URL", help="Run the browsers on a Selenium Grid (e.g. http://gridhost:4444); "
                      "--workers auto then means the Grid's free slots.")(f)
     f = click.option("--headless/--visible", default=True, show_default=True,
@@ -142,8 +161,6 @@ def main() -> None:
 def run(orders: str, site: str, base_url: str | None, sheet: str | None, sign_in_if_needed: bool = False,
         **kw) -> None:
     """Process every PO in ORDERS (CSV or Excel) and download its attachments."""
-    from pobatch.core.desk import finish_run, run_signing_in, sign_in_request
-
     def run_once():
         return _run(Path(orders), site=site, base_url=base_url, sheet=sheet, **kw)
 
@@ -159,21 +176,15 @@ def run(orders: str, site: str, base_url: str | None, sheet: str | None, sign_in
 
 
 def _run(orders: Path, *, verbose: int = 0, local_only: bool = False, **kw):
-    from pobatch.core.app import MainApp, RunOptions
-    from pobatch.core.console import ConsoleView
-    from pobatch.core.orders import OrdersError
-
     _setup_logging(verbose)
     if kw.get("site") == "coupa" and not kw.get("base_url"):
         raise click.UsageError("--base-url is required for --site coupa; expected your tenant's address, e.g. "
                                "https://yourcompany.coupahost.com")
-    strategy = kw.get("strategy")
     opts = RunOptions(orders=orders, out=Path(kw["out"]) if kw.get("out") else None, site=kw["site"],
                       base_url=kw.get("base_url"), browser=kw["browser"], profile=kw.get("profile"),
                       headless=kw["headless"], driver=kw.get("driver"), browser_binary=kw.get("browser_binary"),
                       sheet=kw.get("sheet"), force=kw["force"], recheck=kw.get("recheck", False),
-                      parallel=kw["parallel"] or strategy == "parallel",
-                      workers=kw["workers"], strategy=strategy if strategy == "single-session" else None,
+                      parallel=kw["parallel"], workers=kw["workers"], strategy=kw.get("strategy"),
                       windows=kw.get("windows") or 3,
                       po_timeout=kw["po_timeout"], max_attempts=kw["max_attempts"], local_only=local_only,
                       grid=kw.get("grid"), record=kw.get("record", False), files_at_once=kw.get("files_at_once", 4),
@@ -195,9 +206,6 @@ def _run(orders: Path, *, verbose: int = 0, local_only: bool = False, **kw):
 @run_options(out_default="demo_output")
 def demo(out: str, scenario: str | None, profile: str | None, **kw) -> None:
     """Run the bundled demo batch (or a scenario's POs) end to end against the built-in demo portal."""
-    from pobatch.core.demo_portal import DemoPortal, sample_orders_path
-    from pobatch.core.login import prepare_demo_profile
-
     _setup_logging(kw["verbose"])
     out_dir = Path(out).resolve()
     with DemoPortal(scenario).start() as portal:
@@ -243,14 +251,10 @@ def _scenario_orders(scenario: Path, portal, out_dir: Path) -> Path:
 
 def _open_store(out: str):
     """The run store of an output folder, or a clear error naming what was expected."""
-    from pobatch.corelib.store import RunStore
-
     path = Workspace(Path(out).resolve()).store_path
     if not path.is_file():
         _fail(f"no pobatch run in {Path(out).resolve()}: expected the output folder of a run (the folder that "
               f"holds {WORK_DIR_NAME}); pass it with --out")
-    from pobatch.core.app import run_process_alive
-
     store = RunStore(path)
     store.interrupt_dead_runs(run_process_alive)  # a killed run shows as INTERRUPTED, not RUNNING for ever
     return store
@@ -276,8 +280,6 @@ def _run_id(store, run: str | None) -> str:
               help="Output folder of the run (the folder that holds .pobatch).")
 def report(run: str | None, out: str) -> None:
     """Write the HTML report of RUN (a run id, or 'last', the default) into the output folder."""
-    from pobatch.core.report import write_report
-
     _setup_logging(0)
     with _open_store(out) as store:
         run_id = _run_id(store, run)
@@ -295,12 +297,6 @@ def report(run: str | None, out: str) -> None:
               help="Open the page in the default browser (never when the CI variable is set).")
 def replay(run: str, po: str, out: str, attempt: int | None, open_page: bool) -> None:
     """Write an offline page that replays the recorded attempts of PO in RUN ('last' for the latest run)."""
-    import os
-    import webbrowser
-
-    from pobatch.core.orders import normalize_po
-    from pobatch.core.replay import NoRecording, write_replay
-
     _setup_logging(0)
     with _open_store(out) as store:
         run_id = _run_id(store, run)
@@ -336,15 +332,6 @@ def check(pos: tuple[str, ...], site: str, base_url: str | None, site_file: str 
     supplier, each attachment with the selector that matched it, and file-like names no selector
     matched. Exit code 0 means everything was understood.
     """
-    import time as _time
-
-    from pobatch.core.check import run_check, verdict, write_snapshot
-    from pobatch.core.orders import normalize_po
-    from pobatch.core.profiles import resolve_base_profile
-    from pobatch.core.sites import default_site_file, resolve_site
-    from pobatch.corelib.browser import BrowserSpec
-    from pobatch.corelib.errors import LoginRequiredError
-
     _setup_logging(verbose)
     numbers = []
     for raw in pos:
@@ -359,8 +346,6 @@ def check(pos: tuple[str, ...], site: str, base_url: str | None, site_file: str 
         if not url.startswith(("http://", "https://")):
             _fail(f"--base-url: '{base_url or ''}' is not a portal address; expected e.g. "
                   "https://yourcompany.coupahost.com")
-        from urllib.parse import urlsplit
-
         spec = BrowserSpec(browser=browser, headless=headless, binary=browser_binary, driver=driver,
                            local_only=urlsplit(url).hostname in ("127.0.0.1", "localhost", "::1"))
         checks = run_check(numbers, site_name=site, site_file=str(chosen_file or ""), base_url=url, browser=spec,
@@ -372,7 +357,7 @@ def check(pos: tuple[str, ...], site: str, base_url: str | None, site_file: str 
         sys.exit(EXIT_LOGIN)
     except FatalError as exc:
         _fail(str(exc))
-    target = Path(snapshot) if snapshot else Path(_time.strftime("pobatch-check-%Y%m%d-%H%M%S.json"))
+    target = Path(snapshot) if snapshot else Path(time.strftime("pobatch-check-%Y%m%d-%H%M%S.json"))
     write_snapshot(target.resolve(), definition, url, checks)
     click.echo(verdict(checks))
     click.echo(f"Snapshot: {target.resolve()}")
@@ -384,8 +369,6 @@ def check(pos: tuple[str, ...], site: str, base_url: str | None, site_file: str 
 @click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True, help="Port on 127.0.0.1.")
 def demo_portal(scenario: str | None, port: int) -> None:
     """Start the demo portal alone, to click through in a browser."""
-    from pobatch.core.demo_portal import main as portal_main
-
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     portal_main(scenario, port, "127.0.0.1")
 
@@ -397,8 +380,6 @@ def demo_portal(scenario: str | None, port: int) -> None:
 def login(site: str, base_url: str, browser: str, profile: str | None, driver: str | None,
           browser_binary: str | None) -> None:
     """Open the portal in a visible browser on pobatch's profile, and close it once you have signed in."""
-    from pobatch.core.login import interactive_login
-
     _setup_logging(0)
     try:
         signed_in = interactive_login(base_url, browser=browser, profile=profile, driver=driver,
@@ -408,13 +389,26 @@ def login(site: str, base_url: str, browser: str, profile: str | None, driver: s
     sys.exit(0 if signed_in else EXIT_LOGIN)
 
 
-def _add_desk_commands() -> None:
-    from pobatch.core.desk import start
+@main.command("start")
+@click.argument("orders", required=False, type=click.Path(dir_okay=False))
+@click.option("--base-url", help="Portal address; without it, the remembered one (asked first) or a new one.")
+@click.option("--parallel/--sequential", default=None, help="Without either, you are asked.")
+@click.option("--site", type=click.Choice(["coupa", "demo"]), default="coupa", show_default=True,
+              help="Which portal definition to use.")
+@click.option("--profile", help="Browser profile folder (default: pobatch's own profile).")
+@click.option("--out", type=click.Path(file_okay=False), help="Output folder (default: next to the orders file).")
+@click.option("--browser", type=click.Choice(BROWSERS), default=default_browser, show_default=True,
+              help="Which browser to drive.")
+@click.option("--driver", type=click.Path(dir_okay=False), help="Path of msedgedriver/chromedriver.")
+@click.pass_context
+def start(ctx: click.Context, orders: str | None, base_url: str | None, parallel: bool | None, site: str,
+          profile: str | None, out: str | None, browser: str, driver: str | None) -> None:
+    """Ask for the orders file, the portal address and the mode, then run, signing in if needed.
 
-    main.add_command(start)
-
-
-_add_desk_commands()
+    This is what run.bat (double-click, or a file dropped on it) and ./run.sh with no arguments do."""
+    path, address, parallel = ask_start(orders, base_url, parallel)  # the questions: pobatch.core.desk
+    ctx.invoke(run, orders=str(path), site=site, base_url=address, parallel=parallel, profile=profile, out=out,
+               browser=browser, driver=driver, sign_in_if_needed=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,7 +1,7 @@
 """The desk: what a person at an office PC sees around a run, from the first question to the opened results.
 
-run.bat and run.sh stay thin and call this through `pobatch start` (asks for the orders file, the portal
-address and the mode) and `pobatch run --sign-in-if-needed` (a run that stops at the portal's sign-in
+run.bat and run.sh stay thin and call this through `pobatch start` (a command in core/cli.py whose
+questions are here: the orders file, the portal address and the mode) and `pobatch run --sign-in-if-needed` (a run that stops at the portal's sign-in
 page opens the sign-in window, waits until the person has signed in, then carries on with the same
 batch). At the end of every run: one line that says how it went, and, only when a person is at the
 keyboard, an offer to open the results workbook and the HTML report.
@@ -15,18 +15,16 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import click
 
-from pobatch.core.exit_codes import EXIT_INTERRUPTED, EXIT_LOGIN
+from pobatch.core.app import RunSummary
 from pobatch.core.attention import DONE_STATUSES
+from pobatch.core.exit_codes import EXIT_INTERRUPTED, EXIT_LOGIN
 from pobatch.core.profiles import pobatch_data_dir
 from pobatch.core.sign_in import SignInOutcome, SignInRequest, sign_in
-from pobatch.corelib.browser import BROWSERS, default_browser
-
-if TYPE_CHECKING:
-    from pobatch.core.app import RunSummary
+from pobatch.core.sites import get_site
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +61,7 @@ def ask_yes_no(question: str, default: bool = True) -> bool:
 
 # ------------------------------------------------------------------------------------------- the verdict
 
-def verdict(summary: "RunSummary") -> str:
+def verdict(summary: RunSummary) -> str:
     """One line: how many POs are done and how many need a person ("1,940 of 2,000 POs done; 60 need ...")."""
     total = sum(summary.counts.values())
     done = sum(summary.counts.get(s.value, 0) for s in DONE_STATUSES)
@@ -96,7 +94,7 @@ def open_path(path: Path) -> bool:
         return False
 
 
-def offer_to_open(summary: "RunSummary", ask: Callable[[str], bool] = ask_yes_no,
+def offer_to_open(summary: RunSummary, ask: Callable[[str], bool] = ask_yes_no,
                   is_interactive: Callable[[], bool] = interactive) -> list[Path]:
     """Offer to open the results workbook and the report; only when a person is there to answer."""
     paths = [p for p in (summary.results_path, summary.report_path) if p and Path(p).exists()]
@@ -112,7 +110,7 @@ def offer_to_open(summary: "RunSummary", ask: Callable[[str], bool] = ask_yes_no
     return opened
 
 
-def finish_run(summary: "RunSummary") -> None:
+def finish_run(summary: RunSummary) -> None:
     """The end of every run: the verdict, then the offer to open the results."""
     say(verdict(summary))
     offer_to_open(summary)
@@ -120,9 +118,9 @@ def finish_run(summary: "RunSummary") -> None:
 
 # ------------------------------------------------------------------------------------------- sign-in
 
-def run_signing_in(run_once: Callable[[], "RunSummary"], request: SignInRequest,
+def run_signing_in(run_once: Callable[[], RunSummary], request: SignInRequest,
                    is_interactive: Callable[[], bool] = interactive,
-                   ask: Callable[[str], bool] = ask_yes_no) -> "RunSummary":
+                   ask: Callable[[str], bool] = ask_yes_no) -> RunSummary:
     """Run; when the run stops for a sign-in, open the sign-in window, wait for it, and run again.
 
     The same batch resumes: the run store keeps every finished PO, and the POs the sign-in page stopped
@@ -153,8 +151,6 @@ def run_signing_in(run_once: Callable[[], "RunSummary"], request: SignInRequest,
 
 def sign_in_request(site: str, base_url: str | None, kw: dict) -> SignInRequest:
     """What `pobatch run`'s own options say about where to sign in."""
-    from pobatch.core.sites import get_site
-
     address = (base_url or get_site(site).default_base_url).rstrip("/")
     return SignInRequest(base_url=address, site=site, browser=kw["browser"], profile=kw.get("profile"),
                          driver=kw.get("driver"), binary=kw.get("browser_binary"))
@@ -233,25 +229,9 @@ def ask_parallel() -> bool:
         say("Please answer S or P.")
 
 
-@click.command("start")
-@click.argument("orders", required=False, type=click.Path(dir_okay=False))
-@click.option("--base-url", help="Portal address; without it, the remembered one (asked first) or a new one.")
-@click.option("--parallel/--sequential", default=None, help="Without either, you are asked.")
-@click.option("--site", type=click.Choice(["coupa", "demo"]), default="coupa", show_default=True,
-              help="Which portal definition to use.")
-@click.option("--profile", help="Browser profile folder (default: pobatch's own profile).")
-@click.option("--out", type=click.Path(file_okay=False), help="Output folder (default: next to the orders file).")
-@click.option("--browser", type=click.Choice(BROWSERS), default=default_browser, show_default=True,
-              help="Which browser to drive.")
-@click.option("--driver", type=click.Path(dir_okay=False), help="Path of msedgedriver/chromedriver.")
-@click.pass_context
-def start(ctx: click.Context, orders: str | None, base_url: str | None, parallel: bool | None, site: str,
-          profile: str | None, out: str | None, browser: str, driver: str | None) -> None:
-    """Ask for the orders file, the portal address and the mode, then run, signing in if needed.
-
-    This is what run.bat (double-click, or a file dropped on it) and ./run.sh with no arguments do."""
-    from pobatch.core.cli import run
-
+def ask_start(orders: str | None, base_url: str | None, parallel: bool | None) -> tuple[Path, str, bool]:
+    """`pobatch start`'s questions: the orders file, the portal address and the mode, each asked only
+    when the command line did not give it. A missing answer exits 2 (click.UsageError, or "No file chosen.")."""
     path = Path(clean_path(orders)) if orders else ask_orders_file()
     if path is None:
         say("No file chosen.")
@@ -263,5 +243,4 @@ def start(ctx: click.Context, orders: str | None, base_url: str | None, parallel
         raise click.UsageError(f"--base-url: '{base_url}' is not a portal address; expected e.g. {ADDRESS_EXAMPLE}")
     if parallel is None:
         parallel = ask_parallel()
-    ctx.invoke(run, orders=str(path), site=site, base_url=address, parallel=parallel, profile=profile, out=out,
-               browser=browser, driver=driver, sign_in_if_needed=True)
+    return path, address, parallel

@@ -25,6 +25,7 @@ from pobatch.core.events import PoEvent
 from pobatch.core.page_probes import REQUISITION_JS, PageProbe, PageState, Settle
 from pobatch.core.page_reader import PageReader
 from pobatch.core.publish import Publisher
+from pobatch.core.po_task import PoTaskPayload  # noqa: F401 - re-exported: its importers read it here
 from pobatch.core.recorder import SessionRecorder
 from pobatch.core.results import PoOutcome
 from pobatch.core.sites import SiteDefinition, resolve_site
@@ -76,25 +77,6 @@ class JobConfig:
     @property
     def retry(self) -> RetryPolicy:
         return RetryPolicy(self.max_attempts, self.backoff_base, self.backoff_max)
-
-
-@dataclass
-class PoTaskPayload:
-    """What the MainApp tells a worker about one PO (carried in corelib Task.payload)."""
-
-    po_number: str
-    row: int = 0
-    folder_levels: tuple[str, ...] = ()
-    previous_folders: tuple[str, ...] = ()  # folders of earlier runs, replaced on publish
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "PoTaskPayload":
-        return cls(
-            po_number=str(d["po_number"]),
-            row=int(d.get("row", 0)),
-            folder_levels=tuple(d.get("folder_levels", ())),
-            previous_folders=tuple(d.get("previous_folders", ())),
-        )
 
 
 class _Partial(TransientError):

@@ -16,12 +16,13 @@ from typing import Any, Callable
 from pobatch.core.grid_login import apply_cookies
 from pobatch.core.po_job import JobConfig, PoJob, PoTaskPayload
 from pobatch.core.results import outcome_to_result
+from pobatch.core.worker_notes import BrowserWorkerNotes
 from pobatch.corelib.browser import BrowserSpec
 from pobatch.corelib.browser_session import BrowserSession
 from pobatch.corelib.download_sink import DownloadSink, GridDownloadSink
 from pobatch.corelib.grid import GridSpec
 from pobatch.corelib.local_session import LocalBrowserSession
-from pobatch.corelib.profile_manager import ProfileManager, profile_in_use_warning
+from pobatch.corelib.profile_manager import ProfileManager, open_run_profiles
 from pobatch.corelib.remote_session import RemoteBrowserSession
 from pobatch.corelib.tasks import Event, Task, TaskResult
 from pobatch.corelib.tree_removal import remove_tree
@@ -93,7 +94,7 @@ def make_handler(ctx: Any, config: dict[str, Any]) -> PoHandler:
     try:
         clone = manager.clone(f"{ctx.worker_id}")
         download_dir = incoming_dir(cfg.job, ctx.worker_id)
-        ctx.note(profile_dir=str(clone), download_dir=str(download_dir))
+        ctx.note(BrowserWorkerNotes(profile_dir=str(clone), download_dir=str(download_dir)))
         spec = dataclasses.replace(cfg.browser, user_data_dir=str(clone), download_dir=str(download_dir))
         session = LocalBrowserSession(spec)
         handler = PoHandler(session, cfg.job, ctx.emit, ctx.worker_id, on_close=manager.cleanup)
@@ -119,7 +120,7 @@ def make_grid_handler(ctx: Any, config: dict[str, Any]) -> PoHandler:
     def on_start(driver: Any) -> None:
         # Noted first: if this worker dies, the parent deletes the session rather than the Grid
         # keeping it until its session timeout.
-        ctx.note(grid_url=grid.url, grid_session=driver.session_id)
+        ctx.note(BrowserWorkerNotes(grid_url=grid.url, grid_session=driver.session_id))
         apply_cookies(driver, base_url, cookies)
 
     session = RemoteBrowserSession(cfg.browser, grid, on_start=on_start)
@@ -131,10 +132,7 @@ def make_grid_handler(ctx: Any, config: dict[str, Any]) -> PoHandler:
 def sequential_handler(cfg: WorkerConfig, emit: Callable[[Event], None]) -> PoHandler:
     """The in-process handler. It works on a clone of the base profile, like a pool worker: a crash
     then leaves nothing on the user's own profile, and the next run's sweep finds what it left."""
-    warning = profile_in_use_warning(cfg.base_profile)
-    if warning:
-        log.warning(warning)
-    manager = ProfileManager(cfg.base_profile, cfg.run_id, work_root=cfg.profiles_root)
+    manager = open_run_profiles(cfg.base_profile, cfg.run_id, cfg.profiles_root)
     clone = manager.clone("main")
     spec = dataclasses.replace(cfg.browser, user_data_dir=str(clone), download_dir=str(incoming_dir(cfg.job, "main")))
     return PoHandler(LocalBrowserSession(spec), cfg.job, emit, "main", on_close=manager.cleanup)

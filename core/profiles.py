@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from pobatch.corelib.errors import FatalError
+from pobatch.corelib.profile_manager import profile_in_use_error
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +81,6 @@ def resolve_base_profile(profile: Path | str | None, browser: str) -> Path:
 def refuse_profile_in_use(profile: Path) -> None:
     """Never start a browser on a profile a running browser holds (closing ours could not be told
     apart from closing the user's): one line asking the user to close it."""
-    from pobatch.corelib.profile_manager import profile_in_use_error
-
     message = profile_in_use_error(profile) if profile.exists() else None
     if message:
         raise FatalError(f"--profile: {message}", reason="PROFILE_IN_USE")

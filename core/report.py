@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from pobatch.core.activity_log import ActivityLog  # noqa: F401 - MainApp imports it here (until the merge)
 from pobatch.core.artifacts import PAGE_HTML, SCREENSHOT
 from pobatch.core.events import PoEvent
 from pobatch.core.report_data import AttemptBar, ReportData, load_report_data, natural_order, report_path

@@ -592,3 +592,17 @@ def profile_in_use_warning(base_profile: str | Path) -> str | None:
         f"The browser profile {base_profile} is open in a running browser (pid {pids}). "
         "Close it first: a copy taken now can miss your newest login."
     )
+
+
+def warn_if_profile_in_use(base_profile: str | Path) -> None:
+    """Log the one warning every mode gives before it clones the base profile (profile_in_use_warning)."""
+    warning = profile_in_use_warning(base_profile)
+    if warning:
+        log.warning(warning)
+
+
+def open_run_profiles(base_profile: str | Path, run_id: str, work_root: str | Path | None = None) -> ProfileManager:
+    """The set-up every in-process mode does before its clone: the in-use warning, then the run's
+    ProfileManager (a pool worker builds its own, owned by the app's pid: core/po_worker.make_handler)."""
+    warn_if_profile_in_use(base_profile)
+    return ProfileManager(base_profile, run_id, work_root=work_root)

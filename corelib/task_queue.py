@@ -17,7 +17,7 @@ from __future__ import annotations
 import collections
 import queue
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.reduction import ForkingPickler
 from typing import Any
@@ -73,10 +73,11 @@ class EventMessage:
 
 @dataclass(frozen=True)
 class WorkerNote:
-    """Facts about the worker the parent needs after a crash (e.g. its profile dir)."""
+    """Facts about the worker the parent needs after a crash (e.g. its profile dir): the whole picture,
+    which replaces the previous note."""
 
     worker_id: str
-    info: dict[str, Any] = field(default_factory=dict)
+    notes: Any
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,15 @@ class ItemNotFound(PobatchError):
 
 
 _factory_calls = 0  # per worker process: must stay 1, the state is built once
+
+
+@dataclass(frozen=True)
+class ScriptedNotes:
+    """What the scripted worker notes for the parent (ctx.note), as an application's own record."""
+
+    pid: int
+    factory_calls: int
+    profile_dir: str
 
 _EXCEPTIONS: dict[str, type[Exception]] = {
     "TimeoutError": TimeoutError,
@@ -88,7 +98,7 @@ class ScriptedHandler:
 def make_handler(ctx: Any, config: dict[str, Any]) -> ScriptedHandler:
     global _factory_calls
     _factory_calls += 1
-    ctx.note(pid=os.getpid(), factory_calls=_factory_calls, profile_dir=f"profile-{ctx.worker_id}")
+    ctx.note(ScriptedNotes(pid=os.getpid(), factory_calls=_factory_calls, profile_dir=f"profile-{ctx.worker_id}"))
     ctx.emit(Event(action="factory_called"))
     return ScriptedHandler(ctx, config)
 

@@ -243,7 +243,7 @@ def test_workers_auto_uses_the_grids_free_slots(grid, sample, tmp_path, caplog):
     with RemoteBrowserSession(spec, GridSpec(grid.url)) as other_user:
         assert other_user.started  # someone else holds one of the two slots
         assert free_slots(grid.url, "chromium").free == SLOTS - 1
-        caplog.set_level(logging.INFO, logger="pobatch.core.parallel")
+        caplog.set_level(logging.INFO, logger="pobatch.core.modes.grid")
         opts = options(write_orders(tmp_path, ["100003", "100012"]), tmp_path / "out", portal, profile, tmp_path,
                        grid=grid.url, workers=None)
         summary = MainApp(opts).run()

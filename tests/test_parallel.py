@@ -660,7 +660,7 @@ def test_workers_auto_explains_its_choice_in_one_line_and_runs(tmp_path, demo, c
     portal, profile = demo
     ids = group_ids("auto")
     opts = run_options(write_orders(tmp_path, ids), tmp_path / "out", portal, profile, tmp_path, workers=None)
-    with caplog.at_level(logging.INFO, logger="pobatch.core.parallel"), DirWatcher(tmp_path) as watcher:
+    with caplog.at_level(logging.INFO, logger="pobatch.core.modes.parallel"), DirWatcher(tmp_path) as watcher:
         summary = MainApp(opts).run()
     assert summary.exit_code == EXIT_OK, summary.message
     assert_matches_truth(summary, portal, ids)

@@ -13,7 +13,7 @@ import psutil
 import pytest
 
 from pobatch.corelib.tasks import Event, Task, TaskResult
-from pobatch.corelib.worker_pool import PoolStopped, WorkerInfo, WorkerLost, WorkerPool, WorkerSpec
+from pobatch.corelib.worker_pool import PoolStopped, WorkerInfo, WorkerLost, WorkerPool, WorkerSpec, WorkerState
 
 try:  # run from the repository root (python3 -m pytest) or with tests/ on sys.path
     from tests import pool_handlers
@@ -75,7 +75,7 @@ def collect(pool: WorkerPool) -> tuple[dict[str, TaskResult], list[Event], list[
 
 def live_workers(pool: WorkerPool) -> list[str]:
     """The workers that have not exited (neither stopped nor dead)."""
-    return [i.worker_id for i in pool.workers() if i.state not in ("stopped", "dead")]
+    return [i.worker_id for i in pool.workers() if i.state not in (WorkerState.STOPPED, WorkerState.DEAD)]
 
 
 def test_a_slow_task_does_not_hold_the_others():
@@ -104,8 +104,8 @@ def test_each_worker_builds_its_state_once_and_closes_it(tmp_path):
     assert {r.data["factory_calls"] for r in results.values()} == {1}
     assert len({r.data["pid"] for r in results.values()}) <= 2
     assert sorted(e.worker_id for e in events if e.action == "factory_called") == ["w1", "w2"]
-    assert [(i.worker_id, i.info["factory_calls"]) for i in infos] == [("w1", 1), ("w2", 1)]
-    assert all(i.state == "stopped" for i in pool.workers())
+    assert [(i.worker_id, i.notes.factory_calls) for i in infos] == [("w1", 1), ("w2", 1)]
+    assert all(i.state is WorkerState.STOPPED for i in pool.workers())
     # stop() let each worker close its handler, and the app heard of every exit
     assert sorted(p.name for p in tmp_path.iterdir()) == ["closed-w1", "closed-w2"]
     assert sorted(i.worker_id for i in exits) == ["w1", "w2"]
@@ -157,17 +157,17 @@ def test_a_killed_worker_is_noticed_at_once_and_its_task_finished_by_a_replaceme
     assert (dead.task_key, dead.requeued) == ("victim", True)
     if sys.platform != "win32":
         assert dead.exitcode == -signal.SIGKILL
-    assert dead.info["profile_dir"] == f"profile-{dead.worker_id}"
+    assert dead.notes.profile_dir == f"profile-{dead.worker_id}"
     # noticed through the process sentinel, not by a timeout
     assert lost_at[dead.worker_id] - float(marker.read_text()) < 1.0
     victim = results["victim"]
     assert victim.status == "COMPLETED" and victim.data["prior_attempts"] == 1
     assert victim.worker_id == "w3"  # the replacement; the other worker was busy on "long"
     assert results["long"].status == "COMPLETED"
-    assert infos[dead.worker_id].state == "dead" and infos["w3"].state == "stopped"
+    assert infos[dead.worker_id].state is WorkerState.DEAD and infos["w3"].state is WorkerState.STOPPED
     dead_exit = [i for i in exits if i.worker_id == dead.worker_id]
-    assert len(dead_exit) == 1 and dead_exit[0].info["profile_dir"] == f"profile-{dead.worker_id}"
-    assert dead_exit[0].state == "dead" and dead_exit[0].task_key == "victim"
+    assert len(dead_exit) == 1 and dead_exit[0].notes.profile_dir == f"profile-{dead.worker_id}"
+    assert dead_exit[0].state is WorkerState.DEAD and dead_exit[0].task_key == "victim"
     assert sorted(infos) == ["w1", "w2", "w3"]  # exactly one replacement was started
 
 
@@ -251,7 +251,7 @@ def test_a_handler_that_ignores_abort_is_killed_after_the_grace():
     deaf = results["deaf"]
     assert (deaf.status, deaf.reason, deaf.error_class, deaf.attempts) == ("FAILED", "TIMEOUT", "transient", 1)
     assert results["after"].status == "COMPLETED" and results["after"].worker_id == "w2"
-    assert [(i.worker_id, i.state) for i in exits] == [("w1", "dead"), ("w2", "stopped")]
+    assert [(i.worker_id, i.state) for i in exits] == [("w1", WorkerState.DEAD), ("w2", WorkerState.STOPPED)]
     assert [e.task_key for e in events if e.action == "task_timeout"] == ["deaf"]
 
 
@@ -300,7 +300,7 @@ def test_submit_while_consuming_and_the_workers_books():
         books = [(i.worker_id, i.state, i.task_key, i.done) for i in pool.workers()]
         left = pool.stop()
     assert seen == ["a", "b"]
-    assert books == [("w1", "idle", "", 2)]  # one worker, idle, nothing in hand, both tasks done
+    assert books == [("w1", WorkerState.IDLE, "", 2)]  # one worker, idle, nothing in hand, both tasks done
     assert left == []  # nothing queued
 
 

@@ -1,6 +1,6 @@
 """The single-session strategy: one browser, one login, N windows fed from one task queue.
 
-MainApp consumes `run_single_session(...)` exactly like the sequential and parallel streams: events
+MainApp consumes `SingleSessionMode().stream(plan)` (a RunMode, core/modes/base.py) exactly like the sequential and parallel streams: events
 as they happen, one TaskResult per PO. Each window is a thread running the ordinary per-PO workflow
 (pobatch.core.po_job.PoJob) over a WindowSession; only how browsers and windows are held differs.
 
@@ -26,13 +26,16 @@ import time
 from typing import Iterator
 
 from pobatch.core.events import PoEvent
-from pobatch.core.po_job import PoJob, PoTaskPayload
+from pobatch.core.modes.base import RunPlan, attempt_budget
+from pobatch.core.po_job import PoJob
+from pobatch.core.po_task import PoTaskPayload
 from pobatch.core.po_worker import WorkerConfig
 from pobatch.core.results import outcome_to_result
 from pobatch.core.page_probes import SIGNED_IN_STATES
 from pobatch.core.sites import resolve_site
 from pobatch.core.status import Status
 from pobatch.corelib.errors import FatalError
+from pobatch.corelib.profile_manager import open_run_profiles
 from pobatch.corelib.tasks import Event, PoolEvent, Task, TaskResult
 from pobatch.corelib.tree_removal import remove_tree
 from pobatch.corelib.worker_pool import result_from_exception
@@ -44,12 +47,6 @@ log = logging.getLogger(__name__)
 
 MAX_LOGIN_RECHECKS_PER_PO = 2
 STOP_GRACE = 30.0  # seconds windows get to finish their current PO when the run stops early
-
-
-def task_timeout(cfg: WorkerConfig) -> float:
-    """How long one PO may hold a window before the browser is killed (every attempt, backoff, restart)."""
-    job = cfg.job
-    return job.max_attempts * (job.po_timeout + 15.0) + job.backoff_max * job.max_attempts
 
 
 class SessionHealth:
@@ -201,8 +198,6 @@ class WindowPool:
         self._threads: list[_Window] = []
 
     def run(self, tasks: list[Task]) -> Iterator[TaskResult | Event]:
-        from pobatch.corelib.profile_manager import ProfileManager, profile_in_use_warning
-
         if not tasks:
             return
         cfg = self.cfg
@@ -213,10 +208,7 @@ class WindowPool:
                                                  browser=dataclasses.replace(cfg.browser, bidi=False))
         windows = max(1, min(self.windows, len(tasks)))
         self.health = SessionHealth(windows)
-        warning = profile_in_use_warning(cfg.base_profile)
-        if warning:
-            log.warning(warning)
-        manager = ProfileManager(cfg.base_profile, cfg.run_id, work_root=cfg.profiles_root)
+        manager = open_run_profiles(cfg.base_profile, cfg.run_id, cfg.profiles_root)
         clean_exit = False
         try:
             clone = manager.clone("session")
@@ -252,7 +244,7 @@ class WindowPool:
         w.start()
 
     def _results(self, windows: int) -> Iterator[TaskResult | Event]:
-        limit = task_timeout(self.cfg)
+        limit = attempt_budget(self.cfg.job)  # how long one PO may hold a window before the browser is killed
         next_index = windows + 1
         killed_at: float | None = None
         while self.tasks.unresolved:
@@ -316,6 +308,11 @@ def login_url_predicate(cfg: WorkerConfig):
     return functools.partial(site.is_login_url, cfg.job.base_url)
 
 
-def run_single_session(cfg: WorkerConfig, tasks: list[Task], windows: int | None = None) -> Iterator[TaskResult | Event]:
-    """The stream MainApp consumes: events as they happen and one result per PO."""
-    yield from WindowPool(cfg, windows or 3).run(tasks)
+class SingleSessionMode:
+    """The registry's "single-session" entry (core/modes/registry.py)."""
+
+    name = "single-session"
+
+    def stream(self, plan: RunPlan) -> Iterator[TaskResult | Event]:
+        """The stream MainApp consumes: events as they happen and one result per PO."""
+        yield from WindowPool(plan.worker, plan.windows or 3).run(plan.tasks)

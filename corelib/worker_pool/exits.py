@@ -101,6 +101,6 @@ def _died(worker: WorkerHandle, task: Task | None, exitcode: int | None, max_tas
             started=worker.info.busy_since, finished=time.time(), worker_id=wid)
         outcome = f" while running task {task.key}; task failed ({reason})"
     requeued = end.put_back is not None or end.retry is not None
-    end.told = WorkerLost(wid, pid, exitcode, task.key if task else "", requeued, dict(worker.info.info))
+    end.told = WorkerLost(wid, pid, exitcode, task.key if task else "", requeued, worker.info.notes)
     log.warning("worker %s (pid %d) %s%s", wid, pid, cause, outcome)
     return end

@@ -41,7 +41,7 @@ Output = TaskResult | Event | WorkerLost  # what results() yields
 
 def _copy(info: WorkerInfo) -> WorkerInfo:
     """What leaves the books is a copy: callers keep it while the pool goes on updating its own."""
-    return dataclasses.replace(info, info=dict(info.info))
+    return dataclasses.replace(info)  # its notes are frozen: shared, not copied
 
 
 @dataclass(frozen=True)
@@ -309,7 +309,7 @@ class PoolManager:
         elif isinstance(message, WorkerLog):
             worker.relog(message.record)
         elif isinstance(message, WorkerNote):
-            worker.info.info.update(message.info)
+            worker.info.notes = message.notes
         elif isinstance(message, TaskStarted):
             if worker.task is not None and worker.task.key == message.task_key:
                 worker.task_started, worker.since = True, time.monotonic()

@@ -59,7 +59,9 @@ class WorkerInfo:
     task_key: str = ""  # current task; for an exited worker, the task it held when it went
     busy_since: float = 0.0  # wall clock
     done: int = 0
-    info: dict[str, Any] = field(default_factory=dict)  # what the worker noted (ctx.note)
+    # The last thing the worker noted (ctx.note): a frozen, picklable dataclass its application defines
+    # (pobatch: core.worker_notes.BrowserWorkerNotes), None until it notes one.
+    notes: Any = None
 
 
 @dataclass
@@ -71,7 +73,7 @@ class WorkerLost:
     exitcode: int | None
     task_key: str
     requeued: bool
-    info: dict[str, Any] = field(default_factory=dict)
+    notes: Any = None  # the worker's last note, as in WorkerInfo
 
 
 class PoolStopped(Exception):

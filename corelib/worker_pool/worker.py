@@ -53,9 +53,12 @@ class WorkerContext:
         except Exception as exc:  # an unpicklable field must not fail the task
             log.warning("event %r dropped: cannot be sent to the parent (%s)", event.action, exc)
 
-    def note(self, **info: Any) -> None:
-        """Tell the parent facts it needs to clean up after this worker dies (e.g. profile_dir)."""
-        self._outbox.put(WorkerNote(self.worker_id, dict(info)))  # unpicklable: raise, cleanup depends on it
+    def note(self, notes: Any) -> None:
+        """Tell the parent facts it needs to clean up after this worker dies (e.g. its profile dir).
+
+        `notes` is a frozen, picklable dataclass the application defines; each note replaces the last,
+        so note the whole picture (dataclasses.replace of the previous one to add a fact)."""
+        self._outbox.put(WorkerNote(self.worker_id, notes))  # unpicklable: raise, cleanup depends on it
 
 
 class _Watchdog:

@@ -1,8 +1,8 @@
-"""Parallel mode: the PO handler in N spawned workers fed by one shared queue.
+"""Parallel mode: the PO handler in N spawned workers fed by one shared queue (core/modes/grid.py runs
+the same pool with remote sessions).
 
 MainApp consumes this stream exactly as it consumes the sequential one; the pool owns the processes,
 this module owns the PO-specific decisions: how many workers, and how to clean up after one dies.
-With a Grid (cfg.grid), each worker holds a remote session and `auto` means the Grid's free slots.
 """
 from __future__ import annotations
 
@@ -13,34 +13,30 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from pobatch.core.po_worker import WorkerConfig
+from pobatch.core.modes.base import RunPlan, attempt_budget
+from pobatch.core.worker_notes import BrowserWorkerNotes
 from pobatch.core.workspace import Workspace
 from pobatch.corelib.autoscale import auto_workers
-from pobatch.corelib.tree_removal import remove_tree
+from pobatch.corelib.browser_session import TEMP_PREFIX
 from pobatch.corelib.errors import FatalError
-from pobatch.corelib.profile_manager import ProfileManager, profile_in_use_warning
+from pobatch.corelib.grid import delete_session
 from pobatch.corelib.process_reaper import kill_browser_tree
-from pobatch.corelib.tasks import Event, PoolEvent, Task, TaskResult
+from pobatch.corelib.profile_manager import ProfileManager, warn_if_profile_in_use
+from pobatch.corelib.tasks import Event, PoolEvent, TaskResult
+from pobatch.corelib.tree_removal import remove_tree
 from pobatch.corelib.worker_pool import PoolStopped, WorkerInfo, WorkerLost, WorkerPool, WorkerSpec
 
 log = logging.getLogger(__name__)
 
-# Room for every attempt, its backoff, and a browser restart, before the pool kills a stuck worker.
-def pool_task_timeout(cfg: WorkerConfig) -> float:
-    job = cfg.job
-    return job.max_attempts * (job.po_timeout + 15.0) + job.backoff_max * job.max_attempts
-
-
 def _reap(info: WorkerInfo, workspace: Workspace | None = None) -> None:
     """A worker exited (or died): its browser processes, profile clone, download folder, attempt
     staging folders and driver scratch folder would otherwise outlive it (until the next run)."""
-    if info.info.get("grid_session"):
-        from pobatch.corelib.grid import delete_session
-
+    notes = info.notes if isinstance(info.notes, BrowserWorkerNotes) else BrowserWorkerNotes()
+    if notes.grid_session:
         # Its last remote session, which the Grid would otherwise keep until its session timeout
         # (a worker that closed it cleanly gets a harmless "no such session").
-        delete_session(info.info["grid_url"], info.info["grid_session"])
-    profile = info.info.get("profile_dir")
+        delete_session(notes.grid_url, notes.grid_session)
+    profile = notes.profile_dir
     if profile:
         n = kill_browser_tree(profile, owned=True)  # the clone the worker noted: pobatch made it
         try:
@@ -49,16 +45,13 @@ def _reap(info: WorkerInfo, workspace: Workspace | None = None) -> None:
             log.warning("could not remove %s: %s", profile, exc)
         log.info("worker %s exited; killed %d leftover browser process(es), removed %s", info.worker_id, n, profile)
     leftovers: list[Path] = []
-    download_dir = info.info.get("download_dir")
-    if download_dir:
-        leftovers.append(Path(download_dir))
+    if notes.download_dir:
+        leftovers.append(Path(notes.download_dir))
     if workspace is not None and workspace.staging_root.is_dir():
         # Its attempts' staging folders: half-done downloads.
         leftovers += [p for p in workspace.staging_root.iterdir() if workspace.is_staging_of(p, info.worker_id)]
     if info.pid:
         # Its driver's TMPDIR (pobatch.corelib.browser_session names it after the worker's pid).
-        from pobatch.corelib.browser_session import TEMP_PREFIX
-
         leftovers += list(Path(tempfile.gettempdir()).glob(f"{TEMP_PREFIX}{info.pid}-*"))
     for path in leftovers:
         try:
@@ -67,24 +60,24 @@ def _reap(info: WorkerInfo, workspace: Workspace | None = None) -> None:
             log.warning("could not remove %s: %s", path, exc)
 
 
-def run_parallel(cfg: WorkerConfig, tasks: list[Task], workers: int | None) -> Iterator[TaskResult | Event]:
-    warning = profile_in_use_warning(cfg.base_profile)
-    if warning:
-        log.warning(warning)
-    if cfg.grid is not None:
-        from pobatch.corelib.grid import check_grid
+class ParallelMode:
+    name = "parallel"
 
-        slots = check_grid(cfg.grid.url, cfg.browser.browser)
+    def stream(self, plan: RunPlan) -> Iterator[TaskResult | Event]:
+        workers = plan.workers
         if workers is None:
-            workers = max(1, slots.free)
-            log.info("--workers auto: %d (the Grid's free slots: %d of %d)", workers, slots.free, slots.total)
-    elif workers is None:
-        workers, why = auto_workers(len(tasks))
-        log.info("--workers auto: %d (%s)", workers, why)
+            workers, why = auto_workers(len(plan.tasks))
+            log.info("--workers auto: %d (%s)", workers, why)
+        yield from run_pool(plan, workers, "pobatch.core.po_worker:make_handler")
+
+
+def run_pool(plan: RunPlan, workers: int, factory: str) -> Iterator[TaskResult | Event]:
+    """The PO handler built by `factory` in at most `workers` spawned workers, one per task at most."""
+    cfg, tasks = plan.worker, plan.tasks
+    warn_if_profile_in_use(cfg.base_profile)  # the workers start from it: a clone each, or (Grid) its cookies
     workers = max(1, min(workers, len(tasks) or 1))
-    factory = "pobatch.core.po_worker:make_grid_handler" if cfg.grid is not None else "pobatch.core.po_worker:make_handler"
     spec = WorkerSpec(factory, {"worker": cfg})
-    pool = WorkerPool(spec, workers, task_timeout=pool_task_timeout(cfg),
+    pool = WorkerPool(spec, workers, task_timeout=attempt_budget(cfg.job),
                       on_worker_exit=functools.partial(_reap, workspace=cfg.job.workspace))
     for t in tasks:
         pool.submit(t)
