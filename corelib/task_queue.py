@@ -30,19 +30,24 @@ STOP = None  # parent -> worker: finish, close the handler, exit
 # ---- worker -> parent messages ------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class WorkerReady:
-    """The factory returned: the worker holds its long-lived state and wants its first task."""
+class WorkerMessage:
+    """What every message from a worker carries: who sent it (the parent routes by it)."""
 
     worker_id: str
+
+
+@dataclass(frozen=True)
+class WorkerReady(WorkerMessage):
+    """The factory returned: the worker holds its long-lived state and wants its first task."""
+
     pid: int
     start_seconds: float
 
 
 @dataclass(frozen=True)
-class WorkerStartFailed:
+class WorkerStartFailed(WorkerMessage):
     """The factory raised; the worker exits right after sending this."""
 
-    worker_id: str
     pid: int
     error: str
     error_class: str
@@ -50,19 +55,17 @@ class WorkerStartFailed:
 
 
 @dataclass(frozen=True)
-class TaskStarted:
+class TaskStarted(WorkerMessage):
     """Sent, and flushed, before run(): if the worker dies later, this task had an attempt."""
 
-    worker_id: str
     task_key: str
     ts: float
 
 
 @dataclass(frozen=True)
-class TaskDone:
+class TaskDone(WorkerMessage):
     """The result of the current task; also means "idle, send the next one"."""
 
-    worker_id: str
     result: TaskResult
 
 
@@ -72,19 +75,17 @@ class EventMessage:
 
 
 @dataclass(frozen=True)
-class WorkerNote:
+class WorkerNote(WorkerMessage):
     """Facts about the worker the parent needs after a crash (e.g. its profile dir): the whole picture,
     which replaces the previous note."""
 
-    worker_id: str
     notes: Any
 
 
 @dataclass(frozen=True)
-class WorkerLog:
+class WorkerLog(WorkerMessage):
     """A log record from the worker, re-logged in the parent: spawned children have no handlers."""
 
-    worker_id: str
     record: dict[str, Any]
 
 
