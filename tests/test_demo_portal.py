@@ -31,7 +31,7 @@ from pobatch.core.demo_portal import (
     sample_scenario_path,
 )
 from pobatch.core.demo_portal.scenario import draw_ms
-from pobatch.core.demo_portal.handlers import content_disposition
+from pobatch.core.demo_portal.server import content_disposition
 from eventually import wait_for
 
 REPO = Path(__file__).resolve().parents[1]

@@ -22,8 +22,7 @@ from pobatch.core.demo_portal.scenario import (
     variant_scenario_path,
     variant_site_path,
 )
-from pobatch.core.demo_portal.handlers import SESSION_COOKIE
-from pobatch.core.demo_portal.server import DEMO_PASSWORD, DemoPortal, main
+from pobatch.core.demo_portal.server import DEMO_PASSWORD, SESSION_COOKIE, DemoPortal, main
 
 __all__ = [
     "AttachmentEntry", "AttachmentSpec", "DEMO_PASSWORD", "DemoPortal", "LatencySpec", "PoSpec", "RequisitionSpec",

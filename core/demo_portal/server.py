@@ -12,22 +12,445 @@ another loopback address (`sso_host`, 127.0.0.2 by default), so that the browser
 """
 from __future__ import annotations
 
+import json
 import logging
 import re
 import secrets
 import socket
 import threading
 import time
+import unicodedata
 from collections import Counter
+from dataclasses import dataclass
+from http.cookies import CookieError, SimpleCookie
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import ModuleType
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-from pobatch.core.demo_portal.handlers import PortalHandler, PortalServer, PortalSession, SsoHandler
-from pobatch.core.demo_portal.scenario import MARKUPS, Scenario, draw_ms, load_scenario, sample_scenario_path
+from pobatch.core.demo_portal import pages, variant_pages
+from pobatch.core.demo_portal.scenario import (
+    MARKUPS,
+    AttachmentEntry,
+    Scenario,
+    draw_ms,
+    load_scenario,
+    pick_fault,
+    sample_scenario_path,
+)
 from pobatch.core.sites.demo import DEMO_PASSWORD  # the portal's one password, as the demo site knows it
 
 log = logging.getLogger(__name__)
+
+SESSION_COOKIE = "_coupa_session"
+SESSION_MAX_AGE = 86400  # persistent: Chromium writes it to the profile's Cookies file
+CHUNK = 16 * 1024
+_PO_RE = re.compile(r"^/order_headers/([^/]+)/?$")
+_LIST_RE = re.compile(r"^/order_headers/([^/]+)/attachments\.json$")  # the list a delayed page fetches
+_REQ_RE = re.compile(r"^/(?:requisition_headers|requisitions)/([^/]+)/?$")  # Coupa's, the variant's
+_FILE_RE = re.compile(r"^/attachment_files/([^/]+)/?$")
+_ATT_RE = re.compile(r"^/attachments/([^/]+)/(raw|popup|inline|attachment_file)(?:/.*)?$")
+_VFILE_RE = re.compile(r"^/files/([^/]+)(?:/(window|view|content)(?:/.*)?)?/?$")  # the variant's file URLs
+_INLINE = ("inline", "attachment_file", "view", "content")  # served without Content-Disposition
+_MARKUP_PAGES: dict[str, ModuleType] = {"coupa": pages, "variant": variant_pages}
+_OPEN_PATHS = ("/sessions/new", "/sessions", "/favicon.ico")
+_CONTENT_TYPES = {
+    "pdf": "application/pdf",
+    "docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    "msg": "application/vnd.ms-outlook",
+    "eml": "message/rfc822",
+}
+
+
+def content_disposition(name: str) -> str:
+    """RFC 6266: an ASCII fallback plus the exact UTF-8 name; the name is served as given, unsanitised."""
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
+    ascii_name = re.sub(r'["\\\x00-\x1f\x7f]', "_", ascii_name) or "download"
+    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name, safe='')}"
+
+
+def content_type(name: str) -> str:
+    ext = name.rsplit(".", 1)[-1].lower() if "." in name else ""
+    return _CONTENT_TYPES.get(ext, "application/octet-stream")
+
+
+@dataclass
+class _Session:
+    email: str
+    requests: int = 0
+    created: float = 0.0
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    portal: "DemoPortal"
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        log.debug("demo portal: error while serving %s", client_address, exc_info=True)
+
+
+class _TrackedHandler(BaseHTTPRequestHandler):
+    """Every connection is known to the portal while it is open, so stop() can close the idle
+    keep-alive ones instead of waiting out their timeout."""
+
+    protocol_version = "HTTP/1.1"
+    timeout = 120  # an idle keep-alive connection is closed after this
+    server: _Server
+
+    @property
+    def portal(self) -> "DemoPortal":
+        return self.server.portal
+
+    def setup(self) -> None:
+        super().setup()
+        self.portal._track(self.connection)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        except OSError:
+            pass
+        finally:
+            self.portal._untrack(self.connection)
+
+
+class _Handler(_TrackedHandler):
+    server_version = "DemoCoupa/1.0"
+
+    # -- plumbing ---------------------------------------------------------------------------------
+    @property
+    def pages(self) -> ModuleType:
+        """The page module of the portal's current markup (pages or variant_pages)."""
+        return _MARKUP_PAGES[self.portal.markup]
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        log.debug("demo portal %s: %s", self.address_string(), format % args)
+
+    def version_string(self) -> str:
+        """The Server header: the portal's own, or a proxy's when a proxy answers instead of the portal."""
+        return getattr(self, "_server_as", "") or super().version_string()
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def _pause(self, seconds: float) -> bool:
+        """Sleep unless the portal is stopping; False means: stop now and close the connection."""
+        if seconds > 0:
+            stopped = self.portal._stopping.wait(seconds)
+        else:
+            stopped = self.portal._stopping.is_set()
+        if stopped:
+            self.close_connection = True
+        return not stopped
+
+    def _stall(self) -> bool:
+        """Hold the response for stall_seconds (or until stop()); counted so tests can wait for it."""
+        portal = self.portal
+        with portal._lock:
+            portal._stalls_in_flight += 1
+        try:
+            return self._pause(portal.scenario.stall_seconds)
+        finally:
+            with portal._lock:
+                portal._stalls_in_flight -= 1
+
+    def _abort(self) -> None:
+        """Close the connection without (the rest of) a response."""
+        self.close_connection = True
+        try:
+            self.wfile.flush()
+        except OSError:
+            pass
+
+    def _start(self, status: int, headers: dict[str, str]) -> None:
+        self.send_response(status)
+        for k, v in headers.items():
+            self.send_header(k, v)
+        self.send_header("Cache-Control", "no-store")  # every request must reach the portal's counters
+        if self._rotate_from:
+            new = self.portal._rotate(self._rotate_from)
+            self._rotate_from = None
+            if new:
+                self.send_header("Set-Cookie", _cookie(new))
+        self.end_headers()
+
+    def _send(self, status: int, body: bytes | str, ctype: str = "text/html; charset=utf-8",
+              headers: dict[str, str] | None = None) -> None:
+        data = body.encode("utf-8") if isinstance(body, str) else body
+        self._start(status, {"Content-Type": ctype, "Content-Length": str(len(data)), **(headers or {})})
+        self.wfile.write(data)
+
+    def _redirect(self, location: str, headers: dict[str, str] | None = None) -> None:
+        self._start(302, {"Location": location, "Content-Length": "0", **(headers or {})})
+
+    def _body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length > 0 else b""
+
+    # -- routing ----------------------------------------------------------------------------------
+    def _dispatch(self, method: str) -> None:
+        self._rotate_from: str | None = None
+        self._server_as = ""
+        url = urlsplit(self.path)
+        path = url.path
+        try:
+            if path == "/favicon.ico":
+                return self._send(204, b"", "image/x-icon")
+            if path.startswith("/__demo__/"):
+                return self._demo_api(method, path)
+            if path == "/sessions/new":
+                return_to = _safe_return_to(parse_qs(url.query).get("return_to", [""])[0])
+                return self._send(200, self.pages.login_page(return_to))
+            if path == "/sessions":
+                if method == "POST":
+                    return self._login()
+                return self._redirect("/sessions/new")
+            if not self._authenticate():
+                self._body()
+                target = path + (f"?{url.query}" if url.query else "")
+                return self._redirect("/sessions/new?return_to=" + quote(target, safe=""))
+            if method != "GET":
+                self._body()
+                return self._send(404, self.pages.not_found_page())
+            if path == "/":
+                return self._send(200, self.pages.home_page(self.portal.scenario.pos))
+            if m := _PO_RE.match(path):
+                return self._po_page(unquote(m.group(1)), path)
+            if m := _LIST_RE.match(path):
+                return self._attachment_list(unquote(m.group(1)))
+            if m := _REQ_RE.match(path):
+                return self._requisition_page(unquote(m.group(1)), path)
+            if m := _FILE_RE.match(path):
+                return self._attachment(m.group(1), path, inline=False)
+            if m := _ATT_RE.match(path) or _VFILE_RE.match(path):
+                token, what = m.group(1), m.group(2) or ""
+                if what in ("popup", "window"):
+                    return self._popup(token, path)
+                return self._attachment(token, path, inline=(what in _INLINE))
+            return self._send(404, self.pages.not_found_page())
+        except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
+            self.close_connection = True  # the client went away: normal for a cancelled download
+
+    # -- login and sessions -----------------------------------------------------------------------
+    def _login(self) -> None:
+        form = parse_qs(self._body().decode("utf-8", "replace"))
+        email = form.get("user[login]", [""])[0].strip()
+        password = form.get("user[password]", [""])[0]
+        return_to = _safe_return_to(form.get("return_to", [""])[0])
+        if not email or password != DEMO_PASSWORD:
+            return self._send(200, self.pages.login_page(return_to, "Invalid email or password"))
+        token = self.portal._new_session(email)
+        log.info("demo portal: %s signed in", email)
+        self._redirect(return_to or "/", {"Set-Cookie": _cookie(token)})
+
+    def _authenticate(self) -> bool:
+        token = ""
+        try:
+            morsel = SimpleCookie(self.headers.get("Cookie", "")).get(SESSION_COOKIE)
+            token = morsel.value if morsel else ""
+        except CookieError:
+            pass
+        if not token or not self.portal._use_session(token):
+            return False
+        if self.portal.scenario.session.rotate_token:
+            self._rotate_from = token  # committed when the response starts: a dropped answer keeps the old one
+        return True
+
+    # -- pages ------------------------------------------------------------------------------------
+    def _po_page(self, po_id: str, path: str) -> None:
+        portal = self.portal
+        po = portal.scenario.po(po_id)
+        with portal._lock:
+            portal._page_hits[po_id] += 1
+            fault = pick_fault(po.page_faults, portal._page_fault_n[po_id]) if po else "ok"
+            portal._page_fault_n[po_id] += 1
+        if not self._pause(portal._latency("page", path)):
+            return
+        if fault == "drop":
+            return self._abort()
+        if fault == "http500":
+            return self._send(500, self.pages.server_error_page())
+        if fault == "stall" and not self._stall():
+            return
+        if fault != "ok" and po is not None and self._page_fault(po.id, fault):
+            return
+        if po is None or po.missing:
+            return self._send(404, self.pages.not_found_page())
+        if po.forbidden:
+            return self._send(403, self.pages.not_authorized_page())
+        delayed = None
+        if po.attachments_delay_ms is not None:
+            delayed = pages.DelayedList(f"/order_headers/{quote(po.id, safe='')}/attachments.json", po.spinner)
+        self._send(200, self.pages.po_page(po, portal.scenario.entries(po.id, "po"), delayed))
+
+    def _page_fault(self, po_id: str, fault: str) -> bool:
+        """Answer a PO page with the shapes of issue 13 (proxies, redirects, ...); False: not one of them."""
+        po = self.portal.scenario.po(po_id)
+        assert po is not None
+        if fault == "http500_bare":
+            self._send(500, pages.bare_server_error_page())
+        elif fault in ("http502", "http503"):
+            self._server_as = "nginx/1.24.0"
+            self._send(int(fault[4:]), pages.proxy_error_page(int(fault[4:])))
+        elif fault == "http429":
+            self._send(429, pages.too_many_requests_page(), headers={"Retry-After": str(po.retry_after_seconds)})
+        elif fault == "maintenance":
+            self._send(200, pages.maintenance_page())
+        elif fault == "http404_bare":
+            self._send(404, pages.bare_not_found_page())
+        elif fault == "redirect_other_po":
+            with self.portal._lock:
+                self.portal._redirects[po.redirect_to or ""] += 1
+            self._redirect(f"/order_headers/{quote(po.redirect_to or '', safe='')}")
+        elif fault == "redirect_dashboard":
+            self._redirect("/")
+        elif fault == "sso_interstitial":
+            back = quote(f"{self.portal.base_url}/order_headers/{quote(po_id, safe='')}", safe="")
+            self._redirect(f"{self.portal.sso_base_url}/idp/authorize?client=pobatch-demo&return_to={back}")
+        else:
+            return False
+        return True
+
+    def _attachment_list(self, po_id: str) -> None:
+        """The JSON a delayed PO page fetches: its list, drawn by the page's script once it arrives."""
+        portal = self.portal
+        po = portal.scenario.po(po_id)
+        with portal._lock:
+            portal._list_hits[po_id] += 1
+        if po is None or po.missing or po.forbidden or po.attachments_delay_ms is None:
+            return self._send(404, json.dumps({"error": "no such list"}), "application/json")
+        if not self._pause(po.attachments_delay_ms / 1000.0):
+            return
+        entries = portal.scenario.entries(po.id, "po")
+        body = {"po": po.id, "html": self.pages.list_html(entries),
+                "attachments": [{"name": e.spec.name, "kind": e.spec.kind, "url": self.pages.page_url(e)}
+                                for e in entries]}
+        self._send(200, json.dumps(body, ensure_ascii=False), "application/json; charset=utf-8")
+
+    def _requisition_page(self, rid: str, path: str) -> None:
+        portal = self.portal
+        with portal._lock:
+            portal._requisition_hits[rid] += 1
+        if not self._pause(portal._latency("page", path)):
+            return
+        found = portal.scenario.requisition(rid)
+        if not found:
+            return self._send(404, self.pages.not_found_page())
+        po, req = found
+        self._send(200, self.pages.requisition_page(po, req, portal.scenario.entries(po.id, "requisition")))
+
+    def _popup(self, token: str, path: str) -> None:
+        entry = self.portal.scenario.entry_by_token(token)
+        if not self._pause(self.portal._latency("page", path)):
+            return
+        if entry is None:
+            return self._send(404, self.pages.not_found_page())
+        self._send(200, self.pages.popup_page(self.pages.file_url(entry)))
+
+    def _attachment(self, token: str, path: str, inline: bool) -> None:
+        portal = self.portal
+        entry: AttachmentEntry | None = portal.scenario.entry_by_token(token)
+        if entry is None:
+            return self._send(404, self.pages.not_found_page())
+        with portal._lock:
+            fault = pick_fault(entry.spec.faults, portal._attachment_fault_n[token])
+            portal._attachment_fault_n[token] += 1
+            portal._attachment_requests[entry.counter_key] += 1
+        latency = portal._latency("attachment", path)
+        if entry.spec.latency_ms is not None:
+            latency = entry.spec.latency_ms / 1000.0
+        if not self._pause(latency / 2):  # half before the first byte, half spread over the chunks
+            return
+        if fault == "http500":
+            return self._send(500, self.pages.server_error_page())
+        data = portal.scenario.file_bytes(entry)
+        headers = {"Content-Type": content_type(entry.spec.name), "Content-Length": str(len(data))}
+        if not inline:
+            headers["Content-Disposition"] = content_disposition(entry.spec.name)
+        self._start(200, headers)
+        complete = fault not in ("drop_mid", "stall_mid")
+        limit = len(data) if complete else len(data) // 2
+        offsets = range(0, limit, CHUNK)
+        for off in offsets:
+            if not self._pause(latency / 2 / len(offsets)):
+                return
+            last = complete and off + CHUNK >= limit
+            if last:
+                # Counted before the last bytes go out, so a client that holds the whole file always
+                # finds it counted; taken back if the client is gone before they are sent.
+                self._count_download(entry, +1)
+            try:
+                self.wfile.write(data[off:min(off + CHUNK, limit)])
+                self.wfile.flush()
+            except OSError:
+                if last:
+                    self._count_download(entry, -1)
+                raise
+        if fault == "drop_mid":
+            return self._abort()
+        if fault == "stall_mid":
+            self._stall()
+            return self._abort()
+
+    def _count_download(self, entry: AttachmentEntry, delta: int) -> None:
+        with self.portal._lock:
+            counts = self.portal._download_counts
+            counts[entry.counter_key] += delta
+            if counts[entry.counter_key] <= 0:
+                del counts[entry.counter_key]
+
+    # -- test helpers -----------------------------------------------------------------------------
+    def _demo_api(self, method: str, path: str) -> None:
+        if method == "POST":
+            self._body()
+        if path == "/__demo__/state" and method == "GET":
+            return self._send(200, json.dumps(self.portal.state(), ensure_ascii=False), "application/json")
+        if path == "/__demo__/reset" and method == "POST":
+            self.portal.reset()
+            return self._send(200, json.dumps({"ok": True}), "application/json")
+        self._send(404, json.dumps({"error": "unknown demo endpoint"}), "application/json")
+
+
+class _SsoHandler(_TrackedHandler):
+    """The identity provider's host: every GET answers its "Continue to sign in" interstitial."""
+
+    server_version = "DemoIdP/1.0"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        log.debug("demo identity provider %s: %s", self.address_string(), format % args)
+
+    def do_GET(self) -> None:
+        portal = self.portal
+        favicon = urlsplit(self.path).path == "/favicon.ico"  # a browser asks every new origin for one
+        if not favicon:
+            with portal._lock:
+                portal._sso_hits += 1
+        body = b"" if favicon else pages.sso_interstitial_page(f"{portal.base_url}/sessions/new").encode("utf-8")
+        try:
+            self.send_response(204 if favicon else 200)
+            for k, v in {"Content-Type": "text/html; charset=utf-8", "Content-Length": str(len(body)),
+                         "Cache-Control": "no-store"}.items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(body)
+        except OSError:
+            self.close_connection = True
+
+
+def _cookie(token: str) -> str:
+    return f"{SESSION_COOKIE}={token}; Path=/; Max-Age={SESSION_MAX_AGE}; HttpOnly; SameSite=Lax"
+
+
+def _safe_return_to(value: str) -> str:
+    """Only a path on this portal: never an open redirect to another host."""
+    if value.startswith("/") and not value.startswith("//") and not value.startswith("/\\"):
+        return value
+    return "/"
 
 
 class DemoPortal:
@@ -55,15 +478,15 @@ class DemoPortal:
             "sso_interstitial" in po.page_faults for po in scenario.pos)
         if self._sso_wanted and sso_host == host:
             raise ValueError("the identity provider must listen on another host than the portal")
-        self._httpd: PortalServer | None = None
-        self._sso: PortalServer | None = None
+        self._httpd: _Server | None = None
+        self._sso: _Server | None = None
         self._thread: threading.Thread | None = None
         self._sso_thread: threading.Thread | None = None
         self._serving = False
         self._stopping = threading.Event()
         self._life = threading.Lock()
         self._lock = share_sessions_with._lock if share_sessions_with else threading.Lock()
-        self._sessions: dict[str, PortalSession] = share_sessions_with._sessions if share_sessions_with else {}
+        self._sessions: dict[str, _Session] = share_sessions_with._sessions if share_sessions_with else {}
         self._connections: dict[socket.socket, threading.Thread] = {}
         self._stalls_in_flight = 0
         self._reset_counters()
@@ -81,16 +504,16 @@ class DemoPortal:
         self._markup = value
 
     # -- life cycle -------------------------------------------------------------------------------
-    def _bind(self) -> PortalServer:
+    def _bind(self) -> _Server:
         with self._life:
             if self._httpd is None:
                 if self._stopping.is_set():
                     raise RuntimeError("this DemoPortal was stopped; create a new one")
-                httpd = PortalServer((self.host, self._port), PortalHandler)
+                httpd = _Server((self.host, self._port), _Handler)
                 httpd.portal = self
                 if self._sso_wanted:
                     try:
-                        sso = PortalServer((self.sso_host, 0), SsoHandler)
+                        sso = _Server((self.sso_host, 0), _SsoHandler)
                     except OSError:
                         httpd.server_close()
                         raise
@@ -297,7 +720,7 @@ class DemoPortal:
     def _new_session(self, email: str) -> str:
         token = secrets.token_urlsafe(24)
         with self._lock:
-            self._sessions[token] = PortalSession(email=email, created=time.time())
+            self._sessions[token] = _Session(email=email, created=time.time())
         return token
 
     def _use_session(self, token: str) -> bool:
