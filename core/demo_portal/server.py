@@ -9,6 +9,9 @@ It also serves what an unfamiliar portal throws at a client (scenario.py lists t
 second markup, attachment lists fetched by script from `/order_headers/<id>/attachments.json`, proxy
 and bare error pages, redirects, and an identity provider's interstitial on a second listener bound to
 another loopback address (`sso_host`, 127.0.0.2 by default), so that the browser leaves the portal's host.
+
+One file, over 400 lines, on purpose: the request handlers read and count DemoPortal's own state under
+its lock (about twenty of its attributes); apart, each would import the other.
 """
 from __future__ import annotations
 
