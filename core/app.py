@@ -30,7 +30,7 @@ from pobatch.core.exit_codes import (  # noqa: F401 - re-exported: the tests and
 from pobatch.core.modes.base import RunPlan
 from pobatch.core.modes.registry import get_mode, mode_name
 from pobatch.core.orders import OrdersError, OrdersFile, describe_problems, read_orders
-from pobatch.core.po_job import JobConfig
+from pobatch.core.job_config import JobConfig
 from pobatch.core.po_task import PoTaskPayload
 from pobatch.core.po_worker import WorkerConfig
 from pobatch.core.preflight import check_reachable, check_writable, run_process_alive, sweep_leftovers

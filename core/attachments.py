@@ -10,17 +10,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pobatch.core.events import PoEvent
+from pobatch.core.job_config import JobConfig
 from pobatch.core.page_probes import FIND_ATTACHMENTS_JS, JS_CLICK, SUPPLIER_JS
 from pobatch.core.page_reader import PageReader
 from pobatch.core.sites import SiteDefinition
 from pobatch.corelib.browser_session import BrowserSession
 from pobatch.corelib.download_sink import DownloadSink, EventDownloadSink
-
-if TYPE_CHECKING:
-    from pobatch.core.po_job import JobConfig
 
 log = logging.getLogger(__name__)
 

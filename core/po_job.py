@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
@@ -25,12 +24,12 @@ from pobatch.core.events import PoEvent
 from pobatch.core.page_probes import REQUISITION_JS, PageProbe, PageState, Settle
 from pobatch.core.page_reader import PageReader
 from pobatch.core.publish import Publisher
-from pobatch.core.po_task import PoTaskPayload  # noqa: F401 - re-exported: its importers read it here
+from pobatch.core.job_config import JobConfig
+from pobatch.core.po_task import PoTaskPayload
 from pobatch.core.recorder import SessionRecorder
 from pobatch.core.results import PoOutcome
 from pobatch.core.sites import SiteDefinition, resolve_site
 from pobatch.core.status import Status
-from pobatch.core.workspace import Workspace
 from pobatch.corelib.browser_session import BrowserSession
 from pobatch.corelib.download_sink import DownloadSink, EventDownloadSink
 from pobatch.corelib.errors import (
@@ -42,41 +41,13 @@ from pobatch.corelib.errors import (
     is_disk_full,
     reason_of,
 )
-from pobatch.corelib.retry import RetryPolicy, jitter_rng
+from pobatch.corelib.retry import jitter_rng
 from pobatch.corelib.tasks import Event
 from pobatch.corelib.throttle import SharedThrottle
 from pobatch.corelib.tree_removal import remove_tree
 from pobatch.corelib.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class JobConfig:
-    """Everything the workflow needs besides a browser; picklable for worker processes."""
-
-    site: str
-    base_url: str
-    out_dir: str
-    site_file: str = ""  # a site file that extends or replaces the built-in definition
-    page_timeout: float = 60.0  # page load, then readiness probe
-    download_timeout: float = 120.0  # one attachment, from click to finished file
-    stall_timeout: float = 20.0  # a partial download that stops growing this long has failed
-    files_at_once: int = 4  # --files-at-once: a page's attachments downloading at one time (1: one by one)
-    po_timeout: float = 180.0  # one attempt; past it the browser is killed and the PO retried
-    max_attempts: int = 3
-    backoff_base: float = 1.0
-    backoff_max: float = 30.0
-    run_id: str = ""  # names the folder of failure artifacts
-    record: bool = False  # --record: rrweb in every window, one recording per attempt
-
-    @property
-    def workspace(self) -> Workspace:
-        return Workspace(Path(self.out_dir))
-
-    @property
-    def retry(self) -> RetryPolicy:
-        return RetryPolicy(self.max_attempts, self.backoff_base, self.backoff_max)
 
 
 class _Partial(TransientError):

@@ -12,19 +12,18 @@ import time
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 from pobatch.core.attachments import PageResult
 from pobatch.core.events import PoEvent
+from pobatch.core.job_config import JobConfig
+from pobatch.core.po_task import PoTaskPayload
 from pobatch.core.results import FileRecord, PoOutcome
 from pobatch.core.status import Status
 from pobatch.corelib.downloads import publish_folder, sha256_file
 from pobatch.corelib.errors import TransientError
 from pobatch.corelib.safe_paths import contained, fit_in_path, name_from_page, safe_component, unique_name
 from pobatch.corelib.tree_removal import remove_tree
-
-if TYPE_CHECKING:
-    from pobatch.core.po_job import JobConfig, PoTaskPayload
 
 UNKNOWN_SUPPLIER = "Unknown supplier"
 

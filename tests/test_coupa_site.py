@@ -23,7 +23,9 @@ from pobatch.core.login import prepare_demo_profile
 from pobatch.core.demo_portal import DemoPortal
 from pobatch.core.demo_portal.scenario import KINDS
 from pobatch.core.page_probes import PAGE_STATE_JS, PageProbe
-from pobatch.core.po_job import JobConfig, PoJob, PoTaskPayload
+from pobatch.core.job_config import JobConfig
+from pobatch.core.po_job import PoJob
+from pobatch.core.po_task import PoTaskPayload
 from pobatch.core.workspace import WORK_DIR_NAME
 from pobatch.core.results import PoOutcome
 from pobatch.core.sites import DEMO, SiteDefinition
