@@ -21,9 +21,9 @@ from benchmarks.machine import current_load
 from benchmarks.memory import MB, MemorySampler
 from pobatch.core.demo_portal import DemoPortal, generate_scenario
 from pobatch.core.login import prepare_demo_profile
-from pobatch.core.job_config import JobConfig
-from pobatch.core.po_job import PoJob
-from pobatch.core.po_task import PoTaskPayload
+from pobatch.core.workflow.job_config import JobConfig
+from pobatch.core.workflow.po_job import PoJob
+from pobatch.core.workflow.po_task import PoTaskPayload
 from pobatch.corelib.browser import BrowserSpec
 from pobatch.corelib.local_session import LocalBrowserSession
 

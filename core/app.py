@@ -30,20 +30,20 @@ from pobatch.core.exit_codes import (  # noqa: F401 - re-exported: the tests and
 from pobatch.core.modes.base import RunPlan
 from pobatch.core.modes.registry import get_mode, mode_name
 from pobatch.core.orders import OrdersError, OrdersFile, describe_problems, read_orders
-from pobatch.core.job_config import JobConfig
-from pobatch.core.po_task import PoTaskPayload
+from pobatch.core.workflow.job_config import JobConfig
+from pobatch.core.workflow.po_task import PoTaskPayload
 from pobatch.core.po_worker import WorkerConfig
 from pobatch.core.preflight import check_reachable, check_writable, run_process_alive, sweep_leftovers
 from pobatch.core.profiles import refuse_profile_in_use, resolve_base_profile
-from pobatch.core.recorder import is_recording, store_recording
-from pobatch.core.activity_log import ActivityLog
-from pobatch.core.report import write_report
-from pobatch.core.report_data import report_path
+from pobatch.core.workflow.recorder import is_recording, store_recording
+from pobatch.core.reports.activity_log import ActivityLog
+from pobatch.core.reports.report import write_report
+from pobatch.core.reports.report_data import report_path
 from pobatch.core.results import PoOutcome, outcome_from_data, outcome_from_result, outcome_to_result
 from pobatch.core.sites import default_site_file, resolve_site
 from pobatch.core.status import FINAL_STATUSES, Status
 from pobatch.core.stream_watch import CircuitBreaker, PortalUnreachable, SignInWatch
-from pobatch.core.workbook import write_results
+from pobatch.core.reports.workbook import write_results
 from pobatch.core.workspace import Workspace
 from pobatch.corelib.browser import BrowserSpec, default_browser
 from pobatch.corelib.downloads import sha256_file

@@ -17,10 +17,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from pobatch.core.page_probes import FIND_ATTACHMENTS_JS, SUPPLIER_JS, PageProbe, PageState, Settle
-from pobatch.core.job_config import JobConfig
-from pobatch.core.po_job import PoJob
-from pobatch.core.po_task import PoTaskPayload
+from pobatch.core.workflow.page_probes import FIND_ATTACHMENTS_JS, SUPPLIER_JS, PageProbe, PageState, Settle
+from pobatch.core.workflow.job_config import JobConfig
+from pobatch.core.workflow.po_job import PoJob
+from pobatch.core.workflow.po_task import PoTaskPayload
 from pobatch.core.po_worker import PoHandler, WorkerConfig, sequential_handler
 from pobatch.core.sites import SiteDefinition
 from pobatch.corelib.browser import BrowserSpec

@@ -25,8 +25,8 @@ from pobatch.core.modes.registry import STRATEGIES
 from pobatch.core.orders import OrdersError, normalize_po
 from pobatch.core.preflight import run_process_alive
 from pobatch.core.profiles import resolve_base_profile
-from pobatch.core.replay import NoRecording, write_replay
-from pobatch.core.report import write_report
+from pobatch.core.reports.replay import NoRecording, write_replay
+from pobatch.core.reports.report import write_report
 from pobatch.core.sites import default_site_file, resolve_site
 from pobatch.core.workspace import WORK_DIR_NAME, Workspace
 from pobatch.corelib.browser import BROWSERS, BrowserSpec, default_browser

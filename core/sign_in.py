@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import urlsplit
 
-from pobatch.core.page_probes import PAGE_STATE_JS, PageProbe, PageState
+from pobatch.core.workflow.page_probes import PAGE_STATE_JS, PageProbe, PageState
 from pobatch.core.profiles import profile_location, refuse_profile_in_use, resolve_base_profile
 from pobatch.core.sites import get_site
 from pobatch.core.sites.definition import SiteDefinition

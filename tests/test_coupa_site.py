@@ -22,10 +22,10 @@ from conftest import CHROMEDRIVER, CHROMIUM
 from pobatch.core.login import prepare_demo_profile
 from pobatch.core.demo_portal import DemoPortal
 from pobatch.core.demo_portal.scenario import KINDS
-from pobatch.core.page_probes import PAGE_STATE_JS, PageProbe
-from pobatch.core.job_config import JobConfig
-from pobatch.core.po_job import PoJob
-from pobatch.core.po_task import PoTaskPayload
+from pobatch.core.workflow.page_probes import PAGE_STATE_JS, PageProbe
+from pobatch.core.workflow.job_config import JobConfig
+from pobatch.core.workflow.po_job import PoJob
+from pobatch.core.workflow.po_task import PoTaskPayload
 from pobatch.core.workspace import WORK_DIR_NAME
 from pobatch.core.results import PoOutcome
 from pobatch.core.sites import DEMO, SiteDefinition

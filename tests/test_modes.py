@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from pobatch.core.cli import main
 from pobatch.core.modes.base import RESTART_ALLOWANCE, attempt_budget
 from pobatch.core.modes.registry import MODES, STRATEGIES, get_mode, mode_name
-from pobatch.core.job_config import JobConfig
+from pobatch.core.workflow.job_config import JobConfig
 from pobatch.corelib.errors import FatalError
 
 

@@ -34,7 +34,7 @@ from pobatch.core.app import EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_LOGIN, EXIT
 from pobatch.core.console import ConsoleView
 from pobatch.core.login import prepare_demo_profile
 from pobatch.core.demo_portal import DemoPortal, load_scenario, sample_orders_path, sample_scenario_path
-from pobatch.core.job_config import JobConfig
+from pobatch.core.workflow.job_config import JobConfig
 from pobatch.core.po_worker import WorkerConfig
 from pobatch.core.profiles import seed_profile
 from pobatch.core.results import PoOutcome, outcome_from_data

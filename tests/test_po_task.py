@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pickle
 
-from pobatch.core.po_job import PoTaskPayload as ReExported
-from pobatch.core.po_task import PoTaskPayload
+from pobatch.core.workflow.po_job import PoTaskPayload as ReExported
+from pobatch.core.workflow.po_task import PoTaskPayload
 
 
 def test_payload_round_trips_through_the_task_dict() -> None:

@@ -225,13 +225,13 @@ def test_a_read_only_output_folder_gets_one_line_and_exit_2_before_any_browser(t
 def test_a_full_disk_mid_run_stops_cleanly_and_leaves_the_po_pending(tmp_path, monkeypatch):
     import errno
 
-    import pobatch.core.publish
+    import pobatch.core.workflow.publish
 
     pos = slow_pos(4, base=610000)
     scenario = write_scenario(tmp_path / "s.json", pos)
     orders = write_orders(tmp_path, [p["id"] for p in pos])
     out = tmp_path / "out"
-    real_publish = pobatch.core.publish.publish_folder
+    real_publish = pobatch.core.workflow.publish.publish_folder
     calls = []
 
     def publish_then_fill_the_disk(staged, dest, **kw):
@@ -242,7 +242,7 @@ def test_a_full_disk_mid_run_stops_cleanly_and_leaves_the_po_pending(tmp_path, m
 
     with DemoPortal(scenario) as portal:
         profile = prepare_demo_profile(tmp_path / "p", portal.base_url)
-        monkeypatch.setattr(pobatch.core.publish, "publish_folder", publish_then_fill_the_disk)
+        monkeypatch.setattr(pobatch.core.workflow.publish, "publish_folder", publish_then_fill_the_disk)
         summary = run_app(portal, orders, out, profile)
         assert summary.exit_code == EXIT_STOPPED
         assert "DISK_FULL" in summary.message or "disk" in summary.message.lower()
@@ -257,7 +257,7 @@ def test_a_full_disk_mid_run_stops_cleanly_and_leaves_the_po_pending(tmp_path, m
         assert not [p for p in (out / ".pobatch" / "staging").glob("*") if not p.name.startswith("incoming")]
         assert workbook_statuses(summary.results_path)[pos[1]["id"]] == "PENDING"
 
-        monkeypatch.setattr(pobatch.core.publish, "publish_folder", real_publish)
+        monkeypatch.setattr(pobatch.core.workflow.publish, "publish_folder", real_publish)
         rerun = run_app(portal, orders, out, profile)
         assert rerun.exit_code == EXIT_OK
         assert set(store_statuses(out).values()) == {"COMPLETED"}

@@ -1,4 +1,4 @@
-"""pobatch.core.workbook: write real workbooks, read them back with openpyxl and look inside the zip."""
+"""pobatch.core.reports.workbook: write real workbooks, read them back with openpyxl and look inside the zip."""
 from __future__ import annotations
 
 import csv
@@ -15,11 +15,11 @@ from pathlib import Path
 import openpyxl
 import pytest
 
-import pobatch.core.workbook as workbook
+import pobatch.core.reports.workbook as workbook
 from pobatch.core.orders import DETAIL_COLUMNS, RESULT_COLUMNS, read_orders
 from pobatch.core.results import FileRecord, PoOutcome
 from pobatch.core.status import Status
-from pobatch.core.workbook import ATTENTION_COLUMNS, ATTENTION_SHEET, MAX_CELL_CHARS, NOTHING_NEEDS_ATTENTION, SUMMARY_SHEET, RESULTS_SHEET, STATUS_FILLS, write_results
+from pobatch.core.reports.workbook import ATTENTION_COLUMNS, ATTENTION_SHEET, MAX_CELL_CHARS, NOTHING_NEEDS_ATTENTION, SUMMARY_SHEET, RESULTS_SHEET, STATUS_FILLS, write_results
 
 ALL_RESULT = list(RESULT_COLUMNS) + list(DETAIL_COLUMNS)
 
@@ -330,7 +330,7 @@ def test_target_open_in_excel_falls_back_to_numbered_name(tmp_path, sample, monk
         return real_replace(src, dst)
 
     monkeypatch.setattr(workbook.os, "replace", windows_like_replace)
-    with caplog.at_level(logging.WARNING, logger="pobatch.core.workbook"):
+    with caplog.at_level(logging.WARNING, logger="pobatch.core.reports.workbook"):
         out = write_results(target, orders, outcomes)
     assert out == tmp_path / "results (2).xlsx"
     assert target.read_bytes() == b"open in Excel"

@@ -2,7 +2,7 @@
 
 MainApp consumes `SingleSessionMode().stream(plan)` (a RunMode, core/modes/base.py) exactly like the sequential and parallel streams: events
 as they happen, one TaskResult per PO. Each window is a thread running the ordinary per-PO workflow
-(pobatch.core.po_job.PoJob) over a WindowSession; only how browsers and windows are held differs.
+(pobatch.core.workflow.po_job.PoJob) over a WindowSession; only how browsers and windows are held differs.
 
 Sign-in pages need a second look here. A portal that rotates its session token on every response
 (one live session per user) briefly sees the previous token on a request that was sent while another
@@ -27,11 +27,11 @@ from typing import Iterator
 
 from pobatch.core.events import PoEvent
 from pobatch.core.modes.base import RunPlan, attempt_budget
-from pobatch.core.po_job import PoJob
-from pobatch.core.po_task import PoTaskPayload
+from pobatch.core.workflow.po_job import PoJob
+from pobatch.core.workflow.po_task import PoTaskPayload
 from pobatch.core.po_worker import WorkerConfig
 from pobatch.core.results import outcome_to_result
-from pobatch.core.page_probes import SIGNED_IN_STATES
+from pobatch.core.workflow.page_probes import SIGNED_IN_STATES
 from pobatch.core.sites import resolve_site
 from pobatch.core.status import Status
 from pobatch.corelib.errors import FatalError

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterator, Protocol
 
-from pobatch.core.job_config import JobConfig
+from pobatch.core.workflow.job_config import JobConfig
 from pobatch.core.po_worker import WorkerConfig
 from pobatch.corelib.tasks import Event, Task, TaskResult
 

@@ -229,7 +229,7 @@ _BRACKETS = {"(": ")", "[": "]"}
 
 def selector_problem(selector: str) -> str:
     """A quick check of a CSS selector's shape, so most typos are reported before any browser starts.
-    The browser still has the last word (pobatch.core.page_probes.BAD_SELECTORS_JS runs on the first page)."""
+    The browser still has the last word (pobatch.core.workflow.page_probes.BAD_SELECTORS_JS runs on the first page)."""
     s = selector.strip()
     if not s:
         return "an empty selector"

@@ -1,9 +1,9 @@
 """What both ways of downloading a page's attachments share: the attachments found, the files
 staged, the page's window, and the clean-up of the popups a click opens.
 
-The two ways are `pobatch.core.download_batch.BatchCollector` (a local browser: several files at
+The two ways are `pobatch.core.workflow.download_batch.BatchCollector` (a local browser: several files at
 once, told apart by the browser's own download events) and
-`pobatch.core.download_one_by_one.OneByOneCollector` (a Grid node's folder: one click, one file).
+`pobatch.core.workflow.download_one_by_one.OneByOneCollector` (a Grid node's folder: one click, one file).
 """
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from pobatch.core.events import PoEvent
-from pobatch.core.job_config import JobConfig
-from pobatch.core.page_probes import FIND_ATTACHMENTS_JS, JS_CLICK, SUPPLIER_JS
-from pobatch.core.page_reader import PageReader
+from pobatch.core.workflow.job_config import JobConfig
+from pobatch.core.workflow.page_probes import FIND_ATTACHMENTS_JS, JS_CLICK, SUPPLIER_JS
+from pobatch.core.workflow.page_reader import PageReader
 from pobatch.core.sites import SiteDefinition
 from pobatch.corelib.browser_session import BrowserSession
 from pobatch.corelib.download_sink import DownloadSink, EventDownloadSink

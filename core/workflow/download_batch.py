@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import urljoin
 
-from pobatch.core.attachments import (
+from pobatch.core.workflow.attachments import (
     Attachment,
     Collector,
     PageResult,
@@ -23,7 +23,7 @@ from pobatch.core.attachments import (
     usable_link,
 )
 from pobatch.core.events import PoEvent
-from pobatch.core.page_probes import PREPARE_CLICK_JS
+from pobatch.core.workflow.page_probes import PREPARE_CLICK_JS
 from pobatch.corelib.devtools import DevToolsError
 from pobatch.corelib.download_sink import DownloadBatch, EventDownloadSink, Slot
 from pobatch.corelib.errors import LoginRequiredError, TransientError

@@ -13,9 +13,9 @@ import time
 from typing import Any, Callable
 
 from pobatch.core.events import PoEvent
-from pobatch.core.page_probes import BAD_SELECTORS_JS, PAGE_STATE_JS, RETRY_AFTER_JS, SETTLE_JS, PageProbe, \
+from pobatch.core.workflow.page_probes import BAD_SELECTORS_JS, PAGE_STATE_JS, RETRY_AFTER_JS, SETTLE_JS, PageProbe, \
     PageState, Settle
-from pobatch.core.recorder import SessionRecorder
+from pobatch.core.workflow.recorder import SessionRecorder
 from pobatch.core.sites import SiteDefinition
 from pobatch.core.sites.site_file import describe_selector
 from pobatch.corelib.errors import FatalError, LoginRequiredError, TransientError

@@ -20,7 +20,7 @@ from openpyxl.styles import Alignment, Font, PatternFill
 from openpyxl.utils import get_column_letter
 from openpyxl.worksheet.worksheet import Worksheet
 
-from pobatch.core.attention import attention_list
+from pobatch.core.reports.attention import attention_list
 from pobatch.core.orders import DETAIL_COLUMNS, RESULT_COLUMNS, ROW_KEY, OrdersFile, is_result_column
 from pobatch.core.results import PoOutcome
 from pobatch.core.status import Status
@@ -246,7 +246,7 @@ def _info_value(value: object) -> object:
 def _fill_attention(ws: Worksheet, orders: OrdersFile, outcomes: Mapping[str, PoOutcome]) -> None:
     """Only the rows a person must act on, in file order, each with what happened and what to do.
 
-    The same rule as the end-of-run verdict (pobatch.core.attention), so "60 need attention" means 60 lines here,
+    The same rule as the end-of-run verdict (pobatch.core.reports.attention), so "60 need attention" means 60 lines here,
     plus the rows whose PO number is not a PO number at all."""
     _write_header(ws, list(ATTENTION_COLUMNS))
     row_of = {t.po_number: t.row for t in orders.tasks}

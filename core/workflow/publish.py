@@ -14,10 +14,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
-from pobatch.core.attachments import PageResult
+from pobatch.core.workflow.attachments import PageResult
 from pobatch.core.events import PoEvent
-from pobatch.core.job_config import JobConfig
-from pobatch.core.po_task import PoTaskPayload
+from pobatch.core.workflow.job_config import JobConfig
+from pobatch.core.workflow.po_task import PoTaskPayload
 from pobatch.core.results import FileRecord, PoOutcome
 from pobatch.core.status import Status
 from pobatch.corelib.downloads import publish_folder, sha256_file

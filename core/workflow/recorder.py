@@ -28,7 +28,7 @@ from pobatch.corelib.tasks import Event
 log = logging.getLogger(__name__)
 
 RECORDING_FORMAT = "pobatch-rrweb-1"
-VENDOR_DIR = Path(__file__).resolve().parent / "vendor" / "rrweb"
+VENDOR_DIR = Path(__file__).resolve().parent.parent / "vendor" / "rrweb"  # core/vendor/rrweb
 RECORD_JS = VENDOR_DIR / "record.min.js"
 PLAYER_JS = VENDOR_DIR / "rrweb-player.min.js"
 PLAYER_CSS = VENDOR_DIR / "style.min.css"

@@ -1,4 +1,4 @@
-"""What the run report shows, read back from the run store after the run (core/report.py draws it)."""
+"""What the run report shows, read back from the run store after the run (core/reports/report.py draws it)."""
 from __future__ import annotations
 
 import dataclasses
@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pobatch.core.activity_log import activities_from_events
-from pobatch.core.artifacts import read_manifest
+from pobatch.core.reports.activity_log import activities_from_events
+from pobatch.core.workflow.artifacts import read_manifest
 from pobatch.core.events import PoEvent
 from pobatch.core.results import FileRecord, PoOutcome, outcome_from_data
 from pobatch.core.status import Status

@@ -1,9 +1,9 @@
 """The per-PO workflow: the same code in sequential, parallel, Grid and single-session modes.
 
-One attempt: open the PO page, recognise what it is (core/page_reader.py), download every attachment
-into a per-attempt staging folder (core/download_batch.py on a local browser, several at once;
-core/download_one_by_one.py on a Grid node), fall back to the requisition when the PO has none,
-verify, and publish the folder `<Supplier>/<PO>_<STATUS>` in one rename (core/publish.py). The
+One attempt: open the PO page, recognise what it is (core/workflow/page_reader.py), download every attachment
+into a per-attempt staging folder (core/workflow/download_batch.py on a local browser, several at once;
+core/workflow/download_one_by_one.py on a Grid node), fall back to the requisition when the PO has none,
+verify, and publish the folder `<Supplier>/<PO>_<STATUS>` in one rename (core/workflow/publish.py). The
 attempt loop around it lets the error class decide: transient errors are retried with backoff (a
 dead browser is restarted first), business outcomes are answers, a login page stops the whole run.
 """
@@ -16,17 +16,17 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
-from pobatch.core.artifacts import capture_before_kill, capture_failure, drain_console
-from pobatch.core.attachments import Collector, PageResult
-from pobatch.core.download_batch import BatchCollector
-from pobatch.core.download_one_by_one import OneByOneCollector
+from pobatch.core.workflow.artifacts import capture_before_kill, capture_failure, drain_console
+from pobatch.core.workflow.attachments import Collector, PageResult
+from pobatch.core.workflow.download_batch import BatchCollector
+from pobatch.core.workflow.download_one_by_one import OneByOneCollector
 from pobatch.core.events import PoEvent
-from pobatch.core.page_probes import REQUISITION_JS, PageProbe, PageState, Settle
-from pobatch.core.page_reader import PageReader
-from pobatch.core.publish import Publisher
-from pobatch.core.job_config import JobConfig
-from pobatch.core.po_task import PoTaskPayload
-from pobatch.core.recorder import SessionRecorder
+from pobatch.core.workflow.page_probes import REQUISITION_JS, PageProbe, PageState, Settle
+from pobatch.core.workflow.page_reader import PageReader
+from pobatch.core.workflow.publish import Publisher
+from pobatch.core.workflow.job_config import JobConfig
+from pobatch.core.workflow.po_task import PoTaskPayload
+from pobatch.core.workflow.recorder import SessionRecorder
 from pobatch.core.results import PoOutcome
 from pobatch.core.sites import SiteDefinition, resolve_site
 from pobatch.core.status import Status

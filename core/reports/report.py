@@ -7,9 +7,9 @@ run store; much of it (supplier names, file names, error texts) comes from a web
 value is escaped and links are built only from paths this program made.
 
 The timeline has one row per worker and one bar per PO attempt, coloured by how the attempt ended;
-a failed attempt's bar links to its artifacts (pobatch.core.artifacts), dashed lines join the attempts of
-one PO (the retries), and triangles mark browser restarts. The data comes from core/report_data.py;
-the activities rows behind the bars are written while the run goes (core/activity_log.py).
+a failed attempt's bar links to its artifacts (pobatch.core.workflow.artifacts), dashed lines join the attempts of
+one PO (the retries), and triangles mark browser restarts. The data comes from core/reports/report_data.py;
+the activities rows behind the bars are written while the run goes (core/reports/activity_log.py).
 """
 from __future__ import annotations
 
@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from pobatch.core.artifacts import PAGE_HTML, SCREENSHOT
+from pobatch.core.workflow.artifacts import PAGE_HTML, SCREENSHOT
 from pobatch.core.events import PoEvent
-from pobatch.core.report_data import AttemptBar, ReportData, load_report_data, natural_order, report_path
+from pobatch.core.reports.report_data import AttemptBar, ReportData, load_report_data, natural_order, report_path
 from pobatch.core.status import Status
 from pobatch.corelib.store import RunStore
 
