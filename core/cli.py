@@ -27,7 +27,7 @@ from pobatch.core.preflight import run_process_alive
 from pobatch.core.profiles import resolve_base_profile
 from pobatch.core.reports.replay import NoRecording, write_replay
 from pobatch.core.reports.report import write_report
-from pobatch.core.sites import default_site_file, resolve_site
+from pobatch.core.sites import SITES, default_site_file, resolve_site
 from pobatch.core.workspace import WORK_DIR_NAME, Workspace
 from pobatch.corelib.browser import BROWSERS, BrowserSpec, default_browser
 from pobatch.corelib.errors import FatalError, LoginRequiredError
@@ -150,7 +150,7 @@ def main() -> None:
 
 @main.command()
 @click.argument("orders", type=click.Path(dir_okay=False))
-@click.option("--site", type=click.Choice(["coupa", "demo"]), default="coupa", show_default=True,
+@click.option("--site", type=click.Choice(sorted(SITES)), default="coupa", show_default=True,
               help="Which portal definition to use.")
 @click.option("--base-url", help="Portal address, e.g. https://yourcompany.coupahost.com")
 @click.option("--sheet", help="Excel sheet to read (default: PO_Data if present, else the first).")
@@ -311,7 +311,7 @@ def replay(run: str, po: str, out: str, attempt: int | None, open_page: bool) ->
 
 @main.command()
 @click.argument("pos", nargs=-1, required=True, metavar="PO [PO...]")
-@click.option("--site", type=click.Choice(["coupa", "demo"]), default="coupa", show_default=True,
+@click.option("--site", type=click.Choice(sorted(SITES)), default="coupa", show_default=True,
               help="Which portal definition to start from.")
 @click.option("--base-url", help="Portal address, e.g. https://yourcompany.coupahost.com")
 @site_file_option
@@ -374,7 +374,7 @@ def demo_portal(scenario: str | None, port: int) -> None:
 
 
 @main.command()
-@click.option("--site", type=click.Choice(["coupa", "demo"]), default="coupa", show_default=True)
+@click.option("--site", type=click.Choice(sorted(SITES)), default="coupa", show_default=True)
 @click.option("--base-url", required=True, help="Portal address, e.g. https://yourcompany.coupahost.com")
 @browser_options
 def login(site: str, base_url: str, browser: str, profile: str | None, driver: str | None,
@@ -393,7 +393,7 @@ def login(site: str, base_url: str, browser: str, profile: str | None, driver: s
 @click.argument("orders", required=False, type=click.Path(dir_okay=False))
 @click.option("--base-url", help="Portal address; without it, the remembered one (asked first) or a new one.")
 @click.option("--parallel/--sequential", default=None, help="Without either, you are asked.")
-@click.option("--site", type=click.Choice(["coupa", "demo"]), default="coupa", show_default=True,
+@click.option("--site", type=click.Choice(sorted(SITES)), default="coupa", show_default=True,
               help="Which portal definition to use.")
 @click.option("--profile", help="Browser profile folder (default: pobatch's own profile).")
 @click.option("--out", type=click.Path(file_okay=False), help="Output folder (default: next to the orders file).")

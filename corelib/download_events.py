@@ -7,7 +7,7 @@ then `Browser.downloadProgress` (receivedBytes, totalBytes, state) about twice a
 with state `completed` or `canceled` (Chromium reports an interrupted download, one it gave up
 resuming, or one answered with an HTTP error, as `canceled`).
 
-What that buys over watching a folder (docs/design.md, downloads):
+What that buys over watching a folder (docs/design.md, "Downloads in Chromium"):
 - two downloads of the same name never meet, whatever their order;
 - a name too long for the file system is no obstacle: the file on disk is named by its GUID;
 - a download cut off for good is known when the browser gives up, not after a timeout, and a

@@ -1,4 +1,4 @@
-"""Run modes: how a run's tasks become a stream of results and events (docs/design.md, data flow).
+"""Run modes: how a run's tasks become a stream of results and events (docs/design.md, "Data flow").
 
 Every mode implements `base.RunMode`: `stream(plan) -> Iterator[TaskResult | Event]` over the same
 per-PO workflow; MainApp consumes any of them alike. `registry.py` maps a mode's name to it.

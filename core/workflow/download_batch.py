@@ -49,7 +49,7 @@ class BatchCollector(Collector):
         """Start up to `files_at_once` attachments, await them together, start the next as one ends.
 
         Each download is matched to its click by the popup that started it, by its URL, or by click
-        order (docs/design.md, downloads). Clicks that navigate the page's own frame (a plain link the
+        order (docs/design.md, "Downloads in Chromium"). Clicks that navigate the page's own frame (a plain link the
         browser may show as a page, a script that follows a link) are made one at a time, each once its
         download has begun: Chromium runs one navigation per frame anyway, and click order then is
         begin order. Same-origin plain links are marked as downloads first (the `download`
