@@ -8,21 +8,19 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 from rich.console import Console
 from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.table import Table
 from rich.console import Group
+from rich.table import Table
 
+from pobatch.core.app import RunSummary
 from pobatch.core.events import PoEvent
 from pobatch.core.results import PoOutcome
 from pobatch.core.status import Status
 from pobatch.corelib.tasks import Event, PoolEvent
-
-if TYPE_CHECKING:
-    from pobatch.core.app import RunSummary
 
 STATUS_STYLE = {
     Status.COMPLETED: "green", Status.NO_ATTACHMENTS: "cyan", Status.PO_NOT_FOUND: "yellow",
@@ -94,7 +92,7 @@ class ConsoleView:
                                + (f" {outcome.reason}" if outcome.reason else ""))
         self._refresh()
 
-    def finish(self, summary: "RunSummary") -> None:
+    def finish(self, summary: RunSummary) -> None:
         if self._live:
             self._live.stop()
             self._live = None
