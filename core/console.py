@@ -10,10 +10,9 @@ import time
 from collections import Counter
 from typing import Callable
 
-from rich.console import Console
+from rich.console import Console, Group
 from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.console import Group
 from rich.table import Table
 
 from pobatch.core.app import RunSummary
