@@ -17,11 +17,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from pobatch.core.login import prepare_demo_profile
 from pobatch.core.demo_portal import DemoPortal
 from pobatch.core.demo_portal.scenario import generate_scenario
-from pobatch.core.workflow.page_probes import PAGE_STATE_JS, SETTLE_JS, PageProbe, PageState
+from pobatch.core.login import prepare_demo_profile
 from pobatch.core.sites import get_site
+from pobatch.core.workflow.page_probes import PAGE_STATE_JS, SETTLE_JS, PageProbe, PageState
 from pobatch.corelib.browser import BrowserSpec
 from pobatch.corelib.local_session import LocalBrowserSession
 from pobatch.corelib.polling import Backoff

@@ -43,8 +43,8 @@ from benchmarks.steps import overlap_seconds, portal_seconds, read_timeline, ste
 from pobatch.core.app import MainApp, RunOptions
 from pobatch.core.demo_portal import DemoPortal, generate_scenario
 from pobatch.core.login import prepare_demo_profile
-from pobatch.core.workflow.job_config import JobConfig
 from pobatch.core.po_worker import incoming_dir
+from pobatch.core.workflow.job_config import JobConfig
 from pobatch.corelib.autoscale import auto_workers
 from pobatch.corelib.browser import BrowserSpec
 from pobatch.corelib.local_session import LocalBrowserSession

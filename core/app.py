@@ -8,7 +8,6 @@ sign-in page, a portal gone away) is core/stream_watch.py.
 from __future__ import annotations
 
 import gc
-import json
 import logging
 import shutil
 import sys
@@ -27,26 +26,26 @@ from pobatch.core.exit_codes import (  # noqa: F401 - re-exported: the tests and
     EXIT_OK,
     EXIT_STOPPED,
 )
+from pobatch.core.journal import read_journal
 from pobatch.core.modes.base import RunPlan
 from pobatch.core.modes.registry import get_mode, mode_name
 from pobatch.core.orders import OrdersError, OrdersFile, describe_problems, read_orders
-from pobatch.core.workflow.job_config import JobConfig
-from pobatch.core.workflow.po_task import PoTaskPayload
 from pobatch.core.po_worker import WorkerConfig
 from pobatch.core.preflight import check_reachable, check_writable, run_process_alive, sweep_leftovers
 from pobatch.core.profiles import refuse_profile_in_use, resolve_base_profile
-from pobatch.core.workflow.recorder import is_recording, store_recording
 from pobatch.core.reports.activity_log import ActivityLog
 from pobatch.core.reports.report import write_report
 from pobatch.core.reports.report_data import report_path
+from pobatch.core.reports.workbook import write_results
 from pobatch.core.results import PoOutcome, outcome_from_data, outcome_from_result, outcome_to_result
 from pobatch.core.sites import default_site_file, resolve_site
 from pobatch.core.status import FINAL_STATUSES, Status
 from pobatch.core.stream_watch import CircuitBreaker, PortalUnreachable, SignInWatch
-from pobatch.core.reports.workbook import write_results
+from pobatch.core.workflow.job_config import JobConfig
+from pobatch.core.workflow.po_task import PoTaskPayload
+from pobatch.core.workflow.recorder import is_recording, store_recording
 from pobatch.core.workspace import Workspace
 from pobatch.corelib.browser import BrowserSpec, default_browser
-from pobatch.corelib.downloads import sha256_file
 from pobatch.corelib.errors import ErrorClass, FatalError, fatal_error, is_disk_full
 from pobatch.corelib.grid import GridSpec
 from pobatch.corelib.store import Heartbeat, RunStore
@@ -227,32 +226,24 @@ class MainApp:
     def _recover(self, job: JobConfig) -> None:
         """Finish what a crashed run left: adopt published folders, drop half-done staging."""
         assert self.store is not None
-        for jpath in _journals(job.workspace):
-            try:
-                outcome = outcome_from_data(json.loads(jpath.read_text(encoding="utf-8")))
-            except (ValueError, TypeError, KeyError):
-                jpath.unlink(missing_ok=True)
-                continue
-            folder = Path(outcome.download_folder)
-            if _folder_matches(folder, outcome):
+        for entry in read_journal(job.workspace):
+            outcome = entry.outcome
+            if outcome is not None and entry.published:
                 prev = self.store.task(outcome.po_number)
                 if not prev or prev["status"] != outcome.status.value or prev["finished"] != outcome.finished:
-                    log.info("PO %s: adopting %s published before the last run stopped", outcome.po_number, folder)
+                    log.info("PO %s: adopting %s published before the last run stopped", outcome.po_number,
+                             outcome.download_folder)
                     self._record(outcome_to_result(outcome, "recovered"), notify=False)
-            jpath.unlink(missing_ok=True)
+            entry.drop()
         shutil.rmtree(job.workspace.staging_root, ignore_errors=True)
         for key in self.store.keys_with_status([Status.RUNNING.value]):
             self.store.mark_status(self.run_id, key, Status.INTERRUPTED.value, reason="RUN_STOPPED")
 
     def _drop_unpublished_journals(self, job: JobConfig) -> None:
         """A journal whose folder never appeared (the publish failed) promises nothing: drop it now."""
-        for jpath in _journals(job.workspace):
-            try:
-                outcome = outcome_from_data(json.loads(jpath.read_text(encoding="utf-8")))
-            except (ValueError, TypeError, KeyError, OSError):
-                continue
-            if not _folder_matches(Path(outcome.download_folder), outcome):
-                jpath.unlink(missing_ok=True)
+        for entry in read_journal(job.workspace):
+            if entry.outcome is not None and not entry.published:
+                entry.drop()
 
     def _plan(self, orders: OrdersFile) -> tuple[list[Task], int]:
         """The POs to process: every final answer is kept (COMPLETED unless --force, NO_ATTACHMENTS and
@@ -333,14 +324,11 @@ class MainApp:
         for result in results:
             if result.key in self._standing:
                 self._record(result, notify=False)
-        for jpath in _journals(job.workspace):
-            try:
-                outcome = outcome_from_data(json.loads(jpath.read_text(encoding="utf-8")))
-            except (ValueError, TypeError, KeyError, OSError):
-                continue
-            if outcome.reason == CircuitBreaker.REASON and outcome.po_number not in self._standing:
+        for entry in read_journal(job.workspace):
+            outcome = entry.outcome
+            if outcome is not None and outcome.reason == CircuitBreaker.REASON and outcome.po_number not in self._standing:
                 unanswered.append(outcome)
-                jpath.unlink(missing_ok=True)
+                entry.drop()
         out = Path(job.out_dir)
         for outcome in unanswered:
             folder = Path(outcome.download_folder) if outcome.download_folder else None
@@ -430,18 +418,6 @@ class MainApp:
         except Exception as exc:
             log.warning("the run report could not be written: %s", exc)
             return None
-
-
-def _journals(workspace: Workspace) -> list[Path]:
-    """The outcomes published by workers that the run store may not hold yet (oldest name first)."""
-    return sorted(workspace.journal_dir.glob("*.json")) if workspace.journal_dir.is_dir() else []
-
-
-def _folder_matches(folder: Path, outcome: PoOutcome) -> bool:
-    """Every file the journal promised is there with its bytes: the publish completed."""
-    if not folder.is_dir():
-        return False
-    return all((folder / f.name).is_file() and sha256_file(folder / f.name) == f.sha256 for f in outcome.files)
 
 
 def _unless_disk_full(action, *args, **kw):

@@ -17,12 +17,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from pobatch.core.workflow.page_probes import FIND_ATTACHMENTS_JS, SUPPLIER_JS, PageProbe, PageState, Settle
-from pobatch.core.workflow.job_config import JobConfig
-from pobatch.core.workflow.po_job import PoJob
-from pobatch.core.workflow.po_task import PoTaskPayload
 from pobatch.core.po_worker import PoHandler, WorkerConfig, sequential_handler
 from pobatch.core.sites import SiteDefinition
+from pobatch.core.workflow.job_config import JobConfig
+from pobatch.core.workflow.page_probes import FIND_ATTACHMENTS_JS, SUPPLIER_JS, PageProbe, PageState, Settle
+from pobatch.core.workflow.po_job import PoJob
+from pobatch.core.workflow.po_task import PoTaskPayload
 from pobatch.corelib.browser import BrowserSpec
 from pobatch.corelib.errors import LoginRequiredError, PobatchError
 

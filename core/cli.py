@@ -16,11 +16,11 @@ from pobatch.core import __version__
 from pobatch.core.app import MainApp, RunOptions
 from pobatch.core.check import run_check, verdict, write_snapshot
 from pobatch.core.console import ConsoleView
-from pobatch.core.login import interactive_login, prepare_demo_profile
 from pobatch.core.demo_portal import DemoPortal, sample_orders_path
 from pobatch.core.demo_portal import main as portal_main
 from pobatch.core.desk import ask_start, finish_run, run_signing_in, sign_in_request
 from pobatch.core.exit_codes import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_LOGIN, EXIT_STOPPED
+from pobatch.core.login import interactive_login, prepare_demo_profile
 from pobatch.core.modes.registry import STRATEGIES
 from pobatch.core.orders import OrdersError, normalize_po
 from pobatch.core.preflight import run_process_alive

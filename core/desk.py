@@ -20,9 +20,9 @@ from typing import Callable
 import click
 
 from pobatch.core.app import RunSummary
-from pobatch.core.reports.attention import DONE_STATUSES
 from pobatch.core.exit_codes import EXIT_INTERRUPTED, EXIT_LOGIN
 from pobatch.core.profiles import pobatch_data_dir
+from pobatch.core.reports.attention import DONE_STATUSES
 from pobatch.core.sign_in import SignInOutcome, SignInRequest, sign_in
 from pobatch.core.sites import get_site
 

@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from pobatch.core.grid_login import apply_cookies
+from pobatch.core.results import outcome_to_result
+from pobatch.core.worker_notes import BrowserWorkerNotes
 from pobatch.core.workflow.job_config import JobConfig
 from pobatch.core.workflow.po_job import PoJob
 from pobatch.core.workflow.po_task import PoTaskPayload
-from pobatch.core.results import outcome_to_result
-from pobatch.core.worker_notes import BrowserWorkerNotes
 from pobatch.corelib.browser import BrowserSpec
 from pobatch.corelib.browser_session import BrowserSession
 from pobatch.corelib.download_sink import DownloadSink, GridDownloadSink

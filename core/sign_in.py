@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import urlsplit
 
-from pobatch.core.workflow.page_probes import PAGE_STATE_JS, PageProbe, PageState
 from pobatch.core.profiles import profile_location, refuse_profile_in_use, resolve_base_profile
 from pobatch.core.sites import get_site
 from pobatch.core.sites.definition import SiteDefinition
+from pobatch.core.workflow.page_probes import PAGE_STATE_JS, PageProbe, PageState
 from pobatch.corelib.browser import BrowserSpec
 from pobatch.corelib.errors import FatalError
 from pobatch.corelib.local_session import LocalBrowserSession

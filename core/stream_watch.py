@@ -8,8 +8,8 @@ from __future__ import annotations
 import time
 
 from pobatch.core.events import PoEvent
-from pobatch.core.workflow.page_probes import SIGNED_IN_STATES
 from pobatch.core.status import Status
+from pobatch.core.workflow.page_probes import SIGNED_IN_STATES
 from pobatch.corelib.errors import FatalError
 from pobatch.corelib.tasks import Event, TaskResult
 

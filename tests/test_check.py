@@ -8,8 +8,8 @@ import pytest
 from click.testing import CliRunner
 
 from pobatch.core.cli import main
-from pobatch.core.login import prepare_demo_profile
 from pobatch.core.demo_portal import DemoPortal
+from pobatch.core.login import prepare_demo_profile
 from tests.conftest import CHROMEDRIVER, CHROMIUM
 
 

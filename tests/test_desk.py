@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-import pobatch.core.cli as cli
-import pobatch.core.desk as desk
 from pobatch.core.app import RunSummary
+import pobatch.core.cli as cli
 from pobatch.core.cli import main
+import pobatch.core.desk as desk
 from pobatch.core.sign_in import SignInOutcome, SignInRequest
 from pobatch.core.status import Status
 from pobatch.corelib.browser import default_browser

@@ -18,8 +18,8 @@ import pytest
 
 from conftest import CHROMEDRIVER
 from pobatch.core.demo_portal import DemoPortal
-from pobatch.core.sites.demo import DEMO_EMAIL, DEMO_PASSWORD
 from pobatch.core.reports.workbook import ATTENTION_SHEET
+from pobatch.core.sites.demo import DEMO_EMAIL, DEMO_PASSWORD
 from desk_pty import PtySession, fake_opener, sign_in_through_devtools
 from eventually import wait_for
 

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from pobatch.core.login import prepare_demo_profile
 from pobatch.core.demo_portal import DemoPortal
 from pobatch.core.demo_portal.scenario import Scenario
+from pobatch.core.login import prepare_demo_profile
+from pobatch.core.status import Status
 from pobatch.core.workflow.job_config import JobConfig
 from pobatch.core.workflow.po_job import PoJob
 from pobatch.core.workflow.po_task import PoTaskPayload
-from pobatch.core.status import Status
 from pobatch.corelib.browser import BrowserSpec
 from pobatch.corelib.local_session import LocalBrowserSession
 from pobatch.corelib.tasks import Event

@@ -32,17 +32,17 @@ from rich.console import Console
 
 from pobatch.core.app import EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_LOGIN, EXIT_OK, MainApp, RunOptions, RunSummary
 from pobatch.core.console import ConsoleView
-from pobatch.core.login import prepare_demo_profile
 from pobatch.core.demo_portal import DemoPortal, load_scenario, sample_orders_path, sample_scenario_path
-from pobatch.core.workflow.job_config import JobConfig
+from pobatch.core.login import prepare_demo_profile
 from pobatch.core.po_worker import WorkerConfig
 from pobatch.core.profiles import seed_profile
 from pobatch.core.results import PoOutcome, outcome_from_data
 from pobatch.core.status import Status
+from pobatch.core.workflow.job_config import JobConfig
 from pobatch.corelib.autoscale import auto_workers
 from pobatch.corelib.browser import BrowserSpec
-from pobatch.corelib.errors import FatalError
 from pobatch.corelib.browser_processes import browser_processes
+from pobatch.corelib.errors import FatalError
 from pobatch.corelib.store import RunStore
 from pobatch.corelib.tasks import Event, Task, TaskResult
 from pobatch.corelib.worker_pool import WorkerPool, WorkerSpec

@@ -17,8 +17,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from pobatch.corelib.errors import FatalError
 from pobatch.corelib.browser_processes import browser_processes
+from pobatch.corelib.errors import FatalError
 from pobatch.corelib.profile_lock import live_browsers_on
 from pobatch.corelib.profile_manager import (
     CLONE_SKIP,

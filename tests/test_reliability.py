@@ -17,8 +17,8 @@ import openpyxl
 import pytest
 
 from pobatch.core.app import EXIT_LOGIN, EXIT_OK, EXIT_STOPPED, MainApp, RunOptions
-from pobatch.core.login import prepare_demo_profile
 from pobatch.core.demo_portal import DemoPortal
+from pobatch.core.login import prepare_demo_profile
 from tests.eventually import wait_for
 from tests.orders_files import write_orders
 

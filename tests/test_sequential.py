@@ -16,8 +16,8 @@ import openpyxl
 import pytest
 
 from pobatch.core.app import EXIT_INCOMPLETE, EXIT_LOGIN, EXIT_OK, MainApp, RunOptions
-from pobatch.core.login import prepare_demo_profile
 from pobatch.core.demo_portal import DemoPortal, sample_orders_path
+from pobatch.core.login import prepare_demo_profile
 from pobatch.core.status import FINAL_STATUSES, Status
 
 pytestmark = pytest.mark.usefixtures("browser_available")

@@ -22,11 +22,11 @@ from click.testing import CliRunner
 
 from pobatch.core.app import EXIT_LOGIN, EXIT_OK, MainApp, RunOptions, RunSummary
 from pobatch.core.cli import main as cli_main
-from pobatch.core.login import prepare_demo_profile
 from pobatch.core.demo_portal import DemoPortal
+from pobatch.core.login import prepare_demo_profile
 from pobatch.core.status import Status
-from pobatch.corelib.store import RunStore
 from pobatch.corelib.devtools import DevToolsError, DevToolsLink, browser_websocket_url
+from pobatch.corelib.store import RunStore
 from pobatch.experimental.single_session.window_pool import SessionHealth
 from orders_files import write_orders
 from truth import assert_matches_truth, sha

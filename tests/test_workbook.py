@@ -15,11 +15,11 @@ from pathlib import Path
 import openpyxl
 import pytest
 
-import pobatch.core.reports.workbook as workbook
 from pobatch.core.orders import DETAIL_COLUMNS, RESULT_COLUMNS, read_orders
+import pobatch.core.reports.workbook as workbook
+from pobatch.core.reports.workbook import ATTENTION_COLUMNS, ATTENTION_SHEET, MAX_CELL_CHARS, NOTHING_NEEDS_ATTENTION, SUMMARY_SHEET, RESULTS_SHEET, STATUS_FILLS, write_results
 from pobatch.core.results import FileRecord, PoOutcome
 from pobatch.core.status import Status
-from pobatch.core.reports.workbook import ATTENTION_COLUMNS, ATTENTION_SHEET, MAX_CELL_CHARS, NOTHING_NEEDS_ATTENTION, SUMMARY_SHEET, RESULTS_SHEET, STATUS_FILLS, write_results
 
 ALL_RESULT = list(RESULT_COLUMNS) + list(DETAIL_COLUMNS)
 

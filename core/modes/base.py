@@ -4,8 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterator, Protocol
 
-from pobatch.core.workflow.job_config import JobConfig
 from pobatch.core.po_worker import WorkerConfig
+from pobatch.core.workflow.job_config import JobConfig
 from pobatch.corelib.tasks import Event, Task, TaskResult
 
 # Per attempt, on top of its own po_timeout: a browser restart after a failed attempt (a Chromium start

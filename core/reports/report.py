@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from pobatch.core.workflow.artifacts import PAGE_HTML, SCREENSHOT
 from pobatch.core.events import PoEvent
 from pobatch.core.reports.report_data import AttemptBar, ReportData, load_report_data, natural_order, report_path
 from pobatch.core.status import Status
+from pobatch.core.workflow.artifacts import PAGE_HTML, SCREENSHOT
 from pobatch.corelib.store import RunStore
 
 log = logging.getLogger(__name__)

@@ -20,8 +20,8 @@ from openpyxl.styles import Alignment, Font, PatternFill
 from openpyxl.utils import get_column_letter
 from openpyxl.worksheet.worksheet import Worksheet
 
-from pobatch.core.reports.attention import attention_list
 from pobatch.core.orders import DETAIL_COLUMNS, RESULT_COLUMNS, ROW_KEY, OrdersFile, is_result_column
+from pobatch.core.reports.attention import attention_list
 from pobatch.core.results import PoOutcome
 from pobatch.core.status import Status
 

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from pobatch.core.events import PoEvent
+from pobatch.core.sites import SiteDefinition
 from pobatch.core.workflow.job_config import JobConfig
 from pobatch.core.workflow.page_probes import FIND_ATTACHMENTS_JS, JS_CLICK, SUPPLIER_JS
 from pobatch.core.workflow.page_reader import PageReader
-from pobatch.core.sites import SiteDefinition
 from pobatch.corelib.browser_session import BrowserSession
 from pobatch.corelib.download_sink import DownloadSink, EventDownloadSink
 

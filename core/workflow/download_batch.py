@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import urljoin
 
+from pobatch.core.events import PoEvent
 from pobatch.core.workflow.attachments import (
     Attachment,
     Collector,
@@ -22,7 +23,6 @@ from pobatch.core.workflow.attachments import (
     pointer_click,
     usable_link,
 )
-from pobatch.core.events import PoEvent
 from pobatch.core.workflow.page_probes import PREPARE_CLICK_JS
 from pobatch.corelib.devtools import DevToolsError
 from pobatch.corelib.download_sink import DownloadBatch, EventDownloadSink, Slot

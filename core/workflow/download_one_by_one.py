@@ -10,8 +10,8 @@ import logging
 import time
 from pathlib import Path
 
-from pobatch.core.workflow.attachments import Attachment, Collector, PageResult, PageWindow, StagedFile, pointer_click
 from pobatch.core.events import PoEvent
+from pobatch.core.workflow.attachments import Attachment, Collector, PageResult, PageWindow, StagedFile, pointer_click
 from pobatch.core.workflow.page_probes import JS_CLICK, SCROLL_CENTER_JS
 from pobatch.corelib.download_sink import DownloadSink
 from pobatch.corelib.downloads import DownloadStalled, DownloadTimeout

@@ -15,9 +15,9 @@ from typing import Any, Callable
 from pobatch.core.events import PoEvent
 from pobatch.core.workflow.page_probes import BAD_SELECTORS_JS, PAGE_STATE_JS, RETRY_AFTER_JS, SETTLE_JS, PageProbe, \
     PageState, Settle
-from pobatch.core.workflow.recorder import SessionRecorder
 from pobatch.core.sites import SiteDefinition
 from pobatch.core.sites.site_file import describe_selector
+from pobatch.core.workflow.recorder import SessionRecorder
 from pobatch.corelib.errors import FatalError, LoginRequiredError, TransientError
 from pobatch.corelib.polling import Backoff
 from pobatch.corelib.throttle import SharedThrottle, parse_retry_after

@@ -16,20 +16,20 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
+from pobatch.core.events import PoEvent
+from pobatch.core.results import PoOutcome
+from pobatch.core.sites import SiteDefinition, resolve_site
+from pobatch.core.status import Status
 from pobatch.core.workflow.artifacts import capture_before_kill, capture_failure, drain_console
 from pobatch.core.workflow.attachments import Collector, PageResult
 from pobatch.core.workflow.download_batch import BatchCollector
 from pobatch.core.workflow.download_one_by_one import OneByOneCollector
-from pobatch.core.events import PoEvent
+from pobatch.core.workflow.job_config import JobConfig
 from pobatch.core.workflow.page_probes import REQUISITION_JS, PageProbe, PageState, Settle
 from pobatch.core.workflow.page_reader import PageReader
-from pobatch.core.workflow.publish import Publisher
-from pobatch.core.workflow.job_config import JobConfig
 from pobatch.core.workflow.po_task import PoTaskPayload
+from pobatch.core.workflow.publish import Publisher
 from pobatch.core.workflow.recorder import SessionRecorder
-from pobatch.core.results import PoOutcome
-from pobatch.core.sites import SiteDefinition, resolve_site
-from pobatch.core.status import Status
 from pobatch.corelib.browser_session import BrowserSession
 from pobatch.corelib.download_sink import DownloadSink, EventDownloadSink
 from pobatch.corelib.errors import (

@@ -6,20 +6,19 @@ journal is written first: a rerun can adopt a folder whose result never reached 
 """
 from __future__ import annotations
 
-import json
 import os
 import time
-from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
-from pobatch.core.workflow.attachments import PageResult
 from pobatch.core.events import PoEvent
-from pobatch.core.workflow.job_config import JobConfig
-from pobatch.core.workflow.po_task import PoTaskPayload
+from pobatch.core.journal import write_journal
 from pobatch.core.results import FileRecord, PoOutcome
 from pobatch.core.status import Status
+from pobatch.core.workflow.attachments import PageResult
+from pobatch.core.workflow.job_config import JobConfig
+from pobatch.core.workflow.po_task import PoTaskPayload
 from pobatch.corelib.downloads import publish_folder, sha256_file
 from pobatch.corelib.errors import TransientError
 from pobatch.corelib.safe_paths import contained, fit_in_path, name_from_page, safe_component, unique_name
@@ -74,12 +73,5 @@ class Publisher:
         return out.joinpath(*levels, supplier_dir, po_dir)
 
     def _write_journal(self, outcome: PoOutcome) -> None:
-        """What the folder should hold, written before the rename: a rerun can adopt a folder whose
-        result never reached the run store (the process died in between) instead of downloading again."""
-        path = self.config.workspace.journal(outcome.po_number)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        data = asdict(outcome)
-        data["status"] = outcome.status.value
-        tmp.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
-        os.replace(tmp, path)
+        """What the folder should hold, written before the rename (core/journal.py)."""
+        write_journal(self.config.workspace, outcome)
