@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +21,7 @@ import pytest
 from pobatch.core.demo_portal import DemoPortal
 from pobatch.core.sites.demo import DEMO_EMAIL, DEMO_PASSWORD
 from desk_pty import PtySession, fake_opener, sign_in_through_devtools
+from package_index import require_package_index
 from eventually import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,14 +30,6 @@ STEP = 180
 
 pytestmark = [pytest.mark.usefixtures("browser_available"),
               pytest.mark.skipif(sys.platform == "win32", reason="run.sh is for Linux and macOS")]
-
-
-def index_reachable() -> bool:
-    try:
-        socket.create_connection(("pypi.org", 443), timeout=10).close()
-        return True
-    except OSError:
-        return False
 
 
 def fresh_clone(target: Path) -> Path:
@@ -55,10 +47,7 @@ def fresh_clone(target: Path) -> Path:
 
 
 def test_fresh_clone_run_sh_asks_signs_in_and_finishes_the_batch(tmp_path):
-    if not index_reachable():
-        if os.environ.get("CI"):
-            pytest.fail("pypi.org is not reachable: the clone cannot set itself up")
-        pytest.skip("pypi.org is not reachable: the clone cannot set itself up")
+    require_package_index("the clone cannot set itself up")
     clone = fresh_clone(tmp_path / "clone")
     orders = tmp_path / "my orders.csv"
     orders.write_text("PO_NUMBER\n100001\n100006\n", encoding="utf-8")

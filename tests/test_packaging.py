@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import configparser
 import os
-import socket
 import subprocess
 import sys
 import zipfile
@@ -17,6 +16,8 @@ from pathlib import Path
 
 import openpyxl
 import pytest
+
+from package_index import require_package_index
 
 ROOT = Path(__file__).resolve().parent.parent
 FOLDERS = {"core": "pobatch.core", "corelib": "pobatch.corelib", "EXPERIMENTAL": "pobatch.experimental"}
@@ -38,14 +39,6 @@ def test_setup_cfg_names_every_package_folder():
     assert declared_packages() == found
 
 
-def index_reachable() -> bool:
-    try:
-        socket.create_connection(("pypi.org", 443), timeout=10).close()
-        return True
-    except OSError:
-        return False
-
-
 def run(cmd: list[str], cwd: Path, timeout: float = 900, env: dict | None = None) -> subprocess.CompletedProcess:
     done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
     assert done.returncode == 0, f"{cmd}: exit {done.returncode}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
@@ -54,10 +47,7 @@ def run(cmd: list[str], cwd: Path, timeout: float = 900, env: dict | None = None
 
 @pytest.mark.usefixtures("browser_available")
 def test_the_wheel_installs_without_editable_and_runs_the_demo(tmp_path):
-    if not index_reachable() and not os.environ.get("PIP_INDEX_URL"):
-        if os.environ.get("CI"):
-            pytest.fail("pypi.org is not reachable: the fresh venv cannot install the wheel's dependencies")
-        pytest.skip("no package index here")
+    require_package_index("the fresh venv cannot install the wheel's dependencies")
     wheels = tmp_path / "wheels"
     # As `pip wheel .` builds it: in an isolated environment with pyproject.toml's build requirements.
     run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(ROOT)],
