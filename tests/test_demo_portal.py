@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from html import escape
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import quote, unquote, urlsplit
 
 import pytest
@@ -179,6 +179,25 @@ def uniquify(name: str, taken: set[str]) -> str:
     return f"{stem} ({i}).{ext}"
 
 
+def fetch_all(client: Client, items: list[dict[str, str]], url_of: Callable[[dict[str, str]], str],
+              name_of: Callable[[dict[str, str], str, "Resp"], str]) -> tuple[dict[str, bytes], bool]:
+    """Every attachment once, as a browser saves them (name, then " (1)" for a repeat); and whether any failed."""
+    files: dict[str, bytes] = {}
+    failed = False
+    for item in items:
+        url = url_of(item)
+        try:
+            r = client.get(url)
+        except (http.client.HTTPException, ConnectionError):
+            failed = True
+            continue
+        if r.status != 200:
+            failed = True
+            continue
+        files[uniquify(name_of(item, url, r), set(files))] = r.body
+    return files, failed
+
+
 def reference_run(client: Client, po_id: str, attempts: int = 3) -> tuple[str, str, dict[str, bytes]]:
     """A minimal correct client: retries the PO, falls back to the requisition, downloads every file."""
     last: tuple[str, str, dict[str, bytes]] = ("FAILED", "HTTP_500", {})
@@ -203,19 +222,8 @@ def reference_run(client: Client, po_id: str, attempts: int = 3) -> tuple[str, s
             parsed, reason = parse_page(req.text), "REQUISITION_FALLBACK"
         if not parsed.items:
             return "NO_ATTACHMENTS", "", {}
-        files: dict[str, bytes] = {}
-        failed = False
-        for item in parsed.items:
-            url = file_url_of(client, item)
-            try:
-                r = client.get(url)
-            except (http.client.HTTPException, ConnectionError):
-                failed = True
-                continue
-            if r.status != 200:
-                failed = True
-                continue
-            files[uniquify(saved_name(url, r), set(files))] = r.body
+        files, failed = fetch_all(client, parsed.items, lambda item: file_url_of(client, item),
+                                  lambda _item, url, r: saved_name(url, r))
         if not failed:
             return "COMPLETED", reason, files
         last = ("PARTIAL", "DOWNLOAD_FAILED", files)

@@ -37,6 +37,7 @@ from test_demo_portal import (
     AttachmentParser,
     Client,
     expected_markup,
+    fetch_all,
     file_url_of,
     logged_in,
     parse_page,
@@ -540,21 +541,14 @@ def test_every_file_of_the_sample_downloads_from_the_variant(variant_portal: Dem
             req = c.get(page.requisition)
             assert req.status == 200 and f'<div class="doc-number">Request ' in req.text
             page = variant_items(req.text)
+        def file_url(item: dict[str, str]) -> str:
+            url = variant_file_url(c, item)
+            assert url.startswith("/files/") and "attachment" not in url
+            return url
+
         got: dict[str, bytes] = {}
         for _attempt in range(3):
-            got, failed = {}, False
-            for item in page.items:
-                url = variant_file_url(c, item)
-                assert url.startswith("/files/") and "attachment" not in url
-                try:
-                    r = c.get(url)
-                except (http.client.HTTPException, ConnectionError):
-                    failed = True
-                    continue
-                if r.status != 200:
-                    failed = True
-                    continue
-                got[uniquify(label_or_served_name(item, url, r), set(got))] = r.body
+            got, failed = fetch_all(c, page.items, file_url, label_or_served_name)
             if not failed:
                 break
         assert got == variant_portal.expected_files(po_id), po_id
