@@ -10,7 +10,6 @@ It needs the package index for the clone's first set-up (as a person's first run
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +20,7 @@ import pytest
 from pobatch.core.demo_portal import DemoPortal
 from pobatch.core.sites.demo import DEMO_EMAIL, DEMO_PASSWORD
 from desk_pty import PtySession, fake_opener, sign_in_through_devtools
-from package_index import require_package_index
+from package_index import fresh_clone, require_package_index
 from eventually import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,20 +29,6 @@ STEP = 180
 
 pytestmark = [pytest.mark.usefixtures("browser_available"),
               pytest.mark.skipif(sys.platform == "win32", reason="run.sh is for Linux and macOS")]
-
-
-def fresh_clone(target: Path) -> Path:
-    """The files a clone of this checkout holds (tracked, plus new ones not ignored), nothing else."""
-    if not shutil.which("git") or not (ROOT / ".git").exists():
-        pytest.skip("not a git checkout")
-    names = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=ROOT,
-                           capture_output=True, check=True).stdout.decode().split("\0")
-    for name in filter(None, names):
-        src = ROOT / name
-        if src.is_file():
-            (target / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, target / name)
-    return target
 
 
 def test_fresh_clone_run_sh_asks_signs_in_and_finishes_the_batch(tmp_path):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import configparser
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -49,8 +50,12 @@ def run(cmd: list[str], cwd: Path, timeout: float = 900, env: dict | None = None
 def test_the_wheel_installs_without_editable_and_runs_the_demo(tmp_path):
     require_package_index("the fresh venv cannot install the wheel's dependencies")
     wheels = tmp_path / "wheels"
+    # Built from a copy: setuptools writes build/ and *.egg-info next to the sources it builds.
+    source = tmp_path / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache", "demo_output"))
     # As `pip wheel .` builds it: in an isolated environment with pyproject.toml's build requirements.
-    run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(ROOT)],
+    run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(source)],
         cwd=tmp_path)
     (wheel,) = wheels.glob("pobatch-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
