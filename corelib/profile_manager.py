@@ -11,6 +11,10 @@ A run that dies hard leaves that folder and orphaned browsers behind; sweep_orph
 folders by their dead owners, kills the browsers by profile dir, and deletes them. A worker's record
 also names the run's owner (the app that started the workers): once that process is gone the run is
 dead, and a worker still running on it is an orphan that the sweep stops first.
+
+One file, over 400 lines, on purpose: a clone's whole life (the copy, the owner records, the release,
+the sweep of dead runs) turns on one owner-record format, and the sweep must read exactly what a clone
+wrote.
 """
 from __future__ import annotations
 

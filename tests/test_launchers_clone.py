@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import openpyxl
 import pytest
@@ -23,7 +22,6 @@ from desk_pty import PtySession, fake_opener, sign_in_through_devtools
 from package_index import fresh_clone, require_package_index
 from eventually import wait_for
 
-ROOT = Path(__file__).resolve().parent.parent
 SETUP = 900  # a new venv and pip install on a busy machine
 STEP = 180
 
