@@ -111,6 +111,7 @@ class MainApp:
     def __init__(self, options: RunOptions, view=None) -> None:
         self.opts = options
         self.view = view
+        self.workspace = Workspace(options.out_dir().resolve())  # where the run store and journal live
         self.store: RunStore | None = None
         self.run_id = ""
         self.activities: ActivityLog | None = None
@@ -161,9 +162,8 @@ class MainApp:
         base_profile = resolve_base_profile(opts.profile, opts.browser)
         refuse_profile_in_use(base_profile)  # before any browser starts: never one of the user's
         self._problems(orders)
-        workspace = Workspace(out)
-        check_writable(workspace.work_dir, out)  # before any browser starts
-        self.store = RunStore(workspace.store_path)
+        check_writable(self.workspace.work_dir, out)  # before any browser starts
+        self.store = RunStore(self.workspace.store_path)
         for dead in self.store.interrupt_dead_runs(run_process_alive):
             log.info("run %s stopped without a word (killed?): marked INTERRUPTED", dead)
         self.run_id = self.store.begin_run(mode, {"orders": str(opts.orders), "site": site.name,
@@ -356,8 +356,7 @@ class MainApp:
             self._standing.discard(result.key)
         self.store.record_attempt(self.run_id, result.key, result.attempts, result.worker_id, result.started,
                                   result.finished, result.status, result.reason, result.error[:500])
-        journal = Workspace(self.opts.out_dir().resolve()).journal(result.key)
-        journal.unlink(missing_ok=True)
+        self.workspace.journal(result.key).unlink(missing_ok=True)
         if self.view and notify:
             self.view.task_done(result.worker_id, outcome)
 

@@ -114,7 +114,11 @@ def remove_singletons(user_data_dir: str | os.PathLike) -> None:
 
 def _lock_process(user_data_dir: str | os.PathLike) -> psutil.Process | None:
     """The live browser that SingletonLock names, if it is on this host (POSIX)."""
-    proc = _lock_holder(user_data_dir)
+    return _as_browser(_lock_holder(user_data_dir))
+
+
+def _as_browser(proc: psutil.Process | str | None) -> psutil.Process | None:
+    """The lock holder if it is a browser on this host."""
     if not isinstance(proc, psutil.Process):
         return None
     try:
@@ -162,12 +166,10 @@ def profile_lock_held(user_data_dir: str | Path) -> bool:
             return True
         except OSError:
             return False
-    owner = _lock_owner(user_data_dir)
-    if owner is None:
-        return False
-    if owner[0] != socket.gethostname():
-        return True  # Chromium itself refuses a profile locked by another computer
-    return _lock_process(user_data_dir) is not None
+    holder = _lock_holder(user_data_dir)
+    if isinstance(holder, str):
+        return True  # "elsewhere": Chromium itself refuses a profile locked by another computer
+    return _as_browser(holder) is not None
 
 
 def live_browsers_on(user_data_dir: str | Path) -> list[psutil.Process]:
