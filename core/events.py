@@ -16,6 +16,14 @@ class PoEvent(str, Enum):
     REQUISITION_FALLBACK = "requisition_fallback"  # the PO page had no list: its requisition is read
     ATTACHMENTS_FOUND = "attachments_found"
     DOWNLOAD = "download"  # one attachment: outcome ok or failed
+    # A download still running after about 2 s, at most one every 2 s per download: detail is
+    # "<received bytes>/<total bytes or 0> <file name>"; it also counts as the attempt's progress.
+    DOWNLOAD_PROGRESS = "download_progress"
+    # A click that started no download within its bounded wait; the next route is taken (detail says which).
+    DOWNLOAD_NOT_BEGUN = "download_not_begun"
+    # The browser went to the identity provider and came back signed in, without a person:
+    # url = where it came back to, detail = the hosts it passed and how long it took.
+    SSO_REFRESH = "sso_refresh"
     POPUP_OPENED = "popup_opened"
     POPUP_CLOSED = "popup_closed"
     PUBLISHED = "published"  # the PO's folder is in place
