@@ -22,7 +22,7 @@ import click
 from pobatch.core.app import RunSummary
 from pobatch.core.exit_codes import EXIT_INTERRUPTED, EXIT_LOGIN
 from pobatch.core.profiles import pobatch_data_dir
-from pobatch.core.reports.attention import DONE_STATUSES
+from pobatch.core.reports.attention import DONE_STATUSES, attention_list, common_failure
 from pobatch.core.sign_in import SignInOutcome, SignInRequest, sign_in
 from pobatch.core.sites import get_site
 
@@ -74,7 +74,9 @@ def verdict(summary: RunSummary) -> str:
         line += f" in {summary.results_path.name}"
     if summary.exit_code == EXIT_LOGIN:
         line += " (sign in first)"
-    return line + "."
+    line += "."
+    common = common_failure(attention_list(summary.outcomes, summary.outcomes))
+    return f"{line} {common}" if common else line
 
 
 def open_path(path: Path) -> bool:

@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from pobatch.core.workflow import sign_in_bounce
+from pobatch.core.workflow.page_probes import PageProbe, PageState
 from pobatch.corelib.browser import BrowserSpec
 from pobatch.corelib.errors import TransientError
 from pobatch.corelib.local_session import LocalBrowserSession
@@ -83,16 +85,52 @@ def webdriver_cookie(cdp: dict[str, Any]) -> dict[str, Any]:
 
 
 def apply_cookies(driver: Any, base_url: str, cookies: list[dict[str, Any]]) -> int:
-    """Open a login-free page on the portal in the (new) remote browser and add the cookies there."""
+    """Open a login-free page on the portal in the (new) remote browser and add the cookies there.
+
+    A portal that sends even its landing page to the identity provider is followed back (a
+    single-sign-on refresh, core/workflow/sign_in_bounce.py). Where no page of the portal can be
+    reached, or a cookie is refused, this says so in one line and sets what it can: the POs then meet
+    the sign-in page, and the run stops for it with one sentence, as any run without a sign-in does."""
+    from selenium.common.exceptions import WebDriverException
+
     if not cookies:
         return 0
     host = (urlsplit(base_url).hostname or "").lower()
+    try:
+        landed = _land(driver, base_url, host)
+    except (WebDriverException, TransientError) as exc:
+        log.warning("the Grid's browser could not open the portal to set its cookies (%s): its POs will meet "
+                    "the sign-in page", str(exc).splitlines()[0][:200])
+        return 0
+    if landed != host:
+        log.warning("opening %s%s on the Grid led to %s, so the portal's cookies cannot be set there: its POs will "
+                    "meet the sign-in page", base_url.rstrip("/"), LANDING_PATH, landed or "nowhere")
+        return 0
+    done = 0
+    for cookie in cookies:
+        try:
+            driver.add_cookie(dict(cookie))
+            done += 1
+        except WebDriverException as exc:
+            log.warning("the Grid's browser refused the cookie %s: %s", cookie.get("name", "?"),
+                        (exc.msg or str(exc)).splitlines()[0][:200])
+    log.debug("set %d cookie(s) for %s in Grid session %s", done, host, driver.session_id)
+    return done
+
+
+def _land(driver: Any, base_url: str, host: str) -> str:
+    """Open the landing page; when it leaves for another host, follow the browser back. Returns the
+    host the browser ends on."""
     driver.get(base_url.rstrip("/") + LANDING_PATH)
     landed = (urlsplit(driver.current_url).hostname or "").lower()
-    if landed != host:
-        raise TransientError(f"opening {base_url}{LANDING_PATH} on the Grid led to {landed or driver.current_url}, "
-                             "so the portal's cookies cannot be set there", reason="COOKIES_NOT_SET")
-    for cookie in cookies:
-        driver.add_cookie(dict(cookie))
-    log.debug("set %d cookie(s) for %s in Grid session %s", len(cookies), host, driver.session_id)
-    return len(cookies)
+    if landed == host:
+        return landed
+    port = urlsplit(base_url).port
+    portal_host = f"{host}:{port}" if port else host
+    first = PageProbe(PageState.LOGIN, f"the landing page left for {landed}", via="host")
+    try:
+        sign_in_bounce.follow(driver, first, lambda: PageProbe(PageState.READY, "the portal's own host"),
+                              portal_host)
+    except TransientError as exc:
+        log.debug("following the landing page's redirect: %s", exc)
+    return (urlsplit(driver.current_url).hostname or "").lower()

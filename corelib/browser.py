@@ -32,7 +32,10 @@ BASE_ARGS = (
     "--disable-component-update",
     "--disable-sync",
     "--disable-dev-shm-usage",
-    "--disable-features=Translate,MediaRouter,OptimizationHints",
+    # BackForwardCache: a page left behind keeps its requests open in the cache; a pixel or long-poll
+    # that never ends then holds one of the six connections per host, and after six such pages every
+    # load stalls (docs/design.md, "Pages judged by their content").
+    "--disable-features=Translate,MediaRouter,OptimizationHints,BackForwardCache",
     "--password-store=basic",
 )
 HEADLESS_ARGS = ("--headless=new", "--disable-gpu")
@@ -73,9 +76,11 @@ class BrowserSpec:
     extra_args: tuple[str, ...] = ()
     window_size: tuple[int, int] = (1366, 900)
     bidi: bool = False  # WebDriver BiDi (preload scripts reach popups too: the session recorder needs it)
-    # "normal": get() returns at the load event, then our own readiness probe runs. "none" suits a
-    # client that drives several windows and must not block on one window's navigation.
-    page_load_strategy: str = "normal"
+    # "eager": get() returns once the document is parsed, not at the load event, which a tracking
+    # pixel or a widget may hold for ever; the readiness probe then judges the page by its content
+    # (docs/design.md, "Pages judged by their content"). "none" suits a client that drives several
+    # windows and must not block on one window's navigation.
+    page_load_strategy: str = "eager"
 
     def __post_init__(self) -> None:
         if self.browser not in BROWSERS:

@@ -28,7 +28,8 @@ from typing import Any, Callable, Protocol
 
 from pobatch.corelib.browser_session import BrowserSession
 from pobatch.corelib.download_events import BrowserDownload, DownloadState, DownloadTracker
-from pobatch.corelib.downloads import DownloadInterrupted, DownloadStalled, DownloadTimeout, is_partial
+from pobatch.corelib.downloads import DownloadInterrupted, DownloadNotBegun, DownloadStalled, DownloadTimeout, \
+    is_partial
 from pobatch.corelib.errors import LoginRequiredError, TransientError
 from pobatch.corelib.polling import Backoff, Throttle
 
@@ -169,6 +170,7 @@ class Slot:
     download: BrowserDownload | None = None
     how: Attribution | None = None
     error: TransientError | None = None
+    retried: bool = False  # given up on (no download began) and clicked again in another slot
 
     @property
     def done(self) -> bool:
@@ -189,11 +191,15 @@ class DownloadBatch:
 
     def __init__(self, tracker: DownloadTracker, owns: Callable[[BrowserDownload], bool],
                  download_timeout: float, stall_timeout: float,
-                 is_login_url: Callable[[str], bool] = lambda url: False) -> None:
+                 is_login_url: Callable[[str], bool] = lambda url: False,
+                 begin_timeout: float | None = None) -> None:
         self.tracker = tracker
         self._owns = owns
         self.download_timeout = download_timeout
         self.stall_timeout = stall_timeout
+        # A click whose download has not begun by then started none (DownloadNotBegun): the browser
+        # dropped it or the page ignored it, and waiting the whole download_timeout would not help.
+        self.begin_timeout = min(begin_timeout or download_timeout, download_timeout)
         self._is_login_url = is_login_url
         tracker.settle()
         self._seen = tracker.last_seq
@@ -227,8 +233,8 @@ class DownloadBatch:
                 continue
             d = s.download
             if d is None:
-                if now - s.clicked > self.download_timeout:
-                    s.error = DownloadTimeout(f"no download began within {self.download_timeout:.0f}s of the click")
+                if now - s.clicked > self.begin_timeout:
+                    s.error = DownloadNotBegun(f"no download began within {self.begin_timeout:.0f}s of the click")
             elif now - d.last_growth > self.stall_timeout:
                 self.tracker.cancel(d.guid)
                 s.error = DownloadStalled(f"download stopped growing for {self.stall_timeout:.0f}s at {d.received}"
@@ -253,6 +259,12 @@ class DownloadBatch:
         match = match or next(((s, Attribution.ORDER) for s in waiting if s.navigates), None)
         match = match or next(((s, Attribution.ORDER) for s in waiting if not s.frames), None)
         match = match or next(((s, Attribution.ORDER) for s in waiting), None)
+        if match is None and d.url and any(s.url == d.url and (s.download or s.retried) for s in self.slots):
+            # A late download of a click that was given up on and clicked again: the file is already
+            # another click's (or will be); the second copy is not a stranger, only surplus.
+            log.debug("a second download of %s (%s): dropped", d.suggested, d.url)
+            self.tracker.forget(d.guid)
+            return
         if match is None:
             log.warning("a download no click accounts for: %s (%s)", d.suggested, d.url)
             self.extra.append(d)
@@ -262,8 +274,10 @@ class DownloadBatch:
         log.debug("download %s (%s) is click %d's, by %s", d.guid, d.suggested, match[0].index, match[1].value)
 
     def wait(self, until: Callable[[], bool], on_poll: Callable[[], None] | None = None,
-             poll: float = 0.2) -> None:
-        """Update until `until()` holds; on_poll runs at most every `poll` seconds while waiting."""
+             poll: float = 0.2, wake_in: Callable[[], float] | None = None) -> None:
+        """Update until `until()` holds; on_poll runs at most every `poll` seconds while waiting.
+        `wake_in` says when a time-based part of `until` may next hold (seconds; 0 or less: not timed),
+        so the wait wakes then instead of a poll later."""
         callback = Throttle(on_poll, poll)
         while True:
             version = self.tracker.version
@@ -274,7 +288,10 @@ class DownloadBatch:
             if not self.tracker.alive:
                 raise TransientError("the browser's DevTools link closed during the downloads",
                                      reason="BROWSER_CRASHED")
-            self.tracker.wait_change(version, min(poll, 0.5))
+            sleep = min(poll, 0.5)
+            if wake_in is not None and (due := wake_in()) > 0:
+                sleep = min(sleep, due)
+            self.tracker.wait_change(version, sleep)
 
     def fetch(self, slot: Slot, target: Path) -> Path:
         """Move a completed download's file from the spool to target, once its size is the one the
@@ -317,8 +334,6 @@ class EventDownloadSink:
     sink's (the single-session strategy: one window's); by default every download is this sink's.
     """
 
-    concurrent = True
-
     def __init__(self, session: BrowserSession, spool: Path | str,
                  owns: Callable[[BrowserDownload], bool] | None = None,
                  tracker_of: Callable[[], DownloadTracker] | None = None) -> None:
@@ -351,8 +366,10 @@ class EventDownloadSink:
         return self._tracker
 
     def batch(self, download_timeout: float, stall_timeout: float,
-              is_login_url: Callable[[str], bool] = lambda url: False) -> DownloadBatch:
-        return DownloadBatch(self.tracker, self._owns, download_timeout, stall_timeout, is_login_url)
+              is_login_url: Callable[[str], bool] = lambda url: False,
+              begin_timeout: float | None = None) -> DownloadBatch:
+        return DownloadBatch(self.tracker, self._owns, download_timeout, stall_timeout, is_login_url,
+                             begin_timeout)
 
     def clear(self) -> None:
         """Cancel and forget every download of ours still known: what an earlier attempt left is not

@@ -33,6 +33,14 @@ class DownloadTimeout(TransientError):
         super().__init__(message, reason="DOWNLOAD_TIMEOUT")
 
 
+class DownloadNotBegun(TransientError):
+    """A click started no download within its bounded wait: the browser dropped it, or the page's
+    handler did nothing. Known within seconds, so the workflow can take another route."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, reason="DOWNLOAD_NOT_BEGUN")
+
+
 class DownloadStalled(TransientError):
     def __init__(self, message: str) -> None:
         super().__init__(message, reason="DOWNLOAD_FAILED")

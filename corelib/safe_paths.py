@@ -21,6 +21,11 @@ MAX_COMPONENT = 120
 MAX_COMPONENT_BYTES = 200
 
 
+# A document's extension followed only by the underscores a browser put in place of trailing spaces or dots.
+_MANGLED_TAIL = re.compile(r"(\.(?:pdf|docx?|xlsx?|xlsm|pptx?|msg|eml|txt|csv|rtf|odt|ods|xml|zip|png|jpe?g|tiff?|gif))"
+                           r"[_\s.]+$", re.IGNORECASE)
+
+
 def safe_component(
     name: str, fallback: str = "unnamed", max_len: int = MAX_COMPONENT, basename: bool = False
 ) -> str:
@@ -32,6 +37,9 @@ def safe_component(
     name = unicodedata.normalize("NFC", str(name or ""))
     if basename:
         name = re.split(r"[\\/]", name)[-1]
+        # Chromium turns a name's trailing spaces or dots into "_" ("summary .pdf " -> "summary .pdf_"),
+        # which Windows would no longer open as a PDF; Windows itself drops them, and so do we.
+        name = _MANGLED_TAIL.sub(r"\1", name)
     name = _ILLEGAL.sub("_", name)
     name = re.sub(r"\s+", " ", name).strip()
     name = name.rstrip(". ")

@@ -7,37 +7,62 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Callable
 
 log = logging.getLogger(__name__)
 
 
 class Watchdog:
+    """Pulls `on_expire` once the guarded block has gone `timeout` seconds without progress.
+
+    touch() is progress (a page read, a download begun, bytes received): the limit then counts
+    from it, so a PO with 300 files needs no larger limit than one with 3, and a stuck one is still
+    cut off `timeout` after its last sign of life."""
+
     def __init__(self, timeout: float | None, on_expire: Callable[[], None], label: str = "") -> None:
         self.timeout = timeout
         self.on_expire = on_expire
         self.label = label
         self.expired = False
-        self._done = threading.Event()
+        self._cond = threading.Condition()
+        self._done = False
+        self._deadline = 0.0
         self._thread: threading.Thread | None = None
 
+    def touch(self) -> None:
+        """Progress: the limit counts from now."""
+        if self.timeout:
+            with self._cond:
+                self._deadline = time.monotonic() + self.timeout
+
     def _watch(self) -> None:
-        if not self._done.wait(self.timeout):
+        with self._cond:
+            while not self._done:
+                remaining = self._deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+            if self._done:
+                return
             self.expired = True
-            log.warning("%s ran past its %.0fs limit: aborting it", self.label or "task", self.timeout)
-            try:
-                self.on_expire()
-            except Exception:  # the lever failing must not kill the watcher's process
-                log.exception("abort after timeout failed")
+        log.warning("%s made no progress for %.0fs: aborting it", self.label or "task", self.timeout)
+        try:
+            self.on_expire()
+        except Exception:  # the lever failing must not kill the watcher's process
+            log.exception("abort after timeout failed")
 
     def __enter__(self) -> "Watchdog":
         if self.timeout:
+            self._deadline = time.monotonic() + self.timeout
             self._thread = threading.Thread(target=self._watch, name="watchdog", daemon=True)
             self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._done.set()
+        with self._cond:
+            self._done = True
+            self._cond.notify_all()
         if self._thread is not None:
             self._thread.join()
 

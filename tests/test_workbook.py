@@ -393,7 +393,7 @@ def test_attention_sheet_lists_only_what_needs_a_person_with_what_to_do(tmp_path
     assert rows["100002"]["DETAILS"] == "server said 500"
     assert rows["ABC"]["WHAT_TO_DO"].startswith("Correct the PO number") and "not a PO number" in rows["ABC"]["DETAILS"]
     assert rows["100003"]["STATUS"] == "PENDING" and rows["100003"]["WHAT_TO_DO"].startswith("Run the same file again")
-    assert rows["100004"]["WHAT_HAPPENED"] == "The portal was too slow to answer for this PO."
+    assert rows["100004"]["WHAT_HAPPENED"] == "The portal was too slow to send this PO's page."
     assert rows["100006"]["WHAT_TO_DO"].startswith("Check the PO number")
     assert rows["100007"]["WHAT_TO_DO"].startswith("Sign in")
     assert rows["100008"]["WHAT_HAPPENED"] == "Only 1 of 3 attachment(s) could be downloaded."

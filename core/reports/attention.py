@@ -19,6 +19,19 @@ DONE_STATUSES = frozenset({Status.COMPLETED, Status.NO_ATTACHMENTS})
 RERUN = "Run the same file again: completed POs are kept and the rest are tried again."
 SIGN_IN = ("Sign in (run.bat / run.sh offer it, or 'pobatch login'), then run the same file again; "
            "finished POs are kept.")
+# Running again cannot help a page the site definition does not describe: `check` says which key to change.
+CHECK = ("Run 'pobatch check {po}' to see what the page shows, then adjust the site file (the key 'check' "
+         "names); running the same file again will not help until then.")
+
+# What a TIMEOUT waited for, by its reason (core/workflow/progress.py): "too slow" only where the portal was.
+TIMEOUT_WHAT = {
+    "TIMEOUT": "The portal was too slow to send this PO's page.",
+    "ATTACHMENTS_NOT_SETTLED": "The PO page came, but its list of attachments never finished loading.",
+    "DOWNLOAD_NOT_BEGUN": "Clicking an attachment started no download.",
+    "DOWNLOAD_TIMEOUT": "A download did not finish in time: the portal sent the file too slowly.",
+    "SSO_TIMEOUT": "The browser went to the sign-in service and did not come back in time.",
+}
+COMMON_MIN = 3  # POs that fail the same way before the end-of-run line says so
 
 
 @dataclass(frozen=True)
@@ -57,7 +70,10 @@ def advice(po_number: str, outcome: PoOutcome | None) -> Attention | None:
                          f"Only {outcome.attachments_downloaded} of {outcome.attachments_found} attachment(s) "
                          "could be downloaded.", RERUN, details)
     if status is Status.TIMEOUT:
-        return Attention(po_number, status.value, "The portal was too slow to answer for this PO.", RERUN, details)
+        return Attention(po_number, status.value, TIMEOUT_WHAT.get(reason, TIMEOUT_WHAT["TIMEOUT"]), RERUN, details)
+    if reason == "UNRECOGNISED_PAGE":
+        return Attention(po_number, status.value, "pobatch did not recognise the page the portal showed for this PO.",
+                         CHECK.format(po=po_number), details)
     if status in (Status.INTERRUPTED, Status.RUNNING):
         return Attention(po_number, status.value, "The run was stopped while this PO was being processed.",
                          RERUN, details)
@@ -66,6 +82,23 @@ def advice(po_number: str, outcome: PoOutcome | None) -> Attention | None:
     return Attention(po_number, status.value, "Something went wrong with this PO"
                      + (f" ({reason})." if reason else "."),
                      RERUN + " If it fails again, open the PO in the portal (PO_URL) to see why.", details)
+
+
+def common_failure(lines: list[Attention]) -> str:
+    """One sentence when most of the POs that need a person failed the same way (at least COMMON_MIN),
+    so the end-of-run line can say it once instead of leaving it to 500 rows: '' otherwise."""
+    groups: dict[str, list[Attention]] = {}
+    for a in lines:
+        groups.setdefault(a.what_happened, []).append(a)
+    if not groups:
+        return ""
+    what, same = max(groups.items(), key=lambda kv: len(kv[1]))
+    if len(same) < COMMON_MIN or len(same) * 2 < len(lines):
+        return ""
+    first = same[0]
+    todo = first.what_to_do.replace(f"'pobatch check {first.po_number}'",
+                                    f"'pobatch check {first.po_number}' (one of them)")
+    return f"{len(same):,} of them the same way: {what} {todo}"
 
 
 def attention_list(po_numbers: Iterable[str], outcomes: Mapping[str, PoOutcome]) -> list[Attention]:

@@ -103,6 +103,7 @@ class Collector:
         self.site: SiteDefinition = pages.site
         self.event = pages.event
         self.recorder = pages.recorder
+        self.progress = pages.progress
 
     def collect(self, url: str, files_dir: Path, source: str) -> PageResult:
         raise NotImplementedError

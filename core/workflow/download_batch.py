@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 from urllib.parse import urljoin
@@ -24,8 +25,11 @@ from pobatch.core.workflow.attachments import (
     usable_link,
 )
 from pobatch.core.workflow.page_probes import PREPARE_CLICK_JS
+from pobatch.core.workflow.progress import Waiting
+from pobatch.corelib.click_pacer import BurstPacer
 from pobatch.corelib.devtools import DevToolsError
 from pobatch.corelib.download_sink import DownloadBatch, EventDownloadSink, Slot
+from pobatch.corelib.downloads import DownloadNotBegun
 from pobatch.corelib.errors import LoginRequiredError, TransientError
 from pobatch.corelib.polling import Backoff
 from pobatch.corelib.safe_paths import safe_component, unique_name
@@ -40,10 +44,39 @@ def _a_web_page(slot: Slot, item: Attachment) -> bool:
     return suggested.endswith(pages) and not (item.name or "").lower().strip().endswith(pages)
 
 
+# A click's download must begin within this long, or it started none (docs/design.md, "Downloads in
+# Chromium"): headers of a file usually arrive in well under a second, 10 s leaves room for a busy PC
+# and a slow portal; a click that was only slow costs a second click, whose copy is dropped.
+BEGIN_TIMEOUT_S = 10.0
+PROGRESS_EVERY_S = 2.0  # a running download tells its bytes at most this often, after this long
+
+
+@dataclass
+class _Click:
+    """One attachment's turn: which attachment, and which route (1: with the others; 2: alone, the
+    other click kind, after route 1 started no download)."""
+
+    index: int
+    route: int = 1
+
+
+@dataclass
+class _Running:
+    slot: Slot
+    item: Attachment
+    click: _Click
+    told: float = 0.0  # when its progress was last told
+
+
 class BatchCollector(Collector):
     """Downloads a page's attachments together, tracked by the browser's own download events."""
 
     sink: EventDownloadSink
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # One per browser, across pages: Chromium drops a frame's 11th download request within a second.
+        self.pacer = BurstPacer()
 
     def collect(self, url: str, files_dir: Path, source: str) -> PageResult:
         """Start up to `files_at_once` attachments, await them together, start the next as one ends.
@@ -53,65 +86,43 @@ class BatchCollector(Collector):
         browser may show as a page, a script that follows a link) are made one at a time, each once its
         download has begun: Chromium runs one navigation per frame anyway, and click order then is
         begin order. Same-origin plain links are marked as downloads first (the `download`
-        attribute), so they need no frame and run together. A failed download is cancelled by its
-        GUID; nothing else is disturbed, so no browser restart is needed.
+        attribute), so they need no frame and run together. Clicks are paced (BurstPacer) so the
+        browser never drops one; a click that still starts no download within BEGIN_TIMEOUT_S is
+        made again alone with the other click kind. A failed download is cancelled by its GUID;
+        nothing else is disturbed, so no browser restart is needed.
         """
-        from selenium.common.exceptions import StaleElementReferenceException
-
         driver = self.session.driver
         result, items = self.read_page(driver, url, source)
         if not items:
             return result
         limit = max(1, self.config.files_at_once)
         batch = self.sink.batch(self.config.download_timeout, self.config.stall_timeout,
-                                is_login_url=lambda u: self.site.is_login_url(self.config.base_url, u))
+                                is_login_url=lambda u: self.site.is_login_url(self.config.base_url, u),
+                                begin_timeout=BEGIN_TIMEOUT_S)
         window = PageWindow.of(driver)
         popups: dict[str, Slot | None] = {}  # popup handle -> the click that opened it (None: not known)
-        active: list[tuple[Slot, Attachment]] = []
+        active: list[_Running] = []
         # Clicks that can run together first; those that navigate the page's own frame (no usable link:
         # a script follows one) wait for each other's download to begin, so they go last.
-        pending = sorted(range(len(items)), key=lambda i: not (items[i].target or usable_link(items[i].href)))
-        page_order: dict[int, int] = {}  # slot -> the attachment's place on the page
-        taken: dict[int, int] = {}  # downloaded file -> the same
+        pending = [_Click(i) for i in sorted(range(len(items)),
+                                             key=lambda i: not (items[i].target or usable_link(items[i].href)))]
+        taken: dict[int, int] = {}  # downloaded file -> the attachment's place on the page
         t0 = time.monotonic()
         try:
             while pending or active:
-                while pending and len(active) < limit:
-                    idx = pending.pop(0)
-                    try:
-                        slot, mode = self._start_download(driver, items[idx], window, batch, popups, convert=limit > 1)
-                    except StaleElementReferenceException:
-                        items = self.find(driver)  # the page re-rendered: same attachments, fresh handles
-                        if len(items) != result.found:
-                            raise TransientError("the attachment list changed while downloading", reason="PAGE_CHANGED")
-                        pending.insert(0, idx)
-                        continue
-                    active.append((slot, items[idx]))
-                    page_order[id(slot)] = idx
-                    if mode == "navigate":
-                        self._await_batch(driver, window, batch, popups, active,
-                                          lambda: slot.done or slot.download is not None or bool(slot.frames))
+                items = self._start_turns(driver, items, result, window, batch, popups, pending, active, limit)
                 if not active:
                     continue
-                self._await_batch(driver, window, batch, popups, active, lambda: any(s.done for s, _ in active))
-                for slot, item in [a for a in active if a[0].done]:
-                    active.remove((slot, item))
-                    if slot.ok and slot.converted and _a_web_page(slot, item):
-                        # A plain link we marked as a download answered with an HTML page (a viewer,
-                        # a notice): the browser saved the page; it is not the attachment.
-                        slot.error = TransientError(f"the link answered with a web page, not a file "
-                                                    f"({slot.download.suggested})", reason="DOWNLOAD_FAILED")
-                    if slot.ok and slot.error is None:
-                        try:
-                            result.downloaded.append(self._take(batch, slot, item, files_dir, source))
-                            taken[id(result.downloaded[-1])] = page_order[id(slot)]
-                            continue
-                        except TransientError as exc:  # its bytes are not what the browser reported
-                            slot.error = exc
-                    if slot.error is not None:
-                        failure = f"{item.name or item.href}: {slot.error}"
-                        result.failures.append(failure)
-                        self.event(PoEvent.DOWNLOAD, outcome="failed", detail=failure[:300])
+                room = lambda: bool(pending) and pending[0].route == 1 and len(active) < limit \
+                    and self.pacer.delay() <= 0
+                self._await_batch(driver, window, batch, popups, active,
+                                  lambda: any(r.slot.done for r in active) or room())
+                for running in [r for r in active if r.slot.done]:
+                    active.remove(running)
+                    staged = self._settle_turn(batch, running, files_dir, source, result, pending)
+                    if staged is not None:
+                        result.downloaded.append(staged)
+                        taken[id(staged)] = running.click.index
                 if batch.extra:
                     extra, batch.extra = batch.extra, []
                     result.failures += [f"a download no attachment accounts for: {d.suggested}" for d in extra]
@@ -129,15 +140,77 @@ class BatchCollector(Collector):
                   time.monotonic() - t0)
         return result
 
+    def _start_turns(self, driver, items: list[Attachment], result: PageResult, window: PageWindow,
+                     batch: DownloadBatch, popups: dict[str, Slot | None], pending: list[_Click],
+                     active: list[_Running], limit: int) -> list[Attachment]:
+        """Click pending attachments while there is room: up to `limit` at once on route 1, alone on
+        route 2. Returns the attachment list, found again if the page re-rendered meanwhile."""
+        from selenium.common.exceptions import StaleElementReferenceException
+
+        while pending and len(active) < (1 if pending[0].route > 1 else limit):
+            if pending[0].route > 1 and active:
+                break  # the second route goes alone
+            if self.pacer.delay() > 0:
+                if active:
+                    return items  # the running downloads are awaited meanwhile (and the pacer's turn)
+                self.pacer.wait()
+            turn = pending.pop(0)
+            try:
+                slot, mode = self._start_download(driver, items[turn.index], window, batch, popups,
+                                                  convert=limit > 1 and turn.route == 1,
+                                                  pointer=self.site.pointer_clicks or turn.route > 1)
+            except StaleElementReferenceException:
+                items = self.find(driver)  # the page re-rendered: same attachments, fresh handles
+                if len(items) != result.found:
+                    raise TransientError("the attachment list changed while downloading", reason="PAGE_CHANGED")
+                pending.insert(0, turn)
+                continue
+            running = _Running(slot, items[turn.index], turn)
+            active.append(running)
+            if mode == "navigate" or turn.route > 1:
+                self._await_batch(driver, window, batch, popups, active,
+                                  lambda: slot.done or slot.download is not None or bool(slot.frames))
+        return items
+
+    def _settle_turn(self, batch: DownloadBatch, running: _Running, files_dir: Path, source: str,
+                     result: PageResult, pending: list[_Click]) -> StagedFile | None:
+        """A finished slot: its file staged, or its failure recorded, or (no download began on route 1)
+        the attachment queued again for route 2."""
+        slot, item = running.slot, running.item
+        if slot.ok and slot.converted and _a_web_page(slot, item):
+            # A plain link we marked as a download answered with an HTML page (a viewer, a notice):
+            # the browser saved the page; it is not the attachment.
+            slot.error = TransientError(f"the link answered with a web page, not a file "
+                                        f"({slot.download.suggested})", reason="DOWNLOAD_FAILED")
+        if slot.ok and slot.error is None:
+            try:
+                return self._take(batch, slot, item, files_dir, source)
+            except TransientError as exc:  # its bytes are not what the browser reported
+                slot.error = exc
+        if isinstance(slot.error, DownloadNotBegun) and running.click.route == 1:
+            slot.retried = True
+            pending.insert(0, _Click(running.click.index, route=2))
+            self.event(PoEvent.DOWNLOAD_NOT_BEGUN, outcome="retry",
+                       detail=f"{item.name or item.href}: {slot.error}; clicking it again alone, "
+                              f"{'a plain link' if slot.converted else 'a pointer click'}"[:300])
+            return None
+        failure = f"{item.name or item.href}: {slot.error}"
+        if isinstance(slot.error, DownloadNotBegun):
+            failure += " (also when clicked again alone)"
+            self.event(PoEvent.DOWNLOAD_NOT_BEGUN, outcome="failed", detail=failure[:300])
+        result.failures.append(failure)
+        self.event(PoEvent.DOWNLOAD, outcome="failed", detail=failure[:300])
+        return None
+
     def _start_download(self, driver, item: Attachment, window: PageWindow, batch: DownloadBatch,
-                        popups: dict[str, Slot | None], convert: bool) -> tuple[Slot, str]:
+                        popups: dict[str, Slot | None], convert: bool, pointer: bool) -> tuple[Slot, str]:
         """Click one attachment and record the click in the batch; returns its slot and how the click
         behaves: "download"/"converted" (the browser downloads at once), "popup" (it opened a window,
         bound to the slot) or "navigate" (it navigates the page's own frame first)."""
-        pointer = self.site.pointer_clicks
         mode = driver.execute_script(PREPARE_CLICK_JS, item.element, convert, pointer, not pointer)
         link = urljoin(window.url, item.href.strip()) if usable_link(item.href) else ""
         how = pointer_click(driver, item.element) if pointer else "script"
+        self.pacer.clicked()
         slot = batch.expect(item.name or item.href, link, navigates=mode == "navigate")
         slot.converted = mode == "converted"
         if mode == "popup":
@@ -154,21 +227,24 @@ class BatchCollector(Collector):
                     break
                 backoff.sleep()
         slot.click = how
+        self.progress.made()
         log.debug("clicked %s (%s, %s)", item.name or item.href, how, mode)
         return slot, mode
 
     def _await_batch(self, driver, window: PageWindow, batch: DownloadBatch, popups: dict[str, Slot | None],
-                     active: list[tuple[Slot, Attachment]], until: Callable[[], bool]) -> None:
+                     active: list[_Running], until: Callable[[], bool]) -> None:
         """Wait for `until`, looking at popups and at the page meanwhile. A popup is closed as soon as
         its download has begun; one on the sign-in page, or a download that is the sign-in page, stops
-        the run; an error page in place of the PO page fails the click that navigated there."""
+        the run; an error page in place of the PO page fails the click that navigated there. Running
+        downloads tell their bytes (the attempt's progress, and the console's)."""
 
         def look() -> None:
+            self._tell_progress(active)
             handles = driver.window_handles
             for h in handles:
                 if h not in window.handles and h not in popups:
-                    owner = next((s for s, _ in reversed(active)
-                                  if not s.done and s.download is None and not s.frames), None)
+                    owner = next((r.slot for r in reversed(active)
+                                  if not r.slot.done and r.slot.download is None and not r.slot.frames), None)
                     popups[h] = owner
                     if owner is not None:
                         owner.frames.add(h)
@@ -189,20 +265,32 @@ class BatchCollector(Collector):
                         self._close_target(batch, h)
                         popups.pop(h, None)
             if driver.current_url != window.url:
-                seen = self.pages.error_page_after_click(driver)
+                seen = self.pages.error_page_after_click(driver, window.url)
                 if seen is not None:
                     state, detail = seen.state, seen.evidence
                     # The click that navigated the page's own frame found an error page, not a file.
-                    culprit = next((s for s, _ in reversed(active) if not s.done and s.download is None), None)
+                    culprit = next((r.slot for r in reversed(active)
+                                    if not r.slot.done and r.slot.download is None), None)
                     if culprit is None:
                         raise TransientError(f"the PO page was replaced by an error page ({state}: {detail})",
                                              reason="DOWNLOAD_FAILED")
-                    culprit.error = TransientError(f"the attachment link showed an error page ({state}: {detail})",
-                                                   reason="DOWNLOAD_FAILED")
+                    culprit.error = TransientError(self.pages.describe_click_answer(seen), reason="DOWNLOAD_FAILED")
                     driver.back()
                     self.pages.wait_state(driver, self.pages.expected(window.url))
 
-        batch.wait(until, on_poll=look)
+        batch.wait(until, on_poll=look, wake_in=self.pacer.delay)
+
+    def _tell_progress(self, active: list[_Running]) -> None:
+        """What the attempt is waiting for, and the bytes of downloads running longer than PROGRESS_EVERY_S
+        (at most that often each): an event the console shows and the attempt's watchdog counts."""
+        now = time.monotonic()
+        begun = [r for r in active if r.slot.download is not None and not r.slot.done]
+        self.progress.wait_for(Waiting.DOWNLOAD_BYTES if begun else Waiting.DOWNLOAD_BEGIN)
+        for r in begun:
+            d = r.slot.download
+            if now - d.began >= PROGRESS_EVERY_S and now - r.told >= PROGRESS_EVERY_S and d.received:
+                r.told = now
+                self.event(PoEvent.DOWNLOAD_PROGRESS, detail=f"{d.received}/{d.total} {d.suggested or r.item.name}"[:300])
 
     @staticmethod
     def _target_urls(batch: DownloadBatch) -> dict[str, str]:

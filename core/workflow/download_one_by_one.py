@@ -96,10 +96,9 @@ class OneByOneCollector(Collector):
             if check_page and driver.current_url != page_url:
                 # A link that answers with an error page replaces the PO page instead of downloading:
                 # say so now rather than after the download timeout.
-                seen = self.pages.error_page_after_click(driver)
+                seen = self.pages.error_page_after_click(driver, page_url)
                 if seen is not None:
-                    raise TransientError(f"the attachment link showed an error page ({seen.state}: {seen.evidence})",
-                                         reason="DOWNLOAD_FAILED")
+                    raise TransientError(self.pages.describe_click_answer(seen), reason="DOWNLOAD_FAILED")
 
         t0 = time.monotonic()
         try:

@@ -30,7 +30,7 @@ function pobatchFind(selectors) {
   items.sort((a, b) => (a.compareDocumentPosition(b) & Node.DOCUMENT_POSITION_FOLLOWING) ? -1 : 1);
   return items.map(el => [el, found.get(el)]);
 }
-function pobatchSettle(c) {
+function pobatchQuietMs() {
   // A MutationObserver installed on the first look; attributes are left out so that an animated
   // widget cannot keep a page "busy" for ever (a spinner is judged by its marker instead).
   if (!window.__pobatchQuiet) {
@@ -41,6 +41,10 @@ function pobatchSettle(c) {
     } catch (e) {}
     window.__pobatchQuiet = q;
   }
+  return Math.round(performance.now() - window.__pobatchQuiet.last);
+}
+function pobatchSettle(c) {
+  const quiet = pobatchQuietMs();
   const first = (qs, root) => qs.find(q => { try { return (root || document).querySelector(q); } catch (e) { return false; } }) || '';
   const area = first(c.area_selectors);
   let areaEl = null;
@@ -49,13 +53,14 @@ function pobatchSettle(c) {
     area: area,
     loading: first(c.loading_selectors, areaEl || document),
     loaded: first(c.loaded_selectors),
-    quiet_ms: Math.round(performance.now() - window.__pobatchQuiet.last),
+    quiet_ms: quiet,
     count: pobatchFind(c.attachment_selectors).length,
   };
 }
 """
 
 PAGE_STATE_JS = _FIND_FN + r"""
+const QUIET_BEFORE_JUDGING_MS = 1500;
 const c = arguments[0];
 const e = arguments[1];  // what the page must prove, or null
 const loc = window.location;
@@ -66,14 +71,17 @@ try {
 } catch (err) {}
 const out = (state, detail, extra) => Object.assign({state: state, detail: String(detail || ''), http: http, url: loc.href}, extra || {});
 if (loc.protocol === 'chrome-error:' || loc.href.startsWith('chrome-error://')) return out('connection_error', 'the browser showed its own error page');
-if (c.host && loc.host && loc.host.toLowerCase() !== c.host) return out('login', 'the page left for another host: ' + loc.host);
+// `via` says which sign-in evidence it is: another host or the sign-in path may be a single-sign-on
+// refresh passing through (the workflow follows it), a form or a 401 is a wall.
+if (c.host && loc.host && loc.host.toLowerCase() !== c.host)
+  return out('login', 'the page left for another host: ' + loc.host, {via: 'host'});
 const lp = c.login_paths.find(p => loc.pathname === p || loc.pathname.startsWith(p + '/'));
-if (lp) return out('login', 'sign-in path ' + lp);
+if (lp) return out('login', 'sign-in path ' + lp, {via: 'path'});
 const sel = q => { try { return document.querySelector(q); } catch (err) { return null; } };
 const ls = c.login_selectors.find(q => sel(q));
-if (ls) return out('login', 'sign-in form ' + ls);
+if (ls) return out('login', 'sign-in form ' + ls, {via: 'form'});
 if (document.readyState === 'loading' || !document.body) return out('loading', 'document ' + document.readyState);
-if (http === 401) return out('login', 'HTTP 401');
+if (http === 401) return out('login', 'HTTP 401', {via: 'http'});
 if (http === 429) return out('rate_limited', 'HTTP 429');
 const text = document.body.innerText || '';
 const title = document.title || '';
@@ -113,7 +121,10 @@ for (const q of c.error_selectors) {
   const el = sel(q);
   if (el && el.innerText.trim()) return out('error_page', q + ': ' + el.innerText.trim().slice(0, 300), x);
 }
-if (document.readyState !== 'complete') return out('loading', 'document ' + document.readyState, x);
+// A page whose load event never comes (a tracking pixel, a widget, a long-poll that never ends) is
+// judged once its DOM has been quiet for a while (docs/design.md, "Pages judged by their content").
+if (document.readyState !== 'complete' && pobatchQuietMs() < QUIET_BEFORE_JUDGING_MS)
+  return out('loading', 'document ' + document.readyState, x);
 if (!text.trim() && !http) return out('connection_error', 'an empty page', x);
 let why = 'nothing on the page says what it is';
 if (identity) {
@@ -176,6 +187,19 @@ try { el = document.querySelector(arguments[0]); } catch (e) {}
 return el ? el.href : '';
 """
 
+# A page a sign-in redirect passes through: where it is, how long its DOM has been still, and whether
+# it asks for a person (a visible password or one-time-code field). Returns {url, host, quiet_ms, person}.
+BOUNCE_JS = _FIND_FN + r"""
+const vis = el => !!(el.offsetWidth || el.offsetHeight || el.getClientRects().length);
+const any = q => { try { return [...document.querySelectorAll(q)].some(vis); } catch (e) { return false; } };
+let person = '';
+if (any('input[type=password]')) person = 'a password field';
+else if (any('input[autocomplete="one-time-code"], input[name*="otp" i], input[name*="passcode" i], ' +
+             'input[name*="verification" i]')) person = 'a code field';
+return {url: location.href, host: location.host.toLowerCase(), quiet_ms: document.body ? pobatchQuietMs() : 0,
+        person: person};
+"""
+
 # Scroll an element to the middle of the viewport, clear of floating bars at the top.
 SCROLL_CENTER_JS = "arguments[0].scrollIntoView({block: 'center', inline: 'nearest'});"
 JS_CLICK = "arguments[0].click();"
@@ -227,13 +251,19 @@ class PageProbe:
     url: str = ""
     identity: dict[str, Any] = field(default_factory=dict)
     settle: Settle = field(default_factory=Settle)
+    via: str = ""  # a sign-in state's evidence: host, path (may be a refresh passing through), form, http
 
     @classmethod
     def of(cls, d: Any) -> "PageProbe":
         if not isinstance(d, dict):  # a page that replaced the probe's result: treat as still loading
             return cls(PageState.LOADING, "no answer from the page")
         return cls(str(d.get("state")), str(d.get("detail") or ""), int(d.get("http") or 0), str(d.get("url") or ""),
-                   dict(d.get("identity") or {}), Settle.of(d.get("settle")))
+                   dict(d.get("identity") or {}), Settle.of(d.get("settle")), str(d.get("via") or ""))
+
+    @property
+    def may_pass_through(self) -> bool:
+        """A sign-in state that a single-sign-on refresh passes through without a person."""
+        return self.state == PageState.LOGIN and self.via in ("host", "path")
 
     @property
     def evidence(self) -> str:
@@ -255,6 +285,11 @@ const mode = (() => {
   if (!a) return 'navigate';
   const target = (a.getAttribute('target') || '').toLowerCase();
   if (target && target !== '_self' && target !== '_top' && target !== '_parent') return 'popup';
+  // A link an earlier click marked as a download goes back to what the page made it (the next route).
+  if (!convert && a.hasAttribute('data-pobatch-converted')) {
+    a.removeAttribute('download');
+    a.removeAttribute('data-pobatch-converted');
+  }
   if (a.hasAttribute('download')) return 'download';
   if (!convert) return 'navigate';
   let u;
@@ -262,6 +297,7 @@ const mode = (() => {
   if (u.origin !== location.origin || !/^https?:$/.test(u.protocol) || u.hash && u.pathname === location.pathname)
     return 'navigate';
   a.setAttribute('download', '');
+  a.setAttribute('data-pobatch-converted', '');
   return 'converted';
 })();
 if (arguments[3]) el.click();

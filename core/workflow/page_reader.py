@@ -11,12 +11,15 @@ from __future__ import annotations
 import logging
 import time
 from typing import Any, Callable
+from urllib.parse import urldefrag
 
 from pobatch.core.events import PoEvent
 from pobatch.core.workflow.page_probes import BAD_SELECTORS_JS, PAGE_STATE_JS, RETRY_AFTER_JS, SETTLE_JS, PageProbe, \
     PageState, Settle
 from pobatch.core.sites import SiteDefinition
 from pobatch.core.sites.site_file import describe_selector
+from pobatch.core.workflow import sign_in_bounce
+from pobatch.core.workflow.progress import AttemptProgress, Waiting
 from pobatch.core.workflow.recorder import SessionRecorder
 from pobatch.corelib.errors import FatalError, LoginRequiredError, TransientError
 from pobatch.corelib.polling import Backoff
@@ -37,8 +40,10 @@ class PageReader:
     """Opens and reads pages for one workflow (one browser); remembers what each URL must prove."""
 
     def __init__(self, site: SiteDefinition, base_url: str, page_timeout: float, throttle: SharedThrottle,
-                 event: Callable[..., None], recorder: SessionRecorder | None = None) -> None:
+                 event: Callable[..., None], recorder: SessionRecorder | None = None,
+                 progress: AttemptProgress | None = None) -> None:
         self.site = site
+        self.progress = progress or AttemptProgress()
         self.base_url = base_url
         self.page_timeout = page_timeout
         self.throttle = throttle
@@ -64,6 +69,7 @@ class PageReader:
 
         if self.recorder:
             self.recorder.before_navigation(driver)  # a navigation ends the page's recording buffer
+        self.progress.wait_for(Waiting.PAGE)
         try:
             driver.get(url)
         except TimeoutException as exc:
@@ -74,7 +80,7 @@ class PageReader:
                 pass
             raise TransientError(f"page did not load within {self.page_timeout:.0f}s: {url}",
                                  reason="TIMEOUT") from exc
-        probe = self.wait_state(driver, expect)
+        probe = self.arrive(driver, url, expect)
         self.event(PoEvent.OPEN, url=url, outcome=probe.state, detail=probe.evidence[:200])
         state, evidence = probe.state, probe.evidence
         if state == PageState.LOGIN:
@@ -100,26 +106,71 @@ class PageReader:
                                  "run 'pobatch check' to see what it shows", reason="UNRECOGNISED_PAGE")
         return probe
 
+    def arrive(self, driver: Any, url: str, expect: dict[str, Any] | None) -> PageProbe:
+        """The state of the page just opened; a single-sign-on refresh on the way is followed back
+        (core/workflow/sign_in_bounce.py), and the page is opened once more if the portal came back
+        to another of its pages."""
+        probe = self.wait_state(driver, expect)
+        if not probe.may_pass_through:
+            return probe
+        self.progress.wait_for(Waiting.SIGN_IN_REDIRECT)
+        bounce = sign_in_bounce.follow(driver, probe, lambda: self.wait_state(driver, expect),
+                                       self.site.host_of(self.base_url))
+        probe = bounce.probe
+        if not bounce.came_back:
+            return probe
+        if expect is not None and probe.state == PageState.UNRECOGNISED and not probe.identity.get("url_ok", True):
+            # Back from the identity provider on the portal's home page, not on this one: once more.
+            driver.get(url)
+            probe = self.wait_state(driver, expect)
+        self.event(PoEvent.SSO_REFRESH, url=probe.url, outcome=probe.state,
+                   detail=f"through {', '.join(bounce.hosts) or 'the sign-in path'} in {bounce.seconds:.2f}s")
+        log.info("single-sign-on refresh through %s passed in %.2fs", ", ".join(bounce.hosts) or "the sign-in path",
+                 bounce.seconds)
+        self.progress.wait_for(Waiting.PAGE)
+        return probe
+
     def look(self, driver: Any, url: str, expect: dict[str, Any] | None) -> PageProbe:
         """Open a page and say what it shows, acting on nothing (pobatch check)."""
         driver.get(url)
-        probe = self.wait_state(driver, expect)
+        probe = self.arrive(driver, url, expect)
         if probe.state == PageState.READY:
             self.check_selectors(driver)
         return probe
 
-    def error_page_after_click(self, driver: Any) -> PageProbe | None:
-        """The page a click left in place of the PO page, when it is an error page (a link that answered
-        with one instead of a file); a sign-in page raises. None: not an error page."""
+    def error_page_after_click(self, driver: Any, page_url: str = "") -> PageProbe | None:
+        """The page a click left in place of the PO page, when it is an error page or any other web
+        page (a link that answered with a page instead of a file: a download never replaces the
+        document, so a new document that has arrived is the click's whole answer); a sign-in page
+        raises. None: nothing to judge yet."""
         seen = self._probe(driver, None)
+        if seen.may_pass_through:  # perhaps a refresh on the way to the file: follow it
+            seen = sign_in_bounce.follow(driver, seen, lambda: self._probe(driver, None),
+                                         self.site.host_of(self.base_url)).probe
         if seen.state == PageState.LOGIN:
             raise LoginRequiredError(f"The portal asked for a sign-in while downloading ({seen.evidence}).")
-        if seen.state in ERROR_STATES or (seen.state == PageState.UNRECOGNISED and seen.http >= 400):
+        if seen.state in ERROR_STATES:
             return seen
+        if seen.state == PageState.UNRECOGNISED and (seen.http >= 400 or urldefrag(seen.url)[0] != urldefrag(page_url)[0]):
+            return seen  # another document (a page changing only its #fragment is still the PO page)
         return None
 
+    @staticmethod
+    def describe_click_answer(seen: PageProbe) -> str:
+        """What a click's page was, in the words of a failed attachment."""
+        if seen.state == PageState.UNRECOGNISED and seen.http < 400:
+            return f"the attachment link answered with a web page, not a file ({seen.url or seen.evidence})"
+        return f"the attachment link showed an error page ({seen.state}: {seen.evidence})"
+
     def _probe(self, driver: Any, expect: dict[str, Any] | None) -> PageProbe:
-        return PageProbe.of(driver.execute_script(PAGE_STATE_JS, self._probe_cfg, expect))
+        """One look; a document replaced under the script (a redirect by script or form) is still loading."""
+        from selenium.common.exceptions import JavascriptException
+
+        try:
+            return PageProbe.of(driver.execute_script(PAGE_STATE_JS, self._probe_cfg, expect))
+        except JavascriptException as exc:
+            log.debug("probe during a navigation: %s", exc)
+            return PageProbe(PageState.LOADING, f"the page was being replaced ({str(exc).splitlines()[0][:100]})")
 
     def wait_state(self, driver: Any, expect: dict[str, Any] | None) -> PageProbe:
         """Poll the page until it shows a known state. A page that proves nothing is looked at again
@@ -171,6 +222,7 @@ class PageReader:
         A list a script draws after the page loaded is therefore awaited, not missed."""
         site = self.site
         settle = probe.settle
+        self.progress.wait_for(Waiting.ATTACHMENT_LIST)
         deadline = time.monotonic() + site.settle_timeout_s
         backoff = Backoff(first=0.01, ceiling=0.1)
         while True:

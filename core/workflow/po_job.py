@@ -28,6 +28,7 @@ from pobatch.core.workflow.job_config import JobConfig
 from pobatch.core.workflow.page_probes import REQUISITION_JS, PageProbe, PageState, Settle
 from pobatch.core.workflow.page_reader import PageReader
 from pobatch.core.workflow.po_task import PoTaskPayload
+from pobatch.core.workflow.progress import TIMEOUT_REASONS, AttemptProgress
 from pobatch.core.workflow.publish import Publisher
 from pobatch.core.workflow.recorder import SessionRecorder
 from pobatch.corelib.browser_session import BrowserSession
@@ -91,8 +92,9 @@ class PoJob:
         self._captured: dict[str, Any] | None = None  # taken from a timed-out attempt's browser before the kill
         self.recorder = SessionRecorder(self._emit, worker_id) if config.record else None
         self.throttle = SharedThrottle(config.workspace.throttle_path)
+        self.progress = AttemptProgress()
         self.pages = PageReader(self.site, config.base_url, config.page_timeout, self.throttle, self.event,
-                                self.recorder)
+                                self.recorder, self.progress)
         # Several files at once on a browser whose download events we see; one by one otherwise.
         self.collector: Collector
         if isinstance(self.sink, EventDownloadSink):
@@ -114,6 +116,7 @@ class PoJob:
                 self.recorder.begin(payload.po_number, attempt)
             watchdog = Watchdog(self.config.po_timeout, lambda po=payload.po_number, a=attempt, t=t0:
                                 self._capture_then_abort(po, a, t), f"PO {payload.po_number}")
+            self.progress.begin(watchdog.touch)
             try:
                 with watchdog:
                     outcome = self._attempt(payload, attempt)
@@ -121,15 +124,18 @@ class PoJob:
                 self.event(PoEvent.ATTEMPT_END, outcome=outcome.status.value, detail=outcome.reason)
                 return outcome
             except Exception as exc:  # classified once, here
+                timed_out = False
                 if is_disk_full(exc):
                     # No room to write: no capture, no retry, no failure folder (the attempt's staging
                     # goes below); the run stops and this PO stays PENDING.
                     raise DiskFullError(f"PO {payload.po_number}: no space left to write: {exc}") from exc
                 err_class = classify(exc)
                 reason = reason_of(exc)
-                if watchdog.expired:  # the browser was killed on purpose: say why
-                    err_class, reason = ErrorClass.TRANSIENT, "TIMEOUT"
-                    exc = TransientError(f"attempt ran past {self.config.po_timeout:.0f}s", reason="TIMEOUT")
+                if watchdog.expired:  # the browser was killed on purpose: say why, and what it waited for
+                    err_class, reason = ErrorClass.TRANSIENT, self.progress.timeout_reason
+                    exc = TransientError(f"no progress for {self.config.po_timeout:.0f}s while waiting for "
+                                         f"{self.progress.waiting.value}", reason=reason)
+                    timed_out = True
                 self._capture_failure(payload.po_number, attempt, exc, reason, t0)
                 self.event(PoEvent.ATTEMPT_END, outcome="error", detail=f"{reason}: {exc}"[:500])
                 log.info("PO %s attempt %d failed (%s, %s): %s", payload.po_number, attempt, err_class.value,
@@ -154,7 +160,7 @@ class PoJob:
                     status, po_url = Status.PARTIAL, exc.po_url
                     page = dataclasses.replace(exc.page, reason=exc.page.reason or exc.reason)
                 else:
-                    status = Status.TIMEOUT if reason in ("TIMEOUT", "DOWNLOAD_TIMEOUT") else Status.FAILED
+                    status = Status.TIMEOUT if timed_out or reason in TIMEOUT_REASONS.values() else Status.FAILED
                     page, po_url = PageResult(reason=reason), self._url(payload)
                 message = str(exc).splitlines()[0][:500] if str(exc) else reason
                 try:
@@ -277,5 +283,7 @@ class PoJob:
         remove_tree(self._attempt_dir(po, attempt))
 
     def event(self, action: str, **kw: Any) -> None:
+        """Put a step on the timeline; every step is also the attempt's progress (its watchdog)."""
+        self.progress.made()
         kw.setdefault("window", "main")
         self._emit(Event(action=action, task_key=self._po, worker_id=self.worker_id, attempt=self._attempt_no, **kw))

@@ -47,11 +47,17 @@ class WorkerHandle:
     task: Task | None = None
     task_started: bool = False  # the worker confirmed it began run() on `task`
     since: float = 0.0  # monotonic: when `task` was handed over / started
+    last_progress: float = 0.0  # monotonic: the running task's last event (its limit counts from it)
     stop_sent: bool = False
     eof: bool = False
     kill_reason: KillReason | None = None  # set when the parent kills it
     start_error: str = ""
     start_failure_reported: bool = False
+
+    @property
+    def progress_since(self) -> float:
+        """Where the running task's time limit counts from: its start, or its last event."""
+        return max(self.since, self.last_progress)
 
     @classmethod
     def spawn(cls, mp_context: BaseContext, worker_id: str, spec: WorkerSpec, task_timeout: float | None,

@@ -6,7 +6,7 @@ loop of results() and stop(). Each pass of that loop hands what woke it to this 
 - reads each worker's messages (ready, started, done, events, log records, notes);
 - notices a death through the process sentinel, applies what settle_exit (exits.py) decides about
   its task, tells the app (on_worker_exit), and starts a replacement or gives up (PoolStopped);
-- kills a worker whose task outlived task_timeout + abort_grace, or that never got ready.
+- kills a worker whose task went task_timeout + abort_grace without an event, or that never got ready.
 
 A little over 400 lines: what is left here all reads and writes the same books (the queue, the live
 workers, the output, the failure count); one process's input and output (handle.py) and the verdict
@@ -49,7 +49,7 @@ class PoolLimits:
     """How many workers, and how long and how often the pool tolerates trouble before it acts."""
 
     workers: int
-    task_timeout: float | None = None  # then abort inside the worker; None: no limit
+    task_timeout: float | None = None  # a task this long without an event is aborted inside the worker; None: no limit
     abort_grace: float = 30.0  # after task_timeout, before the parent kills the worker
     max_task_requeues: int = 2  # a task whose worker died is tried again this many times
     max_restarts: int = 10  # replacements over the pool's life
@@ -199,7 +199,7 @@ class PoolManager:
                 if worker.kill_reason:
                     continue
                 if worker.task is not None:
-                    timeout = min(timeout, worker.since + limit - now)
+                    timeout = min(timeout, worker.progress_since + limit - now)
                 elif not worker.ready:
                     timeout = min(timeout, worker.spawned + limit - now)
         return max(0.0, timeout)
@@ -268,6 +268,7 @@ class PoolManager:
             self._pending.put_front(task)
             return
         worker.task, worker.task_started, worker.since = task, False, time.monotonic()
+        worker.last_progress = 0.0
         worker.info.state, worker.info.task_key, worker.info.busy_since = WorkerState.BUSY, task.key, time.time()
 
     # -- the event loop --
@@ -305,6 +306,8 @@ class PoolManager:
     def _on_message(self, worker: WorkerHandle, message: object) -> None:
         wid = worker.info.worker_id
         if isinstance(message, EventMessage):
+            if worker.task is not None and message.event.task_key == worker.task.key:
+                worker.last_progress = time.monotonic()
             self._output.append(message.event)
         elif isinstance(message, WorkerLog):
             worker.relog(message.record)
@@ -351,10 +354,10 @@ class PoolManager:
         for worker in self.live:
             if worker.kill_reason:
                 continue
-            if worker.task is not None and now - worker.since > limit:
-                log.warning("worker %s (pid %d) still busy on task %s after %.1f s (task_timeout %g s + "
+            if worker.task is not None and now - worker.progress_since > limit:
+                log.warning("worker %s (pid %d) made no progress on task %s for %.1f s (task_timeout %g s + "
                             "abort_grace %g s): killing it", worker.info.worker_id, worker.info.pid,
-                            worker.task.key, now - worker.since, self._task_timeout, self._abort_grace)
+                            worker.task.key, now - worker.progress_since, self._task_timeout, self._abort_grace)
                 worker.kill(KillReason.TIMEOUT)
             elif not worker.ready and now - worker.spawned > limit:
                 log.warning("worker %s (pid %d) not ready after %.1f s: killing it",

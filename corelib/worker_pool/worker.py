@@ -3,7 +3,7 @@
 _worker_main is the process's entry point (spawned children import it by its module path, so it stays a
 module-level function). It builds the handler once through the spec's factory, then runs one task at a
 time as the parent hands them over, and reports back through an Outbox. Around the handler it keeps:
-a watchdog that aborts a task running past task_timeout, log forwarding to the parent, and an exit
+a watchdog that aborts a task that went task_timeout without progress (no event of its own), log forwarding to the parent, and an exit
 guard that turns SIGTERM or the parent's death into an orderly stop that closes the handler.
 """
 from __future__ import annotations
@@ -44,10 +44,14 @@ class WorkerContext:
     def __init__(self, worker_id: str, outbox: Outbox) -> None:
         self.worker_id = worker_id
         self._outbox = outbox
+        self.on_progress: Callable[[str], None] = lambda key: None  # the watchdog's, once it exists
 
     def emit(self, event: Event) -> None:
-        """Send a timeline/progress event to the parent; never blocks the task."""
+        """Send a timeline/progress event to the parent; never blocks the task. An event of the running
+        task is its progress: the task's time limit counts from the last one."""
         event.worker_id = self.worker_id
+        if event.task_key:
+            self.on_progress(event.task_key)
         try:
             self._outbox.put(EventMessage(event))
         except Exception as exc:  # an unpicklable field must not fail the task
@@ -62,7 +66,8 @@ class WorkerContext:
 
 
 class _Watchdog:
-    """Calls handler.abort() from its own thread once a task has run past task_timeout.
+    """Calls handler.abort() from its own thread once a task has gone task_timeout without progress
+    (an event of its own): a PO with 300 files may run long, a stuck one is still cut off.
 
     abort() runs under the lock, so end() returns only after an abort in progress has finished:
     the next task never starts while the previous one's browser is still being killed.
@@ -85,6 +90,12 @@ class _Watchdog:
             self._key, self._fired = key, False
             self._deadline = time.monotonic() + self._timeout
             self._cond.notify()
+
+    def touch(self, key: str) -> None:
+        """The task `key` made progress: its limit counts from now."""
+        with self._cond:
+            if self._deadline is not None and key == self._key:
+                self._deadline = time.monotonic() + self._timeout
 
     def end(self) -> bool:
         """Stop watching; True when this task was aborted."""
@@ -110,9 +121,9 @@ class _Watchdog:
                     self._cond.wait(remaining)
                     continue
                 self._deadline, self._fired = None, True
-                log.warning("task %s ran longer than %g s: aborting it", self._key, self._timeout)
+                log.warning("task %s made no progress for %g s: aborting it", self._key, self._timeout)
                 self._ctx.emit(Event(action=PoolEvent.TASK_TIMEOUT, task_key=self._key, outcome="aborted",
-                                     detail=f"ran longer than {self._timeout:g} s"))
+                                     detail=f"no progress for {self._timeout:g} s"))
                 if self._abort is not None:
                     try:
                         self._abort()
@@ -249,7 +260,7 @@ def _run_task(handler: Handler, task: Task, ctx: WorkerContext, watchdog: _Watch
         if aborted:
             result.reason = "TIMEOUT"
             result.error_class = ErrorClass.TRANSIENT.value
-            result.error = f"ran longer than {task_timeout:g} s and was aborted: {result.error}"
+            result.error = f"made no progress for {task_timeout:g} s and was aborted: {result.error}"
         return result
     if not isinstance(result, TaskResult):
         return TaskResult(key=task.key, status="FAILED", reason="BAD_HANDLER_RESULT",
@@ -294,7 +305,9 @@ def _worker_main(worker_id: str, spec: WorkerSpec, tasks_in: Connection, message
         handler = resolve_factory(spec.factory)(ctx, spec.config)
     except BaseException as exc:
         guard.closing = True
-        log.error("factory %s failed", spec.factory, exc_info=True)
+        # One line for the person at the console; the traceback only where a developer looks.
+        log.error("the worker could not start: %s", str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__)
+        log.debug("factory %s failed", spec.factory, exc_info=True)
         outbox.put_and_wait(WorkerStartFailed(worker_id, os.getpid(), f"{type(exc).__name__}: {exc}",
                                               classify(exc).value, reason_of(exc)), timeout=10.0)
         outbox.close()
@@ -305,6 +318,8 @@ def _worker_main(worker_id: str, spec: WorkerSpec, tasks_in: Connection, message
     try:  # from here on, every way out closes the handler
         outbox.put(WorkerReady(worker_id, os.getpid(), time.monotonic() - t0))
         watchdog = _Watchdog(getattr(handler, "abort", None), task_timeout, ctx) if task_timeout else None
+        if watchdog is not None:
+            ctx.on_progress = watchdog.touch
         while True:
             try:
                 task = tasks_in.recv()
