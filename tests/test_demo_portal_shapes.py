@@ -180,6 +180,17 @@ def test_every_file_of_a_long_list_is_served_once_with_its_bytes() -> None:
                                                                        "attachment_popup", "attachment_inline"}
 
 
+@pytest.mark.parametrize("count", [12, 50, 300])
+def test_a_long_list_of_every_kind_is_served_whole(count: int) -> None:
+    po = many_attachments_po("9", count, kinds=KINDS, seed=count)
+    with DemoPortal(Scenario(seed=1, pos=(po,))).start() as portal:
+        c = logged_in(portal)
+        html = c.get("/order_headers/9").text
+        assert len(parse_page(html).items) == count
+        assert reference_run(c, "9") == ("COMPLETED", "", portal.expected_files("9"))
+        assert len(portal.expected_files("9")) == count and sum(portal.download_counts().values()) == count
+
+
 # -- single sign-on refresh: the format and the truth -------------------------------------------------
 @pytest.mark.parametrize("session,message", [
     ({"sso_refresh_every": 0}, "sso_refresh_every"),
@@ -598,3 +609,43 @@ def test_chromium_goes_to_the_provider_and_back_by_itself(via: str, browser_avai
             assert portal.sso_hits() >= 1 and portal.sso_refreshes() == 1 and portal.sso_rejected() == 0
             assert portal.sso_bounce_seconds()[0] < 1.0
             assert portal.page_hits("1") == 2
+
+
+def test_chromium_never_sees_the_load_event_of_a_hanging_page(browser_available: None, tmp_path: Path) -> None:
+    """What the docstring promises, in a real browser: image, async script and iframe hold the load event
+    while a long-poll does not; leaving the page ends the portal's hold."""
+    from selenium.webdriver.common.by import By
+
+    from pobatch.corelib.browser import BASE_ARGS, BrowserSpec
+    from pobatch.corelib.local_session import LocalBrowserSession
+
+    # Chromium keeps a page it leaves in its back/forward cache, hanging request and connection included:
+    # six such pages take all six connections per host and the next page load stalls (seen here, Chromium
+    # 156). Without that cache, leaving a page ends its requests. The last --disable-features wins, so
+    # the factory's list is repeated.
+    features = next(a for a in BASE_ARGS if a.startswith("--disable-features=")) + ",BackForwardCache"
+    sc = scenario([{"id": k, "hang": k, "attachments": [{"name": "a.pdf"}]} for k in HANG_KINDS] + [{"id": "plain"}])
+    with DemoPortal(sc).start() as portal:
+        spec = BrowserSpec(user_data_dir=str(tmp_path / "profile"), local_only=True, page_load_timeout=30,
+                           page_load_strategy="eager",  # get() returns at DOMContentLoaded, not at load
+                           extra_args=(features,))
+        with LocalBrowserSession(spec) as session:
+            d = session.driver
+            d.get(portal.base_url + "/sessions/new")
+            d.find_element(By.ID, "user_email").send_keys("buyer@example.com")
+            d.find_element(By.ID, "user_password").send_keys(DEMO_PASSWORD)
+            d.find_element(By.ID, "new_session").submit()
+            wait_for(lambda: "/sessions" not in d.current_url, 10.0, "the sign-in")
+            for kind in HANG_KINDS:
+                d.get(portal.po_url(kind))
+                assert "Purchase Order #" + kind in d.title
+                wait_for(lambda: portal.hangs_in_flight() == 1, 10.0, f"the {kind} request to hang", 0.02)
+                if kind == "longpoll":
+                    wait_for(lambda: d.execute_script("return document.readyState") == "complete", 10.0,
+                             "the load event beside a long-poll")
+                else:  # the hanging request is in flight and unanswered: the load event cannot have fired
+                    assert d.execute_script("return document.readyState") == "interactive", kind
+                assert portal.hangs_in_flight() == 1
+                d.get(portal.po_url("plain"))  # leaving the page cancels the request: the portal lets go
+                wait_for(lambda: portal.hangs_in_flight() == 0, 10.0, f"the {kind} hold to end", 0.02)
+            assert portal.hang_requests() == {k: 1 for k in HANG_KINDS}

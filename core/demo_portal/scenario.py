@@ -57,13 +57,14 @@ Optional keys (all absent in the bundled sample, which keeps Coupa's plain shape
   `input[type=password]`) and stays there: a person is needed. Submitting it with the demo password
   goes back like "post_form". A client without any session (never signed in) still gets the portal's
   own sign-in page, as before.
-* `hang` (per PO: one of "image", "async_script", "iframe", "longpoll", or a list of them): the PO page is
-  served as usual plus a sub-resource that never answers: an `<img>`, an `<script async>`, an `<iframe>`,
-  or an inline script whose `fetch()` never completes (a long-poll), at `/hang/<kind>/<po id>?n=<k>`. The
-  first three keep the page's load event from ever firing; a long-poll does not hold the load event. The
+* `hang` (per PO: one of "image", "async_script", "iframe", "longpoll", or a list of them): the PO page
+  is served as usual plus a sub-resource that never answers: an `<img>`, an `<script async>`, an
+  `<iframe>`, or an inline script whose `fetch()` never completes (a long-poll), at
+  `/hang/{img,js,frame,poll}/<po id>?n=<k>` (k new for every page, so no cache answers). The first
+  three keep the page's load event from ever firing; a long-poll does not hold the load event. The
   portal holds such a request open without answering until the client goes away or the portal stops
-  (at most HANG_SECONDS). `/hang/` needs no session and counts no session request (a tracker or chat
-  widget, not the portal's own content). The PO's outcome is unchanged.
+  (at most server.HANG_SECONDS, 600 s). `/hang/` needs no session and counts no session request (a
+  tracker or chat widget, not the portal's own content). The PO's outcome is unchanged.
 
 Attachment kinds: the Coupa sample's KINDS, plus `inline_labeled`: a link whose text is the file's
 name (`contract.pdf`) while its URL ends in `/attachment_file` and the file is served without
@@ -892,8 +893,9 @@ def generate_scenario(count: int, seed: int, attachments_per_po: tuple[int, int]
                     name=f"generated-{count}-{seed}", description="fixed latency, no faults (benchmarks)")
 
 
-def many_attachments_po(po_id: str, count: int, kinds: Iterable[str] = ("link",), size: tuple[int, int] = (2_000, 5_000),
-                        seed: int = 0, supplier: str = "Acme Office Supplies") -> PoSpec:
+def many_attachments_po(po_id: str, count: int, kinds: Iterable[str] = ("link",),
+                        size: tuple[int, int] = (2_000, 5_000), seed: int = 0,
+                        supplier: str = "Acme Office Supplies") -> PoSpec:
     """One PO with `count` attachments, their kinds taken from `kinds` in turn, every name distinct.
 
     For scenarios that test a long attachment list (issue 21): the names say which file is which

@@ -560,8 +560,8 @@ class _SsoHandler(_TrackedHandler):
             return self._html(pages.sso_password_page("/idp/login", return_to))
         ticket = portal._issue_ticket(grant.email, bounce_started=grant.issued)
         if via == "post_form":
-            return self._html(pages.sso_post_form_page(f"{portal.base_url}/saml/acs", _saml_response(ticket, grant.email),
-                                                       return_to))
+            return self._html(pages.sso_post_form_page(f"{portal.base_url}/saml/acs",
+                                                       _saml_response(ticket, grant.email), return_to))
         if via == "script":
             return self._html(pages.sso_script_page(self._callback_url(ticket, return_to)))
         if via == "meta":
@@ -1070,7 +1070,7 @@ def main(scenario: str | None = None, port: int = 8765, host: str = "127.0.0.1",
     log.info("Demo portal running at %s (scenario: %s, %d POs, %s markup)", portal.base_url,
              scenario or "bundled sample", len(portal.scenario.pos), portal.markup)
     if portal._sso is not None:
-        log.info("identity provider interstitial at %s", portal.sso_base_url)
+        log.info("identity provider at %s", portal.sso_base_url)
     log.info("log in at %s/sessions/new with any e-mail and password '%s'", portal.base_url, DEMO_PASSWORD)
     try:
         portal.serve_forever()
