@@ -16,6 +16,8 @@ from pobatch.core.demo_portal.scenario import (
     generate_scenario,
     hostile_names_scenario_path,
     load_scenario,
+    many_attachment_pos,
+    many_attachments_scenario_path,
     sample_orders_path,
     sample_scenario_path,
     unfamiliar_scenario_path,
@@ -27,6 +29,7 @@ from pobatch.core.demo_portal.server import DEMO_PASSWORD, SESSION_COOKIE, DemoP
 __all__ = [
     "AttachmentEntry", "AttachmentSpec", "DEMO_PASSWORD", "DemoPortal", "LatencySpec", "PoSpec", "RequisitionSpec",
     "SESSION_COOKIE", "Scenario", "ScenarioError", "SessionOptions", "generate_scenario", "load_scenario", "main",
+    "many_attachment_pos", "many_attachments_scenario_path",
     "sample_orders_path", "sample_scenario_path", "unfamiliar_scenario_path", "hostile_names_scenario_path",
     "variant_scenario_path", "variant_site_path",
 ]

@@ -5,7 +5,8 @@ follow docs/design.md. Everything else is filler that makes the page long enough
 
 The second markup (markup = "variant") lives in variant_pages.py with the same functions; the pages
 that no portal draws itself (a proxy's 502, a bare 500, a rate-limit page, a maintenance page, an
-identity provider's interstitial) are at the end of this module and shared by both.
+identity provider's interstitial and its sign-in bounces, sub-resources that never finish) are at the
+end of this module and shared by both.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import json
 from dataclasses import dataclass
 from html import escape
 from typing import Iterable
+from urllib.parse import quote
 
 from pobatch.core.demo_portal.scenario import AttachmentEntry, PoSpec, RequisitionSpec
 
@@ -331,3 +333,68 @@ def sso_interstitial_page(continue_url: str) -> str:
             "<p>Your session has ended. Continue to sign in with your organisation's account.</p>\n"
             f'<form method="get" action="{url}"><button type="submit" id="idp-continue">Continue to sign in</button>'
             "</form>\n</div>\n</body></html>\n")
+
+
+# -- an identity provider that sends the browser back by itself (session.sso_via) ------------------
+def _idp_document(title: str, head: str, body: str) -> str:
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>{escape(title)}</title>{head}</head>\n<body>\n<div class=\"idp-card\">\n{body}\n</div>\n"
+            "</body></html>\n")
+
+
+def sso_post_form_page(acs_url: str, saml_response: str, relay_state: str) -> str:
+    """SAML's HTTP-POST binding: a hidden form that the page's own script submits on load."""
+    body = (f'<form id="saml-post" method="post" action="{escape(acs_url)}">\n'
+            f'<input type="hidden" name="SAMLResponse" value="{escape(saml_response)}">\n'
+            f'<input type="hidden" name="RelayState" value="{escape(relay_state)}">\n'
+            '<noscript><button type="submit">Continue</button></noscript>\n</form>\n'
+            "<p>Signing you in…</p>\n<script>document.getElementById('saml-post').submit();</script>")
+    return _idp_document("Signing in | Identity Provider", "", body)
+
+
+def sso_script_page(url: str) -> str:
+    """A provider page that leaves by script (location.replace keeps it out of the history)."""
+    body = f"<p>Signing you in…</p>\n<script>location.replace({json.dumps(url)});</script>"
+    return _idp_document("Signing in | Identity Provider", "", body)
+
+
+def sso_meta_page(url: str) -> str:
+    """A provider page that leaves by a zero-second meta refresh."""
+    head = f'<meta http-equiv="refresh" content="0;url={escape(url)}">'
+    return _idp_document("Signing in | Identity Provider", head, "<p>Signing you in…</p>")
+
+
+def sso_password_page(action: str, return_to: str, error: str = "") -> str:
+    """The provider's own sign-in: it stays until a person types a password."""
+    flash = f'<p class="idp-error" role="alert">{escape(error)}</p>\n' if error else ""
+    body = (f"<h2>Sign in to your organisation</h2>\n{flash}"
+            f'<form id="idp-login" method="post" action="{escape(action)}">\n'
+            f'<input type="hidden" name="return_to" value="{escape(return_to)}">\n'
+            '<p><label for="idp-account">Account</label><br>'
+            '<input type="text" id="idp-account" name="account" autocomplete="username"></p>\n'
+            '<p><label for="idp-password">Password</label><br>'
+            '<input type="password" id="idp-password" name="password" autocomplete="current-password"></p>\n'
+            '<p><button type="submit" id="idp-submit">Sign in</button></p>\n</form>')
+    return _idp_document("Sign in | Identity Provider", "", body)
+
+
+def sso_failed_page() -> str:
+    """What the portal answers a ticket or SAMLResponse it did not issue, or one already used."""
+    body = ('<div class="flash_error">Single sign-on failed: the response from your identity provider is not '
+            "valid</div>\n<p>Sign in again.</p>")
+    return _layout("Sign-in failed | Coupa", body)
+
+
+# -- sub-resources that never answer (per PO "hang") -----------------------------------------------
+def hang_html(kinds: Iterable[str], po_id: str, n: int) -> str:
+    """Markup for a tracking pixel, an async script, a chat iframe or a long-poll that never finish;
+    `n` makes every URL unique, so no cache can answer for the portal."""
+    q = f"{quote(po_id, safe='')}?n={n}"
+    parts = {
+        "image": f'<img class="tracking-pixel" src="/hang/img/{q}" alt="" width="1" height="1">',
+        "async_script": f'<script async src="/hang/js/{q}"></script>',
+        "iframe": f'<iframe class="chat-widget" src="/hang/frame/{q}" title="Chat" width="1" height="1"></iframe>',
+        "longpoll": ("<script>fetch(" + json.dumps(f"/hang/poll/{q}") +
+                     ", {cache: 'no-store'}).catch(function () {});</script>"),
+    }
+    return "\n".join(parts[k] for k in kinds)

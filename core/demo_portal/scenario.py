@@ -9,14 +9,15 @@ Shape::
     {"name": "...", "seed": 7, "stall_seconds": 30, "client_max_attempts": 3, "markup": "coupa",
      "latency": {"page_ms": 100 | [50, 150], "attachment_ms": 0 | [20, 80]},  (an attachment's own
                                                                              "latency_ms" overrides it)
-     "session": {"expire_after_requests": null | N, "rotate_token": false},
+     "session": {"expire_after_requests": null | N, "rotate_token": false,
+                 "sso_refresh_every": null | N, "sso_via": "post_form"},
      "pos": [{"id": "100001", "supplier": "Acme",
               "attachments": [{"name": "a.pdf", "kind": "link", "size": 12000, "faults": ["drop_mid", "ok"]}],
               "requisition": {"id": "5001", "attachments": [...]},
               "missing": false, "forbidden": false,
               "faults": {"page": ["http500", "ok"]},
               "attachments_delay_ms": 1500, "spinner": true,
-              "redirect_to": "100002", "retry_after_seconds": 1,
+              "redirect_to": "100002", "retry_after_seconds": 1, "hang": "image" | ["image", "longpoll"],
               "expected": {"status": "COMPLETED", "reason": ""}}]}
 
 Optional keys (all absent in the bundled sample, which keeps Coupa's plain shapes):
@@ -36,6 +37,34 @@ Optional keys (all absent in the bundled sample, which keeps Coupa's plain shape
   redirect of its own), so that the arrivals it gets by redirect (counted in its page hits) never
   change its own outcome.
 * `retry_after_seconds` (per PO, default 1): the `Retry-After` of the `http429` page fault.
+* `session.sso_refresh_every` (default null: never) and `session.sso_via` (default "post_form"): single
+  sign-on refresh. The portal counts PO page requests (`/order_headers/<id>`) across the whole portal,
+  every client and session together. When a PO page request arrives after N of them were answered
+  since the last refresh, the portal's session ends: every session that exists at that moment. Only a
+  PO page request triggers the end, so a sequential client meets it on a PO page, never halfway
+  through a PO's downloads; a parallel client may still meet it on any protected request (an
+  attachment too), because another client's PO page ended it. A request with an ended session gets a
+  302 to the identity provider on the second listener (`sso_host`, 127.0.0.2):
+  `/idp/sso?request=<id>&return_to=<the full original URL>`; the request id is issued by the portal
+  and single use. `sso_via` says how the provider sends the browser back at once, no person needed:
+  "post_form" (a page whose script submits a hidden SAMLResponse and RelayState to the portal's
+  `/saml/acs`), "script" (a page whose script calls `location.replace` with the portal's
+  `/sso/callback?ticket=...&return_to=...`), "meta" (the same URL in a `<meta http-equiv="refresh">`),
+  "redirect_chain" (302 to the provider's `/idp/step2`, 302 to the portal's callback). The portal checks
+  the ticket or SAMLResponse (issued by the provider, single use, bound to the ended session's account),
+  sets a fresh session cookie and 302s to the original URL's path (only ever a path on the portal).
+  "password_form" instead shows the provider's sign-in form (an account name and an
+  `input[type=password]`) and stays there: a person is needed. Submitting it with the demo password
+  goes back like "post_form". A client without any session (never signed in) still gets the portal's
+  own sign-in page, as before.
+* `hang` (per PO: one of "image", "async_script", "iframe", "longpoll", or a list of them): the PO page
+  is served as usual plus a sub-resource that never answers: an `<img>`, an `<script async>`, an
+  `<iframe>`, or an inline script whose `fetch()` never completes (a long-poll), at
+  `/hang/{img,js,frame,poll}/<po id>?n=<k>` (k new for every page, so no cache answers). The first
+  three keep the page's load event from ever firing; a long-poll does not hold the load event. The
+  portal holds such a request open without answering until the client goes away or the portal stops
+  (at most server.HANG_SECONDS, 600 s). `/hang/` needs no session and counts no session request (a
+  tracker or chat widget, not the portal's own content). The PO's outcome is unchanged.
 
 Attachment kinds: the Coupa sample's KINDS, plus `inline_labeled`: a link whose text is the file's
 name (`contract.pdf`) while its URL ends in `/attachment_file` and the file is served without
@@ -72,6 +101,14 @@ attempt in which any attachment failed is retried as a whole (every attachment i
   it was redirected to.
 * sso_interstitial -> (LOGIN_REQUIRED, "") on the first attempt that meets it: a sign-in is never
   retried (it stops the whole run), so even a fault list that would clear later gives LOGIN_REQUIRED.
+* session.sso_via "password_form" with sso_refresh_every N -> the truth is that of one sequential run of
+  the reference client over the POs in scenario order, signed in on a fresh portal: it counts PO page
+  requests as the portal does (every attempt's request, the re-sent one after a drop, the arrival at a
+  redirect_other_po target), and the PO whose request is the N+1-th meets the ended session and gets
+  (LOGIN_REQUIRED, "") like a `_PAGE_STOP` page fault; the run stops there (as it does at any
+  LOGIN_REQUIRED), so every later PO is never requested: (PENDING, ""). The bounce methods keep every PO's
+  normal outcome (the bounce brings the browser back to the same request). Hanging sub-resources change
+  no outcome either.
 * No attachments but a requisition with some -> (COMPLETED, "REQUISITION_FALLBACK").
   No attachments anywhere -> (NO_ATTACHMENTS, "").
 * An attachment that still fails in the last attempt -> (PARTIAL, "DOWNLOAD_FAILED"), and the files
@@ -121,6 +158,11 @@ MARKUPS = ("coupa", "variant")
 PAGE_FAULTS = ("ok", "http500", "stall", "drop", "http500_bare", "http502", "http503", "http429", "maintenance",
                "redirect_other_po", "redirect_dashboard", "sso_interstitial", "http404_bare")
 ATTACHMENT_FAULTS = ("ok", "http500", "drop_mid", "stall_mid")
+# How the identity provider sends a browser back after the portal's session ended (session.sso_via).
+SSO_VIA = ("post_form", "script", "meta", "redirect_chain", "password_form")
+SSO_BOUNCES = SSO_VIA[:-1]  # the ones that need no person
+# Sub-resources of a PO page that never answer (per PO "hang").
+HANG_KINDS = ("image", "async_script", "iframe", "longpoll")
 _ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _PAGE_FAILURE = {
     "http500": (Status.FAILED.value, "HTTP_500"),
@@ -135,8 +177,11 @@ _PAGE_FAILURE = {
     "redirect_dashboard": (Status.FAILED.value, "UNRECOGNISED_PAGE"),
     "http404_bare": (Status.FAILED.value, "UNRECOGNISED_PAGE"),
 }
+# A PO page request that meets the session ended by an SSO refresh whose provider wants a person
+# (sso_via "password_form"): not a fault in a list, but it ends the PO like one (see _PAGE_STOP).
+_SSO_WALL = "sso_password_form"
 # Page faults that end the PO (and the run) at once instead of being retried.
-_PAGE_STOP = {"sso_interstitial": (Status.LOGIN_REQUIRED.value, "")}
+_PAGE_STOP = {"sso_interstitial": (Status.LOGIN_REQUIRED.value, ""), _SSO_WALL: (Status.LOGIN_REQUIRED.value, "")}
 _MAX_SIZE = 50 * 1024 * 1024
 # Requests one client try can cost: Chromium itself re-requests a download cut off mid-way (up to about
 # five times) and re-sends a page request whose keep-alive connection closed without an answer.
@@ -167,6 +212,8 @@ class LatencySpec:
 class SessionOptions:
     expire_after_requests: int | None = None
     rotate_token: bool = False
+    sso_refresh_every: int | None = None  # the portal's session ends every N PO page requests
+    sso_via: str = "post_form"  # how the identity provider sends the browser back (SSO_VIA)
 
 
 @dataclass(frozen=True)
@@ -198,6 +245,7 @@ class PoSpec:
     spinner: bool = True  # with attachments_delay_ms: a loading marker until the list is drawn
     redirect_to: str | None = None  # the target of the redirect_other_po page fault
     retry_after_seconds: int = 1  # the Retry-After of the http429 page fault
+    hang: tuple[str, ...] = ()  # sub-resources of the page that never answer (HANG_KINDS)
 
 
 @dataclass(frozen=True)
@@ -277,7 +325,7 @@ class Scenario:
         object.__setattr__(self, "_req_owner", req_owner)
         object.__setattr__(self, "_entries", entries)
         object.__setattr__(self, "_by_token", by_token)
-        object.__setattr__(self, "_truth", {po.id: self._derive(po) for po in self.pos})
+        object.__setattr__(self, "_truth", self._derive_all())
 
     # -- lookups ----------------------------------------------------------------------------------
     def po(self, po_id: str) -> PoSpec | None:
@@ -335,8 +383,26 @@ class Scenario:
         by_sha = self.expected_sha256(po_id)
         return {name: by_sha.get(hashlib.sha256(data).hexdigest()) for name, data in saved.items()}
 
-    def _derive(self, po: PoSpec) -> tuple[str, str, tuple[AttachmentEntry, ...]]:
-        answers = [self._replay(po, tries, resend) for tries in _REPLAY_TRIES for resend in (False, True)]
+    def _derive_all(self) -> dict[str, tuple[str, str, tuple[AttachmentEntry, ...]]]:
+        """Each PO replayed on its own; with an SSO refresh that needs a person, one whole run in order."""
+        variants = [(tries, resend) for tries in _REPLAY_TRIES for resend in (False, True)]
+        every = self.session.sso_refresh_every
+        if every is None or self.session.sso_via != "password_form":
+            return {po.id: self._derive(po, [self._replay(po, t, r) for t, r in variants]) for po in self.pos}
+        runs: list[dict[str, tuple[str, str, tuple[AttachmentEntry, ...]]]] = []
+        for tries, resend in variants:
+            budget, run, stopped = _PageBudget(every), {}, False
+            for po in self.pos:
+                if stopped:  # the run stopped for a sign-in: this PO is never requested
+                    run[po.id] = (Status.PENDING.value, "", ())
+                    continue
+                run[po.id] = self._replay(po, tries, resend, budget)
+                stopped = run[po.id][0] == Status.LOGIN_REQUIRED.value
+            runs.append(run)
+        return {po.id: self._derive(po, [run[po.id] for run in runs]) for po in self.pos}
+
+    def _derive(self, po: PoSpec, answers: list[tuple[str, str, tuple[AttachmentEntry, ...]]]
+                ) -> tuple[str, str, tuple[AttachmentEntry, ...]]:
         distinct = {(s, r, tuple(e.token for e in files)) for s, r, files in answers}
         if po.expected is not None:
             status, reason = po.expected
@@ -351,15 +417,23 @@ class Scenario:
             )
         return answers[0]
 
-    def _replay(self, po: PoSpec, tries: int, resend_dropped: bool) -> tuple[str, str, tuple[AttachmentEntry, ...]]:
-        """One reference client's run of this PO (see the module docstring)."""
+    def _replay(self, po: PoSpec, tries: int, resend_dropped: bool, budget: "_PageBudget | None" = None
+                ) -> tuple[str, str, tuple[AttachmentEntry, ...]]:
+        """One reference client's run of this PO (see the module docstring). `budget` counts PO page
+        requests across the run when an SSO refresh needs a person; a refused request consumes no fault."""
         page = _Cursor(po.page_faults)
         cursors: dict[str, _Cursor] = {}
         last: tuple[str, str, tuple[AttachmentEntry, ...]] = (Status.FAILED.value, "HTTP_500", ())
+
+        def request() -> str:
+            return _SSO_WALL if budget is not None and not budget.take() else page.next()
+
         for _attempt in range(self.client_max_attempts):
-            item = page.next()
+            item = request()
             if item == "drop" and resend_dropped:
-                item = page.next()
+                item = request()
+            if item == "redirect_other_po" and budget is not None and not budget.take():
+                item = _SSO_WALL  # the arrival at the other PO's page is a PO page request too
             if item in _PAGE_STOP:
                 return (*_PAGE_STOP[item], ())
             if item != "ok":
@@ -421,6 +495,8 @@ class Scenario:
                 d["redirect_to"] = po.redirect_to
             if po.retry_after_seconds != 1:
                 d["retry_after_seconds"] = po.retry_after_seconds
+            if po.hang:
+                d["hang"] = list(po.hang)
             if po.expected:
                 d["expected"] = {"status": po.expected[0], "reason": po.expected[1]}
             pos.append(d)
@@ -430,13 +506,29 @@ class Scenario:
             "stall_seconds": self.stall_seconds, "client_max_attempts": self.client_max_attempts,
             "latency": {"page_ms": lat(self.latency.page_ms), "attachment_ms": lat(self.latency.attachment_ms)},
             "session": {"expire_after_requests": self.session.expire_after_requests,
-                        "rotate_token": self.session.rotate_token},
+                        "rotate_token": self.session.rotate_token,
+                        **({"sso_refresh_every": self.session.sso_refresh_every, "sso_via": self.session.sso_via}
+                           if self.session.sso_refresh_every is not None else {})},
             "pos": pos,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "scenario") -> "Scenario":
         return _parse(data, source)
+
+
+class _PageBudget:
+    """PO page requests the portal answers before its session ends (sso_refresh_every)."""
+
+    def __init__(self, every: int) -> None:
+        self.every, self.answered = every, 0
+
+    def take(self) -> bool:
+        """One more PO page request: False when it meets the ended session."""
+        if self.answered >= self.every:
+            return False
+        self.answered += 1
+        return True
 
 
 class _Cursor:
@@ -526,6 +618,11 @@ def variant_site_path() -> Path:
     return _DATA_DIR / "variant_site.toml"
 
 
+def many_attachments_scenario_path() -> Path:
+    """POs with 12, 50 and 300 attachments (links), and one of 50 mixing every Coupa kind: many_attachment_pos()."""
+    return _DATA_DIR / "many_attachments_scenario.json"
+
+
 def sample_orders_path(ext: str = "csv") -> Path:
     """The bundled orders file (csv or xlsx) that lists the sample scenario's POs."""
     if ext not in ("csv", "xlsx"):
@@ -578,6 +675,19 @@ def _faults(v: Any, allowed: tuple[str, ...], where: str) -> tuple[str, ...]:
     return tuple(v)
 
 
+def _hang(v: Any, where: str) -> tuple[str, ...]:
+    """One kind or a list of kinds, each at most once."""
+    kinds = [v] if isinstance(v, str) else v
+    if not isinstance(kinds, list) or not all(isinstance(k, str) for k in kinds):
+        raise ScenarioError(f"{where}: expected one of {list(HANG_KINDS)} or a list of them")
+    bad = [k for k in kinds if k not in HANG_KINDS]
+    if bad:
+        raise ScenarioError(f"{where}: unknown kind(s) {bad}; expected items of {list(HANG_KINDS)}")
+    if len(set(kinds)) != len(kinds):
+        raise ScenarioError(f"{where}: a kind appears twice in {kinds}")
+    return tuple(kinds)
+
+
 def _attachments(v: Any, where: str) -> tuple[AttachmentSpec, ...]:
     if not isinstance(v, list):
         raise ScenarioError(f"{where}: expected a list of attachments")
@@ -613,7 +723,12 @@ def _parse(data: Any, source: str) -> Scenario:
     if markup not in MARKUPS:
         raise ScenarioError(f"{source}: markup: unknown markup {markup!r}; expected one of {list(MARKUPS)}")
     latency = _keys(top.get("latency", {}), {"page_ms", "attachment_ms"}, f"{source}: latency")
-    session = _keys(top.get("session", {}), {"expire_after_requests", "rotate_token"}, f"{source}: session")
+    session = _keys(top.get("session", {}), {"expire_after_requests", "rotate_token", "sso_refresh_every",
+                                             "sso_via"}, f"{source}: session")
+    refresh = session.get("sso_refresh_every")
+    sso_via = session.get("sso_via", "post_form")
+    if sso_via not in SSO_VIA:
+        raise ScenarioError(f"{source}: session.sso_via: unknown {sso_via!r}; expected one of {list(SSO_VIA)}")
     expire = session.get("expire_after_requests")
     rotate = session.get("rotate_token", False)
     if not isinstance(rotate, bool):
@@ -628,7 +743,8 @@ def _parse(data: Any, source: str) -> Scenario:
     for i, p in enumerate(pos_data):
         w = f"{source}: pos[{i}]"
         p = _keys(p, {"id", "supplier", "attachments", "requisition", "missing", "forbidden", "faults",
-                      "expected", "attachments_delay_ms", "spinner", "redirect_to", "retry_after_seconds"}, w)
+                      "expected", "attachments_delay_ms", "spinner", "redirect_to", "retry_after_seconds",
+                      "hang"}, w)
         po_id = p.get("id")
         if not isinstance(po_id, str) or not _ID_RE.match(po_id):
             raise ScenarioError(f"{w}.id: expected letters, digits, '-' or '_' (the id in the URL), got {po_id!r}")
@@ -675,6 +791,7 @@ def _parse(data: Any, source: str) -> Scenario:
             page_faults=_faults(faults.get("page", []), PAGE_FAULTS, f"{w}.faults.page"), expected=expected,
             attachments_delay_ms=delay, spinner=spinner, redirect_to=redirect_to,
             retry_after_seconds=_int(p.get("retry_after_seconds", 1), f"{w}.retry_after_seconds"),
+            hang=_hang(p.get("hang", []), f"{w}.hang"),
         ))
     return Scenario(
         seed=_int(top.get("seed", 0), f"{source}: seed"),
@@ -682,7 +799,9 @@ def _parse(data: Any, source: str) -> Scenario:
         latency=LatencySpec(_range(latency.get("page_ms", 0), f"{source}: latency.page_ms"),
                             _range(latency.get("attachment_ms", 0), f"{source}: latency.attachment_ms")),
         session=SessionOptions(None if expire is None else _int(expire, f"{source}: session.expire_after_requests", 1),
-                               rotate),
+                               rotate,
+                               None if refresh is None else _int(refresh, f"{source}: session.sso_refresh_every", 1),
+                               sso_via),
         stall_seconds=float(stall),
         client_max_attempts=_int(top.get("client_max_attempts", 3), f"{source}: client_max_attempts", 1),
         name=str(top.get("name", "")),
@@ -716,6 +835,8 @@ def _validate(s: Scenario) -> None:
             raise ScenarioError(f"PO {po.id}: attachments_delay_ms must be >= 0")
         if po.retry_after_seconds < 0:
             raise ScenarioError(f"PO {po.id}: retry_after_seconds must be >= 0")
+        if any(k not in HANG_KINDS for k in po.hang) or len(set(po.hang)) != len(po.hang):
+            raise ScenarioError(f"PO {po.id}: hang must name kinds of {list(HANG_KINDS)}, each once: {list(po.hang)}")
     by_id = {po.id: po for po in s.pos}
     for po in s.pos:
         redirects = "redirect_other_po" in po.page_faults
@@ -738,6 +859,10 @@ def _validate(s: Scenario) -> None:
         raise ScenarioError(f"unknown markup {s.markup!r}; expected one of {list(MARKUPS)}")
     if s.client_max_attempts < 1:
         raise ScenarioError("client_max_attempts must be at least 1")
+    if s.session.sso_via not in SSO_VIA:
+        raise ScenarioError(f"unknown session.sso_via {s.session.sso_via!r}; expected one of {list(SSO_VIA)}")
+    if s.session.sso_refresh_every is not None and s.session.sso_refresh_every < 1:
+        raise ScenarioError("session.sso_refresh_every must be at least 1 (or null: never)")
 
 
 # -- generated scenarios for benchmarks -----------------------------------------------------------
@@ -766,3 +891,34 @@ def generate_scenario(count: int, seed: int, attachments_per_po: tuple[int, int]
         pos.append(PoSpec(id=po_id, supplier=_GEN_SUPPLIERS[n % len(_GEN_SUPPLIERS)], attachments=tuple(atts)))
     return Scenario(seed=seed, pos=tuple(pos), latency=LatencySpec((page_ms, page_ms), (attachment_ms, attachment_ms)),
                     name=f"generated-{count}-{seed}", description="fixed latency, no faults (benchmarks)")
+
+
+def many_attachments_po(po_id: str, count: int, kinds: Iterable[str] = ("link",),
+                        size: tuple[int, int] = (2_000, 5_000), seed: int = 0,
+                        supplier: str = "Acme Office Supplies") -> PoSpec:
+    """One PO with `count` attachments, their kinds taken from `kinds` in turn, every name distinct.
+
+    For scenarios that test a long attachment list (issue 21): the names say which file is which
+    ("Invoice 410003-017.pdf"), so a missing or doubled file is easy to spot in a failure message."""
+    kinds = tuple(kinds)
+    if count < 1 or not kinds or any(k not in ALL_KINDS for k in kinds):
+        raise ScenarioError(f"many_attachments_po: count >= 1 and kinds from {list(ALL_KINDS)}, got {count}, {kinds}")
+    rng = random.Random(f"many|{seed}|{po_id}")
+    atts = []
+    for i in range(count):
+        kind = kinds[i % len(kinds)]
+        stem, ext = _GEN_DOCS[i % len(_GEN_DOCS)]
+        if kind in ("inline_pdf", "inline_labeled"):
+            ext = "pdf"
+        atts.append(AttachmentSpec(f"{stem} {po_id}-{i + 1:03d}.{ext}", kind, rng.randint(*size)))
+    return PoSpec(id=po_id, supplier=supplier, attachments=tuple(atts))
+
+
+def many_attachment_pos(counts: Iterable[int] = (12, 50, 300), mixed: Iterable[int] = (50,), first_id: int = 410001,
+                        size: tuple[int, int] = (2_000, 5_000), seed: int = 0) -> tuple[PoSpec, ...]:
+    """POs with these many `link` attachments, then POs with these many of every Coupa kind in turn
+    (ids first_id, first_id + 1, ...): the PO list of data/many_attachments_scenario.json."""
+    plan = [(n, ("link",)) for n in counts] + [(n, KINDS) for n in mixed]
+    return tuple(many_attachments_po(str(first_id + i), n, kinds, size, seed,
+                                     _GEN_SUPPLIERS[i % len(_GEN_SUPPLIERS)])
+                 for i, (n, kinds) in enumerate(plan))

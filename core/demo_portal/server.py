@@ -9,16 +9,23 @@ It also serves what an unfamiliar portal throws at a client (scenario.py lists t
 second markup, attachment lists fetched by script from `/order_headers/<id>/attachments.json`, proxy
 and bare error pages, redirects, and an identity provider's interstitial on a second listener bound to
 another loopback address (`sso_host`, 127.0.0.2 by default), so that the browser leaves the portal's host.
+The same listener plays the identity provider of a single sign-on refresh (session.sso_refresh_every):
+it checks the portal's request, issues a single-use ticket and sends the browser back to the portal's
+`/saml/acs` or `/sso/callback`, which checks that ticket before it sets a fresh session. Sub-resources
+that never answer (`/hang/...`) wait on the socket and the stop event, so they never hold up stop().
 
 One file, over 400 lines, on purpose: the request handlers read and count DemoPortal's own state under
 its lock (about twenty of its attributes); apart, each would import the other.
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import logging
 import re
 import secrets
+import select
 import socket
 import threading
 import time
@@ -35,6 +42,7 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 from pobatch.core.demo_portal import pages, variant_pages
 from pobatch.core.demo_portal.scenario import (
     MARKUPS,
+    SSO_BOUNCES,
     AttachmentEntry,
     Scenario,
     draw_ms,
@@ -56,6 +64,11 @@ _FILE_RE = re.compile(r"^/attachment_files/([^/]+)/?$")
 _ATT_RE = re.compile(r"^/attachments/([^/]+)/(raw|popup|inline|attachment_file)(?:/.*)?$")
 _VFILE_RE = re.compile(r"^/files/([^/]+)(?:/(window|view|content)(?:/.*)?)?/?$")  # the variant's file URLs
 _INLINE = ("inline", "attachment_file", "view", "content")  # served without Content-Disposition
+_HANG_RE = re.compile(r"^/hang/(img|js|frame|poll)/([^/]+)$")
+_HANG_KIND = {"img": "image", "js": "async_script", "frame": "iframe", "poll": "longpoll"}
+HANG_SECONDS = 600.0  # the longest a /hang/ request is held (the client leaving or stop() ends it sooner)
+SSO_TICKET_SECONDS = 60.0  # an unused SSO request or ticket is refused after this
+_SSO_RETURN_PATHS = ("/saml/acs", "/sso/callback")  # where the identity provider sends the browser back
 _MARKUP_PAGES: dict[str, ModuleType] = {"coupa": pages, "variant": variant_pages}
 _OPEN_PATHS = ("/sessions/new", "/sessions", "/favicon.ico")
 _CONTENT_TYPES = {
@@ -84,6 +97,30 @@ class _Session:
     email: str
     requests: int = 0
     created: float = 0.0
+    epoch: int = 0  # the SSO epoch it was made in; it ends when the portal's epoch moves on
+
+
+@dataclass
+class _SsoGrant:
+    """A request the portal sent to the identity provider, or a ticket the provider issued: single use."""
+
+    email: str
+    issued: float  # time.monotonic() when made
+    bounce_started: float | None = None  # a ticket: when the portal sent the browser away (None: a person signed in)
+
+
+@dataclass
+class _SsoState:
+    """The portal's single sign-on bookkeeping, shared by portals that share sessions."""
+
+    epoch: int = 0
+    answered: int = 0  # PO page requests answered in this epoch
+    requests: dict[str, _SsoGrant] | None = None
+    tickets: dict[str, _SsoGrant] | None = None
+
+    def __post_init__(self) -> None:
+        self.requests = {} if self.requests is None else self.requests
+        self.tickets = {} if self.tickets is None else self.tickets
 
 
 class _Server(ThreadingHTTPServer):
@@ -213,9 +250,16 @@ class _Handler(_TrackedHandler):
                 if method == "POST":
                     return self._login()
                 return self._redirect("/sessions/new")
-            if not self._authenticate():
+            if path in _SSO_RETURN_PATHS:
+                return self._sso_return(method, path, url.query)
+            if m := _HANG_RE.match(path):
+                return self._hang(_HANG_KIND[m.group(1)])
+            state, token = self._authenticate(po_page=bool(_PO_RE.match(path)))
+            if state != "ok":
                 self._body()
                 target = path + (f"?{url.query}" if url.query else "")
+                if state == "ended":  # the portal's session ended: its identity provider decides
+                    return self._redirect(self.portal._sso_redirect(token, self.portal.base_url + target))
                 return self._redirect("/sessions/new?return_to=" + quote(target, safe=""))
             if method != "GET":
                 self._body()
@@ -251,18 +295,64 @@ class _Handler(_TrackedHandler):
         log.info("demo portal: %s signed in", email)
         self._redirect(return_to or "/", {"Set-Cookie": _cookie(token)})
 
-    def _authenticate(self) -> bool:
+    def _authenticate(self, po_page: bool) -> tuple[str, str]:
+        """("ok" | "ended" | "none", the cookie's token): "ended" is a session the SSO refresh ended."""
         token = ""
         try:
             morsel = SimpleCookie(self.headers.get("Cookie", "")).get(SESSION_COOKIE)
             token = morsel.value if morsel else ""
         except CookieError:
             pass
-        if not token or not self.portal._use_session(token):
-            return False
-        if self.portal.scenario.session.rotate_token:
+        state = self.portal._use_session(token, po_page) if token else "none"
+        if state == "ok" and self.portal.scenario.session.rotate_token:
             self._rotate_from = token  # committed when the response starts: a dropped answer keeps the old one
-        return True
+        return state, token
+
+    def _sso_return(self, method: str, path: str, query: str) -> None:
+        """The identity provider sent the browser back: a fresh session for a ticket it issued, once."""
+        if path == "/saml/acs":
+            if method != "POST":
+                self._body()
+                return self._send(405, self.pages.not_found_page(), headers={"Allow": "POST"})
+            form = parse_qs(self._body().decode("utf-8", "replace"))
+            ticket = _saml_ticket(form.get("SAMLResponse", [""])[0])
+            return_to = form.get("RelayState", [""])[0]
+        else:
+            self._body()
+            params = parse_qs(query)
+            ticket, return_to = params.get("ticket", [""])[0], params.get("return_to", [""])[0]
+        email = self.portal._redeem_ticket(ticket)
+        if email is None:
+            return self._send(403, pages.sso_failed_page())
+        token = self.portal._new_session(email)
+        log.info("demo portal: %s back from the identity provider", email)
+        self._redirect(_portal_path(return_to, self.portal.base_url), {"Set-Cookie": _cookie(token)})
+
+    def _hang(self, kind: str) -> None:
+        """Never answer: wait until the client goes away, the portal stops, or HANG_SECONDS pass.
+
+        select() on the socket wakes when the client closes it (a browser that navigates away cancels
+        the request) and when stop() shuts it down, so no thread outlives its client or the portal."""
+        portal = self.portal
+        with portal._lock:
+            portal._hang_requests[kind] += 1
+            portal._hangs_in_flight += 1
+        self.close_connection = True  # nothing was answered: the connection cannot be reused
+        deadline = time.monotonic() + HANG_SECONDS
+        try:
+            while not portal._stopping.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                try:
+                    readable, _, _ = select.select([self.connection], [], [], min(left, 1.0))
+                except (OSError, ValueError):  # the socket is already closed
+                    break
+                if readable:  # the client closed it (or sent something we will not read)
+                    break
+        finally:
+            with portal._lock:
+                portal._hangs_in_flight -= 1
 
     # -- pages ------------------------------------------------------------------------------------
     def _po_page(self, po_id: str, path: str) -> None:
@@ -289,7 +379,13 @@ class _Handler(_TrackedHandler):
         delayed = None
         if po.attachments_delay_ms is not None:
             delayed = pages.DelayedList(f"/order_headers/{quote(po.id, safe='')}/attachments.json", po.spinner)
-        self._send(200, self.pages.po_page(po, portal.scenario.entries(po.id, "po"), delayed))
+        html = self.pages.po_page(po, portal.scenario.entries(po.id, "po"), delayed)
+        if po.hang:
+            with portal._lock:
+                portal._hang_serial += 1
+                n = portal._hang_serial
+            html = html.replace("</body>", pages.hang_html(po.hang, po.id, n) + "\n</body>", 1)
+        self._send(200, html)
 
     def _page_fault(self, po_id: str, fault: str) -> bool:
         """Answer a PO page with the shapes of issue 13 (proxies, redirects, ...); False: not one of them."""
@@ -420,7 +516,8 @@ class _Handler(_TrackedHandler):
 
 
 class _SsoHandler(_TrackedHandler):
-    """The identity provider's host: every GET answers its "Continue to sign in" interstitial."""
+    """The identity provider's host. `/idp/sso` (and `/idp/step2`, `/idp/login`) serve the single
+    sign-on refresh; every other GET answers the "Continue to sign in" interstitial of sso_interstitial."""
 
     server_version = "DemoIdP/1.0"
 
@@ -428,21 +525,109 @@ class _SsoHandler(_TrackedHandler):
         log.debug("demo identity provider %s: %s", self.address_string(), format % args)
 
     def do_GET(self) -> None:
-        portal = self.portal
-        favicon = urlsplit(self.path).path == "/favicon.ico"  # a browser asks every new origin for one
-        if not favicon:
-            with portal._lock:
-                portal._sso_hits += 1
-        body = b"" if favicon else pages.sso_interstitial_page(f"{portal.base_url}/sessions/new").encode("utf-8")
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def _dispatch(self, method: str) -> None:
+        url = urlsplit(self.path)
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length > 0 else b""
         try:
-            self.send_response(204 if favicon else 200)
-            for k, v in {"Content-Type": "text/html; charset=utf-8", "Content-Length": str(len(body)),
-                         "Cache-Control": "no-store"}.items():
+            if url.path == "/favicon.ico":  # a browser asks every new origin for one: not counted
+                return self._answer(204, b"")
+            with self.portal._lock:
+                self.portal._sso_hits += 1
+            params = parse_qs(url.query)
+            if url.path == "/idp/sso" and method == "GET":
+                return self._sso(params.get("request", [""])[0], params.get("return_to", [""])[0])
+            if url.path == "/idp/step2" and method == "GET":
+                return self._answer(302, b"", {"Location": self._callback_url(
+                    params.get("ticket", [""])[0], params.get("return_to", [""])[0])})
+            if url.path == "/idp/login" and method == "POST":
+                return self._password(parse_qs(body.decode("utf-8", "replace")))
+            return self._html(pages.sso_interstitial_page(f"{self.portal.base_url}/sessions/new"))
+        except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
+            self.close_connection = True
+
+    def _sso(self, request_id: str, return_to: str) -> None:
+        """Send the browser straight back when the portal's request is genuine; else a person signs in."""
+        portal = self.portal
+        via = portal.scenario.session.sso_via
+        grant = portal._take_sso_request(request_id)
+        if grant is None or via not in SSO_BOUNCES:
+            return self._html(pages.sso_password_page("/idp/login", return_to))
+        ticket = portal._issue_ticket(grant.email, bounce_started=grant.issued)
+        if via == "post_form":
+            return self._html(pages.sso_post_form_page(f"{portal.base_url}/saml/acs",
+                                                       _saml_response(ticket, grant.email), return_to))
+        if via == "script":
+            return self._html(pages.sso_script_page(self._callback_url(ticket, return_to)))
+        if via == "meta":
+            return self._html(pages.sso_meta_page(self._callback_url(ticket, return_to)))
+        self._answer(302, b"", {"Location": f"/idp/step2?ticket={quote(ticket, safe='')}"
+                                            f"&return_to={quote(return_to, safe='')}"})
+
+    def _password(self, form: dict[str, list[str]]) -> None:
+        """A person signed in at the provider: back to the portal like post_form."""
+        account = form.get("account", [""])[0].strip()
+        return_to = form.get("return_to", [""])[0]
+        if not account or form.get("password", [""])[0] != DEMO_PASSWORD:
+            return self._html(pages.sso_password_page("/idp/login", return_to, "Wrong account name or password"))
+        ticket = self.portal._issue_ticket(account, bounce_started=None)
+        self._html(pages.sso_post_form_page(f"{self.portal.base_url}/saml/acs", _saml_response(ticket, account),
+                                            return_to))
+
+    def _callback_url(self, ticket: str, return_to: str) -> str:
+        return (f"{self.portal.base_url}/sso/callback?ticket={quote(ticket, safe='')}"
+                f"&return_to={quote(return_to, safe='')}")
+
+    def _html(self, html: str) -> None:
+        self._answer(200, html.encode("utf-8"), {"Content-Type": "text/html; charset=utf-8"})
+
+    def _answer(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+        try:
+            self.send_response(status)
+            for k, v in {"Content-Length": str(len(body)), "Cache-Control": "no-store", **(headers or {})}.items():
                 self.send_header(k, v)
             self.end_headers()
             self.wfile.write(body)
         except OSError:
             self.close_connection = True
+
+
+def _saml_response(ticket: str, email: str) -> str:
+    """A SAMLResponse as the HTTP-POST binding carries it (base64 XML); only its ID is ever trusted."""
+    xml = ('<samlp:Response xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol" '
+           f'xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" ID="{ticket}" Version="2.0">'
+           f"<saml:Assertion><saml:Subject><saml:NameID>{escape_xml(email)}</saml:NameID></saml:Subject>"
+           "</saml:Assertion></samlp:Response>")
+    return base64.b64encode(xml.encode("utf-8")).decode("ascii")
+
+
+def _saml_ticket(saml_response: str) -> str:
+    """The response's ID (the ticket the portal checks); "" for anything that is not one."""
+    try:
+        xml = base64.b64decode(saml_response, validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):
+        return ""
+    m = re.search(r'<samlp:Response\b[^>]*\bID="([^"]+)"', xml)
+    return m.group(1) if m else ""
+
+
+def escape_xml(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+
+
+def _portal_path(value: str, base_url: str) -> str:
+    """Where to send a browser back: a path on this portal, from a path or a URL of this portal's own
+    origin; anything else (another host or port, a scheme-relative URL, control characters) is "/"."""
+    if value.startswith(base_url + "/"):
+        value = value[len(base_url):]
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        return "/"
+    return _safe_return_to(value)
 
 
 def _cookie(token: str) -> str:
@@ -477,8 +662,8 @@ class DemoPortal:
         if markup is not None:
             self.markup = markup
         self.sso_host = sso_host
-        self._sso_wanted = sso if sso is not None else any(
-            "sso_interstitial" in po.page_faults for po in scenario.pos)
+        self._sso_wanted = sso if sso is not None else (scenario.session.sso_refresh_every is not None or any(
+            "sso_interstitial" in po.page_faults for po in scenario.pos))
         if self._sso_wanted and sso_host == host:
             raise ValueError("the identity provider must listen on another host than the portal")
         self._httpd: _Server | None = None
@@ -490,8 +675,10 @@ class DemoPortal:
         self._life = threading.Lock()
         self._lock = share_sessions_with._lock if share_sessions_with else threading.Lock()
         self._sessions: dict[str, _Session] = share_sessions_with._sessions if share_sessions_with else {}
+        self._sso_state: _SsoState = share_sessions_with._sso_state if share_sessions_with else _SsoState()
         self._connections: dict[socket.socket, threading.Thread] = {}
         self._stalls_in_flight = 0
+        self._hangs_in_flight = 0
         self._reset_counters()
 
     @property
@@ -614,7 +801,8 @@ class DemoPortal:
     def sso_base_url(self) -> str:
         """The identity provider's origin (another host than base_url), e.g. http://127.0.0.2:41234.
 
-        It exists when the scenario uses the sso_interstitial page fault (or DemoPortal(sso=True)). A
+        It exists when the scenario uses the sso_interstitial page fault or session.sso_refresh_every
+        (or DemoPortal(sso=True)). A
         test browser whose host-resolver rules map every host but 127.0.0.1 to NOTFOUND cannot load it:
         Chromium applies those rules to IP literals too, so it needs `EXCLUDE <sso_host>` as well."""
         if self._sso is None:
@@ -668,6 +856,42 @@ class DemoPortal:
         with self._lock:
             return self._sso_hits
 
+    def sso_session_ends(self) -> int:
+        """Times the SSO refresh ended the portal's session (sessions.sso_refresh_every)."""
+        with self._lock:
+            return self._sso_ends
+
+    def sso_redirects(self) -> int:
+        """Requests answered with a 302 to the identity provider because their session had ended."""
+        with self._lock:
+            return self._sso_redirects
+
+    def sso_refreshes(self) -> int:
+        """Completed returns from the identity provider: a genuine ticket redeemed, a fresh session set."""
+        with self._lock:
+            return self._sso_refreshes
+
+    def sso_rejected(self) -> int:
+        """Tickets or SAMLResponses refused: never issued, already used, or too old."""
+        with self._lock:
+            return self._sso_rejected
+
+    def sso_bounce_seconds(self) -> list[float]:
+        """Per completed bounce without a person: seconds from the portal's 302 to the identity provider
+        until the ticket came back (the server's own clock, whatever the client's load)."""
+        with self._lock:
+            return list(self._sso_bounces)
+
+    def hang_requests(self) -> dict[str, int]:
+        """kind ("image", "async_script", "iframe", "longpoll") -> /hang/ requests received."""
+        with self._lock:
+            return dict(self._hang_requests)
+
+    def hangs_in_flight(self) -> int:
+        """/hang/ requests being held open right now."""
+        with self._lock:
+            return self._hangs_in_flight
+
     def _count(self, table: dict[str, int], key: str) -> int:
         with self._lock:
             return table.get(key, 0)
@@ -691,13 +915,21 @@ class DemoPortal:
                 "attachment_list_hits": dict(self._list_hits),
                 "redirects_to": dict(self._redirects),
                 "sso_hits": self._sso_hits,
+                "sso_session_ends": self._sso_ends,
+                "sso_redirects": self._sso_redirects,
+                "sso_refreshes": self._sso_refreshes,
+                "sso_rejected": self._sso_rejected,
+                "hang_requests": dict(self._hang_requests),
+                "hangs_in_flight": self._hangs_in_flight,
                 "markup": self._markup,
             }
 
     def reset(self) -> None:
-        """Forget counters and fault positions (sessions stay): the scenario starts over."""
+        """Forget counters and fault positions (sessions stay): the scenario starts over, and so does
+        the count of PO pages towards the next SSO refresh."""
         with self._lock:
             self._reset_counters()
+            self._sso_state.answered = 0
 
     def _reset_counters(self) -> None:
         self._download_counts: Counter[str] = Counter()
@@ -710,6 +942,13 @@ class DemoPortal:
         self._list_hits: Counter[str] = Counter()
         self._redirects: Counter[str] = Counter()
         self._sso_hits = 0
+        self._sso_ends = 0
+        self._sso_redirects = 0
+        self._sso_refreshes = 0
+        self._sso_rejected = 0
+        self._sso_bounces: list[float] = []
+        self._hang_requests: Counter[str] = Counter()
+        self._hang_serial = 0
 
     # -- used by the handler ----------------------------------------------------------------------
     def _latency(self, what: str, path: str) -> float:
@@ -723,21 +962,78 @@ class DemoPortal:
     def _new_session(self, email: str) -> str:
         token = secrets.token_urlsafe(24)
         with self._lock:
-            self._sessions[token] = _Session(email=email, created=time.time())
+            self._sessions[token] = _Session(email=email, created=time.time(), epoch=self._sso_state.epoch)
         return token
 
-    def _use_session(self, token: str) -> bool:
-        """Count one authenticated request; False once the session is unknown or used up."""
+    def _use_session(self, token: str, po_page: bool = False) -> str:
+        """Count one authenticated request: "ok"; "none" once the session is unknown or used up; "ended"
+        when the SSO refresh ended it. A PO page request that finds sso_refresh_every PO pages answered
+        since the last refresh ends every session at once (the epoch moves on), its own included."""
         limit = self.scenario.session.expire_after_requests
+        every = self.scenario.session.sso_refresh_every
         with self._lock:
             s = self._sessions.get(token)
             if s is None:
-                return False
+                return "none"
             if limit is not None and s.requests >= limit:
                 del self._sessions[token]
-                return False
+                return "none"
+            sso = self._sso_state
+            if every is not None:
+                if s.epoch < sso.epoch:
+                    return "ended"
+                if po_page and sso.answered >= every:
+                    sso.epoch += 1
+                    sso.answered = 0
+                    self._sso_ends += 1
+                    return "ended"
+                if po_page:
+                    sso.answered += 1
             s.requests += 1
-            return True
+            return "ok"
+
+    def _sso_redirect(self, token: str, return_to: str) -> str:
+        """The identity provider's URL for a request whose session ended, with a request id of our own."""
+        request_id = secrets.token_urlsafe(18)
+        with self._lock:
+            s = self._sessions.get(token)
+            self._prune_sso_grants()
+            self._sso_state.requests[request_id] = _SsoGrant(s.email if s else "", time.monotonic())
+            self._sso_redirects += 1
+        return f"{self.sso_base_url}/idp/sso?request={request_id}&return_to={quote(return_to, safe='')}"
+
+    def _take_sso_request(self, request_id: str) -> _SsoGrant | None:
+        """The portal's request, once: a replayed or made-up id gets None."""
+        with self._lock:
+            self._prune_sso_grants()
+            return self._sso_state.requests.pop(request_id, None)
+
+    def _issue_ticket(self, email: str, bounce_started: float | None) -> str:
+        ticket = "_" + secrets.token_hex(20)
+        with self._lock:
+            self._sso_state.tickets[ticket] = _SsoGrant(email, time.monotonic(), bounce_started)
+        return ticket
+
+    def _redeem_ticket(self, ticket: str) -> str | None:
+        """The account of a ticket the identity provider issued, once; None (and counted) otherwise."""
+        with self._lock:
+            self._prune_sso_grants()
+            grant = self._sso_state.tickets.pop(ticket, None) if ticket else None
+            if grant is None:
+                self._sso_rejected += 1
+                return None
+            self._sso_refreshes += 1
+            if grant.bounce_started is not None:
+                self._sso_bounces.append(time.monotonic() - grant.bounce_started)
+            return grant.email
+
+    def _prune_sso_grants(self) -> None:
+        """Forget requests and tickets older than SSO_TICKET_SECONDS (caller holds the lock)."""
+        oldest = time.monotonic() - SSO_TICKET_SECONDS
+        for table in (self._sso_state.requests, self._sso_state.tickets):
+            assert table is not None
+            for key in [k for k, g in table.items() if g.issued < oldest]:
+                del table[key]
 
     def _rotate(self, old: str) -> str | None:
         """Move a session to a fresh token; the old one stops working at once."""
@@ -774,7 +1070,7 @@ def main(scenario: str | None = None, port: int = 8765, host: str = "127.0.0.1",
     log.info("Demo portal running at %s (scenario: %s, %d POs, %s markup)", portal.base_url,
              scenario or "bundled sample", len(portal.scenario.pos), portal.markup)
     if portal._sso is not None:
-        log.info("identity provider interstitial at %s", portal.sso_base_url)
+        log.info("identity provider at %s", portal.sso_base_url)
     log.info("log in at %s/sessions/new with any e-mail and password '%s'", portal.base_url, DEMO_PASSWORD)
     try:
         portal.serve_forever()
