@@ -456,5 +456,33 @@ def get_site_default(site: str) -> str | None:
         return None
 
 
+@main.command()
+@click.option("--out", type=click.Path(file_okay=False), default=".", show_default=True,
+              help="Output folder of the run (the folder that holds .pobatch).")
+@click.option("--run", "run_ref", help="The run id (or 'last', the default).")
+@click.option("--with-results", is_flag=True, help="Also put the results workbook in (it names suppliers and files).")
+def support(out: str, run_ref: str | None, with_results: bool) -> None:
+    """Make one zip to send to whoever helps you: the run's log, report, events, failures and options.
+
+    It never holds cookies, Authorization headers, the browser profile or the downloaded files."""
+    from pobatch.core.doctor import DoctorOptions
+    from pobatch.core.support import build_bundle, bundle_path
+
+    _setup_logging(0)
+    out_dir = Path(out).resolve()
+    with _open_store(out) as store:
+        run_id = _run_id(store, run_ref)
+        args = (store.run(run_id) or {}).get("args") or {}
+        site = args.get("site") if args.get("site") in SITES else "coupa"
+        doctor_opts = DoctorOptions(base_url=args.get("base_url") or None, site=site, out=out_dir, sign_in=False)
+        target = bundle_path(out_dir, run_id)
+        try:
+            bundle = build_bundle(store, run_id, out_dir, target, with_results=with_results, doctor=doctor_opts)
+        except OSError as exc:
+            _fail(f"--out: cannot write the support bundle in {out_dir} ({exc.strerror or exc}); expected an output "
+                  "folder you can write to")
+    click.echo(bundle.summary())
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
