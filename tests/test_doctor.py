@@ -223,3 +223,51 @@ def test_bad_options_get_one_line_and_exit_2(args, words):
     res = cli(*args)
     assert res.returncode == 2 and words in res.stderr and "Traceback" not in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
+
+
+# -- run.sh offers the doctor when a run could not start (exit 2) ------------------------------------
+def _failing_sandbox(tmp_path: Path):
+    from test_launchers import Sandbox, stub
+
+    box = Sandbox(tmp_path)
+    stub(box.root / ".venv" / "bin" / "pobatch", f'[ "$1" = "--version" ] && exit 0\n'
+                                                 f'echo "pobatch $*" >> "{box.log}"\n'
+                                                 f'[ "$1" = "run" ] && exit 2\nexit 1\n')
+    return box
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="run.sh is for Linux and macOS")
+def test_run_sh_says_how_to_check_the_pc_when_nobody_is_at_the_terminal(tmp_path):
+    box = _failing_sandbox(tmp_path)
+    result = box.run("run", "o.csv", "--base-url", "https://x.coupahost.com")
+    assert result.returncode == 2 and '"./run.sh doctor" checks this PC' in result.stderr
+    assert box.calls() == ["pobatch run o.csv --base-url https://x.coupahost.com"]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="run.sh is for Linux and macOS")
+def test_run_sh_offers_the_doctor_with_the_runs_own_options(tmp_path):
+    from desk_pty import PtySession
+    from test_launchers import SH
+
+    box = _failing_sandbox(tmp_path)
+    session = PtySession([SH, str(box.root / "run.sh"), "run", "o.csv", "--parallel", "--base-url",
+                          "https://x.coupahost.com", "--profile", "my profile", "--out=out dir", "-v"],
+                         env={"PATH": str(box.bin), "HOME": str(box.root), "PYTHON": str(box.bin / "python3")})
+    try:
+        session.expect(r'Check this PC with "pobatch doctor" now\? \(Y/N\)', 60)
+        session.send("y")
+        assert session.wait(60) == 2  # the run's exit code, not the doctor's
+    finally:
+        session.close()
+    assert box.calls()[-1] == "pobatch doctor --base-url https://x.coupahost.com --profile my profile --out=out dir"
+
+
+def test_run_bat_offers_the_doctor_when_a_run_could_not_start():
+    bat = (Path(__file__).resolve().parent.parent / "run.bat").read_bytes().decode("ascii")
+    assert bat.count('if "%RC%"=="2" call :offer_doctor') == 2  # a dropped file and a double-click
+    offer = bat[bat.index("\r\n:offer_doctor\r\n"):]
+    assert 'choice /c YN /m "The run could not start. Check this PC with pobatch doctor now"' in offer
+    doctor_at = offer.index('"%POBATCH%" doctor')
+    assert offer.index("if errorlevel 2 exit /b 0") < doctor_at < offer.index("exit /b 0", doctor_at) < \
+        offer.index(":setup_failed")  # N returns at once; after the doctor it returns, never falls through
+    assert '"run.bat doctor" checks this PC' in bat  # typed commands get the hint, never a question
