@@ -49,12 +49,15 @@ set "ATTR=%~a1"
 if defined ATTR if /i not "%ATTR:~0,1%"=="d" goto :dropped
 "%POBATCH%" %*
 set "RC=%errorlevel%"
+rem Exit 2 = the run could not start (bad input, a missing piece): say how to find every missing piece.
+if "%RC%"=="2" for %%C in (run demo start) do if /i "%~1"=="%%C" echo The run could not start. "run.bat doctor" checks this PC and says what to do.
 popd
 exit /b %RC%
 
 :dropped
 "%POBATCH%" start "%~f1"
 set "RC=%errorlevel%"
+if "%RC%"=="2" call :offer_doctor
 goto :end
 
 :test
@@ -95,7 +98,16 @@ if not defined ORDERS (
   "%POBATCH%" start "%ORDERS%"
 )
 set "RC=%errorlevel%"
+if "%RC%"=="2" call :offer_doctor
 goto :end
+
+:offer_doctor
+rem The run could not start (exit 2): a person at the window may check the PC at once, every piece in one list.
+echo.
+choice /c YN /m "The run could not start. Check this PC with pobatch doctor now"
+if errorlevel 2 exit /b 0
+"%POBATCH%" doctor
+exit /b 0
 
 :setup_failed
 echo Setting up pobatch failed. Python 3.10 or newer must be installed (https://www.python.org or the Microsoft Store).

@@ -76,10 +76,46 @@ if [ "${1:-}" = "test" ]; then
   fi
   exec .venv/bin/python -m pytest "$@"
 fi
+
+# A run that could not start (exit 2: bad input or a missing piece) offers `pobatch doctor`, with the
+# run's own portal, profile, browser and output options, so the person sees every missing piece at once.
+doctor_with() {  # pobatch doctor with the options of "$@" that it knows (no eval: the values stay whole)
+  keep=0
+  for arg do
+    shift
+    if [ "$keep" -eq 1 ]; then set -- "$@" "$arg"; keep=0; continue; fi
+    case "$arg" in
+      --base-url|--profile|--browser|--driver|--browser-binary|--out|--grid|--site|--site-file)
+        set -- "$@" "$arg"; keep=1 ;;
+      --base-url=*|--profile=*|--browser=*|--driver=*|--browser-binary=*|--out=*|--grid=*|--site=*|--site-file=*)
+        set -- "$@" "$arg" ;;
+    esac
+  done
+  .venv/bin/pobatch doctor "$@"
+}
+
+run_pobatch() {
+  rc=0
+  .venv/bin/pobatch "$@" || rc=$?
+  if [ "$rc" -eq 2 ]; then
+    case "${1:-}" in
+      start|run|demo)
+        if [ -t 0 ] && [ -t 2 ]; then
+          printf 'The run could not start. Check this PC with "pobatch doctor" now? (Y/N) ' >&2
+          read -r answer || answer=n
+          case "$answer" in [Yy]*) doctor_with "$@" >&2 || true ;; esac
+        else
+          echo 'The run could not start. "./run.sh doctor" checks this PC and says what to do.' >&2
+        fi ;;
+    esac
+  fi
+  exit "$rc"
+}
+
 if [ $# -eq 0 ]; then
-  exec .venv/bin/pobatch start
+  run_pobatch start
 fi
 if [ $# -eq 1 ] && [ -f "$1" ]; then
-  exec .venv/bin/pobatch start "$1"
+  run_pobatch start "$1"
 fi
-exec .venv/bin/pobatch "$@"
+run_pobatch "$@"

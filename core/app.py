@@ -38,6 +38,7 @@ from pobatch.core.reports.report import write_report
 from pobatch.core.reports.report_data import report_path
 from pobatch.core.reports.workbook import write_results
 from pobatch.core.results import PoOutcome, outcome_from_data, outcome_from_result, outcome_to_result
+from pobatch.core.run_log import RunLog, RunLogView, run_facts
 from pobatch.core.sites import default_site_file, resolve_site
 from pobatch.core.status import FINAL_STATUSES, Status
 from pobatch.core.stream_watch import CircuitBreaker, PortalUnreachable, SignInWatch
@@ -105,6 +106,7 @@ class RunSummary:
     message: str = ""
     skipped: int = 0
     report_path: Path | None = None
+    log_path: Path | None = None  # the run's plain log (core/run_log.py)
 
 
 class MainApp:
@@ -119,11 +121,32 @@ class MainApp:
         # it: the store never says PENDING/RUNNING about them in between.
         self._standing: set[str] = set()
         self.base_url = ""
+        self.run_log: RunLog | None = None
 
     # -- the run ----------------------------------------------------------------------------------
     def run(self) -> RunSummary:
         """Validate and plan, run the chosen mode's stream into the store, then the workbook and report."""
-        orders, plan, skipped = self._prepare()  # every bad input is one line here, before any browser
+        self.run_log = RunLog.begin()  # every record from here on; the file opens once the run has its id
+        try:
+            orders, plan, skipped = self._prepare()  # every bad input is one line here, before any browser
+            self.run_log.open(self.workspace.run_log(self.run_id), self.run_id,
+                              run_facts(self.opts, plan.mode, self.base_url))
+        except BaseException:
+            self.run_log.close()
+            raise
+        self.view = view = RunLogView(self.run_log, self.view)  # every event and result reaches the log too
+        try:
+            summary = self._run(orders, plan, skipped)
+        except BaseException as exc:
+            self.run_log.crash(exc)  # the file only: the console says it its own way
+            self.run_log.close()
+            raise
+        finally:
+            self.view = view.inner
+        self.run_log.close(summary)
+        return summary
+
+    def _run(self, orders: OrdersFile, plan: RunPlan, skipped: int) -> RunSummary:
         exit_code, message, stream = EXIT_OK, "", None
         if self.view:
             self.view.start(self.run_id, len(plan.tasks), skipped, plan.mode)
@@ -403,7 +426,7 @@ class MainApp:
         if results_path is None:
             log.warning("the results workbook could not be written: the disk is full")
         summary = RunSummary(self.run_id, exit_code, counts, outcomes, results_path, out, message, skipped,
-                             report_path=report)
+                             report_path=report, log_path=self.run_log.path if self.run_log else None)
         if self.view:
             self.view.finish(summary)
         return summary

@@ -411,5 +411,78 @@ def start(ctx: click.Context, orders: str | None, base_url: str | None, parallel
                browser=browser, driver=driver, sign_in_if_needed=True)
 
 
+# -- when something goes wrong at a desk (issue 25): core/doctor.py, core/support.py -------------------
+@main.command()
+@click.option("--base-url", help="Portal address, e.g. https://yourcompany.coupahost.com (default: the remembered one).")
+@click.option("--site", type=click.Choice(sorted(SITES)), default="coupa", show_default=True,
+              help="Which portal definition to use.")
+@site_file_option
+@click.option("--out", type=click.Path(), default=".", show_default=True,
+              help="The output folder a run would write to.")
+@click.option("--grid", metavar="URL", help="Also check this Selenium Grid (e.g. http://gridhost:4444).")
+@click.option("--no-sign-in-check", is_flag=True, help="Skip the one headless page that checks the sign-in.")
+@browser_options
+def doctor(base_url: str | None, site: str, site_file: str | None, out: str, grid: str | None,
+           no_sign_in_check: bool, browser: str, profile: str | None, driver: str | None,
+           browser_binary: str | None) -> None:
+    """Can a run start on this PC? One line per check, and what to do for each one that fails.
+
+    Exit code 0 when a run can start, 1 when it cannot."""
+    from pobatch.core.desk import remembered_address
+    from pobatch.core.doctor import DoctorOptions, can_start, run_doctor, verdict_line
+
+    _setup_logging(0)
+    address = (base_url or remembered_address() or "").rstrip("/") or None
+    if site != "coupa" and not address:
+        address = (get_site_default(site) or "").rstrip("/") or None
+    if address and not address.startswith(("http://", "https://")):
+        _fail(f"--base-url: '{address}' is not a portal address; expected e.g. https://yourcompany.coupahost.com")
+    if grid and not grid.startswith(("http://", "https://")):
+        _fail(f"--grid: '{grid}' is not a Grid address; expected e.g. http://gridhost:4444")
+    if Path(out).exists() and not Path(out).is_dir():
+        _fail(f"--out: '{out}' is a file; expected the output folder a run would write to")
+    opts = DoctorOptions(base_url=address, site=site, site_file=site_file, browser=browser, profile=profile,
+                         driver=driver, browser_binary=browser_binary, out=Path(out), grid=grid,
+                         sign_in=not no_sign_in_check)
+    checks = run_doctor(opts, echo=click.echo)
+    click.echo(verdict_line(checks))
+    sys.exit(0 if can_start(checks) else 1)
+
+
+def get_site_default(site: str) -> str | None:
+    try:
+        return resolve_site(site, None).default_base_url
+    except FatalError:
+        return None
+
+
+@main.command()
+@click.option("--out", type=click.Path(file_okay=False), default=".", show_default=True,
+              help="Output folder of the run (the folder that holds .pobatch).")
+@click.option("--run", "run_ref", help="The run id (or 'last', the default).")
+@click.option("--with-results", is_flag=True, help="Also put the results workbook in (it names suppliers and files).")
+def support(out: str, run_ref: str | None, with_results: bool) -> None:
+    """Make one zip to send to whoever helps you: the run's log, report, events, failures and options.
+
+    It never holds cookies, Authorization headers, the browser profile or the downloaded files."""
+    from pobatch.core.doctor import DoctorOptions
+    from pobatch.core.support import build_bundle, bundle_path
+
+    _setup_logging(0)
+    out_dir = Path(out).resolve()
+    with _open_store(out) as store:
+        run_id = _run_id(store, run_ref)
+        args = (store.run(run_id) or {}).get("args") or {}
+        site = args.get("site") if args.get("site") in SITES else "coupa"
+        doctor_opts = DoctorOptions(base_url=args.get("base_url") or None, site=site, out=out_dir, sign_in=False)
+        target = bundle_path(out_dir, run_id)
+        try:
+            bundle = build_bundle(store, run_id, out_dir, target, with_results=with_results, doctor=doctor_opts)
+        except OSError as exc:
+            _fail(f"--out: cannot write the support bundle in {out_dir} ({exc.strerror or exc}); expected an output "
+                  "folder you can write to")
+    click.echo(bundle.summary())
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -1,8 +1,10 @@
 """The console view: a progress bar with counts per status and an ETA, then a summary table.
 
 In parallel mode it also shows one line per worker (busy on which PO, or idle, and for how long),
-then the queue: POs waiting, busy and done, POs per minute and the ETA. It only listens (MainApp
-calls it); nothing in the workflow depends on it, so tests run without it.
+then the queue: POs waiting, busy and done, POs per minute and the ETA. A download that runs longer
+than about 2 s shows its bytes, total and speed on its worker's line (core/progress.py), so a 200 MB
+scan is visibly moving. It only listens (MainApp calls it); nothing in the workflow depends on it, so
+tests run without it.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from rich.table import Table
 
 from pobatch.core.app import RunSummary
 from pobatch.core.events import PoEvent
+from pobatch.core.progress import Progress as DownloadProgress, SpeedMeter, describe, parse_progress
 from pobatch.core.results import PoOutcome
 from pobatch.core.status import Status
 from pobatch.corelib.tasks import Event, PoolEvent
@@ -41,6 +44,10 @@ class ConsoleView:
         self.clock = clock
         self.counts: Counter[Status] = Counter()
         self.workers: dict[str, tuple[str, float]] = {}  # worker -> (PO or "", since)
+        # worker -> its running download's last progress and speed (bytes/s, None until a second report)
+        self.downloads: dict[str, tuple[DownloadProgress, float | None]] = {}
+        self._speed = SpeedMeter()
+        self._printed_progress: dict[str, float] = {}  # worker -> when a plain console last printed it
         self.done = 0
         self.total = 0
         self.mode = ""
@@ -67,7 +74,14 @@ class ConsoleView:
         self._busy(worker_id, po)
         self._refresh()
 
+    # Without a live view (output to a file or pipe) one progress line per worker at most this often.
+    PLAIN_PROGRESS_EVERY = 10.0
+
     def event(self, event: Event) -> None:
+        if event.action == PoEvent.DOWNLOAD_PROGRESS:
+            self._progress_event(event)
+        elif event.action in (PoEvent.DOWNLOAD, PoEvent.ATTEMPT_END, PoEvent.ATTEMPT_START):
+            self._download_over(event.worker_id)
         if event.action == PoEvent.ATTEMPT_START and event.worker_id:
             self._busy(event.worker_id, event.task_key)
         elif event.action == PoolEvent.WORKER_LOST:
@@ -77,7 +91,35 @@ class ConsoleView:
             self.console.print(f"[red]worker {event.worker_id} died[/] ({event.detail}){fate}")
         self._refresh()
 
+    def _progress_event(self, event: Event) -> None:
+        progress = parse_progress(event.detail)
+        if progress is None:
+            return
+        who = event.worker_id or "main"
+        speed = self._speed.update(who, progress, event.ts)
+        if speed is None and who in self.downloads and self.downloads[who][0].name == progress.name:
+            speed = self.downloads[who][1]  # keep the last speed until a new one can be worked out
+        self.downloads[who] = (progress, speed)
+        if not self.console.is_terminal and not self._live:
+            now = self.clock()
+            if now - self._printed_progress.get(who, -1e9) >= self.PLAIN_PROGRESS_EVERY:
+                self._printed_progress[who] = now
+                po = f" PO {event.task_key}" if event.task_key else ""
+                self.console.print(f"[dim]{who}{po} downloading {describe(progress, speed)}[/]", highlight=False)
+
+    def _download_over(self, worker_id: str) -> None:
+        who = worker_id or "main"
+        self.downloads.pop(who, None)
+        self._printed_progress.pop(who, None)
+        self._speed.forget(who)
+
+    def download_line(self, worker_id: str) -> str:
+        """What the worker's running download has done so far, or '' when none is running."""
+        current = self.downloads.get(worker_id or "main")
+        return describe(*current) if current else ""
+
     def task_done(self, worker_id: str, outcome: PoOutcome) -> None:
+        self._download_over(worker_id)
         self.counts[outcome.status] += 1
         self.done += 1
         if worker_id in self.workers:
@@ -107,6 +149,8 @@ class ConsoleView:
             self.console.print(f"Results: {summary.results_path}")
         if summary.report_path:
             self.console.print(f"Report:  {summary.report_path}")
+        if getattr(summary, "log_path", None):
+            self.console.print(f"Log:     {summary.log_path}  (to send when asking for help: pobatch support)")
         self.console.print(f"Files:   {summary.out_dir}")
         if summary.message:
             self.console.print(f"[bold red]{summary.message}[/]" if summary.exit_code else summary.message)
@@ -143,9 +187,13 @@ class ConsoleView:
             now = self.clock()
             for wid in sorted(self.workers, key=lambda w: (len(w), w)):
                 po, since = self.workers[wid]
-                t.add_row(wid, "busy" if po else "[dim]idle[/]", f"PO {po}" if po else "", f"{now - since:6.1f}s")
+                t.add_row(wid, "busy" if po else "[dim]idle[/]", f"PO {po}" if po else "", f"{now - since:6.1f}s",
+                          self.download_line(wid) if po else "")
             parts.append(t)
             parts.append(self.queue_line())
+        else:
+            for wid in sorted(self.downloads):
+                parts.append(f"[dim]downloading[/] {self.download_line(wid)}")
         return Group(*parts)
 
     def _refresh(self) -> None:

@@ -11,6 +11,7 @@
         throttle                         the portal's last "slow down", shared by every worker
         artifacts/<run>/<PO>-a<n>/       a failed attempt's screenshot, HTML and console
         replays/<run>/<PO>.html          rrweb replays written by `pobatch replay`
+        logs/<run>.log                   the run's plain text log (core/run_log.py), the last 30 runs
         demo-profile/                    the demo's own signed-in profile
 
 It is built from the output folder alone, so a worker process, the report and the CLI agree on it.
@@ -77,6 +78,14 @@ class Workspace:
     def replay(self, run_id: str, po: str) -> Path:
         return (self.work_dir / "replays" / safe_component(run_id, fallback="run")
                 / f"{safe_component(po, fallback='po')}.html")
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.work_dir / "logs"
+
+    def run_log(self, run_id: str) -> Path:
+        """The plain log of one run, the file a user sends when something went wrong."""
+        return self.logs_dir / f"{safe_component(run_id or 'no-run', fallback='no-run')}.log"
 
     @property
     def demo_profile(self) -> Path:

@@ -8,8 +8,15 @@ value is escaped and links are built only from paths this program made.
 
 The timeline has one row per worker and one bar per PO attempt, coloured by how the attempt ended;
 a failed attempt's bar links to its artifacts (pobatch.core.workflow.artifacts), dashed lines join the attempts of
-one PO (the retries), and triangles mark browser restarts. The data comes from core/reports/report_data.py;
+one PO (the retries), and triangles mark browser restarts; a bar's tooltip lists each file with its
+duration and size. The data comes from core/reports/report_data.py;
 the activities rows behind the bars are written while the run goes (core/reports/activity_log.py).
+
+A run of thousands of POs stays usable: the PO table has a status filter (the count buttons) and a
+search box, both a few lines of inline script over rows drawn once; a chart of POs per minute and
+failures, per worker, shows the run's course (core/reports/run_chart.py). Download progress events
+(one every 2 s per big file) never become rows: the events table leaves them out and says how many.
+The report links to the run's plain log (core/run_log.py), the file to send when asking for help.
 """
 from __future__ import annotations
 
@@ -25,6 +32,8 @@ from urllib.parse import quote
 
 from pobatch.core.events import PoEvent
 from pobatch.core.reports.report_data import AttemptBar, ReportData, load_report_data, natural_order, report_path
+from pobatch.core.reports.run_chart import describe_files, file_timings, throughput_svg
+from pobatch.core.workspace import Workspace
 from pobatch.core.status import Status
 from pobatch.core.workflow.artifacts import PAGE_HTML, SCREENSHOT
 from pobatch.corelib.store import RunStore
@@ -88,11 +97,14 @@ def render_report(data: ReportData, report_dir: Path) -> str:
         f"<title>pobatch report {_e(data.run_id)}</title>\n<style>{_CSS}</style></head><body>",
         f"<h1>pobatch run report <span class=\"muted\">{_e(data.run_id)}</span></h1>",
         "<dl class=\"facts\">" + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in facts if v) + "</dl>",
+        _log_link(data, report_dir),
         _counts_html(data.counts, total),
+        _chart_html(data),
         "<h2>Timeline</h2>",
         _timeline_svg(data, report_dir),
         _legend_html(),
         "<h2>Purchase orders</h2>",
+        _search_html(total),
         _table_html(data, report_dir),
         _events_html(data),
         f"<footer>Written by pobatch on {_e(datetime.now().isoformat(timespec='seconds'))}. "
@@ -100,6 +112,27 @@ def render_report(data: ReportData, report_dir: Path) -> str:
         f"<script>{_JS}</script></body></html>\n",
     ]
     return "\n".join(parts)
+
+
+def _log_link(data: ReportData, report_dir: Path) -> str:
+    """Where the run's plain log is: the file a helper asks for first."""
+    path = Workspace(data.out_dir).run_log(data.run_id)
+    if not path.is_file():
+        return ""
+    return (f"<p class=\"log\">Run log: <a id=\"run-log\" href=\"{_e(_href(path, report_dir))}\" target=\"_blank\">"
+            f"{_e(path.name)}</a> <span class=\"muted\">(every step of every PO; <code>pobatch support</code> "
+            "puts it in a zip with what a helper needs)</span></p>")
+
+
+def _chart_html(data: ReportData) -> str:
+    chart = throughput_svg(data)
+    return f"<h2>POs per minute and failures</h2>{chart}" if chart else ""
+
+
+def _search_html(total: int) -> str:
+    return ("<div class=\"search\"><input type=\"search\" id=\"search\" placeholder=\"Search PO, supplier, "
+            "reason, file, error\" aria-label=\"Search the purchase orders\" autocomplete=\"off\">"
+            f"<span id=\"shown\" class=\"muted\">{total} of {total} shown</span></div>")
 
 
 def _counts_html(counts: dict[str, int], total: int) -> str:
@@ -154,6 +187,7 @@ def _timeline_svg(data: ReportData, report_dir: Path) -> str:
         out.append(f"<text class=\"worker\" x=\"4\" y=\"{y + row_h / 2 + 4:.1f}\">{_e(w)}</text>"
                    f"<line class=\"lane\" x1=\"{label_w}\" y1=\"{y + row_h / 2:.1f}\" x2=\"{label_w + plot_w}\" "
                    f"y2=\"{y + row_h / 2:.1f}\"/>")
+    files = file_timings(data)
     by_key: dict[str, list[AttemptBar]] = {}
     for b in bars:
         by_key.setdefault(b.key, []).append(b)
@@ -169,6 +203,8 @@ def _timeline_svg(data: ReportData, report_dir: Path) -> str:
         tip = (f"PO {b.key}, attempt {b.attempt} on {b.worker_id}: {b.outcome}"
                f"{' - ' + b.detail if b.detail else ''}\n{_clock(b.started)} to {_clock(b.finished)}"
                f" ({_duration(b.finished - b.started)})" + ("\nrecorded" if b.recorded else ""))
+        if (b.key, b.attempt) in files:
+            tip += "\n" + describe_files(files[(b.key, b.attempt)])
         rect = (f"<rect class=\"attempt{' failed' if b.failed else ''}\" data-po=\"{_e(b.key)}\" "
                 f"data-attempt=\"{b.attempt}\" data-worker=\"{_e(b.worker_id)}\" data-outcome=\"{_e(b.outcome)}\" "
                 f"x=\"{bx:.1f}\" y=\"{y:.1f}\" width=\"{bw:.1f}\" height=\"{bar_h}\" rx=\"3\" "
@@ -242,7 +278,9 @@ def _table_html(data: ReportData, report_dir: Path) -> str:
 
 
 def _events_html(data: ReportData) -> str:
-    events = data.events[:MAX_EVENT_ROWS]
+    shown = [e for e in data.events if e.action != PoEvent.DOWNLOAD_PROGRESS]
+    progress = len(data.events) - len(shown)
+    events = shown[:MAX_EVENT_ROWS]
     if not events:
         return ""
     t0 = events[0].ts
@@ -251,9 +289,12 @@ def _events_html(data: ReportData) -> str:
         f"<td>{_e(e.task_key)}</td><td class=\"num\">{e.attempt or ''}</td><td>{_e(e.action)}</td>"
         f"<td>{_e(e.outcome)}</td><td class=\"wrap\">{_e(e.url)}</td><td class=\"wrap\">{_e(e.detail)}</td></tr>"
         for e in events)
-    more = (f"<p class=\"muted\">First {MAX_EVENT_ROWS} of {len(data.events)} events.</p>"
-            if len(data.events) > MAX_EVENT_ROWS else "")
-    return (f"<details><summary>All events, every worker and window, by time ({len(data.events)})</summary>{more}"
+    more = (f"<p class=\"muted\">First {MAX_EVENT_ROWS} of {len(shown)} events.</p>"
+            if len(shown) > MAX_EVENT_ROWS else "")
+    if progress:
+        more += (f"<p class=\"muted\">{progress} download progress report(s) left out (the run log has "
+                 "them); each file's duration and size are in the timeline's tooltips.</p>")
+    return (f"<details><summary>All events, every worker and window, by time ({len(shown)})</summary>{more}"
             "<table class=\"events\"><thead><tr><th>time</th><th>worker</th><th>window</th><th>PO</th><th>attempt</th>"
             f"<th>action</th><th>outcome</th><th>URL</th><th>detail</th></tr></thead><tbody>{rows}</tbody></table>"
             "</details>")
@@ -352,22 +393,42 @@ td ul{margin:0;padding-left:16px}
 .badge{color:#fff;border-radius:4px;padding:1px 6px;font-size:12px;white-space:nowrap}
 .fail a{margin-right:6px}.small{font-size:12px}
 tr.hidden{display:none}
+.search{display:flex;gap:12px;align-items:center;margin:8px 0}
+.search input{font:inherit;padding:5px 8px;width:320px;border:1px solid #bbb;border-radius:4px}
+svg.chart{font:11px system-ui,sans-serif;background:#fcfcfc;border:1px solid #ddd}
+svg .axis{fill:#777}svg.chart rect.done{stroke:#fff;stroke-width:.5}
 details{margin-top:24px}summary{cursor:pointer;font-weight:600}
 table.events{font-size:12px}td.wrap{word-break:break-all;max-width:420px}
 footer{margin-top:24px;color:#777;font-size:12px}
 """
 
+# The status filter and the search work together on rows read once (5,000 rows: a few ms per keystroke).
 _JS = """
 (function () {
   var buttons = document.querySelectorAll('#counts .count');
+  var rows = Array.prototype.slice.call(document.querySelectorAll('#pos tbody tr'));
+  var texts = rows.map(function (tr) { return tr.textContent.toLowerCase(); });
+  var search = document.getElementById('search'), shown = document.getElementById('shown');
+  var status = '', timer = null;
+  function apply() {
+    var words = (search ? search.value : '').toLowerCase().split(/\\s+/).filter(Boolean), n = 0;
+    for (var i = 0; i < rows.length; i++) {
+      var ok = (!status || rows[i].getAttribute('data-status') === status);
+      for (var j = 0; ok && j < words.length; j++) ok = texts[i].indexOf(words[j]) !== -1;
+      if (ok) n++;
+      if (rows[i].classList.contains('hidden') === ok) rows[i].classList.toggle('hidden', !ok);
+    }
+    if (shown) shown.textContent = n + ' of ' + rows.length + ' shown';
+  }
   buttons.forEach(function (btn) {
     btn.addEventListener('click', function () {
-      var status = btn.getAttribute('data-status');
+      status = btn.getAttribute('data-status');
       buttons.forEach(function (b) { b.classList.toggle('active', b === btn); });
-      document.querySelectorAll('#pos tbody tr').forEach(function (tr) {
-        tr.classList.toggle('hidden', !!status && tr.getAttribute('data-status') !== status);
-      });
+      apply();
     });
+  });
+  if (search) search.addEventListener('input', function () {
+    clearTimeout(timer); timer = setTimeout(apply, rows.length > 2000 ? 120 : 0);
   });
 })();
 """
