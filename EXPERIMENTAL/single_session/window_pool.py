@@ -130,7 +130,7 @@ class _Window(threading.Thread):
         self.pool = pool
         self.worker_id = f"w{index}"
         self.task: Task | None = None
-        self.busy_since = 0.0
+        self.busy_since = 0.0  # when its PO began, or sent its last event: the limit counts from here
         self.abandoned = False
         self.session = WindowSession(pool.browser, self.worker_id, pool.work_dir, pool.cfg.job.page_timeout,
                                      emit=self._emit)
@@ -244,7 +244,9 @@ class WindowPool:
         w.start()
 
     def _results(self, windows: int) -> Iterator[TaskResult | Event]:
-        limit = attempt_budget(self.cfg.job)  # how long one PO may hold a window before the browser is killed
+        # How long one PO may hold a window without a sign of life (an event of its own) before the
+        # browser is killed: a PO with 300 files may run long, a stuck one is still cut off.
+        limit = attempt_budget(self.cfg.job)
         next_index = windows + 1
         killed_at: float | None = None
         while self.tasks.unresolved:
@@ -258,6 +260,9 @@ class WindowPool:
                 if self.tasks.resolve(item.key):
                     yield item
             elif item is not None:
+                for w in self._threads:
+                    if w.task is not None and item.worker_id == w.worker_id and item.task_key == w.task.key:
+                        w.busy_since = time.monotonic()  # progress: the limit counts from here
                 yield item
             # A window stuck past every attempt's watchdog: kill the browser (every blocked command fails);
             # if its thread still does not come back, give its PO to the queue and open another window.
@@ -266,7 +271,7 @@ class WindowPool:
                 if w.abandoned or w.task is None or now - w.busy_since < limit:
                     continue
                 if killed_at is None:
-                    log.warning("window %s: PO %s ran past %.0fs: killing the shared browser", w.worker_id,
+                    log.warning("window %s: PO %s made no progress for %.0fs: killing the shared browser", w.worker_id,
                                 w.task.key, limit)
                     assert self.browser is not None
                     self.browser.kill()

@@ -49,7 +49,12 @@ _DOWNLOAD_JS = """
     a.click();
   }
   document.querySelectorAll('#attachments [data-token]').forEach(function (el) {
-    el.addEventListener('click', function (ev) { ev.preventDefault(); startDownload(el.getAttribute('data-token')); });
+    el.addEventListener('click', function (ev) {
+      ev.preventDefault();
+      // kind trusted_js: a handler that ignores clicks a script made (event.isTrusted), as some portals do
+      if (!ev.isTrusted && el.hasAttribute('data-trusted-only')) { return; }
+      startDownload(el.getAttribute('data-token'));
+    });
     el.addEventListener('keydown', function (ev) {
       if (ev.key === 'Enter' || ev.key === ' ') { ev.preventDefault(); startDownload(el.getAttribute('data-token')); }
     });
@@ -122,9 +127,10 @@ def _attachment_element(e: AttachmentEntry) -> str:
         return f'<a class="attachment_link" href="{escape(e.page_url)}">{name}</a>'
     if kind == "download_attr":
         return f'<a class="attachment_download" href="{escape(e.page_url)}" download="{name}">{name}</a>'
-    if kind == "js":
+    if kind in ("js", "trusted_js"):
+        trusted = " data-trusted-only" if kind == "trusted_js" else ""
         return (f'<span class="attachment_js" role="button" tabindex="0" aria-label="Download file attachment '
-                f'{name}" data-token="{escape(e.token)}">{name}</span>')
+                f'{name}" data-token="{escape(e.token)}"{trusted}>{name}</span>')
     if kind == "span":
         return (f'<span class="attachment_title" title="{name}" aria-label="file attachment {name}" '
                 f'tabindex="0" data-token="{escape(e.token)}">{name}</span>')
@@ -260,7 +266,10 @@ _DELAYED_JS = """
   function target(ev) { return ev.target.closest ? ev.target.closest('[' + %(attr)s + ']') : null; }
   area.addEventListener('click', function (ev) {
     var el = target(ev);
-    if (el) { ev.preventDefault(); startDownload(el.getAttribute(%(attr)s)); }
+    if (!el) { return; }
+    ev.preventDefault();
+    if (!ev.isTrusted && el.hasAttribute('data-trusted-only')) { return; }
+    startDownload(el.getAttribute(%(attr)s));
   });
   area.addEventListener('keydown', function (ev) {
     var el = target(ev);

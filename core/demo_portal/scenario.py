@@ -66,7 +66,9 @@ Optional keys (all absent in the bundled sample, which keeps Coupa's plain shape
   (at most server.HANG_SECONDS, 600 s). `/hang/` needs no session and counts no session request (a
   tracker or chat widget, not the portal's own content). The PO's outcome is unchanged.
 
-Attachment kinds: the Coupa sample's KINDS, plus `inline_labeled`: a link whose text is the file's
+Attachment kinds: the Coupa sample's KINDS, plus `trusted_js` (a `js` attachment whose handler ignores
+a click that a script made, `event.isTrusted`: only a real pointer click starts its download), and
+`inline_labeled`: a link whose text is the file's
 name (`contract.pdf`) while its URL ends in `/attachment_file` and the file is served without
 Content-Disposition, so only the label names it.
 
@@ -152,7 +154,7 @@ from pobatch.core.status import Status
 # The Coupa sample's kinds (the sample holds every one of them); EXTRA_KINDS are the shapes of portals
 # pobatch has not met yet, kept apart so the sample and generated scenarios stay as they were.
 KINDS = ("link", "download_attr", "js", "span", "popup", "inline_pdf")
-EXTRA_KINDS = ("inline_labeled",)
+EXTRA_KINDS = ("inline_labeled", "trusted_js")
 ALL_KINDS = KINDS + EXTRA_KINDS
 MARKUPS = ("coupa", "variant")
 PAGE_FAULTS = ("ok", "http500", "stall", "drop", "http500_bare", "http502", "http503", "http429", "maintenance",

@@ -58,7 +58,11 @@ _DOWNLOAD_JS = """
     a.click();
   }
   document.querySelectorAll('#documents [data-file]').forEach(function (el) {
-    el.addEventListener('click', function (ev) { ev.preventDefault(); fetchFile(el.getAttribute('data-file')); });
+    el.addEventListener('click', function (ev) {
+      ev.preventDefault();
+      if (!ev.isTrusted && el.hasAttribute('data-trusted-only')) { return; }  // kind trusted_js
+      fetchFile(el.getAttribute('data-file'));
+    });
     el.addEventListener('keydown', function (ev) {
       if (ev.key === 'Enter' || ev.key === ' ') { ev.preventDefault(); fetchFile(el.getAttribute('data-file')); }
     });
@@ -125,8 +129,9 @@ def attachment_element(e: AttachmentEntry) -> str:
         return f'<a class="doc-link" href="{url}">{name}</a>'
     if kind == "download_attr":
         return f'<a class="doc-link doc-save" href="{url}" data-save="true">{name}</a>'
-    if kind == "js":
-        return f'<button type="button" class="doc-action" data-file="{escape(e.token)}">{name}</button>'
+    if kind in ("js", "trusted_js"):
+        trusted = " data-trusted-only" if kind == "trusted_js" else ""
+        return f'<button type="button" class="doc-action" data-file="{escape(e.token)}"{trusted}>{name}</button>'
     if kind == "span":
         return f'<span class="doc-name" tabindex="0" data-file="{escape(e.token)}">{name}</span>'
     if kind == "popup":

@@ -69,7 +69,8 @@ try {
   const nav = performance.getEntriesByType('navigation')[0];
   if (nav && typeof nav.responseStatus === 'number') http = nav.responseStatus;
 } catch (err) {}
-const out = (state, detail, extra) => Object.assign({state: state, detail: String(detail || ''), http: http, url: loc.href}, extra || {});
+const out = (state, detail, extra) => Object.assign({state: state, detail: String(detail || ''), http: http, url: loc.href,
+                                                     referrer: document.referrer || ''}, extra || {});
 if (loc.protocol === 'chrome-error:' || loc.href.startsWith('chrome-error://')) return out('connection_error', 'the browser showed its own error page');
 // `via` says which sign-in evidence it is: another host or the sign-in path may be a single-sign-on
 // refresh passing through (the workflow follows it), a form or a 401 is a wall.
@@ -252,13 +253,15 @@ class PageProbe:
     identity: dict[str, Any] = field(default_factory=dict)
     settle: Settle = field(default_factory=Settle)
     via: str = ""  # a sign-in state's evidence: host, path (may be a refresh passing through), form, http
+    referrer: str = ""  # the page that led here: another host's when a sign-in refresh passed on the way
 
     @classmethod
     def of(cls, d: Any) -> "PageProbe":
         if not isinstance(d, dict):  # a page that replaced the probe's result: treat as still loading
             return cls(PageState.LOADING, "no answer from the page")
         return cls(str(d.get("state")), str(d.get("detail") or ""), int(d.get("http") or 0), str(d.get("url") or ""),
-                   dict(d.get("identity") or {}), Settle.of(d.get("settle")), str(d.get("via") or ""))
+                   dict(d.get("identity") or {}), Settle.of(d.get("settle")), str(d.get("via") or ""),
+                   str(d.get("referrer") or ""))
 
     @property
     def may_pass_through(self) -> bool:

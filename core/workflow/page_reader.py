@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from typing import Any, Callable
-from urllib.parse import urldefrag
+from urllib.parse import urldefrag, urlsplit
 
 from pobatch.core.events import PoEvent
 from pobatch.core.workflow.page_probes import BAD_SELECTORS_JS, PAGE_STATE_JS, RETRY_AFTER_JS, SETTLE_JS, PageProbe, \
@@ -112,6 +112,12 @@ class PageReader:
         to another of its pages."""
         probe = self.wait_state(driver, expect)
         if not probe.may_pass_through:
+            passed = urlsplit(probe.referrer).netloc.lower()
+            if passed and passed != self.site.host_of(self.base_url):
+                # The refresh passed inside the navigation (the browser's own redirects and forms):
+                # only the page it came from tells.
+                self.event(PoEvent.SSO_REFRESH, url=probe.url, outcome=probe.state,
+                           detail=f"through {passed}, within the page load")
             return probe
         self.progress.wait_for(Waiting.SIGN_IN_REDIRECT)
         bounce = sign_in_bounce.follow(driver, probe, lambda: self.wait_state(driver, expect),
