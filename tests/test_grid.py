@@ -22,6 +22,7 @@ import pytest
 
 from pobatch.core.app import EXIT_LOGIN, EXIT_OK, MainApp, RunOptions, RunSummary
 from pobatch.core.demo_portal import DemoPortal, sample_orders_path, sample_scenario_path, unfamiliar_scenario_path
+from pobatch.core.demo_portal.scenario import Scenario, many_attachment_pos
 from pobatch.core.grid_login import apply_cookies, read_portal_cookies
 from pobatch.core.login import prepare_demo_profile
 from pobatch.core.profiles import seed_profile
@@ -333,3 +334,55 @@ def test_grid_sessions_know_the_http_status_and_the_pages_identity(grid, unfamil
             sorted(sha(b) for b in portal.expected_files(po).values())
     opened = [e for e in events(summary, "open") if e.task_key == "300006"]
     assert opened and all("HTTP 502" in e.detail for e in opened)
+
+
+# ---- issue 21: many attachments, a web page instead of a file, single-sign-on refreshes ---------
+
+def shapes_portal(tmp_path_factory, name: str, scenario: dict[str, Any]):
+    directory = tmp_path_factory.mktemp(name)
+    portal = DemoPortal(Scenario.from_dict(scenario)).start()
+    try:
+        return portal, prepare_demo_profile(directory / "profile", portal.base_url)
+    except BaseException:
+        portal.stop()
+        raise
+
+
+def test_the_grid_completes_many_attachments_and_says_partial_for_a_page_instead_of_a_file(grid, tmp_path_factory,
+                                                                                         tmp_path):
+    many = [po for po in many_attachment_pos((12,), mixed=(50,), first_id=710001)]
+    scenario = {"name": "grid-many", "seed": 4, "latency": {"page_ms": 20, "attachment_ms": 5},
+                "pos": [{"id": po.id, "supplier": po.supplier,
+                         "attachments": [{"name": a.name, "kind": a.kind, "size": a.size} for a in po.attachments]}
+                        for po in many]
+                + [{"id": "710009", "supplier": "Missing Files BV",
+                    "attachments": [{"name": "here.pdf", "size": 3000},
+                                    {"name": "gone.pdf", "size": 3000, "faults": ["html200"]}]}]}
+    portal, profile = shapes_portal(tmp_path_factory, "grid-many", scenario)
+    with portal:
+        pos = [po["id"] for po in scenario["pos"]]
+        opts = options(write_orders(tmp_path, pos), tmp_path / "out", portal, profile, tmp_path, grid=grid.url,
+                       po_timeout=30.0, max_attempts=2)
+        summary = MainApp(opts).run()
+        expected = portal.expected_outcomes()
+        assert statuses(summary) == {po: tuple(expected[po]) for po in pos}, \
+            {po: o.error_message for po, o in summary.outcomes.items()}
+        assert sorted(len(summary.outcomes[po].files) for po in pos) == [1, 12, 50]
+        partial = summary.outcomes["710009"]
+        assert (partial.status, partial.reason) == (Status.PARTIAL, "DOWNLOAD_FAILED")
+        assert "web page, not a file" in partial.error_message
+
+
+def test_sso_refreshes_pass_on_the_grid(grid, tmp_path_factory, tmp_path):
+    scenario = {"name": "grid-sso", "seed": 6, "latency": {"page_ms": 20, "attachment_ms": 5},
+                "session": {"sso_refresh_every": 3, "sso_via": "post_form"},
+                "pos": [{"id": str(720001 + i), "supplier": "Federated Ltd",
+                         "attachments": [{"name": f"sso{i}.pdf", "size": 2500}]} for i in range(8)]}
+    portal, profile = shapes_portal(tmp_path_factory, "grid-sso", scenario)
+    with portal:
+        pos = [po["id"] for po in scenario["pos"]]
+        opts = options(write_orders(tmp_path, pos), tmp_path / "out", portal, profile, tmp_path, grid=grid.url)
+        summary = MainApp(opts).run()
+        assert summary.exit_code == 0, {po: o.error_message for po, o in summary.outcomes.items()}
+        assert {o.status for o in summary.outcomes.values()} == {Status.COMPLETED}
+        assert portal.sso_refreshes() >= 2 and events(summary, "sso_refresh")

@@ -77,7 +77,11 @@ MANY = json.loads(many_attachments_scenario_path().read_text(encoding="utf-8"))
 MANY["pos"] += [{"id": "420001", "supplier": "Trusted Clicks Ltd",
             "attachments": [{"name": "plain.pdf", "kind": "link", "size": 3000},
                             {"name": "needs a real click.pdf", "kind": "trusted_js", "size": 4000},
-                            {"name": "after.pdf", "kind": "download_attr", "size": 2000}]}]
+                            {"name": "after.pdf", "kind": "download_attr", "size": 2000}]},
+                {"id": "420002", "supplier": "Missing Files BV",
+                 "attachments": [{"name": "here.pdf", "kind": "link", "size": 3000},
+                                 {"name": "gone by link.pdf", "kind": "link", "size": 3000, "faults": ["html200"]},
+                                 {"name": "gone by script.pdf", "kind": "js", "size": 3000, "faults": ["html200"]}]}]
 
 
 @pytest.fixture(scope="module")
@@ -199,3 +203,15 @@ def test_a_page_whose_load_event_never_comes_completes_in_a_normal_time(mode: st
     # The page-load timeout here is 30 s: an attempt that had waited for the load event would show it.
     slow = [(po, round(s, 1)) for po, s in attempts(summary) if s > 15]
     assert not slow, slow
+
+
+def test_a_link_answered_with_a_web_page_is_partial_with_the_reason_at_once(many, tmp_path: Path) -> None:
+    """A missing file answered with 200 and a page: the attachment fails as soon as the page is seen,
+    whether the link was marked as a download or navigated, and the PO says PARTIAL with why."""
+    portal, profile = many
+    summary = run(portal, profile, tmp_path, ["420002"], max_attempts=1)
+    outcome = summary.outcomes["420002"]
+    assert (outcome.status, outcome.reason) == (Status.PARTIAL, "DOWNLOAD_FAILED"), outcome.error_message
+    assert_matches_truth(summary, portal, ["420002"])
+    assert outcome.error_message.count("web page, not a file") == 2, outcome.error_message
+    assert [po for po, s in attempts(summary) if s > 20] == [], "known within one poll, not by a timeout"

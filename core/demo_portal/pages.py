@@ -407,3 +407,10 @@ def hang_html(kinds: Iterable[str], po_id: str, n: int) -> str:
                      ", {cache: 'no-store'}).catch(function () {});</script>"),
     }
     return "\n".join(parts[k] for k in kinds)
+
+
+def not_available_page() -> str:
+    """A missing file answered with 200 and a plain page (attachment fault html200): no error text the
+    site knows, no PO markup; a client must notice it is a page, not the file."""
+    return _layout("Document | Coupa", '<h1 class="doc_title">Document</h1>\n'
+                   "<p>This document is not available. It may have been moved or archived.</p>")

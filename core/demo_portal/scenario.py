@@ -123,6 +123,10 @@ for T in 1, 2, 3, 6, 12 requests per attachment try, each with and without that 
 answers differ (a fault list whose first "ok" lies where only some clients reach it), the scenario is
 ambiguous and must state `expected` for that PO; loading it otherwise fails with ScenarioError.
 
+Attachment faults: `http500` (the 500 page), `drop_mid` and `stall_mid` (the body stops half-way, closed
+or held), and `html200` (the file URL answers 200 with a web page, "This document is not available",
+as a missing file does on many portals: a browser shows it instead of downloading).
+
 Note for clients: an `http500` attachment fault answers the file URL with the 500 page, so a browser
 shows that page instead of downloading; only a client that looks at the page after the click notices
 it before its download timeout.
@@ -159,7 +163,7 @@ ALL_KINDS = KINDS + EXTRA_KINDS
 MARKUPS = ("coupa", "variant")
 PAGE_FAULTS = ("ok", "http500", "stall", "drop", "http500_bare", "http502", "http503", "http429", "maintenance",
                "redirect_other_po", "redirect_dashboard", "sso_interstitial", "http404_bare")
-ATTACHMENT_FAULTS = ("ok", "http500", "drop_mid", "stall_mid")
+ATTACHMENT_FAULTS = ("ok", "http500", "drop_mid", "stall_mid", "html200")
 # How the identity provider sends a browser back after the portal's session ended (session.sso_via).
 SSO_VIA = ("post_form", "script", "meta", "redirect_chain", "password_form")
 SSO_BOUNCES = SSO_VIA[:-1]  # the ones that need no person

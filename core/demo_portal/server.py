@@ -467,6 +467,8 @@ class _Handler(_TrackedHandler):
             return
         if fault == "http500":
             return self._send(500, self.pages.server_error_page())
+        if fault == "html200":  # a missing file answered as a page, with 200
+            return self._send(200, self.pages.not_available_page())
         data = portal.scenario.file_bytes(entry)
         headers = {"Content-Type": content_type(entry.spec.name), "Content-Length": str(len(data))}
         if not inline:

@@ -210,3 +210,8 @@ def not_authorized_page() -> str:
 def server_error_page() -> str:
     return _layout("Problem | Procure", f'<div class="alert alert-error">{SERVER_ERROR_TEXT}.</div>\n'
                    "<p>Our engineers have been notified.</p>")
+
+
+def not_available_page() -> str:
+    """The variant's page for a missing file, answered with 200 (attachment fault html200)."""
+    return _layout("Document | Procure", "<h2>Document</h2>\n<p>This document is not available.</p>")
