@@ -57,7 +57,8 @@ _DOCS = (("Invoice", "pdf"), ("Delivery note", "pdf"), ("Quote", "docx"), ("Pric
 _KIND_WEIGHTS = {"link": 60, "download_attr": 10, "js": 8, "span": 8, "popup": 7, "inline_pdf": 7}
 
 
-def soak_scenario(pos: int, seed: int, faults: bool = True, sso_via: str = "post_form") -> Scenario:
+def soak_scenario(pos: int, seed: int, faults: bool = True, sso_via: str = "post_form",
+                  sso_every: int = SSO_EVERY) -> Scenario:
     """The scenario; every random draw is made whether or not `faults` is set, so that the POs and
     files of the two variants are the same."""
     if pos < 1:
@@ -86,7 +87,7 @@ def soak_scenario(pos: int, seed: int, faults: bool = True, sso_via: str = "post
         specs.append(PoSpec(id=po_id, supplier=_SUPPLIERS[n % len(_SUPPLIERS)], attachments=tuple(atts),
                             page_faults=("http429", "ok") if too_many and faults else (),
                             hang=hang if hang_draw and faults else ()))
-    session = SessionOptions(sso_refresh_every=SSO_EVERY, sso_via=sso_via) if faults else SessionOptions()
+    session = SessionOptions(sso_refresh_every=sso_every, sso_via=sso_via) if faults else SessionOptions()
     return Scenario(seed=seed, pos=tuple(specs), latency=LatencySpec(PAGE_MS, FILE_MS), session=session,
                     name=f"soak-{pos}-{seed}" + ("" if faults else "-no-faults"),
                     description=("Soak (benchmarks/soak_scenario.py): SSO refresh every 100 PO pages, hanging "

@@ -2,7 +2,7 @@
 
 In parallel mode it also shows one line per worker (busy on which PO, or idle, and for how long),
 then the queue: POs waiting, busy and done, POs per minute and the ETA. A download that runs longer
-than about 2 s shows its bytes, total and speed on its worker's line (core/progress.py), so a 200 MB
+than about 2 s shows its bytes, total and speed on its worker's line (core/download_progress.py), so a 200 MB
 scan is visibly moving. It only listens (MainApp calls it); nothing in the workflow depends on it, so
 tests run without it.
 """
@@ -19,7 +19,7 @@ from rich.table import Table
 
 from pobatch.core.app import RunSummary
 from pobatch.core.events import PoEvent
-from pobatch.core.progress import Progress as DownloadProgress, SpeedMeter, describe, parse_progress
+from pobatch.core.download_progress import Progress as DownloadProgress, SpeedMeter, describe, parse_progress
 from pobatch.core.results import PoOutcome
 from pobatch.core.status import Status
 from pobatch.corelib.tasks import Event, PoolEvent

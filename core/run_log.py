@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from pobatch.core.events import PoEvent
-from pobatch.core.progress import SpeedMeter, describe, human_bytes, parse_progress
+from pobatch.core.download_progress import SpeedMeter, describe, human_bytes, parse_progress
 from pobatch.core.redaction import redact, redact_url
 from pobatch.corelib.tasks import Event
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from pobatch.core.doctor import DoctorOptions, report_text, run_doctor
-from pobatch.core.progress import human_bytes
+from pobatch.core.download_progress import human_bytes
 from pobatch.core.redaction import redact
 from pobatch.core.reports.report import render_report
 from pobatch.core.reports.report_data import load_report_data

@@ -102,3 +102,28 @@ def browser_available():
 def browser_available_module():
     """The same, for module fixtures (a function fixture cannot serve them)."""
     _require_browser()
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A folder nobody may write in, root included: a read-only mount when this runs as root (which
+    ignores permission bits), else a folder without write permission."""
+    import subprocess
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(ro)], check=False,
+                       capture_output=True)
+        if not os.path.ismount(ro):
+            pytest.skip("running as root without permission to mount a read-only folder")
+        try:
+            yield ro
+        finally:
+            subprocess.run(["umount", str(ro)], check=True)
+    else:
+        ro.chmod(0o555)
+        try:
+            yield ro
+        finally:
+            ro.chmod(0o755)

@@ -96,3 +96,25 @@ def test_quick_benchmark_writes_a_well_formed_table(tmp_path, browser_available)
     assert data["machine"]["chromium"].startswith("Chromium")
 
     assert work.is_dir() and not any(work.iterdir()), f"left in the work dir: {list(work.iterdir())}"
+
+
+def test_quick_soak_runs_and_writes_its_section(tmp_path, browser_available):
+    """benchmarks/soak.py keeps working: a tiny soak (30 POs with every fault of the full one) gets every
+    PO right with exit 0 and writes its own section, leaving the rest of the file alone."""
+    out = tmp_path / "BENCH.md"
+    out.write_text("# Benchmarks\n\nHand-written.\n", encoding="utf-8")
+    results = tmp_path / "soak.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.soak", "--quick", "--out", str(out), "--json", str(results),
+         "--work-dir", str(tmp_path / "work")],
+        cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert proc.returncode == 0, f"soak failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    text = out.read_text(encoding="utf-8")
+    assert text.startswith("# Benchmarks\n\nHand-written.\n") and "QUICK MODE" in text
+    runs = json.loads(results.read_text(encoding="utf-8"))
+    assert [(r["mode"], r["faults"]) for r in runs] == [("sequential", True), ("sequential", False)]
+    assert all(r["exit_code"] == 0 and r["right"] == r["pos"] == 30 and not r["wrong"] for r in runs)
+    assert runs[0]["hang_requests"] > 0 and runs[1]["hang_requests"] == 0
+    assert runs[0]["sso_refreshes"] >= 2 and runs[0]["sso_events"] == runs[0]["sso_refreshes"]
+    assert not any((tmp_path / "work").iterdir()), "the soak's scratch folders are removed"

@@ -571,11 +571,7 @@ def test_chromium_goes_to_the_provider_and_back_by_itself(via: str, browser_avai
         spec = BrowserSpec(user_data_dir=str(tmp_path / "profile"), local_only=True, page_load_timeout=30)
         with LocalBrowserSession(spec) as session:
             d = session.driver
-            d.get(portal.base_url + "/sessions/new")
-            d.find_element(By.ID, "user_email").send_keys("buyer@example.com")
-            d.find_element(By.ID, "user_password").send_keys(DEMO_PASSWORD)
-            d.find_element(By.ID, "new_session").submit()
-            wait_for(lambda: "/sessions" not in d.current_url, 10.0, "the sign-in")
+            sign_in_browser(d, portal)
             d.get(portal.po_url("1"))
             assert "Purchase Order #1" in d.title  # the first PO page: the session is still good
             page = portal.po_url("1")
@@ -614,28 +610,20 @@ def test_chromium_goes_to_the_provider_and_back_by_itself(via: str, browser_avai
 def test_chromium_never_sees_the_load_event_of_a_hanging_page(browser_available: None, tmp_path: Path) -> None:
     """What the docstring promises, in a real browser: image, async script and iframe hold the load event
     while a long-poll does not; leaving the page ends the portal's hold."""
-    from selenium.webdriver.common.by import By
-
     from pobatch.corelib.browser import BASE_ARGS, BrowserSpec
     from pobatch.corelib.local_session import LocalBrowserSession
 
     # Chromium keeps a page it leaves in its back/forward cache, hanging request and connection included:
     # six such pages take all six connections per host and the next page load stalls (seen here, Chromium
-    # 156). Without that cache, leaving a page ends its requests. The last --disable-features wins, so
-    # the factory's list is repeated.
-    features = next(a for a in BASE_ARGS if a.startswith("--disable-features=")) + ",BackForwardCache"
+    # 156). The browser factory turns that cache off (docs/design.md, "Pages judged by their content").
+    assert "BackForwardCache" in next(a for a in BASE_ARGS if a.startswith("--disable-features="))
     sc = scenario([{"id": k, "hang": k, "attachments": [{"name": "a.pdf"}]} for k in HANG_KINDS] + [{"id": "plain"}])
     with DemoPortal(sc).start() as portal:
         spec = BrowserSpec(user_data_dir=str(tmp_path / "profile"), local_only=True, page_load_timeout=30,
-                           page_load_strategy="eager",  # get() returns at DOMContentLoaded, not at load
-                           extra_args=(features,))
+                           page_load_strategy="eager")  # get() returns at DOMContentLoaded, not at load
         with LocalBrowserSession(spec) as session:
             d = session.driver
-            d.get(portal.base_url + "/sessions/new")
-            d.find_element(By.ID, "user_email").send_keys("buyer@example.com")
-            d.find_element(By.ID, "user_password").send_keys(DEMO_PASSWORD)
-            d.find_element(By.ID, "new_session").submit()
-            wait_for(lambda: "/sessions" not in d.current_url, 10.0, "the sign-in")
+            sign_in_browser(d, portal)
             for kind in HANG_KINDS:
                 d.get(portal.po_url(kind))
                 assert "Purchase Order #" + kind in d.title
@@ -649,3 +637,14 @@ def test_chromium_never_sees_the_load_event_of_a_hanging_page(browser_available:
                 d.get(portal.po_url("plain"))  # leaving the page cancels the request: the portal lets go
                 wait_for(lambda: portal.hangs_in_flight() == 0, 10.0, f"the {kind} hold to end", 0.02)
             assert portal.hang_requests() == {k: 1 for k in HANG_KINDS}
+
+
+def sign_in_browser(d, portal: DemoPortal) -> None:
+    """Sign in on the demo portal's own form, as a person would."""
+    from selenium.webdriver.common.by import By
+
+    d.get(portal.base_url + "/sessions/new")
+    d.find_element(By.ID, "user_email").send_keys("buyer@example.com")
+    d.find_element(By.ID, "user_password").send_keys(DEMO_PASSWORD)
+    d.find_element(By.ID, "new_session").submit()
+    wait_for(lambda: "/sessions" not in d.current_url, 10.0, "the sign-in")

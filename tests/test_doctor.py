@@ -14,7 +14,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -122,28 +121,6 @@ def test_a_profile_open_in_a_running_browser(tmp_path, browser_available):
             browser.wait()
     assert res["profile"].verdict == FAIL and "open in a running browser" in res["profile"].detail
     assert "close every window" in res["profile"].todo and not res["_can_start"]
-
-
-@pytest.fixture
-def read_only_dir(tmp_path):
-    """A folder nobody may write in, root included (see tests/test_reliability.py)."""
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(ro)], check=False,
-                       capture_output=True)
-        if not os.path.ismount(ro):
-            pytest.skip("running as root without permission to mount a read-only folder")
-        try:
-            yield ro
-        finally:
-            subprocess.run(["umount", str(ro)], check=True)
-    else:
-        ro.chmod(0o555)
-        try:
-            yield ro
-        finally:
-            ro.chmod(0o755)
 
 
 def test_a_read_only_output_folder(tmp_path, read_only_dir):

@@ -181,30 +181,7 @@ def test_a_killed_run_is_marked_interrupted_at_the_time_it_was_last_seen(tmp_pat
     assert "INTERRUPTED" in page and "Last seen" in page
 
 
-# -- item 5: an unwritable output folder, a full disk ----------------------------------------------------
-@pytest.fixture
-def read_only_dir(tmp_path):
-    """A folder nobody may write in, root included: a read-only mount when this runs as root (which
-    ignores permission bits), else a folder without write permission."""
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    (ro / "old.txt").write_text("x")
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(ro)], check=False,
-                       capture_output=True)
-        if not os.path.ismount(ro):
-            pytest.skip("running as root without permission to mount a read-only folder")
-        try:
-            yield ro
-        finally:
-            subprocess.run(["umount", str(ro)], check=True)
-    else:
-        ro.chmod(0o555)
-        try:
-            yield ro
-        finally:
-            ro.chmod(0o755)
-
+# -- item 5: an unwritable output folder (conftest's read_only_dir), a full disk ---------------------------
 
 @pytest.mark.parametrize("where", ["folder", "parent"])
 def test_a_read_only_output_folder_gets_one_line_and_exit_2_before_any_browser(tmp_path, read_only_dir, where):

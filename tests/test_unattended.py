@@ -69,6 +69,18 @@ def portal_and_profile(scenario: dict, tmp_path_factory: pytest.TempPathFactory,
     return portal, profile
 
 
+def portal_fixture(scenario: dict, name: str):
+    """A module fixture: (the demo portal serving `scenario`, a profile signed in to it)."""
+
+    @pytest.fixture(scope="module")
+    def fixture(browser_available_module, tmp_path_factory):
+        portal, profile = portal_and_profile(scenario, tmp_path_factory, name)
+        with portal:
+            yield portal, profile
+
+    return fixture
+
+
 # ------------------------------------------------------------------------------ many attachments
 
 # The bundled scenario's POs of 12, 50 and 300 links and 50 of every kind, and one whose middle file
@@ -84,11 +96,7 @@ MANY["pos"] += [{"id": "420001", "supplier": "Trusted Clicks Ltd",
                                  {"name": "gone by script.pdf", "kind": "js", "size": 3000, "faults": ["html200"]}]}]
 
 
-@pytest.fixture(scope="module")
-def many(browser_available_module, tmp_path_factory):
-    portal, profile = portal_and_profile(MANY, tmp_path_factory, "many")
-    with portal:
-        yield portal, profile
+many = portal_fixture(MANY, "many")
 
 
 @pytest.mark.parametrize("mode", list(MODES))
@@ -184,11 +192,7 @@ HANGS = {"name": "hangs", "seed": 9, "latency": {"page_ms": 30, "attachment_ms":
             {"id": "440010", "supplier": "Pixel Corp", "hang": "image", "attachments": []}]}
 
 
-@pytest.fixture(scope="module")
-def hangs(browser_available_module, tmp_path_factory):
-    portal, profile = portal_and_profile(HANGS, tmp_path_factory, "hangs")
-    with portal:
-        yield portal, profile
+hangs = portal_fixture(HANGS, "hangs")
 
 
 @pytest.mark.parametrize("mode", list(MODES))

@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 
 from pobatch.core.events import PoEvent
-from pobatch.core.progress import human_bytes
+from pobatch.core.download_progress import human_bytes
 from pobatch.core.reports.report_data import AttemptBar, ReportData, natural_order
 
 # Distinct, colour-blind-friendly hues (Okabe-Ito, then Tableau): a worker keeps its colour in one report.

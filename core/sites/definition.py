@@ -43,7 +43,7 @@ class SiteDefinition:
     settle_timeout_s: float = 20.0  # bound on waiting for the attachment area to settle
     id_prefixes: tuple[str, ...] = ("PO", "PM")
     default_base_url: str = ""
-    sso_leaves_host: bool = True  # leaving the portal's host means an identity provider wants a login
+    sso_leaves_host: bool = True  # another host is the identity provider: a wall unless it comes straight back
     # False: attachments are clicked with element.click() run in the page, which no overlay can
     # intercept and which starts a download about 60 ms sooner than WebDriver's pointer click
     # (BENCHMARKS.md). True: scroll, then a pointer click (a trusted event) for a portal whose

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import urljoin
 
+from pobatch.core.download_progress import format_progress
 from pobatch.core.events import PoEvent
 from pobatch.core.workflow.attachments import (
     Attachment,
@@ -44,9 +45,9 @@ def _a_web_page(slot: Slot, item: Attachment) -> bool:
     return suggested.endswith(pages) and not (item.name or "").lower().strip().endswith(pages)
 
 
-# A click's download must begin within this long, or it started none (docs/design.md, "Downloads in
-# Chromium"): headers of a file usually arrive in well under a second, 10 s leaves room for a busy PC
-# and a slow portal; a click that was only slow costs a second click, whose copy is dropped.
+# A click's download must begin within this long, or it started none (see docs/design.md,
+# "Downloads in Chromium"): a file's headers usually arrive in well under a second, 10 s leaves room
+# for a busy PC and a slow portal; a click that was only slow costs a second click, whose copy is dropped.
 BEGIN_TIMEOUT_S = 10.0
 PROGRESS_EVERY_S = 2.0  # a running download tells its bytes at most this often, after this long
 
@@ -290,7 +291,8 @@ class BatchCollector(Collector):
             d = r.slot.download
             if now - d.began >= PROGRESS_EVERY_S and now - r.told >= PROGRESS_EVERY_S and d.received:
                 r.told = now
-                self.event(PoEvent.DOWNLOAD_PROGRESS, detail=f"{d.received}/{d.total} {d.suggested or r.item.name}"[:300])
+                self.event(PoEvent.DOWNLOAD_PROGRESS, detail=format_progress(d.received, d.total,
+                                                                             d.suggested or r.item.name))
 
     @staticmethod
     def _target_urls(batch: DownloadBatch) -> dict[str, str]:

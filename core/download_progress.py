@@ -23,6 +23,11 @@ class Progress:
         return self.received / self.total if self.total > 0 else None
 
 
+def format_progress(received: int, total: int, name: str) -> str:
+    """The detail of a download_progress event: the one shape both sides agree on."""
+    return f"{received}/{total} {name}"[:300]
+
+
 def parse_progress(detail: str) -> Progress | None:
     """The detail of a download_progress event, or None when it is not in the agreed shape."""
     m = _DETAIL.match(detail or "")
