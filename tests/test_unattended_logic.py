@@ -172,3 +172,17 @@ def test_an_unrecognised_page_is_told_to_run_check_and_many_alike_are_said_once(
                                           ("archive.tar_", "archive.tar_")])
 def test_trailing_spaces_and_dots_go_before_the_extension_is_judged(served, kept):
     assert safe_component(served, basename=True) == kept
+
+
+def test_the_end_of_run_line_says_a_common_failure_once(tmp_path):
+    from pobatch.core.app import RunSummary
+    from pobatch.core.desk import verdict
+
+    outcomes = {str(i): PoOutcome(po_number=str(i), status=Status.FAILED, reason="UNRECOGNISED_PAGE")
+                for i in range(100001, 100041)}
+    outcomes["100099"] = PoOutcome(po_number="100099", status=Status.COMPLETED)
+    summary = RunSummary(run_id="r", exit_code=1, counts={"FAILED": 40, "COMPLETED": 1}, outcomes=outcomes,
+                         results_path=tmp_path / "orders_results.xlsx", out_dir=tmp_path)
+    line = verdict(summary)
+    assert line.startswith("1 of 41 POs done; 40 need attention, see the 'Attention' sheet in orders_results.xlsx.")
+    assert line.count("pobatch check") == 1 and "40 of them the same way" in line
