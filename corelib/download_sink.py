@@ -73,9 +73,11 @@ class GridDownloadSink:
         self.driver.delete_downloadable_files()
 
     def wait_for_new(self, count: int = 1, timeout: float = 60.0, stall_timeout: float = 20.0,
-                     on_poll: Callable[[], None] | None = None, stable_for: float = 0.0) -> list[str]:
+                     on_poll: Callable[[], None] | None = None, stable_for: float = 0.0,
+                     begin_timeout: float | None = None) -> list[str]:
         """As DownloadSink.wait_for_new. stable_for defaults to 0: the node gives no sizes to watch
-        settle, and Chromium renames `.crdownload` to the final name only once the file is complete."""
+        settle, and Chromium renames `.crdownload` to the final name only once the file is complete.
+        DownloadNotBegun when no file at all, partial or finished, has appeared within begin_timeout."""
         start = time.monotonic()
         last_names: set[str] | None = None
         last_change = start  # the list changed, or a partial file grew
@@ -105,6 +107,8 @@ class GridDownloadSink:
                     raise DownloadStalled(f"download stopped growing for {stall_timeout:.0f}s: "
                                           + ", ".join(f"{n} ({s} bytes)" for n, s in sizes.items())
                                           + " on the Grid node")
+            if begin_timeout is not None and not names and now - start > begin_timeout:
+                raise DownloadNotBegun(f"no download began within {begin_timeout:.0f}s of the click on the Grid node")
             if now - start > timeout:
                 raise DownloadTimeout(
                     f"{len(done)} of {count} download(s) finished within {timeout:.0f}s on the Grid node"

@@ -350,6 +350,8 @@ def shapes_portal(tmp_path_factory, name: str, scenario: dict[str, Any]):
 
 def test_the_grid_completes_many_attachments_and_says_partial_for_a_page_instead_of_a_file(grid, tmp_path_factory,
                                                                                          tmp_path):
+    """50 files of every kind and 12 links one click at a time; a missing file answered with a page is
+    PARTIAL with the reason (not TIMEOUT); a click a page ignores is known in seconds and made again."""
     many = [po for po in many_attachment_pos((12,), mixed=(50,), first_id=710001)]
     scenario = {"name": "grid-many", "seed": 4, "latency": {"page_ms": 20, "attachment_ms": 5},
                 "pos": [{"id": po.id, "supplier": po.supplier,
@@ -357,7 +359,9 @@ def test_the_grid_completes_many_attachments_and_says_partial_for_a_page_instead
                         for po in many]
                 + [{"id": "710009", "supplier": "Missing Files BV",
                     "attachments": [{"name": "here.pdf", "size": 3000},
-                                    {"name": "gone.pdf", "size": 3000, "faults": ["html200"]}]}]}
+                                    {"name": "gone.pdf", "size": 3000, "faults": ["html200"]}]},
+                   {"id": "710010", "supplier": "Trusted Clicks Ltd",
+                    "attachments": [{"name": "needs a real click.pdf", "kind": "trusted_js", "size": 3000}]}]}
     portal, profile = shapes_portal(tmp_path_factory, "grid-many", scenario)
     with portal:
         pos = [po["id"] for po in scenario["pos"]]
@@ -367,7 +371,9 @@ def test_the_grid_completes_many_attachments_and_says_partial_for_a_page_instead
         expected = portal.expected_outcomes()
         assert statuses(summary) == {po: tuple(expected[po]) for po in pos}, \
             {po: o.error_message for po, o in summary.outcomes.items()}
-        assert sorted(len(summary.outcomes[po].files) for po in pos) == [1, 12, 50]
+        assert sorted(len(summary.outcomes[po].files) for po in pos) == [1, 1, 12, 50]
+        retried = [e for e in events(summary, "download_not_begun") if e.task_key == "710010"]
+        assert [e.outcome for e in retried] == ["retry"] and "pointer click" in retried[0].detail
         partial = summary.outcomes["710009"]
         assert (partial.status, partial.reason) == (Status.PARTIAL, "DOWNLOAD_FAILED")
         assert "web page, not a file" in partial.error_message

@@ -247,3 +247,33 @@ def test_a_plain_console_prints_progress_at_most_every_ten_seconds():
         view.event(_progress("main", (i + 1) * 1024 * 1024, 20 * 1024 * 1024, 2.0 * i))
     printed = [ln for ln in buf.getvalue().splitlines() if "downloading" in ln]
     assert len(printed) == 2 and "6.0 MB of 20.0 MB (30%), 512.0 KB/s" in printed[-1]
+
+
+@pytest.mark.timeout(300)
+def test_a_slow_big_file_shows_its_progress_in_the_log_and_the_timeline(tmp_path, browser_available):
+    """A 3 MB file that takes about 6 s (issue 25): the workflow tells its bytes while it runs, the run log
+    says bytes, total and speed, and the attempt's limit (shorter than the download) follows them."""
+    from pobatch.core.demo_portal.scenario import Scenario
+    from pobatch.corelib.store import RunStore
+
+    size = 3_000_000
+    scenario = Scenario.from_dict({"name": "bigfile", "seed": 2, "latency": {"page_ms": 10, "attachment_ms": 0},
+                                   "pos": [{"id": "9", "supplier": "Big Scans Ltd", "attachments": [
+                                       {"name": "scan.pdf", "kind": "link", "size": size, "latency_ms": 6000}]}]})
+    with DemoPortal(scenario) as portal:
+        profile = prepare_demo_profile(tmp_path / "profile", portal.base_url)
+        orders = tmp_path / "orders.csv"
+        orders.write_text("PO_NUMBER\n9\n", encoding="utf-8")
+        opts = RunOptions(orders=orders, out=tmp_path / "out", site="demo", base_url=portal.base_url,
+                          browser="chromium", profile=profile, local_only=True, profiles_root=tmp_path / "profiles",
+                          po_timeout=5.0, max_attempts=1)
+        summary = MainApp(opts).run()
+    assert summary.outcomes["9"].status.value == "COMPLETED", summary.outcomes["9"].error_message
+    with RunStore(summary.out_dir / ".pobatch" / "runs.sqlite") as store:
+        told = [e for e in store.timeline(summary.run_id) if e.action == PoEvent.DOWNLOAD_PROGRESS]
+    assert told, "a download running longer than 2 s tells its bytes"
+    received, total = (int(x) for x in told[0].detail.split(" ", 1)[0].split("/"))
+    assert 0 < received < total == size
+    logged = [ln for ln in _lines(summary.log_path) if " download_progress " in ln]
+    assert logged and all(LINE.match(ln) for ln in logged)
+    assert any("MB" in ln and "/s" in ln for ln in logged), logged

@@ -22,6 +22,11 @@ from pobatch.corelib.download_sink import DownloadSink, EventDownloadSink
 
 log = logging.getLogger(__name__)
 
+# A click's download must begin within this long, or it started none (see docs/design.md,
+# "Downloads in Chromium"): a file's headers usually arrive in well under a second, 10 s leaves room
+# for a busy PC and a slow portal; a click that was only slow costs a second click, whose copy is dropped.
+BEGIN_TIMEOUT_S = 10.0
+
 
 @dataclass
 class Attachment:

@@ -17,6 +17,7 @@ from urllib.parse import urljoin
 from pobatch.core.download_progress import format_progress
 from pobatch.core.events import PoEvent
 from pobatch.core.workflow.attachments import (
+    BEGIN_TIMEOUT_S,
     Attachment,
     Collector,
     PageResult,
@@ -45,10 +46,6 @@ def _a_web_page(slot: Slot, item: Attachment) -> bool:
     return suggested.endswith(pages) and not (item.name or "").lower().strip().endswith(pages)
 
 
-# A click's download must begin within this long, or it started none (see docs/design.md,
-# "Downloads in Chromium"): a file's headers usually arrive in well under a second, 10 s leaves room
-# for a busy PC and a slow portal; a click that was only slow costs a second click, whose copy is dropped.
-BEGIN_TIMEOUT_S = 10.0
 PROGRESS_EVERY_S = 2.0  # a running download tells its bytes at most this often, after this long
 
 
@@ -67,6 +64,7 @@ class _Running:
     item: Attachment
     click: _Click
     told: float = 0.0  # when its progress was last told
+    begun: bool = False  # its download's beginning was counted as progress
 
 
 class BatchCollector(Collector):
@@ -288,6 +286,9 @@ class BatchCollector(Collector):
         begun = [r for r in active if r.slot.download is not None and not r.slot.done]
         self.progress.wait_for(Waiting.DOWNLOAD_BYTES if begun else Waiting.DOWNLOAD_BEGIN)
         for r in begun:
+            if not r.begun:  # a file begun is progress too
+                r.begun = True
+                self.progress.made()
             d = r.slot.download
             if now - d.began >= PROGRESS_EVERY_S and now - r.told >= PROGRESS_EVERY_S and d.received:
                 r.told = now

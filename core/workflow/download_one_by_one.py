@@ -11,10 +11,12 @@ import time
 from pathlib import Path
 
 from pobatch.core.events import PoEvent
-from pobatch.core.workflow.attachments import Attachment, Collector, PageResult, PageWindow, StagedFile, pointer_click
+from pobatch.core.workflow.attachments import BEGIN_TIMEOUT_S, Attachment, Collector, PageResult, PageWindow, \
+    StagedFile, pointer_click
 from pobatch.core.workflow.page_probes import JS_CLICK, SCROLL_CENTER_JS
+from pobatch.core.workflow.progress import Waiting
 from pobatch.corelib.download_sink import DownloadSink
-from pobatch.corelib.downloads import DownloadStalled, DownloadTimeout
+from pobatch.corelib.downloads import DownloadNotBegun, DownloadStalled, DownloadTimeout
 from pobatch.corelib.errors import LoginRequiredError, TransientError
 from pobatch.corelib.safe_paths import unique_name
 
@@ -74,12 +76,7 @@ class OneByOneCollector(Collector):
         `window` is the page as the previous download left it: every popup is closed before this
         returns, so the handles and the URL still hold for the next click."""
         main, handles, page_url = window.main, window.handles, window.url
-        if self.site.pointer_clicks:
-            driver.execute_script(SCROLL_CENTER_JS, item.element)
-            how = pointer_click(driver, item.element)
-        else:
-            driver.execute_script(JS_CLICK, item.element)
-            how = "script"
+        how = self._click(driver, item, pointer=self.site.pointer_clicks)
         popups: list[str] = []
 
         def watch_popups(check_page: bool = True) -> None:
@@ -101,9 +98,20 @@ class OneByOneCollector(Collector):
                     raise TransientError(self.pages.describe_click_answer(seen), reason="DOWNLOAD_FAILED")
 
         t0 = time.monotonic()
+        self.progress.wait_for(Waiting.DOWNLOAD_BEGIN)
         try:
-            names = self.sink.wait_for_new(1, timeout=self.config.download_timeout,
-                                           stall_timeout=self.config.stall_timeout, on_poll=watch_popups)
+            try:
+                names = self.sink.wait_for_new(1, timeout=self.config.download_timeout,
+                                               stall_timeout=self.config.stall_timeout, on_poll=watch_popups,
+                                               begin_timeout=BEGIN_TIMEOUT_S)
+            except DownloadNotBegun as exc:
+                # The next route: the other click kind (a handler may ignore script clicks), once.
+                self.event(PoEvent.DOWNLOAD_NOT_BEGUN, outcome="retry",
+                           detail=f"{item.name or item.href}: {exc}; clicking it again, "
+                                  f"{'a script click' if self.site.pointer_clicks else 'a pointer click'}"[:300])
+                how = self._click(driver, item, pointer=not self.site.pointer_clicks)
+                names = self.sink.wait_for_new(1, timeout=self.config.download_timeout,
+                                               stall_timeout=self.config.stall_timeout, on_poll=watch_popups)
         finally:
             watch_popups(check_page=False)  # the file is in (or the wait failed): only popups matter now
             if popups:  # no new window: focus never left the main one, two round trips saved
@@ -112,6 +120,14 @@ class OneByOneCollector(Collector):
             raise TransientError(f"one click brought {len(names)} files: {names}", reason="UNEXPECTED_FILES")
         self.event(PoEvent.DOWNLOAD, outcome="ok", detail=f"{names[0]} via {how} in {time.monotonic() - t0:.2f}s")
         return names[0]
+
+    def _click(self, driver, item: Attachment, pointer: bool) -> str:
+        """A pointer click (scrolled clear of floating bars) or a script click; returns which it was."""
+        if pointer:
+            driver.execute_script(SCROLL_CENTER_JS, item.element)
+            return pointer_click(driver, item.element)
+        driver.execute_script(JS_CLICK, item.element)
+        return "script"
 
     def _popup_on_sign_in(self, driver, main: str, popups: list[str]) -> str:
         """The sign-in URL one of these popups shows, else ''. Looking means switching to it and back,
