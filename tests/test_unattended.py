@@ -188,6 +188,10 @@ HANGS = {"name": "hangs", "seed": 9, "latency": {"page_ms": 30, "attachment_ms":
                   "attachments": [{"name": f"h{i}-{j}.pdf", "kind": "link", "size": 2000} for j in range(2)]}
                  for i, hang in enumerate(["image", "async_script", "iframe", "longpoll",
                                            ["image", "iframe", "longpoll", "async_script"]])]
+         + [{"id": str(440006 + i), "supplier": "Widget Corp", "hang": hang,
+             "attachments": [{"name": f"w{i}-{k}.pdf", "kind": k, "size": 2000}
+                             for k in ("js", "span", "inline_pdf", "popup", "download_attr")]}
+            for i, hang in enumerate(["iframe", "async_script", "image"])]
          + [{"id": "440009", "supplier": "Plain Corp", "attachments": [{"name": "plain.pdf", "size": 2000}]},
             {"id": "440010", "supplier": "Pixel Corp", "hang": "image", "attachments": []}]}
 

@@ -276,6 +276,7 @@ class BatchCollector(Collector):
                     culprit.error = TransientError(self.pages.describe_click_answer(seen), reason="DOWNLOAD_FAILED")
                     driver.back()
                     self.pages.wait_state(driver, self.pages.expected(window.url))
+                    self.pages.stop_loading(driver)
 
         batch.wait(until, on_poll=look, wake_in=self.pacer.delay)
 

@@ -63,6 +63,7 @@ class OneByOneCollector(Collector):
                 self.sink.clear()
                 driver = self.session.driver
                 self.pages.open(driver, url)
+                self.pages.stop_loading(driver)
                 items = self.find(driver)
                 if len(items) != result.found:
                     raise TransientError("the attachment list changed after a restart", reason="PAGE_CHANGED")

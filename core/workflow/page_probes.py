@@ -201,6 +201,15 @@ return {url: location.href, host: location.host.toLowerCase(), quiet_ms: documen
         person: person};
 """
 
+# Stops a page that is still loading after it was judged (its load event never came); returns its
+# readyState before, or '' when it had finished loading.
+STOP_LOADING_JS = r"""
+if (document.readyState === 'complete') return '';
+const was = document.readyState;
+window.stop();
+return was;
+"""
+
 # Scroll an element to the middle of the viewport, clear of floating bars at the top.
 SCROLL_CENTER_JS = "arguments[0].scrollIntoView({block: 'center', inline: 'nearest'});"
 JS_CLICK = "arguments[0].click();"

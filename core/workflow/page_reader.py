@@ -14,8 +14,8 @@ from typing import Any, Callable
 from urllib.parse import urldefrag, urlsplit
 
 from pobatch.core.events import PoEvent
-from pobatch.core.workflow.page_probes import BAD_SELECTORS_JS, PAGE_STATE_JS, RETRY_AFTER_JS, SETTLE_JS, PageProbe, \
-    PageState, Settle
+from pobatch.core.workflow.page_probes import BAD_SELECTORS_JS, PAGE_STATE_JS, RETRY_AFTER_JS, SETTLE_JS, \
+    STOP_LOADING_JS, PageProbe, PageState, Settle
 from pobatch.core.sites import SiteDefinition
 from pobatch.core.sites.site_file import describe_selector
 from pobatch.core.workflow import sign_in_bounce
@@ -252,6 +252,15 @@ class PageReader:
                                  reason="UNRECOGNISED_PAGE")
         raise TransientError(f"the attachment area never stayed quiet for {site.empty_quiet_ms} ms",
                              reason="ATTACHMENTS_NOT_SETTLED")
+
+    def stop_loading(self, driver: Any) -> None:
+        """Stop what the judged page still loads (a tracking pixel, a widget's iframe, a script that
+        never arrives): the workflow needs none of it, and ChromeDriver would wait for it, up to the
+        page-load timeout, after every click that navigates the page's frame (docs/design.md, "Pages
+        judged by their content"). A page whose load event came is left alone."""
+        stopped = driver.execute_script(STOP_LOADING_JS)
+        if stopped:
+            log.debug("the page was still loading (%s): stopped", stopped)
 
     def confirm_settled(self, driver: Any, found: int) -> None:
         """After the downloads: the list counted must still be the whole list. The DOM must have been

@@ -197,6 +197,7 @@ class PoJob:
             return self._publish(payload, Status.PO_NOT_FOUND, PageResult(reason=reason), url, attempt, 0)
         self.pages.check_selectors(driver)
         self.pages.await_attachments(driver, probe)
+        self.pages.stop_loading(driver)
         page = self.collector.collect(url, files_dir, source="po")
         self.pages.confirm_settled(self.session.driver, page.found)
         if page.found == 0:
@@ -229,6 +230,7 @@ class PoJob:
             # The PO's own answer stands (it has no attachments); say why its requisition added none.
             return PageResult(source="requisition", reason=f"REQUISITION_{probe.state.upper()}")
         self.pages.await_attachments(driver, probe)
+        self.pages.stop_loading(driver)
         req = self.collector.collect(req_url, files_dir, source="requisition")
         self.pages.confirm_settled(self.session.driver, req.found)
         req.reason = "REQUISITION_FALLBACK" if req.found else ""
