@@ -58,6 +58,7 @@ class SoakRun:
     hang_requests: int = 0
     attempts: int = 0
     max_attempt_s: float = 0.0
+    message: str = ""  # the run's own last words (a stop for a sign-in names its evidence)
 
 
 def check_truth(summary: RunSummary, portal: DemoPortal) -> tuple[int, list[str]]:
@@ -80,7 +81,9 @@ def check_truth(summary: RunSummary, portal: DemoPortal) -> tuple[int, list[str]
     return len(expected) - len(wrong), wrong
 
 
-def run_once(mode: str, faults: bool, pos: int, seed: int, work: Path, sso_every: int = 100) -> SoakRun:
+def run_once(mode: str, faults: bool, pos: int, seed: int, work: Path, sso_every: int = 100,
+             keep: bool = False) -> SoakRun:
+    """One soak run in a scratch folder under `work`, removed afterwards unless `keep` (to look into)."""
     scenario = soak_scenario(pos, seed, faults=faults, sso_every=sso_every)
     folder = Path(tempfile.mkdtemp(prefix=f"soak-{mode}-{'f' if faults else 'c'}-", dir=work))
     try:
@@ -102,9 +105,11 @@ def run_once(mode: str, faults: bool, pos: int, seed: int, work: Path, sso_every
                      if e.action == PoEvent.ATTEMPT_END and (e.task_key, e.attempt, e.worker_id) in starts]
             return SoakRun(mode, faults, seconds, int(summary.exit_code), len(scenario.pos), right, wrong[:20],
                            portal.sso_refreshes(), sum(e.action == PoEvent.SSO_REFRESH for e in timeline),
-                           sum(portal.hang_requests().values()), len(spans), max(spans, default=0.0))
+                           sum(portal.hang_requests().values()), len(spans), max(spans, default=0.0),
+                           summary.message)
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        if not keep:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def render(runs: list[SoakRun], info: dict[str, Any], pos: int, quick: bool) -> str:

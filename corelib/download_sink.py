@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 
 
 class DownloadSink(Protocol):
+    def names(self) -> list[str]:
+        """The files in the sink now, finished or partial (a click's download has begun once one is)."""
+
     def clear(self) -> None:
         """Forget every file, finished or partial: what an earlier attempt left is not this click's."""
 

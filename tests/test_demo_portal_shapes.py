@@ -648,3 +648,29 @@ def sign_in_browser(d, portal: DemoPortal) -> None:
     d.find_element(By.ID, "user_password").send_keys(DEMO_PASSWORD)
     d.find_element(By.ID, "new_session").submit()
     wait_for(lambda: "/sessions" not in d.current_url, 10.0, "the sign-in")
+
+
+def test_a_head_after_a_429_tells_its_retry_after_without_using_up_the_fault_list() -> None:
+    """Clients read a 429's Retry-After with a HEAD of the same page (Navigation Timing has no headers);
+    a real rate limiter answers it alike, so the demo must too, or every 429 looks like 'no Retry-After'."""
+    import http.client
+
+    sc = scenario([{"id": "7", "faults": {"page": ["http429", "ok"]}, "retry_after_seconds": 2,
+                    "attachments": [{"name": "a.pdf"}]}])
+    with DemoPortal(sc).start() as portal:
+        token = sign_in(portal)
+
+        def ask(method: str) -> http.client.HTTPResponse:
+            conn = http.client.HTTPConnection("127.0.0.1", portal.port, timeout=10)
+            conn.request(method, "/order_headers/7", headers={"Cookie": f"_coupa_session={token}"})
+            resp = conn.getresponse()
+            resp.read()
+            conn.close()
+            return resp
+
+        assert ask("HEAD").status == 200  # nothing served yet
+        assert ask("GET").status == 429
+        head = ask("HEAD")
+        assert (head.status, head.getheader("Retry-After")) == (429, "2")
+        assert ask("GET").status == 200  # the HEAD did not use up the fault list
+        assert ask("HEAD").status == 200

@@ -178,6 +178,28 @@ class _Handler(_TrackedHandler):
     def do_POST(self) -> None:
         self._dispatch("POST")
 
+    def do_HEAD(self) -> None:
+        """A HEAD of a PO page, as a client asks a 429 page for its Retry-After: the headers the PO's
+        last answer had, without consuming its fault list and without a body. Any other HEAD: 405."""
+        portal = self.portal
+        m = _PO_RE.match(urlsplit(self.path).path)
+        po = portal.scenario.po(unquote(m.group(1))) if m else None
+        if po is None:
+            self.send_response(405)
+            self.send_header("Allow", "GET, POST")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        with portal._lock:
+            served = portal._page_fault_n[po.id]
+        last = pick_fault(po.page_faults, served - 1) if served else "ok"
+        self.send_response(429 if last == "http429" else 200)
+        if last == "http429":
+            self.send_header("Retry-After", str(po.retry_after_seconds))
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
     def _pause(self, seconds: float) -> bool:
         """Sleep unless the portal is stopping; False means: stop now and close the connection."""
         if seconds > 0:

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
-from urllib.parse import urljoin
+from urllib.parse import urldefrag, urljoin
 
 from pobatch.core.download_progress import format_progress
 from pobatch.core.events import PoEvent
@@ -264,21 +264,41 @@ class BatchCollector(Collector):
                         self._close_target(batch, h)
                         popups.pop(h, None)
             if driver.current_url != window.url:
-                seen = self.pages.error_page_after_click(driver, window.url)
-                if seen is not None:
-                    state, detail = seen.state, seen.evidence
-                    # The click that navigated the page's own frame found an error page, not a file.
+                # The click that navigated the page's own frame: still waiting for its file, or not.
+                culprit = next((r.slot for r in reversed(active)
+                                if not r.slot.done and r.slot.download is None and r.slot.navigates), None)
+                if culprit is None:
                     culprit = next((r.slot for r in reversed(active)
                                     if not r.slot.done and r.slot.download is None), None)
+
+                def began() -> bool:
+                    batch.update()
+                    return culprit is not None and culprit.download is not None
+
+                seen = self.pages.error_page_after_click(driver, window.url, began)
+                if seen is not None and not began():
+                    # It found an error page (or a web page), not a file.
                     if culprit is None:
-                        raise TransientError(f"the PO page was replaced by an error page ({state}: {detail})",
-                                             reason="DOWNLOAD_FAILED")
+                        raise TransientError(f"the PO page was replaced by an error page ({seen.state}: "
+                                             f"{seen.evidence})", reason="DOWNLOAD_FAILED")
                     culprit.error = TransientError(self.pages.describe_click_answer(seen), reason="DOWNLOAD_FAILED")
-                    driver.back()
-                    self.pages.wait_state(driver, self.pages.expected(window.url))
-                    self.pages.stop_loading(driver)
+                    self._restore_page(driver, window)
+                elif (culprit is None or culprit.download is not None) and \
+                        urldefrag(driver.current_url)[0] != urldefrag(window.url)[0]:
+                    # Its file came, and the frame was left on a page on the way (a sign-in refresh
+                    # that ended in the download): back to the PO page for the next click.
+                    self._restore_page(driver, window)
 
         batch.wait(until, on_poll=look, wake_in=self.pacer.delay)
+
+    def _restore_page(self, driver, window: PageWindow) -> None:
+        """The PO page again in its frame, held to what it proved before (its elements are new:
+        the next click finds them again); downloads under way go on in the browser."""
+        driver.back()
+        if driver.current_url != window.url:
+            driver.get(window.url)
+        self.pages.wait_state(driver, self.pages.expected(window.url))
+        self.pages.stop_loading(driver)
 
     def _tell_progress(self, active: list[_Running]) -> None:
         """What the attempt is waiting for, and the bytes of downloads running longer than PROGRESS_EVERY_S

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from urllib.parse import urldefrag
 
 from pobatch.core.events import PoEvent
 from pobatch.core.workflow.attachments import BEGIN_TIMEOUT_S, Attachment, Collector, PageResult, PageWindow, \
@@ -94,8 +95,8 @@ class OneByOneCollector(Collector):
             if check_page and driver.current_url != page_url:
                 # A link that answers with an error page replaces the PO page instead of downloading:
                 # say so now rather than after the download timeout.
-                seen = self.pages.error_page_after_click(driver, page_url)
-                if seen is not None:
+                seen = self.pages.error_page_after_click(driver, page_url, lambda: bool(self.sink.names()))
+                if seen is not None and not self.sink.names():
                     raise TransientError(self.pages.describe_click_answer(seen), reason="DOWNLOAD_FAILED")
 
         t0 = time.monotonic()
@@ -117,6 +118,11 @@ class OneByOneCollector(Collector):
             watch_popups(check_page=False)  # the file is in (or the wait failed): only popups matter now
             if popups:  # no new window: focus never left the main one, two round trips saved
                 self.close_windows(driver, main, popups)
+        if urldefrag(driver.current_url)[0] != urldefrag(page_url)[0]:
+            # The file came through a sign-in refresh, which left the frame on its last page: the PO
+            # page again for the next click (whose element is then found again).
+            self.pages.open(driver, page_url)
+            self.pages.stop_loading(driver)
         if len(names) != 1:
             raise TransientError(f"one click brought {len(names)} files: {names}", reason="UNEXPECTED_FILES")
         self.event(PoEvent.DOWNLOAD, outcome="ok", detail=f"{names[0]} via {how} in {time.monotonic() - t0:.2f}s")

@@ -144,15 +144,17 @@ class PageReader:
             self.check_selectors(driver)
         return probe
 
-    def error_page_after_click(self, driver: Any, page_url: str = "") -> PageProbe | None:
+    def error_page_after_click(self, driver: Any, page_url: str = "",
+                               download_began: Callable[[], bool] = lambda: False) -> PageProbe | None:
         """The page a click left in place of the PO page, when it is an error page or any other web
         page (a link that answered with a page instead of a file: a download never replaces the
         document, so a new document that has arrived is the click's whole answer); a sign-in page
-        raises. None: nothing to judge yet."""
+        raises. None: nothing to judge yet (or a refresh on the way ended in the click's download:
+        `download_began`; the caller then restores its page)."""
         seen = self._probe(driver, None)
         if seen.may_pass_through:  # perhaps a refresh on the way to the file: follow it
             seen = sign_in_bounce.follow(driver, seen, lambda: self._probe(driver, None),
-                                         self.site.host_of(self.base_url)).probe
+                                         self.site.host_of(self.base_url), ended_in_download=download_began).probe
         if seen.state == PageState.LOGIN:
             raise LoginRequiredError(f"The portal asked for a sign-in while downloading ({seen.evidence}).")
         if seen.state in ERROR_STATES:

@@ -72,15 +72,23 @@ def look(driver: Any) -> BounceLook:
 
 def follow(driver: Any, first: PageProbe, probe_portal: Callable[[], PageProbe], portal_host: str,
            follow_s: float = FOLLOW_S, stays_s: float = STAYS_S,
-           clock: Callable[[], float] = time.monotonic) -> Bounce:
+           clock: Callable[[], float] = time.monotonic,
+           ended_in_download: Callable[[], bool] = lambda: False) -> Bounce:
     """Follow the browser from a sign-in state that a refresh may pass through (`first`) until it is
     back on one of the portal's own pages (the probe of it is returned), or stops at a wall (a LOGIN
-    probe with via 'wall'). `probe_portal` waits for the page's state as the workflow judges it."""
+    probe with via 'wall'). `probe_portal` waits for the page's state as the workflow judges it.
+
+    A refresh on the way to a file ends in the download, not on a page: the frame stays on the last
+    page it passed (the provider's form). `ended_in_download` says when that download has begun; the
+    bounce then came back (probe state LOADING, via 'download') and the caller restores its page."""
     t0 = clock()
     hosts: list[str] = []
     backoff = Backoff(first=0.02, ceiling=0.2)
     probe = first
     while True:
+        if ended_in_download():
+            return Bounce(PageProbe(PageState.LOADING, "the refresh ended in the download", via="download"),
+                          tuple(hosts), clock() - t0)
         seen = look(driver)
         if seen.host and seen.host not in hosts and seen.host != portal_host:
             hosts.append(seen.host)
