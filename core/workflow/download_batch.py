@@ -26,7 +26,7 @@ from pobatch.core.workflow.attachments import (
     pointer_click,
     usable_link,
 )
-from pobatch.core.workflow.page_probes import PREPARE_CLICK_JS
+from pobatch.core.workflow.page_probes import PREPARE_CLICK_JS, PageState
 from pobatch.core.workflow.progress import Waiting
 from pobatch.corelib.click_pacer import BurstPacer
 from pobatch.corelib.devtools import DevToolsError
@@ -37,6 +37,11 @@ from pobatch.corelib.polling import Backoff
 from pobatch.corelib.safe_paths import safe_component, unique_name
 
 log = logging.getLogger(__name__)
+
+
+def _on_page(driver, window: PageWindow) -> bool:
+    """The frame still shows the PO page (a change of its #fragment alone is no other page)."""
+    return urldefrag(driver.current_url)[0] == urldefrag(window.url)[0]
 
 
 def _a_web_page(slot: Slot, item: Attachment) -> bool:
@@ -76,6 +81,7 @@ class BatchCollector(Collector):
         super().__init__(*args, **kwargs)
         # One per browser, across pages: Chromium drops a frame's 11th download request within a second.
         self.pacer = BurstPacer()
+        self._begun_on_page = 0
 
     def collect(self, url: str, files_dir: Path, source: str) -> PageResult:
         """Start up to `files_at_once` attachments, await them together, start the next as one ends.
@@ -94,6 +100,7 @@ class BatchCollector(Collector):
         result, items = self.read_page(driver, url, source)
         if not items:
             return result
+        self._begun_on_page = 0  # downloads begun while the frame was last seen on the PO page
         limit = max(1, self.config.files_at_once)
         batch = self.sink.batch(self.config.download_timeout, self.config.stall_timeout,
                                 is_login_url=lambda u: self.site.is_login_url(self.config.base_url, u),
@@ -126,6 +133,8 @@ class BatchCollector(Collector):
                     extra, batch.extra = batch.extra, []
                     result.failures += [f"a download no attachment accounts for: {d.suggested}" for d in extra]
                     self.event(PoEvent.DOWNLOAD, outcome="failed", detail=f"{len(extra)} unexpected download(s)")
+            if not _on_page(driver, window):  # the last file came through a sign-in refresh
+                self._restore_page(driver, window)
         finally:
             batch.close()
             left = [h for h in popups if h != window.main]
@@ -159,6 +168,10 @@ class BatchCollector(Collector):
                                                   convert=limit > 1 and turn.route == 1,
                                                   pointer=self.site.pointer_clicks or turn.route > 1)
             except StaleElementReferenceException:
+                if not _on_page(driver, window):
+                    # The frame left the PO page: a click's sign-in refresh on the way to its file. The
+                    # batch follows it and brings the page back (look() in _await_batch).
+                    self._await_batch(driver, window, batch, popups, active, lambda: _on_page(driver, window))
                 items = self.find(driver)  # the page re-rendered: same attachments, fresh handles
                 if len(items) != result.found:
                     raise TransientError("the attachment list changed while downloading", reason="PAGE_CHANGED")
@@ -263,41 +276,47 @@ class BatchCollector(Collector):
                     for h in ready:
                         self._close_target(batch, h)
                         popups.pop(h, None)
-            if driver.current_url != window.url:
-                # The click that navigated the page's own frame: still waiting for its file, or not.
-                culprit = next((r.slot for r in reversed(active)
-                                if not r.slot.done and r.slot.download is None and r.slot.navigates), None)
-                if culprit is None:
-                    culprit = next((r.slot for r in reversed(active)
-                                    if not r.slot.done and r.slot.download is None), None)
-
-                def began() -> bool:
-                    batch.update()
-                    return culprit is not None and culprit.download is not None
-
-                seen = self.pages.error_page_after_click(driver, window.url, began)
-                if seen is not None and not began():
-                    # It found an error page (or a web page), not a file.
-                    if culprit is None:
-                        raise TransientError(f"the PO page was replaced by an error page ({seen.state}: "
-                                             f"{seen.evidence})", reason="DOWNLOAD_FAILED")
-                    culprit.error = TransientError(self.pages.describe_click_answer(seen), reason="DOWNLOAD_FAILED")
-                    self._restore_page(driver, window)
-                elif (culprit is None or culprit.download is not None) and \
-                        urldefrag(driver.current_url)[0] != urldefrag(window.url)[0]:
-                    # Its file came, and the frame was left on a page on the way (a sign-in refresh
-                    # that ended in the download): back to the PO page for the next click.
-                    self._restore_page(driver, window)
+            if _on_page(driver, window):
+                self._begun_on_page = sum(1 for slot in batch.slots if slot.download is not None)
+            else:
+                self._frame_left(driver, window, batch, active)
 
         batch.wait(until, on_poll=look, wake_in=self.pacer.delay)
 
+    def _frame_left(self, driver, window: PageWindow, batch: DownloadBatch, active: list[_Running]) -> None:
+        """The PO page's own frame shows another page after a click. While a click still waits for its
+        file, the page is judged: an error page or a web page fails that click; a sign-in refresh on
+        the way is followed (a marked link redirected to another host navigates the frame) until it
+        ends in the download. Once no click waits, the frame was left on a page on the way: the PO
+        page comes back for the next click."""
+        waiting = [r.slot for r in active if not r.slot.done and r.slot.download is None]
+
+        def began() -> bool:
+            """A download began since the frame was last seen on the PO page: the click that left it
+            got its file (through a sign-in refresh, which leaves the frame on the last page it passed)."""
+            batch.update()
+            return sum(1 for slot in batch.slots if slot.download is not None) > self._begun_on_page
+
+        if waiting and not began():
+            # The click that navigated the frame (made one at a time), else the newest still waiting.
+            culprit = next((s for s in reversed(waiting) if s.navigates), waiting[-1])
+            seen = self.pages.error_page_after_click(driver, window.url, began)
+            if seen is None and not began():
+                return  # nothing to judge yet: look again at the next poll
+            if seen is not None and not began():
+                culprit.error = TransientError(self.pages.describe_click_answer(seen), reason="DOWNLOAD_FAILED")
+        self._restore_page(driver, window)
+
     def _restore_page(self, driver, window: PageWindow) -> None:
         """The PO page again in its frame, held to what it proved before (its elements are new:
-        the next click finds them again); downloads under way go on in the browser."""
+        the next click finds them again); downloads under way go on in the browser. A sign-in wall
+        met on the way back stops the run, as on any page."""
         driver.back()
-        if driver.current_url != window.url:
+        if not _on_page(driver, window):
             driver.get(window.url)
-        self.pages.wait_state(driver, self.pages.expected(window.url))
+        probe = self.pages.arrive(driver, window.url, self.pages.expected(window.url))
+        if probe.state == PageState.LOGIN:
+            raise LoginRequiredError(f"The portal asked for a sign-in while downloading ({probe.evidence}).")
         self.pages.stop_loading(driver)
 
     def _tell_progress(self, active: list[_Running]) -> None:
