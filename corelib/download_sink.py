@@ -266,7 +266,7 @@ class DownloadBatch:
         match = match or next(((s, Attribution.ORDER) for s in waiting if s.navigates), None)
         match = match or next(((s, Attribution.ORDER) for s in waiting if not s.frames), None)
         match = match or next(((s, Attribution.ORDER) for s in waiting), None)
-        if match is None and d.url and any(s.url == d.url and (s.download or s.retried) for s in self.slots):
+        if match is None and d.url and any(s.url == d.url and s.retried for s in self.slots):
             # A late download of a click that was given up on and clicked again: the file is already
             # another click's (or will be); the second copy is not a stranger, only surplus.
             log.debug("a second download of %s (%s): dropped", d.suggested, d.url)

@@ -94,7 +94,9 @@ GROUPS: dict[str, list[dict[str, Any]]] = {
     "worker_kill": _group(320001, 12, files=3),  # enough work left for a replacement to start
     "login": _group(330001, 6),
     "main_kill": _group(340001, 10),
-    "ctrl_c": _group(350001, 10),
+    # files of 1.5 s each: pages are judged at once now, and ten quick POs were done before Ctrl+C came
+    "ctrl_c": [dict(po, attachments=[dict(a, latency_ms=1500) for a in po["attachments"]])
+               for po in _group(350001, 10)],
     "auto": _group(360001, 3),
     "batch": _group(370001, 2),
 }

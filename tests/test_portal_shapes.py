@@ -107,7 +107,7 @@ def test_a_redirect_target_must_be_served_normally(target: dict) -> None:
 
 def test_the_coupa_kinds_stay_the_samples_and_every_new_shape_is_known() -> None:
     assert KINDS == ("link", "download_attr", "js", "span", "popup", "inline_pdf")
-    assert ALL_KINDS == KINDS + ("inline_labeled",)
+    assert ALL_KINDS == KINDS + ("inline_labeled", "trusted_js")
     assert set(PAGE_FAULTS) == {"ok", "http500", "stall", "drop", "http500_bare", "http502", "http503", "http429",
                                 "maintenance", "redirect_other_po", "redirect_dashboard", "sso_interstitial",
                                 "http404_bare"}
