@@ -399,9 +399,11 @@ def render_markdown(data: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_between_markers(path: Path, generated: str, name: str = "benchmark") -> None:
-    """Replace the generated section of `path`, keeping everything around it; create the file if needed."""
-    begin, end = markers(name)
+def write_between_markers(path: Path, generated: str, name: str = "benchmark",
+                          bounds: tuple[str, str] | None = None) -> None:
+    """Replace the generated section of `path`, keeping everything around it; create the file if needed.
+    `bounds` are the section's own markers when another command than benchmarks.run writes it."""
+    begin, end = bounds or markers(name)
     if path.exists():
         text = path.read_text(encoding="utf-8")
         if begin in text and end in text:

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
-from urllib.parse import urldefrag, urljoin
+from urllib.parse import urldefrag, urljoin, urlsplit
 
 from pobatch.core.download_progress import format_progress
 from pobatch.core.events import PoEvent
@@ -305,6 +305,12 @@ class BatchCollector(Collector):
                 return  # nothing to judge yet: look again at the next poll
             if seen is not None and not began():
                 culprit.error = TransientError(self.pages.describe_click_answer(seen), reason="DOWNLOAD_FAILED")
+                self._restore_page(driver, window)
+                return
+        passed = urlsplit(driver.current_url).netloc.lower()
+        if passed != self.site.host_of(self.config.base_url):
+            self.event(PoEvent.SSO_REFRESH, url=driver.current_url, outcome="download",
+                       detail=f"through {passed}, on the way to a file")
         self._restore_page(driver, window)
 
     def _restore_page(self, driver, window: PageWindow) -> None:
