@@ -125,12 +125,10 @@ def _land(driver: Any, base_url: str, host: str) -> str:
     landed = (urlsplit(driver.current_url).hostname or "").lower()
     if landed == host:
         return landed
-    port = urlsplit(base_url).port
-    portal_host = f"{host}:{port}" if port else host
     first = PageProbe(PageState.LOGIN, f"the landing page left for {landed}", via="host")
     try:
         sign_in_bounce.follow(driver, first, lambda: PageProbe(PageState.READY, "the portal's own host"),
-                              portal_host)
+                              urlsplit(base_url).netloc.lower())  # host:port, as the page reports it
     except TransientError as exc:
         log.debug("following the landing page's redirect: %s", exc)
     return (urlsplit(driver.current_url).hostname or "").lower()

@@ -214,6 +214,11 @@ class DownloadBatch:
         self.extra: list[BrowserDownload] = []  # downloads no click of this batch accounts for
         self._fetched: set[str] = set()
 
+    @property
+    def begun(self) -> int:
+        """How many of this batch's clicks have their download by now."""
+        return sum(1 for s in self.slots if s.download is not None)
+
     def expect(self, label: str, url: str = "", navigates: bool = False) -> Slot:
         """Record a click, right after it was made."""
         slot = Slot(len(self.slots), label, url, navigates=navigates)

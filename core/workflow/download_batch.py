@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
-from urllib.parse import urldefrag, urljoin, urlsplit
+from urllib.parse import urljoin, urlsplit
 
 from pobatch.core.download_progress import format_progress
 from pobatch.core.events import PoEvent
@@ -27,6 +27,7 @@ from pobatch.core.workflow.attachments import (
     usable_link,
 )
 from pobatch.core.workflow.page_probes import PREPARE_CLICK_JS, PageState
+from pobatch.core.workflow.page_reader import same_document
 from pobatch.core.workflow.progress import Waiting
 from pobatch.corelib.click_pacer import BurstPacer
 from pobatch.corelib.devtools import DevToolsError
@@ -40,8 +41,8 @@ log = logging.getLogger(__name__)
 
 
 def _on_page(driver, window: PageWindow) -> bool:
-    """The frame still shows the PO page (a change of its #fragment alone is no other page)."""
-    return urldefrag(driver.current_url)[0] == urldefrag(window.url)[0]
+    """The frame still shows the PO page."""
+    return same_document(driver.current_url, window.url)
 
 
 def _a_web_page(slot: Slot, item: Attachment) -> bool:
@@ -277,7 +278,7 @@ class BatchCollector(Collector):
                         self._close_target(batch, h)
                         popups.pop(h, None)
             if _on_page(driver, window):
-                self._begun_on_page = sum(1 for slot in batch.slots if slot.download is not None)
+                self._begun_on_page = batch.begun
             else:
                 self._frame_left(driver, window, batch, active)
 
@@ -295,7 +296,7 @@ class BatchCollector(Collector):
             """A download began since the frame was last seen on the PO page: the click that left it
             got its file (through a sign-in refresh, which leaves the frame on the last page it passed)."""
             batch.update()
-            return sum(1 for slot in batch.slots if slot.download is not None) > self._begun_on_page
+            return batch.begun > self._begun_on_page
 
         if waiting and not began():
             # The click that navigated the frame (made one at a time), else the newest still waiting.

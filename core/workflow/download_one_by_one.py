@@ -9,12 +9,12 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from urllib.parse import urldefrag
 
 from pobatch.core.events import PoEvent
 from pobatch.core.workflow.attachments import BEGIN_TIMEOUT_S, Attachment, Collector, PageResult, PageWindow, \
     StagedFile, pointer_click
 from pobatch.core.workflow.page_probes import JS_CLICK, SCROLL_CENTER_JS
+from pobatch.core.workflow.page_reader import same_document
 from pobatch.core.workflow.progress import Waiting
 from pobatch.corelib.download_sink import DownloadSink
 from pobatch.corelib.downloads import DownloadNotBegun, DownloadStalled, DownloadTimeout
@@ -118,7 +118,7 @@ class OneByOneCollector(Collector):
             watch_popups(check_page=False)  # the file is in (or the wait failed): only popups matter now
             if popups:  # no new window: focus never left the main one, two round trips saved
                 self.close_windows(driver, main, popups)
-        if urldefrag(driver.current_url)[0] != urldefrag(page_url)[0]:
+        if not same_document(driver.current_url, page_url):
             # The file came through a sign-in refresh, which left the frame on its last page: the PO
             # page again for the next click (whose element is then found again).
             self.pages.open(driver, page_url)

@@ -32,6 +32,11 @@ log = logging.getLogger(__name__)
 UNRECOGNISED_GRACE_S = 3.0
 DEFAULT_RETRY_AFTER_S = 30.0  # a 429 that does not say how long to wait
 
+def same_document(url: str, other: str) -> bool:
+    """Two URLs of one document: a change of the #fragment alone is no other page."""
+    return urldefrag(url)[0] == urldefrag(other)[0]
+
+
 ERROR_STATES = (PageState.SERVER_ERROR, PageState.NOT_FOUND, PageState.NOT_AUTHORIZED, PageState.CONNECTION_ERROR,
                 PageState.ERROR_PAGE, PageState.RATE_LIMITED)
 
@@ -159,7 +164,7 @@ class PageReader:
             raise LoginRequiredError(f"The portal asked for a sign-in while downloading ({seen.evidence}).")
         if seen.state in ERROR_STATES:
             return seen
-        if seen.state == PageState.UNRECOGNISED and (seen.http >= 400 or urldefrag(seen.url)[0] != urldefrag(page_url)[0]):
+        if seen.state == PageState.UNRECOGNISED and (seen.http >= 400 or not same_document(seen.url, page_url)):
             return seen  # another document (a page changing only its #fragment is still the PO page)
         return None
 

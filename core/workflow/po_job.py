@@ -124,7 +124,6 @@ class PoJob:
                 self.event(PoEvent.ATTEMPT_END, outcome=outcome.status.value, detail=outcome.reason)
                 return outcome
             except Exception as exc:  # classified once, here
-                timed_out = False
                 if is_disk_full(exc):
                     # No room to write: no capture, no retry, no failure folder (the attempt's staging
                     # goes below); the run stops and this PO stays PENDING.
@@ -135,7 +134,6 @@ class PoJob:
                     err_class, reason = ErrorClass.TRANSIENT, self.progress.timeout_reason
                     exc = TransientError(f"no progress for {self.config.po_timeout:.0f}s while waiting for "
                                          f"{self.progress.waiting.value}", reason=reason)
-                    timed_out = True
                 self._capture_failure(payload.po_number, attempt, exc, reason, t0)
                 self.event(PoEvent.ATTEMPT_END, outcome="error", detail=f"{reason}: {exc}"[:500])
                 log.info("PO %s attempt %d failed (%s, %s): %s", payload.po_number, attempt, err_class.value,
@@ -160,7 +158,7 @@ class PoJob:
                     status, po_url = Status.PARTIAL, exc.po_url
                     page = dataclasses.replace(exc.page, reason=exc.page.reason or exc.reason)
                 else:
-                    status = Status.TIMEOUT if timed_out or reason in TIMEOUT_REASONS.values() else Status.FAILED
+                    status = Status.TIMEOUT if reason in TIMEOUT_REASONS.values() else Status.FAILED
                     page, po_url = PageResult(reason=reason), self._url(payload)
                 message = str(exc).splitlines()[0][:500] if str(exc) else reason
                 try:
