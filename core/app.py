@@ -69,6 +69,8 @@ class RunOptions:
     browser_binary: str | None = None
     sheet: str | None = None
     force: bool = False  # redo COMPLETED POs
+    refresh: bool = False  # --refresh: look at answered POs again and fetch only what is new (docs/design.md, "Refresh")
+    on_finish: str | None = None  # --on-finish: a command run once the run ends (core/on_finish.py)
     recheck: bool = False  # redo NO_ATTACHMENTS and PO_NOT_FOUND POs
     parallel: bool = False
     workers: int | None = None  # None = auto
@@ -107,6 +109,9 @@ class RunSummary:
     skipped: int = 0
     report_path: Path | None = None
     log_path: Path | None = None  # the run's plain log (core/run_log.py)
+    checked: int = 0  # POs looked at again by --refresh
+    new_files: int = 0  # files that arrived in this run (first downloads and a refresh's new ones)
+    new_file_pos: int = 0  # POs those files belong to
 
 
 class MainApp:

@@ -127,6 +127,10 @@ def run_options(f=None, *, out_default: str | None = None):
     f = click.option("--recheck", is_flag=True, help="Ask the portal again about POs already answered "
                      "NO_ATTACHMENTS or PO_NOT_FOUND (kept otherwise).")(f)
     f = click.option("--force", is_flag=True, help="Redo POs that are already COMPLETED.")(f)
+    f = click.option("--refresh", is_flag=True, help="Keep the archive current: look at every answered PO again "
+                     "and download only the attachments not yet held (with --recheck, PO_NOT_FOUND too).")(f)
+    f = click.option("--on-finish", metavar="CMD", help="A command to run when the run ends (also after a stop "
+                     "for sign-in); the results are in POBATCH_* environment variables.")(f)
     f = click.option("--record", is_flag=True, help=RECORD_HELP)(f)
     f = click.option("--preflight/--no-preflight", default=True, show_default=True,
                      help="Check with one request that the portal answers before any browser starts.")(f)
@@ -184,6 +188,7 @@ def _run(orders: Path, *, verbose: int = 0, local_only: bool = False, **kw):
                       base_url=kw.get("base_url"), browser=kw["browser"], profile=kw.get("profile"),
                       headless=kw["headless"], driver=kw.get("driver"), browser_binary=kw.get("browser_binary"),
                       sheet=kw.get("sheet"), force=kw["force"], recheck=kw.get("recheck", False),
+                      refresh=kw.get("refresh", False), on_finish=kw.get("on_finish"),
                       parallel=kw["parallel"], workers=kw["workers"], strategy=kw.get("strategy"),
                       windows=kw.get("windows") or 3,
                       po_timeout=kw["po_timeout"], max_attempts=kw["max_attempts"], local_only=local_only,
