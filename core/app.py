@@ -12,7 +12,7 @@ import logging
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
 from urllib.parse import urlsplit
@@ -26,7 +26,7 @@ from pobatch.core.exit_codes import (  # noqa: F401 - re-exported: the tests and
     EXIT_OK,
     EXIT_STOPPED,
 )
-from pobatch.core.journal import read_journal
+from pobatch.core.journal import read_journal, restore_replaced
 from pobatch.core.modes.base import RunPlan
 from pobatch.core.modes.registry import get_mode, mode_name
 from pobatch.core.orders import OrdersError, OrdersFile, describe_problems, read_orders
@@ -42,6 +42,7 @@ from pobatch.core.run_log import RunLog, RunLogView, run_facts
 from pobatch.core.sites import default_site_file, resolve_site
 from pobatch.core.status import FINAL_STATUSES, Status
 from pobatch.core.stream_watch import CircuitBreaker, PortalUnreachable, SignInWatch
+from pobatch.core.workflow.held_files import check_held
 from pobatch.core.workflow.job_config import JobConfig
 from pobatch.core.workflow.po_task import PoTaskPayload
 from pobatch.core.workflow.recorder import is_recording, store_recording
@@ -112,6 +113,8 @@ class RunSummary:
     checked: int = 0  # POs looked at again by --refresh
     new_files: int = 0  # files that arrived in this run (first downloads and a refresh's new ones)
     new_file_pos: int = 0  # POs those files belong to
+    refetched_files: int = 0  # of the new files: fetched again because the local copy was missing or changed
+    removed_files: int = 0  # files this run found gone from the portal (kept in their folders)
 
 
 class MainApp:
@@ -127,6 +130,7 @@ class MainApp:
         self._standing: set[str] = set()
         self.base_url = ""
         self.run_log: RunLog | None = None
+        self.checked = 0  # answered POs a --refresh looks at again
 
     # -- the run ----------------------------------------------------------------------------------
     def run(self) -> RunSummary:
@@ -185,6 +189,9 @@ class MainApp:
         out = opts.out_dir().resolve()
         grid = GridSpec(opts.grid) if opts.grid else None  # FatalError for a malformed address, before any work
         mode = opts.mode()  # FatalError for a --strategy unknown or at odds with --parallel/--grid
+        if opts.refresh and opts.force:
+            raise FatalError("--refresh and --force: choose one; expected --refresh to fetch only what is new, or "
+                             "--force to download every file again", reason="BAD_CONFIG")
         if opts.preflight and not opts.grid:  # a Grid's nodes reach the portal, maybe not this PC
             check_reachable(base_url)  # the options are consistent: now one request to the portal
         base_profile = resolve_base_profile(opts.profile, opts.browser)
@@ -262,25 +269,40 @@ class MainApp:
                     log.info("PO %s: adopting %s published before the last run stopped", outcome.po_number,
                              outcome.download_folder)
                     self._record(outcome_to_result(outcome, "recovered"), notify=False)
+            elif outcome is not None:
+                self._put_back_replaced(outcome)
             entry.drop()
         shutil.rmtree(job.workspace.staging_root, ignore_errors=True)
         for key in self.store.keys_with_status([Status.RUNNING.value]):
             self.store.mark_status(self.run_id, key, Status.INTERRUPTED.value, reason="RUN_STOPPED")
 
+    def _put_back_replaced(self, outcome: PoOutcome) -> None:
+        """A publish that did not finish: the folder it was replacing goes back where the store says."""
+        assert self.store is not None
+        prev = self.store.task(outcome.po_number)
+        for folder in {outcome.download_folder, (prev or {}).get("data", {}).get("download_folder", "")} - {""}:
+            if restore_replaced(folder):
+                log.info("PO %s: %s put back (a publish stopped while replacing it)", outcome.po_number, folder)
+
     def _drop_unpublished_journals(self, job: JobConfig) -> None:
-        """A journal whose folder never appeared (the publish failed) promises nothing: drop it now."""
+        """A journal whose folder never appeared (the publish failed) promises nothing: drop it now, and
+        put back the folder it was replacing."""
         for entry in read_journal(job.workspace):
             if entry.outcome is not None and not entry.published:
+                self._put_back_replaced(entry.outcome)
                 entry.drop()
 
     def _plan(self, orders: OrdersFile) -> tuple[list[Task], int]:
         """The POs to process: every final answer is kept (COMPLETED unless --force, NO_ATTACHMENTS and
-        PO_NOT_FOUND unless --recheck). A redone PO keeps its stored outcome until the new one replaces
-        it, so the store, its folder and the workbook agree at every moment."""
+        PO_NOT_FOUND unless --recheck), or looked at again for what is new (--refresh). A redone PO keeps
+        its stored outcome until the new one replaces it, so the store, its folder and the workbook agree
+        at every moment."""
         assert self.store is not None
         known = self.store.tasks()
-        redo = {Status.COMPLETED.value: self.opts.force,
-                Status.NO_ATTACHMENTS.value: self.opts.recheck, Status.PO_NOT_FOUND.value: self.opts.recheck}
+        refresh = self.opts.refresh
+        redo = {Status.COMPLETED.value: self.opts.force or refresh,
+                Status.NO_ATTACHMENTS.value: self.opts.recheck or refresh,
+                Status.PO_NOT_FOUND.value: self.opts.recheck}
         tasks: list[Task] = []
         skipped = 0
         for t in orders.tasks:
@@ -289,9 +311,15 @@ class MainApp:
             if status in redo and not redo[status]:
                 skipped += 1
                 continue
-            previous = [prev["data"].get("download_folder")] if prev and prev["data"].get("download_folder") else []
+            folder = prev["data"].get("download_folder") if prev else ""
+            previous = [folder] if folder else []
+            held: tuple[dict, ...] = ()
+            if refresh and prev and prev["data"].get("po_number"):
+                # What the store and the folder hold: kept, never fetched again unless missing or changed.
+                held = tuple(h.to_dict() for h in check_held(folder, self.store.files(t.po_number)))
+                self.checked += 1
             payload = PoTaskPayload(po_number=t.po_number, row=t.row, folder_levels=tuple(t.folder_levels),
-                                    previous_folders=tuple(previous))
+                                    previous_folders=tuple(previous), refresh=refresh, held=held)
             tasks.append(Task(key=t.po_number, payload=payload.to_dict()))
             if previous:
                 self._standing.add(t.po_number)
@@ -379,8 +407,7 @@ class MainApp:
             if result.key not in self._standing:
                 self.store.mark_status(self.run_id, result.key, Status.PENDING.value, reason="LOGIN_REQUIRED")
         else:
-            self.store.record_result(self.run_id, result, [
-                {"name": f.name, "size": f.size, "sha256": f.sha256, "source": f.source} for f in outcome.files])
+            self.store.record_result(self.run_id, result, [asdict(f) for f in outcome.files])
             self._standing.discard(result.key)
         self.store.record_attempt(self.run_id, result.key, result.attempts, result.worker_id, result.started,
                                   result.finished, result.status, result.reason, result.error[:500])
@@ -420,9 +447,12 @@ class MainApp:
             exit_code = EXIT_INCOMPLETE
         if exit_code == EXIT_OK and len(outcomes) < len(orders.tasks):
             exit_code = EXIT_INCOMPLETE
+        changes = [c for c in self.store.file_changes(self.run_id) if c["key"] in outcomes]
+        arrived = [c for c in changes if c["brought_by"] == self.run_id]
         report = self._write_report(out, orders)
         results_path = _unless_disk_full(write_results,
             out / f"{orders.path.stem}_results.xlsx", orders, outcomes, report_link=str(report) if report else None,
+            run_id=self.run_id, changes=changes,
             run_info={"run id": self.run_id, "orders file": str(orders.path), "output folder": str(out),
                       "mode": self.opts.mode(),
                       "site": self.opts.site,
@@ -431,7 +461,11 @@ class MainApp:
         if results_path is None:
             log.warning("the results workbook could not be written: the disk is full")
         summary = RunSummary(self.run_id, exit_code, counts, outcomes, results_path, out, message, skipped,
-                             report_path=report, log_path=self.run_log.path if self.run_log else None)
+                             report_path=report, log_path=self.run_log.path if self.run_log else None,
+                             checked=self.checked, new_files=len(arrived),
+                             new_file_pos=len({c["key"] for c in arrived}),
+                             refetched_files=sum(1 for c in arrived if c["refetched"]),
+                             removed_files=sum(1 for c in changes if c["removed_on_portal"] == self.run_id))
         if self.view:
             self.view.finish(summary)
         return summary

@@ -27,6 +27,8 @@ class PoEvent(str, Enum):
     POPUP_OPENED = "popup_opened"
     POPUP_CLOSED = "popup_closed"
     PUBLISHED = "published"  # the PO's folder is in place
+    # A refresh found a held file missing (or changed) locally and no longer on the portal: it cannot come back.
+    HELD_FILE_LOST = "held_file_lost"
     FAILURE_CAPTURED = "failure_captured"  # screenshot, HTML and console of a failed attempt
     BROWSER_RESTART = "browser_restart"
     RETRY_WAIT = "retry_wait"

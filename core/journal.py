@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator
@@ -34,6 +35,28 @@ class JournalEntry:
 
     def drop(self) -> None:
         self.path.unlink(missing_ok=True)
+
+
+def restore_replaced(folder: str | Path) -> bool:
+    """Undo a publish cut short between its two renames (pobatch.corelib.downloads.publish_folder): the
+    folder it was replacing went aside as `.<name>.old-*` and the new one never came. Put the old one
+    back, so the files the run store lists are where it says. A leftover beside a folder that is in place
+    is the old copy a finished publish was removing: it goes. True when a folder was put back."""
+    folder = Path(folder)
+    if not folder.parent.is_dir():
+        return False
+    aside = sorted(folder.parent.glob(f".{glob_escape(folder.name)}.old-*"), key=lambda p: p.stat().st_mtime_ns)
+    restored = False
+    if aside and not folder.exists():
+        os.replace(aside.pop(), folder)
+        restored = True
+    for old in aside:
+        shutil.rmtree(old, ignore_errors=True)
+    return restored
+
+
+def glob_escape(name: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
 
 
 def write_journal(workspace: Workspace, outcome: PoOutcome) -> None:

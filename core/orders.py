@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 # Columns the results workbook writes; an input that already has them (a results file fed back) gets them
 # replaced, and they are never read as folder levels.
 RESULT_COLUMNS: tuple[str, ...] = (
-    "STATUS", "SUPPLIER", "ATTACHMENTS_FOUND", "ATTACHMENTS_DOWNLOADED", "ATTACHMENT_NAMES",
+    "STATUS", "SUPPLIER", "ATTACHMENTS_FOUND", "ATTACHMENTS_DOWNLOADED", "NEW_FILES", "ATTACHMENT_NAMES",
     "DOWNLOAD_FOLDER", "PO_URL", "ERROR_MESSAGE", "LAST_PROCESSED",
 )
 DETAIL_COLUMNS: tuple[str, ...] = ("REASON", "ATTEMPTS")

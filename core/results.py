@@ -16,6 +16,11 @@ class FileRecord:
     sha256: str
     source: str = "po"  # "po" or "requisition"
     original_name: str = ""  # the name the portal served, in full, when `name` had to differ from it
+    identity: str = ""  # the attachment's identity on the page (core/workflow/held_files.py)
+    brought_by: str = ""  # the run that downloaded it
+    mtime_ns: int = 0  # its modification time when published: a refresh checks size and time first
+    removed_on_portal: str = ""  # the run that found it gone from the portal (it stays in the folder)
+    refetched: bool = False  # fetched again because the local copy was missing or changed
 
 
 @dataclass

@@ -64,6 +64,15 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
             h.update(block)
 
 
+def link_or_copy(src: Path, dst: Path) -> None:
+    """`dst` becomes the same file as `src`: a hard link where the file system has them (instant, no
+    second copy), else a copy with its times, so a size-and-time check still knows it."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
 def publish_folder(staged: Path, dest: Path, replace: list[Path] | None = None) -> Path:
     """Move a fully prepared folder into place in one rename; older versions are removed after.
 

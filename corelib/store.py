@@ -33,7 +33,8 @@ CREATE TABLE IF NOT EXISTS tasks (
 );
 CREATE TABLE IF NOT EXISTS files (
     key TEXT NOT NULL, name TEXT NOT NULL, size INTEGER NOT NULL, sha256 TEXT NOT NULL,
-    source TEXT DEFAULT '', run_id TEXT, PRIMARY KEY (key, name)
+    source TEXT DEFAULT '', run_id TEXT, identity TEXT DEFAULT '', mtime_ns INTEGER DEFAULT 0,
+    removed_by TEXT DEFAULT '', refetched INTEGER DEFAULT 0, PRIMARY KEY (key, name)
 );
 CREATE TABLE IF NOT EXISTS attempts (
     run_id TEXT NOT NULL, key TEXT NOT NULL, attempt INTEGER NOT NULL, worker_id TEXT DEFAULT '',
@@ -58,6 +59,12 @@ CREATE TABLE IF NOT EXISTS recordings (
 """
 
 
+# Columns the files table gained with refreshes: what a file is on the portal, when it was published,
+# the run that found it gone from the portal, whether it was fetched again.
+_FILE_COLUMNS_ADDED = {"identity": "TEXT DEFAULT ''", "mtime_ns": "INTEGER DEFAULT 0",
+                       "removed_by": "TEXT DEFAULT ''", "refetched": "INTEGER DEFAULT 0"}
+
+
 class RunStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -70,6 +77,10 @@ class RunStore:
         columns = {r["name"] for r in self._db.execute("PRAGMA table_info(runs)")}
         if "last_seen" not in columns:  # a store written before runs had a heartbeat
             self._db.execute("ALTER TABLE runs ADD COLUMN last_seen REAL")
+        have = {r["name"] for r in self._db.execute("PRAGMA table_info(files)")}
+        for column, decl in _FILE_COLUMNS_ADDED.items():  # a store written before refreshes
+            if column not in have:
+                self._db.execute(f"ALTER TABLE files ADD COLUMN {column} {decl}")
         self._db.execute(
             "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
         )
@@ -163,12 +174,22 @@ class RunStore:
             )
             self._db.execute("DELETE FROM files WHERE key=?", (result.key,))
             self._db.executemany(
-                "INSERT OR REPLACE INTO files(key, name, size, sha256, source, run_id) VALUES (?,?,?,?,?,?)",
-                [(result.key, f["name"], f["size"], f["sha256"], f.get("source", ""), run_id) for f in files],
+                "INSERT OR REPLACE INTO files(key, name, size, sha256, source, run_id, identity, mtime_ns, "
+                "removed_by, refetched) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                [(result.key, f["name"], f["size"], f["sha256"], f.get("source", ""),
+                  f.get("brought_by") or run_id, f.get("identity", ""), int(f.get("mtime_ns") or 0),
+                  f.get("removed_on_portal", ""), int(bool(f.get("refetched")))) for f in files],
             )
 
     def files(self, key: str) -> list[dict[str, Any]]:
-        return [dict(r) for r in self._db.execute("SELECT * FROM files WHERE key=? ORDER BY name", (key,))]
+        """One task's files; `run_id` is the run that brought each (kept across refreshes)."""
+        return [_file_row(r) for r in self._db.execute("SELECT * FROM files WHERE key=? ORDER BY name", (key,))]
+
+    def file_changes(self, run_id: str) -> list[dict[str, Any]]:
+        """What one run changed in the archive: the files it brought (new or fetched again) and those it
+        found gone from the portal, by task and name."""
+        return [_file_row(r) for r in self._db.execute(
+            "SELECT * FROM files WHERE run_id=? OR removed_by=? ORDER BY key, name", (run_id, run_id))]
 
     # -- attempts and events ---------------------------------------------------------------------
     def record_attempt(self, run_id: str, key: str, attempt: int, worker_id: str, started: float,
@@ -295,6 +316,14 @@ class _Transaction:
 
     def __exit__(self, exc_type, *_: object) -> None:
         self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def _file_row(row: sqlite3.Row) -> dict[str, Any]:
+    d = dict(row)
+    d["brought_by"] = d.get("run_id") or ""
+    d["removed_on_portal"] = d.get("removed_by") or ""
+    d["refetched"] = bool(d.get("refetched"))
+    return d
 
 
 def _task_row(row: sqlite3.Row) -> dict[str, Any]:

@@ -11,7 +11,7 @@ def test_payload_round_trips_through_the_task_dict() -> None:
     payload = PoTaskPayload("PO100001", row=7, folder_levels=("Acme", "2024"), previous_folders=("/out/a",))
     data = pickle.loads(pickle.dumps(payload.to_dict()))  # what a spawned worker receives
     assert data == {"po_number": "PO100001", "row": 7, "folder_levels": ["Acme", "2024"],
-                    "previous_folders": ["/out/a"]}
+                    "previous_folders": ["/out/a"], "refresh": False, "held": []}
     assert PoTaskPayload.from_dict(data) == payload
 
 

@@ -17,7 +17,8 @@ import pytest
 
 from pobatch.core.orders import DETAIL_COLUMNS, RESULT_COLUMNS, read_orders
 import pobatch.core.reports.workbook as workbook
-from pobatch.core.reports.workbook import ATTENTION_COLUMNS, ATTENTION_SHEET, MAX_CELL_CHARS, NOTHING_NEEDS_ATTENTION, SUMMARY_SHEET, RESULTS_SHEET, STATUS_FILLS, write_results
+from pobatch.core.reports.workbook import ATTENTION_COLUMNS, ATTENTION_SHEET, MAX_CELL_CHARS, NEW_COLUMNS, NEW_SHEET, NOTHING_NEEDS_ATTENTION, NOTHING_NEW, SUMMARY_SHEET, RESULTS_SHEET, STATUS_FILLS, write_results
+from pobatch.core.reports.changes import CHANGE_WORDS
 from pobatch.core.results import FileRecord, PoOutcome
 from pobatch.core.status import Status
 
@@ -87,7 +88,7 @@ def test_results_round_trip(tmp_path, sample):
     out = write_results(tmp_path / "results.xlsx", orders, outcomes)
     assert out == tmp_path / "results.xlsx"
     wb = load(out)
-    assert wb.sheetnames == [RESULTS_SHEET, SUMMARY_SHEET, ATTENTION_SHEET]
+    assert wb.sheetnames == [RESULTS_SHEET, SUMMARY_SHEET, ATTENTION_SHEET, NEW_SHEET]
     ws = wb[RESULTS_SHEET]
     assert [c.value for c in ws[1]] == ["PO_NUMBER", "Supplier", "Note"] + ALL_RESULT
     rows = rows_as_dicts(ws)
@@ -407,3 +408,30 @@ def test_attention_sheet_says_so_when_nothing_needs_a_person(tmp_path):
                 "100002": PoOutcome(po_number="100002", status=Status.NO_ATTACHMENTS)}
     ws = load(write_results(tmp_path / "r.xlsx", orders, outcomes))[ATTENTION_SHEET]
     assert ws.cell(2, 1).value == NOTHING_NEEDS_ATTENTION and ws.max_row == 2
+
+
+def test_new_sheet_lists_what_this_run_changed(tmp_path, sample):
+    """NEW_FILES counts a PO's files that this run brought; the "New" sheet has one row per file brought,
+    fetched again or found gone, and nothing of other runs."""
+    orders, outcomes, folder = sample
+    changes = [
+        {"key": "100001", "name": "new.pdf", "size": 10, "brought_by": "run2", "refetched": False,
+         "removed_on_portal": "", "mtime_ns": 1_700_000_000_000_000_000},
+        {"key": "100001", "name": "again.pdf", "size": 20, "brought_by": "run2", "refetched": True,
+         "removed_on_portal": "", "mtime_ns": 1_700_000_000_000_000_000},
+        {"key": "100002", "name": "gone.pdf", "size": 30, "brought_by": "run1", "refetched": False,
+         "removed_on_portal": "run2", "mtime_ns": 0},
+        {"key": "999999", "name": "not-in-file.pdf", "size": 1, "brought_by": "run2", "refetched": False,
+         "removed_on_portal": "", "mtime_ns": 0},
+    ]
+    wb = load(write_results(tmp_path / "r.xlsx", orders, outcomes, run_id="run2", changes=changes))
+    rows = rows_as_dicts(wb[RESULTS_SHEET])
+    new_files = {r["PO_NUMBER"]: r["NEW_FILES"] for r in rows}
+    assert new_files["100001"] == 2 and new_files["100002"] == 0
+    ws = wb[NEW_SHEET]
+    assert [c.value for c in ws[1]] == list(NEW_COLUMNS)
+    got = [(r["PO_NUMBER"], r["FILE"], r["SIZE"], r["CHANGE"]) for r in rows_as_dicts(ws)]
+    assert got == [("100001", "new.pdf", 10, CHANGE_WORDS["new"]), ("100001", "again.pdf", 20, CHANGE_WORDS["refetched"]),
+                   ("100002", "gone.pdf", 30, CHANGE_WORDS["removed"])]
+    empty = load(write_results(tmp_path / "e.xlsx", orders, outcomes, run_id="run3", changes=[]))[NEW_SHEET]
+    assert empty.cell(2, 1).value == NOTHING_NEW

@@ -31,6 +31,7 @@ from typing import Any
 from urllib.parse import quote
 
 from pobatch.core.events import PoEvent
+from pobatch.core.reports.changes import CHANGE_WORDS, change_kind
 from pobatch.core.reports.report_data import AttemptBar, ReportData, load_report_data, natural_order, report_path
 from pobatch.core.reports.run_chart import describe_files, file_timings, throughput_svg
 from pobatch.core.workspace import Workspace
@@ -103,6 +104,7 @@ def render_report(data: ReportData, report_dir: Path) -> str:
         "<h2>Timeline</h2>",
         _timeline_svg(data, report_dir),
         _legend_html(),
+        _changes_html(data, report_dir),
         "<h2>Purchase orders</h2>",
         _search_html(total),
         _table_html(data, report_dir),
@@ -230,6 +232,27 @@ def _timeline_svg(data: ReportData, report_dir: Path) -> str:
                    f"<title>{_e(tip)}</title></path>")
     out.append("</svg>")
     return "<div class=\"scroll\">" + "".join(out) + "</div>"
+
+
+def _changes_html(data: ReportData, report_dir: Path) -> str:
+    """The files this run brought, fetched again or found gone from the portal (the workbook's "New" sheet)."""
+    if not data.changes:
+        return ""
+    folders = {r.po_number: r.download_folder for r in data.rows}
+    items = []
+    for c in data.changes:
+        kind = change_kind(c, data.run_id)
+        folder = folders.get(c["key"], "")
+        name = _e(c["name"])
+        if folder and kind != "removed":
+            name = f"<a href=\"{_e(_href(Path(folder) / c['name'], report_dir))}\" target=\"_blank\">{name}</a>"
+        items.append(f"<tr><td>{_e(c['key'])}</td><td>{name}</td><td class=\"num\">{_size(c['size'])}</td>"
+                     f"<td>{_e(CHANGE_WORDS[kind])}</td></tr>")
+    arrived = sum(1 for c in data.changes if c.get("brought_by") == data.run_id)
+    pos = len({c["key"] for c in data.changes if c.get("brought_by") == data.run_id})
+    return (f"<h2>What changed <span class=\"muted\">{arrived} new file(s) in {pos} PO(s)</span></h2>"
+            "<table id=\"changes\"><thead><tr><th>PO</th><th>File</th><th>Size</th><th>Change</th></tr></thead>"
+            f"<tbody>{''.join(items)}</tbody></table>")
 
 
 def _table_html(data: ReportData, report_dir: Path) -> str:

@@ -48,6 +48,7 @@ class ReportData:
     markers: list[Event]
     events: list[Event]
     counts: dict[str, int]
+    changes: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # RunStore.file_changes of this run
 
 
 def report_path(out_dir: Path, orders: str | Path | None, run_id: str | None = None) -> Path:
@@ -83,7 +84,8 @@ def load_report_data(store: RunStore, run_id: str, out_dir: Path) -> ReportData:
     counts: dict[str, int] = {}
     for r in rows:
         counts[r.status.value] = counts.get(r.status.value, 0) + 1
-    return ReportData(run_id, run, Path(out_dir), rows, bars, markers, events, counts)
+    return ReportData(run_id, run, Path(out_dir), rows, bars, markers, events, counts,
+                      changes=store.file_changes(run_id))
 
 
 _FILE_FIELDS = {f.name for f in dataclasses.fields(FileRecord)}

@@ -22,11 +22,12 @@ from openpyxl.worksheet.worksheet import Worksheet
 
 from pobatch.core.orders import DETAIL_COLUMNS, RESULT_COLUMNS, ROW_KEY, OrdersFile, is_result_column
 from pobatch.core.reports.attention import attention_list
+from pobatch.core.reports.changes import CHANGE_WORDS, change_kind
 from pobatch.core.results import PoOutcome
 from pobatch.core.status import Status
 
 __all__ = ["RESULT_COLUMNS", "DETAIL_COLUMNS", "RESULTS_SHEET", "SUMMARY_SHEET", "ATTENTION_SHEET", "ATTENTION_COLUMNS",
-           "STATUS_FILLS", "write_results"]
+           "NEW_SHEET", "NEW_COLUMNS", "CHANGE_WORDS", "STATUS_FILLS", "write_results"]
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,9 @@ RESULTS_SHEET = "Results"
 SUMMARY_SHEET = "Summary"
 ATTENTION_SHEET = "Attention"
 ATTENTION_COLUMNS = ("ROW", "PO_NUMBER", "STATUS", "WHAT_HAPPENED", "WHAT_TO_DO", "DETAILS")
+NEW_SHEET = "New"
+NEW_COLUMNS = ("PO_NUMBER", "SUPPLIER", "FILE", "SIZE", "WHEN", "CHANGE", "FOLDER")
+NOTHING_NEW = "Nothing new in this run."
 NOTHING_NEEDS_ATTENTION = "Nothing needs you: every PO is done."
 MAX_CELL_CHARS = 32_767  # Excel's limit per cell
 MAX_HYPERLINK_CHARS = 2_079  # Excel ignores longer link targets
@@ -70,21 +74,60 @@ def write_results(
     *,
     run_info: Mapping[str, object] | None = None,
     report_link: str | None = None,
+    run_id: str = "",
+    changes: list[Mapping[str, Any]] | None = None,
 ) -> Path:
-    """Write the results workbook and return where it went (another name if the target is open in Excel)."""
+    """Write the results workbook and return where it went (another name if the target is open in Excel).
+
+    `changes` are the run store's files that run `run_id` brought or found gone (RunStore.file_changes):
+    the NEW_FILES column and the "New" sheet."""
     target = Path(path)
     wb = Workbook()
     results = wb.active
     results.title = RESULTS_SHEET
-    _fill_results(results, orders, outcomes)
+    new_by_po: dict[str, int] = {}
+    for c in changes or ():
+        if c.get("brought_by") == run_id:
+            new_by_po[c["key"]] = new_by_po.get(c["key"], 0) + 1
+    _fill_results(results, orders, outcomes, new_by_po)
     _fill_summary(wb.create_sheet(SUMMARY_SHEET), orders, outcomes, run_info or {}, report_link)
     _fill_attention(wb.create_sheet(ATTENTION_SHEET), orders, outcomes)
+    _fill_new(wb.create_sheet(NEW_SHEET), orders, outcomes, run_id, changes or [])
     return _save_atomically(wb, target)
+
+
+def _fill_new(ws: Worksheet, orders: OrdersFile, outcomes: Mapping[str, PoOutcome], run_id: str,
+              changes: list[Mapping[str, Any]]) -> None:
+    """One row per file this run brought (or fetched again), and per file it found gone from the portal."""
+    _write_header(ws, list(NEW_COLUMNS))
+    mine = {t.po_number for t in orders.tasks}
+    r = 1
+    for c in changes:
+        outcome = outcomes.get(c["key"])
+        if outcome is None or c["key"] not in mine:
+            continue
+        r += 1
+        kind = change_kind(c, run_id)
+        when: Any = (_dt.datetime.fromtimestamp(c["mtime_ns"] / 1e9).replace(microsecond=0)
+                     if kind != "removed" and c.get("mtime_ns") else _as_datetime(outcome.last_processed))
+        folder = outcome.download_folder
+        for col, value in enumerate((c["key"], outcome.supplier, c["name"], c["size"], when, CHANGE_WORDS[kind],
+                                     folder), start=1):
+            _put(ws.cell(r, col), value)
+        if isinstance(ws.cell(r, 5).value, _dt.datetime):
+            ws.cell(r, 5).number_format = "yyyy-mm-dd hh:mm:ss"
+        uri = _file_uri(str(Path(folder) / c["name"])) if folder else ""
+        if uri:
+            _link(ws.cell(r, 3), uri)
+    if r == 1:
+        _put(ws.cell(2, 1), NOTHING_NEW)
+    _finish_sheet(ws, len(NEW_COLUMNS), autofilter=r > 1)
 
 
 # ------------------------------------------------------------------------------------------------------ Results
 
-def _fill_results(ws: Worksheet, orders: OrdersFile, outcomes: Mapping[str, PoOutcome]) -> None:
+def _fill_results(ws: Worksheet, orders: OrdersFile, outcomes: Mapping[str, PoOutcome],
+                  new_by_po: Mapping[str, int]) -> None:
     input_headers = [h for h in orders.headers if not is_result_column(h)]
     headers = input_headers + list(RESULT_COLUMNS) + list(DETAIL_COLUMNS)
     _write_header(ws, headers)
@@ -103,6 +146,8 @@ def _fill_results(ws: Worksheet, orders: OrdersFile, outcomes: Mapping[str, PoOu
         link_cols: dict[str, str] = {}
         if number in task_by_row:
             values, link_cols = _outcome_values(task_by_row[number].po_number, outcomes)
+            if task_by_row[number].po_number in outcomes:
+                values["NEW_FILES"] = new_by_po.get(task_by_row[number].po_number, 0)
         elif number in dup_by_row:
             dup = dup_by_row[number]
             values, link_cols = _outcome_values(dup.po_number, outcomes)

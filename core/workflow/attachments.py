@@ -14,6 +14,7 @@ from typing import Any
 
 from pobatch.core.events import PoEvent
 from pobatch.core.sites import SiteDefinition
+from pobatch.core.workflow.held_files import attachment_identity
 from pobatch.core.workflow.job_config import JobConfig
 from pobatch.core.workflow.page_probes import FIND_ATTACHMENTS_JS, JS_CLICK, SUPPLIER_JS
 from pobatch.core.workflow.page_reader import PageReader
@@ -36,6 +37,7 @@ class Attachment:
     name: str
     href: str
     target: str
+    identity: str = ""  # its name on the portal across visits (core/workflow/held_files.py)
 
 
 @dataclass
@@ -48,6 +50,7 @@ class StagedFile:
     url: str = ""  # the attachment's link, or the URL the browser downloaded from
     suggested: str = ""  # the browser's suggested file name, in full (before any shortening)
     attribution: str = ""  # how the file was matched to its attachment: frame, url, order ('' one by one)
+    identity: str = ""  # the attachment's identity on the page
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,12 @@ class PageResult:
     failures: list[str] = field(default_factory=list)
     source: str = "po"
     reason: str = ""
+    held: list[str] = field(default_factory=list)  # those a refresh already holds: not downloaded again
+
+    @property
+    def fetching(self) -> int:
+        """Attachments this page downloads: all it shows but the held ones."""
+        return self.found - len(self.held)
 
 
 def usable_link(href: str) -> bool:
@@ -109,20 +118,40 @@ class Collector:
         self.event = pages.event
         self.recorder = pages.recorder
         self.progress = pages.progress
+        self.held: frozenset[str] = frozenset()  # identities a refresh holds intact: skipped on the page
+        self._source = "po"
+
+        self.seen: dict[str, list[str]] = {}  # this attempt's pages that were read: source -> identities
+
+    def hold(self, identities: frozenset[str]) -> None:
+        """A new attempt; these attachments need no download (a refresh holds them intact)."""
+        self.held = identities
+        self.seen = {}
 
     def collect(self, url: str, files_dir: Path, source: str) -> PageResult:
         raise NotImplementedError
 
     def find(self, driver: Any) -> list[Attachment]:
-        return [Attachment(el, meta["name"], meta["href"], meta["target"])
+        """The attachments to download on the open page, in page order: every one but the held ones."""
+        return [a for a in self._find_all(driver) if a.identity not in self.held]
+
+    def _find_all(self, driver: Any) -> list[Attachment]:
+        return [Attachment(el, meta["name"], meta["href"], meta["target"],
+                           attachment_identity(self._source, meta.get("ref", ""), meta["name"]))
                 for el, meta in driver.execute_script(FIND_ATTACHMENTS_JS, list(self.site.attachment_selectors))]
 
     def read_page(self, driver: Any, url: str, source: str) -> tuple[PageResult, list[Attachment]]:
-        """The supplier and the attachments the open page shows, announced."""
+        """The supplier and the attachments the open page shows, announced; the held ones are counted
+        and left out of the list to download."""
+        self._source = source
         supplier = driver.execute_script(SUPPLIER_JS, list(self.site.supplier_selectors)) or ""
-        items = self.find(driver)
-        self.event(PoEvent.ATTACHMENTS_FOUND, url=url, detail=f"{len(items)} on {source} page")
-        return PageResult(supplier=supplier, found=len(items), source=source), items
+        every = self._find_all(driver)
+        items = [a for a in every if a.identity not in self.held]
+        held = [a.identity for a in every if a.identity in self.held]
+        self.seen[source] = [a.identity for a in every]
+        detail = f"{len(every)} on {source} page" + (f", {len(held)} already held" if held else "")
+        self.event(PoEvent.ATTACHMENTS_FOUND, url=url, detail=detail)
+        return PageResult(supplier=supplier, found=len(every), source=source, held=held), items
 
     def close_windows(self, driver: Any, main: str, handles: list[str]) -> None:
         """Close popups that are still open, never the main window (closing the last one ends the session)."""

@@ -174,7 +174,7 @@ class BatchCollector(Collector):
                     # batch follows it and brings the page back (look() in _await_batch).
                     self._await_batch(driver, window, batch, popups, active, lambda: _on_page(driver, window))
                 items = self.find(driver)  # the page re-rendered: same attachments, fresh handles
-                if len(items) != result.found:
+                if len(items) != result.fetching:
                     raise TransientError("the attachment list changed while downloading", reason="PAGE_CHANGED")
                 pending.insert(0, turn)
                 continue
@@ -373,4 +373,4 @@ class BatchCollector(Collector):
                    detail=f"{target.name} via {slot.click} in {time.monotonic() - slot.clicked:.2f}s, "
                           f"from attachment {item.name!r} by {slot.how.value}")
         return StagedFile(target, item.name, source, url=d.url or slot.url, suggested=d.suggested,
-                           attribution=slot.how.value)
+                           attribution=slot.how.value, identity=item.identity)

@@ -47,11 +47,12 @@ class OneByOneCollector(Collector):
                 name = self._download_one(driver, item, window)
                 target = files_dir / unique_name(files_dir, name, set())
                 self.sink.fetch(name, target)
-                result.downloaded.append(StagedFile(target, item.name, source, url=item.href, suggested=name))
+                result.downloaded.append(StagedFile(target, item.name, source, url=item.href, suggested=name,
+                                                     identity=item.identity))
                 idx += 1
             except StaleElementReferenceException:
                 items = self.find(driver)  # the page re-rendered: same attachments, fresh handles
-                if len(items) != result.found:
+                if len(items) != result.fetching:
                     raise TransientError("the attachment list changed while downloading", reason="PAGE_CHANGED")
             except TransientError as exc:
                 failure = f"{item.name or item.href}: {exc}"
@@ -66,7 +67,7 @@ class OneByOneCollector(Collector):
                 self.pages.open(driver, url)
                 self.pages.stop_loading(driver)
                 items = self.find(driver)
-                if len(items) != result.found:
+                if len(items) != result.fetching:
                     raise TransientError("the attachment list changed after a restart", reason="PAGE_CHANGED")
                 window = PageWindow.of(driver)
                 idx += 1

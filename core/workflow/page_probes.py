@@ -149,6 +149,11 @@ return pobatchFind(arguments[0]).map(([el, q]) => [el, {
   tag: el.tagName.toLowerCase(),
   download_attr: el.hasAttribute('download'),
   selector: q,
+  // What names this attachment on the portal across visits (core/workflow/held_files.py): its link,
+  // else its id, else its data-* values (a script's attachment id).
+  ref: (el.getAttribute('href') && !/^(javascript:|#)/i.test(el.getAttribute('href').trim()) ? el.href : '')
+       || (el.id ? '#' + el.id : '')
+       || [...el.attributes].filter(a => a.name.startsWith('data-') && a.value).map(a => a.name + '=' + a.value).sort().join(';'),
 }]);
 """
 

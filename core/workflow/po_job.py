@@ -187,6 +187,7 @@ class PoJob:
         url = self._url(payload)
         self.event(PoEvent.ATTEMPT_START, url=url)
         self.pages.new_attempt()
+        self.collector.hold(frozenset(h["identity"] for h in payload.held if h.get("intact") and h.get("identity")))
         self.throttle.wait()  # another worker may have been told to slow down
         probe = self.pages.open(driver, url, self.site.expectation("po", self.site.po_id(payload.po_number),
                                                                    self.config.base_url))
@@ -246,7 +247,8 @@ class PoJob:
     def _publish(self, payload: PoTaskPayload, status: Status, page: PageResult, po_url: str, attempt: int,
                  started: float, error: str = "") -> PoOutcome:
         staged = self._attempt_dir(payload.po_number, attempt) / "publish"
-        return self.publisher.publish(payload, status, page, po_url, staged, attempt, started, error=error)
+        return self.publisher.publish(payload, status, page, po_url, staged, attempt, started, error=error,
+                                      seen=self.collector.seen)
 
     def _final(self, payload: PoTaskPayload, status: Status, reason: str, error: str, attempt: int,
                started: float) -> PoOutcome:

@@ -18,6 +18,8 @@ class PoTaskPayload:
     row: int = 0
     folder_levels: tuple[str, ...] = ()
     previous_folders: tuple[str, ...] = ()  # folders of earlier runs, replaced on publish
+    refresh: bool = False  # --refresh: an answered PO looked at again for what is new
+    held: tuple[dict[str, Any], ...] = ()  # its files so far (HeldFile.to_dict()), kept and not fetched again
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "PoTaskPayload":
@@ -26,9 +28,12 @@ class PoTaskPayload:
             row=int(d.get("row", 0)),
             folder_levels=tuple(d.get("folder_levels", ())),
             previous_folders=tuple(d.get("previous_folders", ())),
+            refresh=bool(d.get("refresh", False)),
+            held=tuple(dict(h) for h in d.get("held", ())),
         )
 
     def to_dict(self) -> dict[str, Any]:
         """The Task.payload form: plain lists and strings, picklable for spawned workers."""
         return {"po_number": self.po_number, "row": self.row, "folder_levels": list(self.folder_levels),
-                "previous_folders": list(self.previous_folders)}
+                "previous_folders": list(self.previous_folders), "refresh": self.refresh,
+                "held": [dict(h) for h in self.held]}
