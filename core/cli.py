@@ -214,7 +214,11 @@ def demo(out: str, scenario: str | None, profile: str | None, **kw) -> None:
     _setup_logging(kw["verbose"])
     out_dir = Path(out).resolve()
     with DemoPortal(scenario).start() as portal:
-        click.echo(f"Demo portal running at {portal.base_url}", err=True)
+        later = portal.scenario.revision_count if kw.get("refresh") else 0
+        if later:  # a refresh meets the portal as its scenario says it is later on: files added, removed
+            portal.revise(later)
+        click.echo(f"Demo portal running at {portal.base_url}"
+                   + (f", as it is {portal.scenario.revisions[later - 1].label or 'later'}" if later else ""), err=True)
         orders = _scenario_orders(Path(scenario), portal, out_dir) if scenario else sample_orders_path()
         profile_dir = Path(profile) if profile else Workspace(out_dir).demo_profile
         try:

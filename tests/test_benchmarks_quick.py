@@ -118,3 +118,23 @@ def test_quick_soak_runs_and_writes_its_section(tmp_path, browser_available):
     assert runs[0]["hang_requests"] > 0 and runs[1]["hang_requests"] == 0
     assert runs[0]["sso_refreshes"] >= 2 and runs[0]["sso_events"] == runs[0]["sso_refreshes"]
     assert not any((tmp_path / "work").iterdir()), "the soak's scratch folders are removed"
+
+
+def test_quick_refresh_benchmark_runs_and_writes_its_section(tmp_path, browser_available):
+    """benchmarks/refresh.py keeps working: a first run, --force, and two refreshes of 10 POs, each right,
+    its own section written; a refresh with nothing new downloads nothing."""
+    out = tmp_path / "BENCH.md"
+    out.write_text("# Benchmarks\n\nHand-written.\n", encoding="utf-8")
+    results = tmp_path / "refresh.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.refresh", "--quick", "--out", str(out), "--json", str(results)],
+        cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert proc.returncode == 0, f"refresh benchmark failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    text = out.read_text(encoding="utf-8")
+    assert text.startswith("# Benchmarks\n\nHand-written.\n") and "QUICK MODE" in text
+    runs = {r["config"]: r for r in json.loads(results.read_text(encoding="utf-8"))}
+    assert all(r["exit_code"] == 0 and not r["problems"] for r in runs.values())
+    assert runs["refresh, nothing new"]["files"] == 0 and runs["refresh, nothing new"]["pages"] == 10
+    assert runs["refresh, 10% changed"]["files"] == runs["refresh, 10% changed"]["new_files"] == 1
+    assert runs["force"]["files"] == runs["first"]["files"] > 10

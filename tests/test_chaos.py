@@ -37,6 +37,15 @@ pytestmark = pytest.mark.usefixtures("browser_available")
 SEED = 1414
 
 
+# The portal a week later, for the refresh rounds: files added, one removed, an empty PO gains one.
+CHAOS_REVISION = {"label": "a week later", "pos": {
+    "810001": {"add": [{"name": "po1 amendment.pdf", "kind": "js", "size": 15000}]},
+    "810002": {"add": [{"name": "po2.pdf", "kind": "link", "size": 11000}]},  # a second po2.pdf
+    "810003": {"remove": ["extra3.docx"]},
+    "810009": {"add": [{"name": "first.pdf", "kind": "link", "size": 8000}]},
+}}
+
+
 def chaos_scenario(path: Path) -> Path:
     pos = []
     for i in range(1, 7):
@@ -50,17 +59,20 @@ def chaos_scenario(path: Path) -> Path:
             {"id": "810010", "supplier": "Via requisition",
              "requisition": {"id": "9010", "attachments": [{"name": "req.pdf", "kind": "link", "size": 9000}]}}]
     path.write_text(json.dumps({"name": "chaos", "seed": SEED, "stall_seconds": 20,
-                                "latency": {"page_ms": [100, 250], "attachment_ms": [50, 200]}, "pos": pos}))
+                                "latency": {"page_ms": [100, 250], "attachment_ms": [50, 200]}, "pos": pos,
+                                "revisions": [CHAOS_REVISION]}))
     return path
 
 
-def _store_rows(store: Path) -> dict[str, tuple[str, str]]:
+def _store_rows(store: Path, since: str = "") -> dict[str, tuple[str, str]]:
+    """key -> (status, reason); with `since`, only the rows a later run than that one wrote."""
     if not store.exists():
         return {}
     try:
         db = sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=2)
         try:
-            return {k: (s, r or "") for k, s, r in db.execute("SELECT key, status, reason FROM tasks")}
+            return {k: (s, r or "") for k, s, r, run in db.execute("SELECT key, status, reason, run_id FROM tasks")
+                    if not since or (run or "") > since}
         finally:
             db.close()
     except sqlite3.Error:
@@ -79,6 +91,14 @@ def _ours(marker: str) -> list[psutil.Process]:
     return found
 
 
+def _last_run(store: Path) -> str:
+    db = sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=2)
+    try:
+        return db.execute("SELECT run_id FROM runs ORDER BY started DESC LIMIT 1").fetchone()[0]
+    finally:
+        db.close()
+
+
 @dataclass
 class ChaosFigures:
     runs: int = 0
@@ -93,15 +113,18 @@ class ChaosFigures:
     problems: list[str] = field(default_factory=list)
 
 
-def run_chaos(tmp_path: Path, rounds: int, max_kills: int) -> ChaosFigures:
-    rng = random.Random(SEED)
+def run_chaos(tmp_path: Path, rounds: int, max_kills: int, refresh: bool = False) -> ChaosFigures:
+    """Rounds of killed runs and one run to the end. With `refresh`, each round first runs the batch
+    to the end at revision 0, then the kills hit `--refresh` runs at revision 1: nothing held may be
+    fetched again, and every folder must end with the files of both revisions, each once."""
+    rng = random.Random(SEED + refresh)
     figures = ChaosFigures()
     scenario = chaos_scenario(tmp_path / "chaos.json")
     private_tmp = tempfile.mkdtemp(prefix="pbch-")  # short: browser socket paths; ours alone: the orphan check
     clones = tmp_path / "clones"
     try:
         with DemoPortal(scenario) as portal:
-            truth = {po: tuple(v) for po, v in portal.expected_outcomes().items()}
+            truth = {po: tuple(v) for po, v in portal.scenario.at_revision(int(refresh)).expected_outcomes().items()}
             orders = write_orders(tmp_path, sorted(truth))
             profile = prepare_demo_profile(tmp_path / "profile", portal.base_url)
             env = dict(os.environ, TMPDIR=private_tmp, POBATCH_PROFILES_ROOT=str(clones))
@@ -114,6 +137,16 @@ def run_chaos(tmp_path: Path, rounds: int, max_kills: int) -> ChaosFigures:
                 portal.reset()
                 completed_before: set[str] = set()
                 counts_at_kill: dict[str, int] = {}
+                held_counts: dict[str, int] = {}
+                first_run = ""
+                if refresh:
+                    portal.revise(0)
+                    subprocess.run(cmd, env=env, capture_output=True, timeout=600, check=True)
+                    figures.runs += 1
+                    held_counts = portal.download_counts()  # every file held before the refresh
+                    first_run = _last_run(store)
+                    portal.revise(1)
+                    cmd = [*cmd, "--refresh"]
                 for _ in range(rng.randint(1, max_kills)):
                     delay = rng.uniform(0.3, 5.0)  # a whole run takes about 4-8 s here
                     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -124,7 +157,7 @@ def run_chaos(tmp_path: Path, rounds: int, max_kills: int) -> ChaosFigures:
                         proc.send_signal(signal.SIGKILL)
                         proc.wait(timeout=30)
                         figures.kills += 1
-                    done = {k for k, (s, _r) in _store_rows(store).items() if s == "COMPLETED"}
+                    done = {k for k, (s, _r) in _store_rows(store, since=first_run).items() if s == "COMPLETED"}
                     completed_before |= done
                     counts_at_kill = portal.download_counts()
                 final = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
@@ -137,18 +170,23 @@ def run_chaos(tmp_path: Path, rounds: int, max_kills: int) -> ChaosFigures:
                     if rows.get(po) != want:
                         figures.losses += 1
                         figures.problems.append(f"round {round_no}: PO {po} is {rows.get(po)}, truly {want}")
-                    folders = [p for p in out.rglob(f"{po}_*") if p.is_dir()]
+                    folders = [p for p in out.rglob(f"{po}_*") if p.is_dir() and not p.name.startswith(".")]
                     if len(folders) != 1 or folders[0].name != f"{po}_{want[0]}":
                         figures.duplicates += max(0, len(folders) - 1)
                         figures.problems.append(f"round {round_no}: PO {po} folders {folders}")
                         continue
                     on_disk = Counter(hashlib.sha256(f.read_bytes()).hexdigest() for f in folders[0].iterdir())
-                    expected = Counter(hashlib.sha256(b).hexdigest() for b in portal.expected_files(po).values())
+                    expected = Counter(hashlib.sha256(b).hexdigest()
+                                       for b in portal.expected_files(po, 0 if refresh else None).values())
                     figures.files += sum(on_disk.values())
                     if on_disk != expected:
                         figures.duplicates += max(0, sum(on_disk.values()) - sum(expected.values()))
                         figures.problems.append(f"round {round_no}: PO {po} files differ")
                 counts = portal.download_counts()
+                for key, n in held_counts.items():
+                    if counts.get(key, 0) != n:
+                        figures.refetched += 1
+                        figures.problems.append(f"round {round_no}: {key} held, fetched again by a refresh")
                 for key, n in counts.items():
                     if key.split("/", 1)[0] in completed_before and n != counts_at_kill.get(key, n):
                         figures.refetched += 1
@@ -186,6 +224,24 @@ def test_chaos_kills_of_the_main_process_lose_nothing(tmp_path):
     figures = run_chaos(tmp_path, rounds=4, max_kills=3)
     print(f"chaos (CI size): {figures}")
     assert figures.kills >= 1
+    _assert_clean(figures)
+
+
+def test_chaos_kills_of_refresh_runs_lose_nothing_and_fetch_nothing_held(tmp_path):
+    """CI size: each round runs the batch to the end, changes the portal, then kills --refresh runs."""
+    figures = run_chaos(tmp_path, rounds=3, max_kills=3, refresh=True)
+    print(f"refresh chaos (CI size): {figures}")
+    assert figures.kills >= 1
+    _assert_clean(figures)
+
+
+@pytest.mark.chaos
+@pytest.mark.timeout(3600)
+def test_chaos_refresh_full_size(tmp_path):
+    """Full size, on demand (`-m chaos`): at least 20 runs of refreshes, most of them killed."""
+    figures = run_chaos(tmp_path, rounds=10, max_kills=3, refresh=True)
+    print(f"refresh chaos (full size): {figures}")
+    assert figures.runs >= 20 and figures.kills >= 10
     _assert_clean(figures)
 
 

@@ -392,3 +392,24 @@ def test_sso_refreshes_pass_on_the_grid(grid, tmp_path_factory, tmp_path):
         assert summary.exit_code == 0, {po: o.error_message for po, o in summary.outcomes.items()}
         assert {o.status for o in summary.outcomes.values()} == {Status.COMPLETED}
         assert portal.sso_refreshes() >= 2 and events(summary, "sso_refresh")
+
+
+# ---- issue 22: a refresh on the Grid ---------------------------------------------------------------
+
+def test_a_refresh_on_the_grid_fetches_exactly_what_is_new(grid, tmp_path_factory, tmp_path):
+    """The same run, portal change and refresh as tests/test_refresh.py, the files one click at a time
+    through the Grid node's folder: the same answer."""
+    from tests.test_refresh import ALL, REFRESH, assert_refreshed
+
+    portal, profile = shapes_portal(tmp_path_factory, "grid-refresh", REFRESH)
+    with portal:
+        orders = write_orders(tmp_path, ALL)
+        first = MainApp(options(orders, tmp_path / "out", portal, profile, tmp_path, grid=grid.url)).run()
+        assert first.exit_code == 0, {po: o.error_message for po, o in first.outcomes.items()}
+        before = {po: portal.downloads_of(po) for po in ALL}
+        pages_before = portal.page_hits("700008")
+        (Path(first.outcomes["700006"].download_folder) / "delete-me.pdf").unlink()
+        portal.revise(1)
+        refreshed = MainApp(options(orders, tmp_path / "out", portal, profile, tmp_path, grid=grid.url,
+                                    refresh=True)).run()
+        assert_refreshed(portal, before, pages_before, refreshed)
