@@ -381,7 +381,8 @@ class _Handler(_TrackedHandler):
     # -- pages ------------------------------------------------------------------------------------
     def _po_page(self, po_id: str, path: str) -> None:
         portal = self.portal
-        po = portal.scenario.po(po_id)
+        scenario = portal.scenario  # one revision for the whole answer, even while revise() runs
+        po = scenario.po(po_id)
         with portal._lock:
             portal._page_hits[po_id] += 1
             fault = pick_fault(po.page_faults, portal._page_fault_n[po_id]) if po else "ok"
@@ -403,7 +404,7 @@ class _Handler(_TrackedHandler):
         delayed = None
         if po.attachments_delay_ms is not None:
             delayed = pages.DelayedList(f"/order_headers/{quote(po.id, safe='')}/attachments.json", po.spinner)
-        html = self.pages.po_page(po, portal.scenario.entries(po.id, "po"), delayed)
+        html = self.pages.po_page(po, scenario.entries(po.id, "po"), delayed)
         if po.hang:
             with portal._lock:
                 portal._hang_serial += 1
@@ -442,14 +443,15 @@ class _Handler(_TrackedHandler):
     def _attachment_list(self, po_id: str) -> None:
         """The JSON a delayed PO page fetches: its list, drawn by the page's script once it arrives."""
         portal = self.portal
-        po = portal.scenario.po(po_id)
+        scenario = portal.scenario  # one revision for the whole answer
+        po = scenario.po(po_id)
         with portal._lock:
             portal._list_hits[po_id] += 1
         if po is None or po.missing or po.forbidden or po.attachments_delay_ms is None:
             return self._send(404, json.dumps({"error": "no such list"}), "application/json")
         if not self._pause(po.attachments_delay_ms / 1000.0):
             return
-        entries = portal.scenario.entries(po.id, "po")
+        entries = scenario.entries(po.id, "po")
         body = {"po": po.id, "html": self.pages.list_html(entries),
                 "attachments": [{"name": e.spec.name, "kind": e.spec.kind, "url": self.pages.page_url(e)}
                                 for e in entries]}
@@ -461,11 +463,12 @@ class _Handler(_TrackedHandler):
             portal._requisition_hits[rid] += 1
         if not self._pause(portal._latency("page", path)):
             return
-        found = portal.scenario.requisition(rid)
+        scenario = portal.scenario  # one revision for the whole answer
+        found = scenario.requisition(rid)
         if not found:
             return self._send(404, self.pages.not_found_page())
         po, req = found
-        self._send(200, self.pages.requisition_page(po, req, portal.scenario.entries(po.id, "requisition")))
+        self._send(200, self.pages.requisition_page(po, req, scenario.entries(po.id, "requisition")))
 
     def _popup(self, token: str, path: str) -> None:
         entry = self.portal.scenario.entry_by_token(token)
@@ -477,7 +480,8 @@ class _Handler(_TrackedHandler):
 
     def _attachment(self, token: str, path: str, inline: bool) -> None:
         portal = self.portal
-        entry: AttachmentEntry | None = portal.scenario.entry_by_token(token)
+        scenario = portal.scenario  # one revision for the whole answer
+        entry: AttachmentEntry | None = scenario.entry_by_token(token)
         if entry is None:
             return self._send(404, self.pages.not_found_page())
         with portal._lock:
@@ -493,7 +497,7 @@ class _Handler(_TrackedHandler):
             return self._send(500, self.pages.server_error_page())
         if fault == "html200":  # a missing file answered as a page, with 200
             return self._send(200, self.pages.not_available_page())
-        data = portal.scenario.file_bytes(entry)
+        data = scenario.file_bytes(entry)
         headers = {"Content-Type": content_type(entry.spec.name), "Content-Length": str(len(data))}
         if not inline:
             headers["Content-Disposition"] = content_disposition(entry.spec.name)
