@@ -13,9 +13,11 @@ def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def assert_matches_truth(summary: RunSummary, portal: DemoPortal, po_ids: list[str], names: bool = False) -> None:
+def assert_matches_truth(summary: RunSummary, portal: DemoPortal, po_ids: list[str], names: bool = False,
+                         refreshed_from: int | None = None) -> None:
     """Status as the scenario says, and each PO folder holds exactly that PO's bytes (and, with
-    `names`, under the names the scenario expects)."""
+    `names`, under the names the scenario expects). `refreshed_from`: the summary is a --refresh run at
+    the portal's revision after a run at that one, so a folder holds the files of both (nothing is deleted)."""
     expected = portal.expected_outcomes()
     got = {po: (summary.outcomes[po].status.value, summary.outcomes[po].reason) for po in po_ids}
     assert got == {po: tuple(expected[po]) for po in po_ids}, \
@@ -26,7 +28,7 @@ def assert_matches_truth(summary: RunSummary, portal: DemoPortal, po_ids: list[s
             continue
         on_disk = {p.name: p.read_bytes() for p in Path(outcome.download_folder).iterdir()}
         assert Counter(sha(b) for b in on_disk.values()) == \
-            Counter(sha(b) for b in portal.expected_files(po).values()), f"PO {po}: wrong files"
+            Counter(sha(b) for b in portal.expected_files(po, refreshed_from).values()), f"PO {po}: wrong files"
         assert {f.sha256 for f in outcome.files} == {sha(b) for b in on_disk.values()}
         if names:
-            assert sorted(on_disk) == sorted(portal.expected_files(po)), f"PO {po}: names"
+            assert sorted(on_disk) == sorted(portal.expected_files(po, refreshed_from)), f"PO {po}: names"

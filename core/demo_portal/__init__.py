@@ -8,8 +8,11 @@ from pobatch.core.demo_portal.scenario import (
     AttachmentEntry,
     AttachmentSpec,
     LatencySpec,
+    PoChange,
     PoSpec,
+    RefreshDelta,
     RequisitionSpec,
+    Revision,
     Scenario,
     ScenarioError,
     SessionOptions,
@@ -27,7 +30,8 @@ from pobatch.core.demo_portal.scenario import (
 from pobatch.core.demo_portal.server import DEMO_PASSWORD, SESSION_COOKIE, DemoPortal, main
 
 __all__ = [
-    "AttachmentEntry", "AttachmentSpec", "DEMO_PASSWORD", "DemoPortal", "LatencySpec", "PoSpec", "RequisitionSpec",
+    "AttachmentEntry", "AttachmentSpec", "DEMO_PASSWORD", "DemoPortal", "LatencySpec", "PoChange", "PoSpec",
+    "RefreshDelta", "RequisitionSpec", "Revision",
     "SESSION_COOKIE", "Scenario", "ScenarioError", "SessionOptions", "generate_scenario", "load_scenario", "main",
     "many_attachment_pos", "many_attachments_scenario_path",
     "sample_orders_path", "sample_scenario_path", "unfamiliar_scenario_path", "hostile_names_scenario_path",

@@ -1,4 +1,4 @@
-"""`python -m pobatch.core.demo_portal [--scenario FILE] [--port N] [--host H] [--markup coupa|variant]`.
+"""`python -m pobatch.core.demo_portal [--scenario FILE] [--port N] [--host H] [--markup coupa|variant] [--revision N]`.
 
 Serve the demo portal until Ctrl+C."""
 from __future__ import annotations
@@ -17,9 +17,11 @@ def cli() -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--markup", choices=["coupa", "variant"], help="draw the pages with this markup "
                         "(default: the scenario's)")
+    parser.add_argument("--revision", type=int, help="serve the scenario after its first N revisions "
+                        "(default 0: as written); POST /__demo__/revise?to=N changes it while serving")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
-    main(args.scenario, args.port, args.host, markup=args.markup)
+    main(args.scenario, args.port, args.host, markup=args.markup, revision=args.revision)
 
 
 if __name__ == "__main__":

@@ -18,9 +18,12 @@ Shape::
               "faults": {"page": ["http500", "ok"]},
               "attachments_delay_ms": 1500, "spinner": true,
               "redirect_to": "100002", "retry_after_seconds": 1, "hang": "image" | ["image", "longpoll"],
-              "expected": {"status": "COMPLETED", "reason": ""}}]}
+              "expected": {"status": "COMPLETED", "reason": ""}}],
+     "revisions": [{"label": "a week later",
+                    "pos": {"100001": {"add": [<attachments>], "remove": ["old.pdf"]},
+                            "100005": {"requisition_add": [...], "requisition_remove": [...]}}}]}
 
-Optional keys (all absent in the bundled sample, which keeps Coupa's plain shapes):
+Optional keys (absent in the bundled sample, which keeps Coupa's plain shapes; only `revisions` is in it):
 
 * `markup`: "coupa" (default) or "variant". The variant draws every page with markup that matches none
   of the built-in Coupa definition's selectors and texts (other classes, ids, attributes, error texts,
@@ -65,6 +68,20 @@ Optional keys (all absent in the bundled sample, which keeps Coupa's plain shape
   portal holds such a request open without answering until the client goes away or the portal stops
   (at most server.HANG_SECONDS, 600 s). `/hang/` needs no session and counts no session request (a
   tracker or chat widget, not the portal's own content). The PO's outcome is unchanged.
+* `revisions` (top level): the portal later, for `pobatch run --refresh` (issue 22). Revision n is the
+  scenario after the first n change sets, applied in order; revision 0 is the scenario as written, and
+  the portal serves it unless asked for another (DemoPortal(revision=n), DemoPortal.revise(n),
+  `POST /__demo__/revise?to=n`; Scenario.at_revision(n) is its truth). Per PO, `add` appends attachments
+  (the shape of "attachments") to its list, `remove` takes attachments out of it by served name (a
+  repeated name's second copy is "invoice (1).pdf"; the name must be there at that revision), and
+  `requisition_add` / `requisition_remove` do the same to its requisition's list (the PO needs one).
+  Removals apply before additions. An attachment that stays keeps its token, URLs, served name and bytes
+  (a real portal's attachment ids are stable); an addition of revision r gets a token and bytes salted
+  with r, and a served name unique among every name the PO has had, so `<po>/<name>` download counters
+  never mix up a held file and a new one. A removed attachment's URLs answer 404. Page and attachment
+  fault positions carry on across a revision (DemoPortal.reset() starts them over). A PO's own
+  `expected`, if stated, holds at every revision; otherwise each revision's outcome is derived as below
+  (a NO_ATTACHMENTS PO that gains an attachment becomes COMPLETED).
 
 Attachment kinds: the Coupa sample's KINDS, plus `trusted_js` (a `js` attachment whose handler ignores
 a click that a script made, `event.isTrusted`: only a real pointer click starts its download), and
@@ -138,6 +155,13 @@ second copy. A name too long for a file system (data/hostile_names_scenario.json
 original; a client must shorten it, so `Scenario.match_by_bytes` maps saved names back to the
 originals by content (sha256).
 
+What a refresh must find (`Scenario.refresh_delta(from_rev, to_rev)`, a RefreshDelta per PO): `new`, the
+expected files at to_rev whose attachment (token) a correct run at from_rev did not get, named as they land
+beside the held files; `removed`, held files a fresh run at to_rev would no longer get; the status and
+reason before and after. A refresh deletes nothing, so the PO's folder then holds the files of from_rev
+and the new ones: `expected_files_after_refresh(po, from_rev, to_rev)`, or `expected_files(po,
+refreshed_from=from_rev)` on the scenario at to_rev (expected_sha256 and match_by_bytes take it too).
+
 One file, over 400 lines, on purpose: the JSON format, its checks and the derivation of the truth are
 one contract (a Scenario checks itself when built, from a file or in a test), and a reader who wants
 to know what a scenario promises needs all three.
@@ -148,7 +172,7 @@ import hashlib
 import json
 import random
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable
 from urllib.parse import quote
@@ -264,7 +288,8 @@ class AttachmentEntry:
     index: int
     spec: AttachmentSpec
     token: str
-    key: str  # served name, made unique within the PO ("invoice.pdf", "invoice (1).pdf")
+    key: str  # served name, unique within the PO over all its revisions ("invoice.pdf", "invoice (1).pdf")
+    revision: int = 0  # the revision that added it (0: the scenario as written); salts its token and bytes
 
     @property
     def counter_key(self) -> str:
@@ -291,6 +316,47 @@ class AttachmentEntry:
 
 
 @dataclass(frozen=True)
+class PoChange:
+    """What one revision changes in one PO: attachments added to, or removed from, its own list or its
+    requisition's. Removals name the served name (AttachmentEntry.key) and apply before additions."""
+
+    po_id: str
+    add: tuple[AttachmentSpec, ...] = ()
+    remove: tuple[str, ...] = ()
+    requisition_add: tuple[AttachmentSpec, ...] = ()
+    requisition_remove: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Revision:
+    """One change set of `revisions`: the portal as it stands some time later (revision n = revisions[n-1])."""
+
+    label: str = ""
+    pos: tuple[PoChange, ...] = ()
+
+
+@dataclass(frozen=True)
+class RefreshDelta:
+    """What a correct `--refresh` from one revision to a later one finds for one PO (Scenario.refresh_delta).
+
+    `new`: the files it downloads, named as they land in the PO's folder beside the ones it holds (a name
+    already there gets " (1)"). `removed`: files it holds that a fresh run would no longer get (gone from the
+    portal, or requisition files the PO's own attachments now replace); they stay in the folder."""
+
+    new: tuple[str, ...]
+    removed: tuple[str, ...]
+    status_before: str
+    status_after: str
+    reason_before: str = ""
+    reason_after: str = ""
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.new or self.removed) or (self.status_before, self.reason_before) != \
+            (self.status_after, self.reason_after)
+
+
+@dataclass(frozen=True)
 class Scenario:
     seed: int
     pos: tuple[PoSpec, ...]
@@ -301,32 +367,27 @@ class Scenario:
     name: str = ""
     description: str = ""
     markup: str = "coupa"
+    # Change sets applied in order (see "revisions" in the module docstring). `pos` stays the scenario as
+    # written; po(), requisition(), entries() and the truth describe `revision` (0: as written).
+    revisions: tuple[Revision, ...] = ()
+    revision: int = 0
     _by_id: dict[str, PoSpec] = field(init=False, repr=False, compare=False)
     _req_owner: dict[str, PoSpec] = field(init=False, repr=False, compare=False)
     _entries: dict[tuple[str, str], tuple[AttachmentEntry, ...]] = field(init=False, repr=False, compare=False)
     _by_token: dict[str, AttachmentEntry] = field(init=False, repr=False, compare=False)
     _truth: dict[str, tuple[str, str, tuple[AttachmentEntry, ...]]] = field(init=False, repr=False,
                                                                             compare=False)
+    _at: dict[int, "Scenario"] = field(init=False, repr=False, compare=False)  # at_revision()'s, made once
 
     def __post_init__(self) -> None:
         _validate(self)
-        by_id = {po.id: po for po in self.pos}
-        req_owner = {po.requisition.id: po for po in self.pos if po.requisition}
-        entries: dict[tuple[str, str], tuple[AttachmentEntry, ...]] = {}
-        by_token: dict[str, AttachmentEntry] = {}
-        for po in self.pos:
-            taken: set[str] = set()
-            for owner, owner_id, specs in (("po", po.id, po.attachments),
-                                           ("requisition", po.requisition.id if po.requisition else "",
-                                            po.requisition.attachments if po.requisition else ())):
-                made = []
-                for i, spec in enumerate(specs):
-                    key = _unique(spec.name, taken)
-                    taken.add(key)
-                    e = AttachmentEntry(po.id, owner, owner_id, i, spec, _token(self.seed, owner, owner_id, i), key)
-                    made.append(e)
-                    by_token[e.token] = e
-                entries[(po.id, owner)] = tuple(made)
+        if self.revision < len(self.revisions):  # every revision is checked, whichever one is served
+            _history(self.seed, self.pos, self.revisions, len(self.revisions))
+        entries = _history(self.seed, self.pos, self.revisions, self.revision)
+        by_id = {po.id: _served_po(po, entries) if self.revision else po for po in self.pos}
+        req_owner = {po.requisition.id: po for po in by_id.values() if po.requisition}
+        by_token = {e.token: e for made in entries.values() for e in made}
+        object.__setattr__(self, "_at", {self.revision: self})
         object.__setattr__(self, "_by_id", by_id)
         object.__setattr__(self, "_req_owner", req_owner)
         object.__setattr__(self, "_entries", entries)
@@ -352,41 +413,103 @@ class Scenario:
         return list(self._by_token.values())
 
     def file_bytes(self, entry: AttachmentEntry) -> bytes:
-        return file_bytes(self.seed, entry.owner, entry.owner_id, entry.index, entry.spec.name, entry.spec.size)
+        return file_bytes(self.seed, entry.owner, entry.owner_id, entry.index, entry.spec.name, entry.spec.size,
+                          entry.revision)
+
+    # -- revisions --------------------------------------------------------------------------------
+    @property
+    def revision_count(self) -> int:
+        """How many revisions the scenario has; at_revision() takes 0 to this."""
+        return len(self.revisions)
+
+    def at_revision(self, n: int) -> "Scenario":
+        """The portal after the first n change sets (0: as written), with its own entries and truth.
+
+        An attachment that stays keeps its token, URLs, served name and bytes, as a real portal's
+        attachment ids do; so a refresh can tell held files from new ones."""
+        if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= len(self.revisions):
+            raise ScenarioError(f"revision {n!r}: expected 0 to {len(self.revisions)} (the scenario's revisions)")
+        if n not in self._at:
+            made = replace(self, revision=n)
+            object.__setattr__(made, "_at", self._at)  # one cache for every revision of this scenario
+            self._at[n] = made
+        return self._at[n]
+
+    def refresh_delta(self, from_rev: int, to_rev: int) -> dict[str, "RefreshDelta"]:
+        """po_id -> what a correct refresh finds at to_rev after a correct run at from_rev (every PO)."""
+        before, after = self.at_revision(from_rev), self.at_revision(to_rev)
+        out = {}
+        for po in self.pos:
+            held, new = after._refreshed(po.id, before)
+            kept = {e.token for e in after._truth[po.id][2]}
+            s0, r0, _ = before._truth[po.id]
+            s1, r1, _ = after._truth[po.id]
+            out[po.id] = RefreshDelta(tuple(name for name, _e in new),
+                                      tuple(name for name, e in held if e.token not in kept), s0, s1, r0, r1)
+        return out
+
+    def expected_files_after_refresh(self, po_id: str, from_rev: int, to_rev: int) -> dict[str, bytes]:
+        """The PO's folder after a correct run at from_rev and a correct refresh to to_rev: the files held
+        before (a refresh deletes nothing) and the new ones."""
+        return self.at_revision(to_rev).expected_files(po_id, refreshed_from=from_rev)
+
+    def _refreshed(self, po_id: str, before: "Scenario"
+                   ) -> tuple[list[tuple[str, AttachmentEntry]], list[tuple[str, AttachmentEntry]]]:
+        """(files held after a run of `before`, files a refresh to this revision adds), with their names."""
+        held = before._named(po_id)
+        tokens = {e.token for _name, e in held}
+        taken = {name for name, _e in held}
+        new = []
+        for e in self._truth.get(po_id, ("", "", ()))[2]:
+            if e.token not in tokens:
+                name = _unique(e.spec.name, taken)
+                taken.add(name)
+                new.append((name, e))
+        return held, new
+
+    def _named(self, po_id: str) -> list[tuple[str, AttachmentEntry]]:
+        """The PO's expected files in order, each with the name a fresh run saves it under."""
+        truth = self._truth.get(po_id)
+        taken: set[str] = set()
+        out = []
+        for e in truth[2] if truth else ():
+            name = _unique(e.spec.name, taken)
+            taken.add(name)
+            out.append((name, e))
+        return out
 
     # -- the truth --------------------------------------------------------------------------------
     def expected_outcomes(self) -> dict[str, tuple[str, str]]:
         """po_id -> (STATUS, REASON) that a correct client reports."""
         return {po_id: (status, reason) for po_id, (status, reason, _files) in self._truth.items()}
 
-    def expected_files(self, po_id: str) -> dict[str, bytes]:
-        """Served name -> exact bytes, for the files a correct client ends up with for this PO."""
-        truth = self._truth.get(po_id)
-        if not truth:
-            return {}
-        taken: set[str] = set()
-        out: dict[str, bytes] = {}
-        for e in truth[2]:
-            name = _unique(e.spec.name, taken)
-            taken.add(name)
-            out[name] = self.file_bytes(e)
-        return out
+    def expected_files(self, po_id: str, refreshed_from: int | None = None) -> dict[str, bytes]:
+        """Served name -> exact bytes, for the files a correct client ends up with for this PO.
 
-    def expected_sha256(self, po_id: str) -> dict[str, str]:
+        With `refreshed_from`: after a run at that revision and a refresh to this one (the union, the
+        new files named beside the held ones; see expected_files_after_refresh)."""
+        if refreshed_from is None:
+            return {name: self.file_bytes(e) for name, e in self._named(po_id)}
+        held, new = self._refreshed(po_id, self.at_revision(refreshed_from))
+        return {name: self.file_bytes(e) for name, e in (*held, *new)}
+
+    def expected_sha256(self, po_id: str, refreshed_from: int | None = None) -> dict[str, str]:
         """sha256 hex of each expected file's bytes -> its expected (original, unshortened) name."""
-        return {hashlib.sha256(data).hexdigest(): name for name, data in self.expected_files(po_id).items()}
+        return {hashlib.sha256(data).hexdigest(): name
+                for name, data in self.expected_files(po_id, refreshed_from).items()}
 
     def original_name(self, po_id: str, data: bytes) -> str | None:
         """The expected name of the file of this PO whose bytes these are; None for bytes it never serves."""
         return self.expected_sha256(po_id).get(hashlib.sha256(data).hexdigest())
 
-    def match_by_bytes(self, po_id: str, saved: dict[str, bytes]) -> dict[str, str | None]:
+    def match_by_bytes(self, po_id: str, saved: dict[str, bytes],
+                       refreshed_from: int | None = None) -> dict[str, str | None]:
         """Saved name -> the expected (original) name with the same bytes, or None when nothing matches.
 
         For names a client must shorten (data/hostile_names_scenario.json): the exact short form is the
         client's choice, so a test matches what it saved to the truth by content, then checks the
-        short names itself (length, extension kept, unique)."""
-        by_sha = self.expected_sha256(po_id)
+        short names itself (length, extension kept, unique). `refreshed_from` as in expected_files."""
+        by_sha = self.expected_sha256(po_id, refreshed_from)
         return {name: by_sha.get(hashlib.sha256(data).hexdigest()) for name, data in saved.items()}
 
     def _derive_all(self) -> dict[str, tuple[str, str, tuple[AttachmentEntry, ...]]]:
@@ -516,6 +639,7 @@ class Scenario:
                         **({"sso_refresh_every": self.session.sso_refresh_every, "sso_via": self.session.sso_via}
                            if self.session.sso_refresh_every is not None else {})},
             "pos": pos,
+            **({"revisions": [_revision_dict(rv, atts) for rv in self.revisions]} if self.revisions else {}),
         }
 
     @classmethod
@@ -564,15 +688,21 @@ def draw_ms(spec: tuple[int, int], seed: int, path: str, hit: int) -> int:
     return random.Random(f"{seed}|{path}|{hit}").randint(lo, hi)
 
 
-def file_bytes(seed: int, owner: str, owner_id: str, index: int, name: str, size: int) -> bytes:
-    """Deterministic content: a type-plausible head, then SHAKE-256 bytes of (seed, owner, index)."""
+def file_bytes(seed: int, owner: str, owner_id: str, index: int, name: str, size: int, revision: int = 0) -> bytes:
+    """Deterministic content: a type-plausible head, then SHAKE-256 bytes of (seed, owner, index), salted
+    with the revision that added the file (none for revision 0, whose bytes never change)."""
     ext = name.rsplit(".", 1)[-1].lower() if "." in name else ""
     head, tail = _MAGIC.get(ext, (b"", b""))
     if size < len(head) + len(tail):
         head, tail = head[:size], b""
-    body = hashlib.shake_256(f"pobatch-demo|{seed}|{owner}|{owner_id}|{index}".encode()).digest(
+    body = hashlib.shake_256(f"pobatch-demo|{seed}|{owner}|{owner_id}|{index}{_salt(revision)}".encode()).digest(
         size - len(head) - len(tail))
     return head + body + tail
+
+
+def _salt(revision: int) -> str:
+    """Keeps a revision's additions apart from the files as written, whose derivation stays as it was."""
+    return f"|r{revision}" if revision else ""
 
 
 def _has_extension(name: str) -> bool:
@@ -580,8 +710,83 @@ def _has_extension(name: str) -> bool:
     return bool(dot and stem.strip() and ext and ext.isalnum() and len(ext) <= 8)
 
 
-def _token(seed: int, owner: str, owner_id: str, index: int) -> str:
-    return hashlib.sha1(f"demo-token|{seed}|{owner}|{owner_id}|{index}".encode()).hexdigest()[:20]
+def _token(seed: int, owner: str, owner_id: str, index: int, revision: int = 0) -> str:
+    return hashlib.sha1(f"demo-token|{seed}|{owner}|{owner_id}|{index}{_salt(revision)}".encode()).hexdigest()[:20]
+
+
+def _owners(po: PoSpec) -> tuple[tuple[str, str, tuple[AttachmentSpec, ...]], ...]:
+    """(owner, owner id, attachments as written) for the PO's own list, then its requisition's."""
+    req = po.requisition
+    return (("po", po.id, po.attachments), ("requisition", req.id if req else "", req.attachments if req else ()))
+
+
+def _history(seed: int, pos: tuple[PoSpec, ...], revisions: tuple[Revision, ...], upto: int
+             ) -> dict[tuple[str, str], tuple[AttachmentEntry, ...]]:
+    """(po_id, owner) -> the attachments served after the first `upto` revisions, each with its identity.
+
+    The entries as written are derived exactly as before revisions existed. An entry keeps the identity it
+    was given when it appeared; an addition of revision r gets a token and bytes salted with r, and a
+    served name unique among every name the PO has had, so a download counter (`<po>/<name>`) never
+    mixes up a held file and a new one."""
+    lists: dict[tuple[str, str], list[AttachmentEntry]] = {}
+    taken: dict[str, set[str]] = {po.id: set() for po in pos}
+
+    def entry(po_id: str, owner: str, owner_id: str, index: int, spec: AttachmentSpec, rev: int) -> AttachmentEntry:
+        key = _unique(spec.name, taken[po_id])
+        taken[po_id].add(key)
+        return AttachmentEntry(po_id, owner, owner_id, index, spec, _token(seed, owner, owner_id, index, rev), key, rev)
+
+    for po in pos:
+        for owner, owner_id, specs in _owners(po):
+            lists[(po.id, owner)] = [entry(po.id, owner, owner_id, i, spec, 0) for i, spec in enumerate(specs)]
+    by_id = {po.id: po for po in pos}
+    for r, rev in enumerate(revisions[:upto], start=1):
+        where = f"revision {r}" + (f" ({rev.label})" if rev.label else "")
+        seen: set[str] = set()
+        for change in rev.pos:
+            po = by_id.get(change.po_id)
+            if po is None:
+                raise ScenarioError(f"{where}: PO {change.po_id!r} is not a PO of the scenario")
+            if po.id in seen:
+                raise ScenarioError(f"{where}: PO {po.id} is changed twice; give it one change set")
+            seen.add(po.id)
+            for owner, removes, adds in (("po", change.remove, change.add),
+                                         ("requisition", change.requisition_remove, change.requisition_add)):
+                w = f"{where}: PO {po.id}: {'requisition_' if owner == 'requisition' else ''}"
+                if owner == "requisition" and (removes or adds) and po.requisition is None:
+                    raise ScenarioError(f"{w}add/remove: the PO has no requisition")
+                current = lists[(po.id, owner)]
+                for name in removes:
+                    gone = next((e for e in current if e.key == name), None)
+                    if gone is None:
+                        raise ScenarioError(f"{w}remove: no attachment named {name!r} at this revision; it has "
+                                            f"{[e.key for e in current]}")
+                    current.remove(gone)
+                for spec in adds:
+                    if spec.kind not in ALL_KINDS or any(f not in ATTACHMENT_FAULTS for f in spec.faults):
+                        raise ScenarioError(f"{w}add: {spec.name!r}: unknown kind {spec.kind!r} or fault in "
+                                            f"{list(spec.faults)}")
+                owner_id = po.id if owner == "po" else po.requisition.id if po.requisition else ""
+                current.extend(entry(po.id, owner, owner_id, j, spec, r) for j, spec in enumerate(adds))
+    return {k: tuple(v) for k, v in lists.items()}
+
+
+def _served_po(po: PoSpec, entries: dict[tuple[str, str], tuple[AttachmentEntry, ...]]) -> PoSpec:
+    """The PO with the attachment lists it has at a revision (what Scenario.po() answers)."""
+    req = po.requisition
+    if req is not None:
+        req = replace(req, attachments=tuple(e.spec for e in entries[(po.id, "requisition")]))
+    return replace(po, attachments=tuple(e.spec for e in entries[(po.id, "po")]), requisition=req)
+
+
+def _revision_dict(rv: Revision, atts: Any) -> dict[str, Any]:
+    """A revision as the JSON writes it (to_dict); `atts` writes a list of AttachmentSpec."""
+    pos: dict[str, Any] = {}
+    for c in rv.pos:
+        pos[c.po_id] = {k: v for k, v in (("add", atts(c.add)), ("remove", list(c.remove)),
+                                          ("requisition_add", atts(c.requisition_add)),
+                                          ("requisition_remove", list(c.requisition_remove))) if v}
+    return {**({"label": rv.label} if rv.label else {}), "pos": pos}
 
 
 def _unique(name: str, taken: set[str]) -> str:
@@ -724,7 +929,7 @@ def _attachments(v: Any, where: str) -> tuple[AttachmentSpec, ...]:
 
 def _parse(data: Any, source: str) -> Scenario:
     top = _keys(data, {"name", "description", "seed", "stall_seconds", "client_max_attempts", "latency",
-                       "session", "pos", "markup"}, source)
+                       "session", "pos", "markup", "revisions"}, source)
     markup = top.get("markup", "coupa")
     if markup not in MARKUPS:
         raise ScenarioError(f"{source}: markup: unknown markup {markup!r}; expected one of {list(MARKUPS)}")
@@ -799,8 +1004,15 @@ def _parse(data: Any, source: str) -> Scenario:
             retry_after_seconds=_int(p.get("retry_after_seconds", 1), f"{w}.retry_after_seconds"),
             hang=_hang(p.get("hang", []), f"{w}.hang"),
         ))
+    seed = _int(top.get("seed", 0), f"{source}: seed")
+    revisions = _revisions(top.get("revisions", []), source)
+    if revisions:
+        try:  # here, so the message names the file
+            _history(seed, tuple(pos), revisions, len(revisions))
+        except ScenarioError as exc:
+            raise ScenarioError(f"{source}: {exc}") from None
     return Scenario(
-        seed=_int(top.get("seed", 0), f"{source}: seed"),
+        seed=seed,
         pos=tuple(pos),
         latency=LatencySpec(_range(latency.get("page_ms", 0), f"{source}: latency.page_ms"),
                             _range(latency.get("attachment_ms", 0), f"{source}: latency.attachment_ms")),
@@ -813,7 +1025,42 @@ def _parse(data: Any, source: str) -> Scenario:
         name=str(top.get("name", "")),
         description=str(top.get("description", "")),
         markup=markup,
+        revisions=revisions,
     )
+
+
+def _revisions(v: Any, source: str) -> tuple[Revision, ...]:
+    """The optional top-level "revisions": a list of {"label": ..., "pos": {po_id: change}}."""
+    if not isinstance(v, list):
+        raise ScenarioError(f"{source}: revisions: expected a list of change sets")
+    out = []
+    for r, item in enumerate(v, start=1):
+        item = _keys(item, {"label", "pos"}, f"{source}: revision {r}")
+        label = item.get("label", "")
+        if not isinstance(label, str):
+            raise ScenarioError(f"{source}: revision {r}.label: expected a string")
+        w = f"{source}: revision {r}" + (f" ({label})" if label else "")
+        changes = item.get("pos", {})
+        if not isinstance(changes, dict):
+            raise ScenarioError(f"{w}.pos: expected an object of PO id -> change")
+        made = []
+        for po_id, c in changes.items():
+            wp = f"{w}: PO {po_id}"
+            c = _keys(c, {"add", "remove", "requisition_add", "requisition_remove"}, wp)
+            if not c:
+                raise ScenarioError(f"{wp}: nothing to change; give add, remove, requisition_add or requisition_remove")
+            removes = {}
+            for k in ("remove", "requisition_remove"):
+                names = c.get(k, [])
+                if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+                    raise ScenarioError(f"{wp}.{k}: expected a list of attachment names (served names, "
+                                        "e.g. \"invoice (1).pdf\" for a repeated name's second copy)")
+                removes[k] = tuple(names)
+            made.append(PoChange(po_id, _attachments(c.get("add", []), f"{wp}.add"), removes["remove"],
+                                 _attachments(c.get("requisition_add", []), f"{wp}.requisition_add"),
+                                 removes["requisition_remove"]))
+        out.append(Revision(label, tuple(made)))
+    return tuple(out)
 
 
 def _validate(s: Scenario) -> None:
@@ -863,6 +1110,8 @@ def _validate(s: Scenario) -> None:
                                 "redirect never change its own outcome")
     if s.markup not in MARKUPS:
         raise ScenarioError(f"unknown markup {s.markup!r}; expected one of {list(MARKUPS)}")
+    if isinstance(s.revision, bool) or not isinstance(s.revision, int) or not 0 <= s.revision <= len(s.revisions):
+        raise ScenarioError(f"revision {s.revision!r}: expected 0 to {len(s.revisions)} (the scenario's revisions)")
     if s.client_max_attempts < 1:
         raise ScenarioError("client_max_attempts must be at least 1")
     if s.session.sso_via not in SSO_VIA:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import json
 import logging
 import re
@@ -45,6 +46,7 @@ from pobatch.core.demo_portal.scenario import (
     SSO_BOUNCES,
     AttachmentEntry,
     Scenario,
+    ScenarioError,
     draw_ms,
     load_scenario,
     pick_fault,
@@ -264,7 +266,7 @@ class _Handler(_TrackedHandler):
             if path == "/favicon.ico":
                 return self._send(204, b"", "image/x-icon")
             if path.startswith("/__demo__/"):
-                return self._demo_api(method, path)
+                return self._demo_api(method, path, url.query)
             if path == "/sessions/new":
                 return_to = _safe_return_to(parse_qs(url.query).get("return_to", [""])[0])
                 return self._send(200, self.pages.login_page(return_to))
@@ -379,7 +381,8 @@ class _Handler(_TrackedHandler):
     # -- pages ------------------------------------------------------------------------------------
     def _po_page(self, po_id: str, path: str) -> None:
         portal = self.portal
-        po = portal.scenario.po(po_id)
+        scenario = portal.scenario  # one revision for the whole answer, even while revise() runs
+        po = scenario.po(po_id)
         with portal._lock:
             portal._page_hits[po_id] += 1
             fault = pick_fault(po.page_faults, portal._page_fault_n[po_id]) if po else "ok"
@@ -401,7 +404,7 @@ class _Handler(_TrackedHandler):
         delayed = None
         if po.attachments_delay_ms is not None:
             delayed = pages.DelayedList(f"/order_headers/{quote(po.id, safe='')}/attachments.json", po.spinner)
-        html = self.pages.po_page(po, portal.scenario.entries(po.id, "po"), delayed)
+        html = self.pages.po_page(po, scenario.entries(po.id, "po"), delayed)
         if po.hang:
             with portal._lock:
                 portal._hang_serial += 1
@@ -440,14 +443,15 @@ class _Handler(_TrackedHandler):
     def _attachment_list(self, po_id: str) -> None:
         """The JSON a delayed PO page fetches: its list, drawn by the page's script once it arrives."""
         portal = self.portal
-        po = portal.scenario.po(po_id)
+        scenario = portal.scenario  # one revision for the whole answer
+        po = scenario.po(po_id)
         with portal._lock:
             portal._list_hits[po_id] += 1
         if po is None or po.missing or po.forbidden or po.attachments_delay_ms is None:
             return self._send(404, json.dumps({"error": "no such list"}), "application/json")
         if not self._pause(po.attachments_delay_ms / 1000.0):
             return
-        entries = portal.scenario.entries(po.id, "po")
+        entries = scenario.entries(po.id, "po")
         body = {"po": po.id, "html": self.pages.list_html(entries),
                 "attachments": [{"name": e.spec.name, "kind": e.spec.kind, "url": self.pages.page_url(e)}
                                 for e in entries]}
@@ -459,11 +463,12 @@ class _Handler(_TrackedHandler):
             portal._requisition_hits[rid] += 1
         if not self._pause(portal._latency("page", path)):
             return
-        found = portal.scenario.requisition(rid)
+        scenario = portal.scenario  # one revision for the whole answer
+        found = scenario.requisition(rid)
         if not found:
             return self._send(404, self.pages.not_found_page())
         po, req = found
-        self._send(200, self.pages.requisition_page(po, req, portal.scenario.entries(po.id, "requisition")))
+        self._send(200, self.pages.requisition_page(po, req, scenario.entries(po.id, "requisition")))
 
     def _popup(self, token: str, path: str) -> None:
         entry = self.portal.scenario.entry_by_token(token)
@@ -475,7 +480,8 @@ class _Handler(_TrackedHandler):
 
     def _attachment(self, token: str, path: str, inline: bool) -> None:
         portal = self.portal
-        entry: AttachmentEntry | None = portal.scenario.entry_by_token(token)
+        scenario = portal.scenario  # one revision for the whole answer
+        entry: AttachmentEntry | None = scenario.entry_by_token(token)
         if entry is None:
             return self._send(404, self.pages.not_found_page())
         with portal._lock:
@@ -491,7 +497,7 @@ class _Handler(_TrackedHandler):
             return self._send(500, self.pages.server_error_page())
         if fault == "html200":  # a missing file answered as a page, with 200
             return self._send(200, self.pages.not_available_page())
-        data = portal.scenario.file_bytes(entry)
+        data = scenario.file_bytes(entry)
         headers = {"Content-Type": content_type(entry.spec.name), "Content-Length": str(len(data))}
         if not inline:
             headers["Content-Disposition"] = content_disposition(entry.spec.name)
@@ -528,7 +534,7 @@ class _Handler(_TrackedHandler):
                 del counts[entry.counter_key]
 
     # -- test helpers -----------------------------------------------------------------------------
-    def _demo_api(self, method: str, path: str) -> None:
+    def _demo_api(self, method: str, path: str, query: str = "") -> None:
         if method == "POST":
             self._body()
         if path == "/__demo__/state" and method == "GET":
@@ -536,7 +542,23 @@ class _Handler(_TrackedHandler):
         if path == "/__demo__/reset" and method == "POST":
             self.portal.reset()
             return self._send(200, json.dumps({"ok": True}), "application/json")
+        if path == "/__demo__/revise" and method == "POST":
+            return self._revise(parse_qs(query).get("to", [""])[0])
         self._send(404, json.dumps({"error": "unknown demo endpoint"}), "application/json")
+
+    def _revise(self, to: str) -> None:
+        """POST /__demo__/revise?to=N: a portal in another process moves to revision N (loopback only: it
+        changes what every client sees)."""
+        if not _loopback(self.client_address[0]):
+            return self._send(403, json.dumps({"error": "only from this machine"}), "application/json")
+        count = self.portal.scenario.revision_count
+        try:
+            self.portal.revise(int(to))
+        except (ValueError, ScenarioError):
+            return self._send(400, json.dumps({"error": f"to: expected a revision from 0 to {count}, got {to!r}"}),
+                              "application/json")
+        self._send(200, json.dumps({"ok": True, "revision": self.portal.revision, "revision_count": count}),
+                   "application/json")
 
 
 class _SsoHandler(_TrackedHandler):
@@ -654,6 +676,13 @@ def _portal_path(value: str, base_url: str) -> str:
     return _safe_return_to(value)
 
 
+def _loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
 def _cookie(token: str) -> str:
     return f"{SESSION_COOKIE}={token}; Path=/; Max-Age={SESSION_MAX_AGE}; HttpOnly; SameSite=Lax"
 
@@ -670,15 +699,18 @@ class DemoPortal:
 
     def __init__(self, scenario: Scenario | str | Path | None = None, host: str = "127.0.0.1", port: int = 0,
                  markup: str | None = None, sso_host: str = "127.0.0.2", sso: bool | None = None,
-                 share_sessions_with: "DemoPortal | None" = None) -> None:
+                 share_sessions_with: "DemoPortal | None" = None, revision: int | None = None) -> None:
         """`markup` overrides the scenario's; `sso_host` is where the sso_interstitial fault sends the
         browser (another host than `host`; it listens only when the scenario uses that fault or `sso`
         is true); `share_sessions_with` makes a session signed in on that portal valid here too (the
-        cookie is per host, not per port, so one signed-in profile serves both)."""
+        cookie is per host, not per port, so one signed-in profile serves both); `revision` serves the
+        scenario at that revision (default: the scenario's own, 0 for one loaded from a file)."""
         if scenario is None:
             scenario = load_scenario(sample_scenario_path())
         elif not isinstance(scenario, Scenario):
             scenario = load_scenario(scenario)
+        if revision is not None:
+            scenario = scenario.at_revision(revision)
         self.scenario: Scenario = scenario
         self.host = host
         self._port = port
@@ -716,6 +748,18 @@ class DemoPortal:
         if value not in MARKUPS:
             raise ValueError(f"unknown markup {value!r}; expected one of {list(MARKUPS)}")
         self._markup = value
+
+    @property
+    def revision(self) -> int:
+        """The scenario revision being served (0: as written)."""
+        return self.scenario.revision
+
+    def revise(self, n: int) -> None:
+        """Serve revision n from the next request on, e.g. between a run and its `--refresh`. Sessions,
+        counters and fault positions stay (reset() clears the last two); held attachments keep their
+        URLs, and the URLs of removed ones answer 404."""
+        self.scenario = self.scenario.at_revision(n)
+        log.info("demo portal: now serving revision %d of %d", n, self.scenario.revision_count)
 
     # -- life cycle -------------------------------------------------------------------------------
     def _bind(self) -> _Server:
@@ -843,8 +887,9 @@ class DemoPortal:
     def expected_outcomes(self) -> dict[str, tuple[str, str]]:
         return self.scenario.expected_outcomes()
 
-    def expected_files(self, po_id: str) -> dict[str, bytes]:
-        return self.scenario.expected_files(po_id)
+    def expected_files(self, po_id: str, refreshed_from: int | None = None) -> dict[str, bytes]:
+        """At the served revision; `refreshed_from`: the folder after a refresh from that revision."""
+        return self.scenario.expected_files(po_id, refreshed_from)
 
     def download_counts(self) -> dict[str, int]:
         """'<po_id>/<name>' -> complete successful attachment responses (a repeated name gets ' (1)')."""
@@ -855,6 +900,14 @@ class DemoPortal:
         """'<po_id>/<name>' -> every request for the file, failed and incomplete ones included."""
         with self._lock:
             return dict(self._attachment_requests)
+
+    def downloads_of(self, po_id: str, every_request: bool = False) -> dict[str, int]:
+        """Served name -> complete downloads of this PO's files (`every_request`: every request, failed
+        and incomplete ones too): download_counts() for one PO, to show a refresh fetched only new files."""
+        prefix = f"{po_id}/"
+        with self._lock:
+            table = self._attachment_requests if every_request else self._download_counts
+            return {k[len(prefix):]: n for k, n in table.items() if k.startswith(prefix) and n}
 
     def page_hits(self, po_id: str) -> int:
         return self._count(self._page_hits, po_id)
@@ -920,12 +973,13 @@ class DemoPortal:
         with self._lock:
             return table.get(key, 0)
 
-    def expected_sha256(self, po_id: str) -> dict[str, str]:
-        return self.scenario.expected_sha256(po_id)
+    def expected_sha256(self, po_id: str, refreshed_from: int | None = None) -> dict[str, str]:
+        return self.scenario.expected_sha256(po_id, refreshed_from)
 
-    def match_by_bytes(self, po_id: str, saved: dict[str, bytes]) -> dict[str, str | None]:
+    def match_by_bytes(self, po_id: str, saved: dict[str, bytes],
+                       refreshed_from: int | None = None) -> dict[str, str | None]:
         """Saved name -> expected original name with the same bytes (None: bytes this PO never served)."""
-        return self.scenario.match_by_bytes(po_id, saved)
+        return self.scenario.match_by_bytes(po_id, saved, refreshed_from)
 
     def state(self) -> dict[str, Any]:
         with self._lock:
@@ -946,6 +1000,7 @@ class DemoPortal:
                 "hang_requests": dict(self._hang_requests),
                 "hangs_in_flight": self._hangs_in_flight,
                 "markup": self._markup,
+                "revision": self.scenario.revision,
             }
 
     def reset(self) -> None:
@@ -1083,16 +1138,22 @@ class DemoPortal:
             self._connections.pop(conn, None)
 
 
-def main(scenario: str | None = None, port: int = 8765, host: str = "127.0.0.1", markup: str | None = None) -> None:
+def main(scenario: str | None = None, port: int = 8765, host: str = "127.0.0.1", markup: str | None = None,
+         revision: int | None = None) -> None:
     """Serve the demo portal until Ctrl+C (`pobatch demo-portal`, `python -m pobatch.core.demo_portal`)."""
-    portal = DemoPortal(scenario, host=host, port=port, markup=markup)
+    try:
+        portal = DemoPortal(scenario, host=host, port=port, markup=markup, revision=revision)
+    except ScenarioError as exc:
+        log.error("%s", exc)
+        raise SystemExit(2) from None
     try:
         portal._bind()
     except OSError as exc:
         log.error("cannot listen on %s:%s (%s); pick another port with --port", host, port, exc.strerror or exc)
         raise SystemExit(2) from None
-    log.info("Demo portal running at %s (scenario: %s, %d POs, %s markup)", portal.base_url,
-             scenario or "bundled sample", len(portal.scenario.pos), portal.markup)
+    log.info("Demo portal running at %s (scenario: %s, %d POs, %s markup, revision %d of %d)", portal.base_url,
+             scenario or "bundled sample", len(portal.scenario.pos), portal.markup, portal.revision,
+             portal.scenario.revision_count)
     if portal._sso is not None:
         log.info("identity provider at %s", portal.sso_base_url)
     log.info("log in at %s/sessions/new with any e-mail and password '%s'", portal.base_url, DEMO_PASSWORD)
