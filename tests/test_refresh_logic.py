@@ -171,3 +171,36 @@ def test_a_publish_cut_between_its_renames_is_put_back(tmp_path: Path) -> None:
     stale = folder.with_name(f".{folder.name}.old-3-4")
     stale.mkdir()
     assert not restore_replaced(folder) and not stale.exists() and folder.is_dir()
+
+
+def test_the_end_of_run_line_says_what_a_refresh_found(tmp_path: Path) -> None:
+    from pobatch.core.app import RunSummary
+    from pobatch.core.desk import verdict
+
+    counts = {s.value: 0 for s in Status}
+    counts["COMPLETED"] = 2000
+    summary = RunSummary("r", 0, counts, {}, None, tmp_path, checked=1998, new_files=37, new_file_pos=21)
+    assert verdict(summary) == ("1,998 POs checked, 37 new files in 21 POs; 2,000 of 2,000 POs done; "
+                                "nothing needs attention.")
+    summary.new_files, summary.new_file_pos, summary.refetched_files, summary.removed_files = 1, 1, 1, 2
+    assert verdict(summary).startswith("1,998 POs checked, 1 new file in 1 PO (1 of them fetched again: missing or "
+                                       "changed here), 2 files gone from the portal (kept); 2,000 of 2,000")
+    summary.new_files = summary.new_file_pos = summary.refetched_files = summary.removed_files = 0
+    assert verdict(summary).startswith("1,998 POs checked, nothing new; ")
+    summary.checked = 0  # not a refresh: the line as before
+    assert verdict(summary) == "2,000 of 2,000 POs done; nothing needs attention."
+
+
+def test_refresh_and_force_exclude_each_other(tmp_path: Path) -> None:
+    """One clear line, exit 2, before anything is written to the output folder."""
+    import subprocess
+    import sys
+
+    orders = tmp_path / "orders.csv"
+    orders.write_text("PO_NUMBER\n100001\n", encoding="utf-8")
+    proc = subprocess.run([sys.executable, "-m", "pobatch.core", "run", str(orders), "--site", "demo", "--base-url",
+                           "http://127.0.0.1:9", "--no-preflight", "--refresh", "--force", "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "--refresh and --force" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists()
