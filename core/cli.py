@@ -18,7 +18,7 @@ from pobatch.core.check import run_check, verdict, write_snapshot
 from pobatch.core.console import ConsoleView
 from pobatch.core.demo_portal import DemoPortal, sample_orders_path
 from pobatch.core.demo_portal import main as portal_main
-from pobatch.core.desk import ask_start, finish_run, run_signing_in, sign_in_request
+from pobatch.core.desk import ask_start, finish_run, run_signing_in, sign_in_request, what_changed
 from pobatch.core.exit_codes import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_LOGIN, EXIT_STOPPED
 from pobatch.core.login import interactive_login, prepare_demo_profile
 from pobatch.core.modes.registry import STRATEGIES
@@ -236,6 +236,8 @@ def demo(out: str, scenario: str | None, profile: str | None, **kw) -> None:
              if po in expected and (o.status.value, o.reason) != tuple(expected[po])]
     if summary.exit_code in (EXIT_LOGIN, EXIT_INTERRUPTED, EXIT_STOPPED):
         sys.exit(summary.exit_code)
+    if summary.checked:
+        click.echo(what_changed(summary), err=True)
     if wrong:
         click.echo("Demo check failed:\n  " + "\n  ".join(wrong), err=True)
         sys.exit(1)
