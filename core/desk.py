@@ -112,9 +112,15 @@ def offer_to_open(summary: RunSummary, ask: Callable[[str], bool] = ask_yes_no,
     return opened
 
 
-def finish_run(summary: RunSummary) -> None:
-    """The end of every run: the verdict, then the offer to open the results."""
+def finish_run(summary: RunSummary, on_finish: str | None = None) -> None:
+    """The end of every run: the verdict, the --on-finish command, then the offer to open the results.
+
+    The command comes before the offer: a person who walks away from the question still gets the mail."""
     say(verdict(summary))
+    if on_finish:
+        from pobatch.core.on_finish import run_on_finish  # it reads the verdict from here
+
+        run_on_finish(on_finish, summary)
     offer_to_open(summary)
 
 
