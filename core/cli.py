@@ -424,10 +424,14 @@ def start(ctx: click.Context, orders: str | None, base_url: str | None, parallel
           profile: str | None, out: str | None, browser: str, driver: str | None) -> None:
     """Ask for the orders file, the portal address and the mode, then run, signing in if needed.
 
+    When the file was run before into the same output folder, one more question: continue the last
+    run (Enter), refresh the archive (--refresh), or start again in a new folder.
+
     This is what run.bat (double-click, or a file dropped on it) and ./run.sh with no arguments do."""
-    path, address, parallel = ask_start(orders, base_url, parallel)  # the questions: pobatch.core.desk
-    ctx.invoke(run, orders=str(path), site=site, base_url=address, parallel=parallel, profile=profile, out=out,
-               browser=browser, driver=driver, sign_in_if_needed=True)
+    answers = ask_start(orders, base_url, parallel, out)  # the questions: pobatch.core.desk
+    ctx.invoke(run, orders=str(answers.orders), site=site, base_url=answers.base_url, parallel=answers.parallel,
+               profile=profile, out=str(answers.out) if answers.out else None, browser=browser, driver=driver,
+               sign_in_if_needed=True, refresh=answers.refresh)
 
 
 # -- when something goes wrong at a desk (issue 25): core/doctor.py, core/support.py -------------------
