@@ -294,3 +294,15 @@ def test_demo_that_needs_a_sign_in_calls_the_command_with_exit_3(tmp_path):
     assert env["POBATCH_EXIT_CODE"] == "3" and env["POBATCH_OUTCOME"] == "sign_in_required"
     assert int(env["POBATCH_PENDING"]) >= 1 and "sign in" in env["POBATCH_MESSAGE"].lower()
     assert "Traceback" not in run.stdout + run.stderr
+
+
+# ------------------------------------------------------------------------------------------------ the README
+
+def test_the_readme_names_every_variable_and_every_outcome_word(tmp_path):
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### When a run ends: `--on-finish CMD`", 1)[1].split("\n## ", 1)[0]
+    names = [k for k in hook_environment(summary(0, tmp_path), base={})]
+    assert [n for n in names if f"`{n}`" not in section] == []
+    words = {outcome_word(c) for c in (0, 1, 3, 4, 130)}
+    assert [w for w in sorted(words) if f"`{w}`" not in section] == []
+    assert f"{on_finish.HOOK_TIMEOUT / 60:g} minutes" in section
