@@ -320,13 +320,14 @@ def ask_start(orders: str | None, base_url: str | None, parallel: bool | None,
     if not path.is_file():
         raise click.UsageError(f"ORDERS: there is no file at {path}; expected a CSV or Excel file of PO numbers")
     out_dir = Path(out) if out else None
+    folder = (out_dir or default_out(path)).resolve()
     refresh = False
-    previous = previous_run(path, out_dir or default_out(path))
+    previous = previous_run(path, folder)
     if previous is not None:  # asked right after the file, where the person has it in mind
-        choice = ask_run_again(path, (out_dir or default_out(path)).resolve(), previous)
+        choice = ask_run_again(path, folder, previous)
         refresh = choice is RunAgain.REFRESH
         if choice is RunAgain.NEW_FOLDER:
-            out_dir = next_free_folder((out_dir or default_out(path)).resolve())
+            out_dir = next_free_folder(folder)
             say(f"The new run writes to {out_dir}.")
     address = normalize_address(base_url) if base_url else ask_address()
     if not address:
