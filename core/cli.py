@@ -22,6 +22,7 @@ from pobatch.core.desk import ask_start, finish_run, run_signing_in, sign_in_req
 from pobatch.core.exit_codes import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_LOGIN, EXIT_STOPPED
 from pobatch.core.login import interactive_login, prepare_demo_profile
 from pobatch.core.modes.registry import STRATEGIES
+from pobatch.core.on_finish import run_on_finish
 from pobatch.core.orders import OrdersError, normalize_po
 from pobatch.core.preflight import run_process_alive
 from pobatch.core.profiles import resolve_base_profile
@@ -165,6 +166,8 @@ def main() -> None:
 def run(orders: str, site: str, base_url: str | None, sheet: str | None, sign_in_if_needed: bool = False,
         **kw) -> None:
     """Process every PO in ORDERS (CSV or Excel) and download its attachments."""
+    _check_on_finish(kw.get("on_finish"))
+
     def run_once():
         return _run(Path(orders), site=site, base_url=base_url, sheet=sheet, **kw)
 
@@ -175,8 +178,15 @@ def run(orders: str, site: str, base_url: str | None, sheet: str | None, sign_in
             _fail(str(exc))
     else:
         summary = run_once()
-    finish_run(summary)  # one line on how it went, and the offer to open the results
+    # One line on how it went, the --on-finish command (once, after any sign-in), the offer to open the results.
+    finish_run(summary, on_finish=kw.get("on_finish"))
     sys.exit(summary.exit_code)
+
+
+def _check_on_finish(command: str | None) -> None:
+    if command is not None and not command.strip():
+        _fail("--on-finish: the command is empty; expected a command to run when the run ends, e.g. "
+              "--on-finish \"powershell -File notify.ps1\"")
 
 
 def _run(orders: Path, *, verbose: int = 0, local_only: bool = False, **kw):
@@ -211,6 +221,7 @@ def _run(orders: Path, *, verbose: int = 0, local_only: bool = False, **kw):
 @run_options(out_default="demo_output")
 def demo(out: str, scenario: str | None, profile: str | None, **kw) -> None:
     """Run the bundled demo batch (or a scenario's POs) end to end against the built-in demo portal."""
+    _check_on_finish(kw.get("on_finish"))
     _setup_logging(kw["verbose"])
     out_dir = Path(out).resolve()
     with DemoPortal(scenario).start() as portal:
@@ -234,15 +245,18 @@ def demo(out: str, scenario: str | None, profile: str | None, **kw) -> None:
     wrong = [f"PO {po}: got {o.status.value} {o.reason}".rstrip() + f", expected {' '.join(expected[po]).strip()}"
              for po, o in sorted(summary.outcomes.items())
              if po in expected and (o.status.value, o.reason) != tuple(expected[po])]
-    if summary.exit_code in (EXIT_LOGIN, EXIT_INTERRUPTED, EXIT_STOPPED):
-        sys.exit(summary.exit_code)
     if summary.checked:
         click.echo(what_changed(summary), err=True)
-    if wrong:
+    if summary.exit_code in (EXIT_LOGIN, EXIT_INTERRUPTED, EXIT_STOPPED):
+        code = summary.exit_code
+    elif wrong:
         click.echo("Demo check failed:\n  " + "\n  ".join(wrong), err=True)
-        sys.exit(1)
-    click.echo(f"Demo check: all {len(summary.outcomes)} POs got the status the scenario expects.", err=True)
-    sys.exit(0)
+        code = 1
+    else:
+        click.echo(f"Demo check: all {len(summary.outcomes)} POs got the status the scenario expects.", err=True)
+        code = 0
+    run_on_finish(kw.get("on_finish"), summary, exit_code=code)  # the hook sees the exit code the demo exits with
+    sys.exit(code)
 
 
 def _scenario_orders(scenario: Path, portal, out_dir: Path) -> Path:
@@ -416,10 +430,14 @@ def start(ctx: click.Context, orders: str | None, base_url: str | None, parallel
           profile: str | None, out: str | None, browser: str, driver: str | None) -> None:
     """Ask for the orders file, the portal address and the mode, then run, signing in if needed.
 
+    When the file was run before into the same output folder, one more question: continue the last
+    run (Enter), refresh the archive (--refresh), or start again in a new folder.
+
     This is what run.bat (double-click, or a file dropped on it) and ./run.sh with no arguments do."""
-    path, address, parallel = ask_start(orders, base_url, parallel)  # the questions: pobatch.core.desk
-    ctx.invoke(run, orders=str(path), site=site, base_url=address, parallel=parallel, profile=profile, out=out,
-               browser=browser, driver=driver, sign_in_if_needed=True)
+    answers = ask_start(orders, base_url, parallel, out)  # the questions: pobatch.core.desk
+    ctx.invoke(run, orders=str(answers.orders), site=site, base_url=answers.base_url, parallel=answers.parallel,
+               profile=profile, out=str(answers.out) if answers.out else None, browser=browser, driver=driver,
+               sign_in_if_needed=True, refresh=answers.refresh)
 
 
 # -- when something goes wrong at a desk (issue 25): core/doctor.py, core/support.py -------------------

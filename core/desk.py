@@ -1,7 +1,8 @@
 """The desk: what a person at an office PC sees around a run, from the first question to the opened results.
 
 run.bat and run.sh stay thin and call this through `pobatch start` (a command in core/cli.py whose
-questions are here: the orders file, the portal address and the mode) and `pobatch run --sign-in-if-needed` (a run that stops at the portal's sign-in
+questions are here: the orders file, whether to continue, refresh or start a new folder when that file
+was run before into the same output folder, the portal address and the mode) and `pobatch run --sign-in-if-needed` (a run that stops at the portal's sign-in
 page opens the sign-in window, waits until the person has signed in, then carries on with the same
 batch). At the end of every run: one line that says how it went, and, only when a person is at the
 keyboard, an offer to open the results workbook and the HTML report.
@@ -9,22 +10,27 @@ keyboard, an offer to open the results workbook and the HTML report.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import logging
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Callable
 
 import click
 
-from pobatch.core.app import RunSummary
+from pobatch.core.app import RunOptions, RunSummary
 from pobatch.core.exit_codes import EXIT_INTERRUPTED, EXIT_LOGIN
 from pobatch.core.profiles import pobatch_data_dir
 from pobatch.core.reports.attention import DONE_STATUSES, attention_list, common_failure
 from pobatch.core.sign_in import SignInOutcome, SignInRequest, sign_in
 from pobatch.core.sites import get_site
+from pobatch.core.workspace import Workspace
+from pobatch.corelib.store import RunStore
 
 log = logging.getLogger(__name__)
 
@@ -134,9 +140,15 @@ def offer_to_open(summary: RunSummary, ask: Callable[[str], bool] = ask_yes_no,
     return opened
 
 
-def finish_run(summary: RunSummary) -> None:
-    """The end of every run: the verdict, then the offer to open the results."""
+def finish_run(summary: RunSummary, on_finish: str | None = None) -> None:
+    """The end of every run: the verdict, the --on-finish command, then the offer to open the results.
+
+    The command comes before the offer: a person who walks away from the question still gets the mail."""
     say(verdict(summary))
+    if on_finish:
+        from pobatch.core.on_finish import run_on_finish  # it reads the verdict from here
+
+        run_on_finish(on_finish, summary)
     offer_to_open(summary)
 
 
@@ -253,18 +265,95 @@ def ask_parallel() -> bool:
         say("Please answer S or P.")
 
 
-def ask_start(orders: str | None, base_url: str | None, parallel: bool | None) -> tuple[Path, str, bool]:
-    """`pobatch start`'s questions: the orders file, the portal address and the mode, each asked only
-    when the command line did not give it. A missing answer exits 2 (click.UsageError, or "No file chosen.")."""
+@dataclasses.dataclass(frozen=True)
+class StartAnswers:
+    """What `pobatch start` will run: the answers to its questions and what the command line gave."""
+    orders: Path
+    base_url: str
+    parallel: bool
+    refresh: bool = False  # --refresh: fetch the attachments that are new since the last run
+    out: Path | None = None  # the output folder; None: the run's default next to the orders file
+
+
+class RunAgain(str, enum.Enum):
+    """The answers to "this file was run before": the letter a person types is the value."""
+    CONTINUE = "c"
+    REFRESH = "r"
+    NEW_FOLDER = "n"
+
+
+def default_out(orders: Path) -> Path:
+    """The output folder a run of `orders` uses without --out (the run's own rule, RunOptions.out_dir)."""
+    return RunOptions(orders=orders).out_dir()
+
+
+def previous_run(orders: Path, out: Path) -> dict | None:
+    """The last run of this orders file into `out`, from the run store there; None when there is none.
+
+    The store keeps the orders path as it was given (maybe relative, maybe a folder since moved), so
+    the file name decides. A store that cannot be read asks nothing: the run itself will say why."""
+    path = Workspace(out.resolve()).store_path
+    if not path.is_file():
+        return None
+    try:
+        with RunStore(path) as store:
+            runs = [store.run(r["run_id"]) for r in store.runs()]
+    except (sqlite3.Error, OSError) as exc:
+        log.debug("run store %s not read: %s", path, exc)
+        return None
+    wanted = os.path.normcase(orders.name)
+    mine = [r for r in runs if r and os.path.normcase(Path(str(r["args"].get("orders") or "")).name) == wanted]
+    return mine[-1] if mine else None
+
+
+def next_free_folder(out: Path) -> Path:
+    """A new output folder next to `out`: `<name>-2`, `-3`, ... the first that does not exist yet."""
+    n = 2
+    while (candidate := out.with_name(f"{out.name}-{n}")).exists():
+        n += 1
+    return candidate
+
+
+def ask_run_again(orders: Path, out: Path, previous: dict) -> RunAgain:
+    """The one question when a file was run before into the same folder. Enter continues, as a rerun
+    always did; refresh fetches what is new since; a new folder starts from nothing, deleting nothing."""
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(previous.get("started") or 0))
+    say(f"{orders.name} was run before into {out} (last run {when}).")
+    say("  C = continue the last run: finish only what is missing (Enter)")
+    say("  R = refresh the archive: look at every PO again and download the attachments that are new")
+    say(f"  N = start again in a new folder, {next_free_folder(out).name} (nothing is deleted)")
+    while True:
+        answer = click.prompt("Continue (C), refresh (R) or new folder (N)?", default="c", show_default=False,
+                              prompt_suffix=" ").strip().lower()
+        if answer in {a.value for a in RunAgain}:
+            return RunAgain(answer)
+        say("Please answer C, R or N.")
+
+
+def ask_start(orders: str | None, base_url: str | None, parallel: bool | None,
+              out: str | None = None) -> StartAnswers:
+    """`pobatch start`'s questions: the orders file, what to do when it was run before into the same
+    output folder (continue, refresh, or a new folder), the portal address and the mode, each asked
+    only when needed. A missing answer exits 2 (click.UsageError, or "No file chosen.")."""
     path = Path(clean_path(orders)) if orders else ask_orders_file()
     if path is None:
         say("No file chosen.")
         sys.exit(2)
     if not path.is_file():
         raise click.UsageError(f"ORDERS: there is no file at {path}; expected a CSV or Excel file of PO numbers")
+    out_dir = Path(out) if out else None
+    folder = (out_dir or default_out(path)).resolve()
+    refresh = False
+    previous = previous_run(path, folder)
+    if previous is not None:  # asked right after the file, where the person has it in mind
+        choice = ask_run_again(path, folder, previous)
+        refresh = choice is RunAgain.REFRESH
+        if choice is RunAgain.NEW_FOLDER:
+            out_dir = next_free_folder(folder)
+            say(f"The new run writes to {out_dir}.")
     address = normalize_address(base_url) if base_url else ask_address()
     if not address:
         raise click.UsageError(f"--base-url: '{base_url}' is not a portal address; expected e.g. {ADDRESS_EXAMPLE}")
     if parallel is None:
         parallel = ask_parallel()
-    return path, address, parallel
+    return StartAnswers(path, address, parallel, refresh=refresh, out=out_dir)

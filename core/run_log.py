@@ -289,3 +289,22 @@ def run_facts(options: Any, mode: str, base_url: str) -> dict[str, Any]:
         for f in dataclasses.fields(options):
             facts[f.name] = getattr(options, f.name)
     return facts
+
+
+def append_after_run(path: Path | None, step: str, outcome: str = "", detail: str = "") -> None:
+    """One more line in the log of a run that has ended (its file is closed): what happened after it,
+    e.g. the --on-finish command. A log that cannot be written costs nothing: the console said it too."""
+    if path is None:
+        return
+    run_log = RunLog()
+    try:
+        run_log._file = open(path, "a", encoding="utf-8", errors="replace", newline="\n", buffering=1)
+    except OSError:
+        return
+    run_log.path = path
+    try:
+        run_log.line(time.time(), "main", "", 0, step, None, outcome, detail)
+    finally:
+        with run_log._lock:
+            run_log._file.close()
+            run_log._file = None

@@ -283,3 +283,133 @@ def test_ctrl_c_in_the_sign_in_window_is_stopped_by_the_user(monkeypatch, capsys
     run_once, runs = scripted_runs(3)
     assert desk.run_signing_in(run_once, REQUEST, is_interactive=lambda: False).exit_code == 130 and len(runs) == 1
     assert "Sign-in stopped." in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------------------ a file run before
+
+def earlier_run(orders: Path, out: Path | None = None, orders_arg: str | None = None) -> Path:
+    """A run store in the output folder that says `orders` was run there (as MainApp writes it)."""
+    from pobatch.core.workspace import Workspace
+    from pobatch.corelib.store import RunStore
+
+    out = out or tmp_default_out(orders)
+    with RunStore(Workspace(out).store_path) as store:
+        run_id = store.begin_run("sequential", {"orders": orders_arg or str(orders), "site": "coupa"})
+        store.finish_run(run_id, "DONE")
+    return out
+
+
+def tmp_default_out(orders: Path) -> Path:
+    return orders.parent / f"{orders.stem}_downloads"
+
+
+def start(orders: Path, answers: str, *extra: str):
+    return CliRunner().invoke(main, ["start", str(orders), "--base-url", "https://acme.coupahost.com",
+                                     "--sequential", *extra], input=answers)
+
+
+def test_a_file_never_run_asks_nothing_more(tmp_path, fake_run):
+    orders = orders_file(tmp_path)
+    result = start(orders, "")
+    assert result.exit_code == 0, result.output
+    assert "was run before" not in result.output
+    assert fake_run[0]["refresh"] is False and fake_run[0]["out"] is None
+
+
+@pytest.mark.parametrize("typed,refresh", [("", False), ("c", False), ("C", False), ("r", True), ("R", True)])
+def test_a_file_run_before_asks_continue_or_refresh(tmp_path, fake_run, typed, refresh):
+    orders = orders_file(tmp_path)
+    out = earlier_run(orders)
+    result = start(orders, typed + "\n")
+    assert result.exit_code == 0, result.output
+    assert f"my orders.csv was run before into {out.resolve()} (last run " in result.output
+    assert "C = continue the last run: finish only what is missing (Enter)" in result.output
+    assert "R = refresh the archive: look at every PO again and download the attachments that are new" in result.output
+    assert "N = start again in a new folder, my orders_downloads-2 (nothing is deleted)" in result.output
+    assert "Continue (C), refresh (R) or new folder (N)?" in result.output
+    assert len(fake_run) == 1
+    assert fake_run[0]["refresh"] is refresh and fake_run[0]["out"] is None  # the same folder as before
+
+
+def test_a_new_folder_is_the_first_free_one_next_to_the_old_and_nothing_is_deleted(tmp_path, fake_run):
+    orders = orders_file(tmp_path)
+    out = earlier_run(orders)
+    (tmp_path / "my orders_downloads-2").mkdir()  # taken: by an earlier "new folder", or by the person
+    result = start(orders, "x\nn\n")
+    assert result.exit_code == 0, result.output
+    assert "Please answer C, R or N." in result.output
+    new = (tmp_path / "my orders_downloads-3").resolve()
+    assert f"The new run writes to {new}." in result.output
+    assert fake_run[0]["out"] == str(new) and fake_run[0]["refresh"] is False
+    assert (out / ".pobatch" / "runs.sqlite").is_file() and (tmp_path / "my orders_downloads-2").is_dir()
+
+
+def test_the_question_follows_out(tmp_path, fake_run):
+    orders = orders_file(tmp_path)
+    out = earlier_run(orders, tmp_path / "archive", orders_arg="my orders.csv")  # a relative path, as typed
+    result = start(orders, "n\n", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert f"was run before into {out.resolve()}" in result.output
+    assert fake_run[0]["out"] == str((tmp_path / "archive-2").resolve())
+    result = start(orders, "r\n", "--out", str(out))
+    assert fake_run[1]["out"] == str(out) and fake_run[1]["refresh"] is True, result.output
+
+
+def test_another_file_run_into_the_folder_asks_nothing(tmp_path, fake_run):
+    orders = orders_file(tmp_path)
+    earlier_run(orders, orders_arg=str(tmp_path / "other.csv"))
+    result = start(orders, "")
+    assert result.exit_code == 0 and "was run before" not in result.output, result.output
+    assert fake_run[0]["refresh"] is False
+
+
+def test_a_store_that_cannot_be_read_asks_nothing_and_shows_no_traceback(tmp_path, fake_run):
+    orders = orders_file(tmp_path)
+    store = tmp_default_out(orders) / ".pobatch" / "runs.sqlite"
+    store.parent.mkdir(parents=True)
+    store.write_bytes(b"not a database at all" * 100)
+    result = start(orders, "")
+    assert result.exit_code == 0 and "was run before" not in result.output, result.output
+    assert "Traceback" not in result.output
+
+
+def test_the_question_comes_right_after_the_file_before_the_address(tmp_path, fake_run):
+    orders = orders_file(tmp_path)
+    earlier_run(orders)
+    result = CliRunner().invoke(main, ["start"], input=f"{orders}\nr\nacme.coupahost.com\ns\n")
+    assert result.exit_code == 0, result.output
+    text = result.output
+    assert text.index("Orders file") < text.index("was run before") < text.index("Portal address")
+    assert fake_run[0]["refresh"] is True and fake_run[0]["parallel"] is False
+
+
+@pytest.mark.skipif(desk.sys.platform == "win32", reason="the pty driver is POSIX")
+def test_at_a_real_terminal_the_question_comes_where_the_file_is_picked(tmp_path):
+    """`pobatch start` as run.sh and run.bat start it, under a pseudo-terminal: the file, then the
+    question, then the run. The portal address answers nobody, so the run stops at its pre-flight check
+    (exit 2) before any browser could start."""
+    import os
+    import sys
+
+    from desk_pty import PtySession
+
+    orders = orders_file(tmp_path)
+    out = earlier_run(orders)
+    env = {k: v for k, v in os.environ.items() if k != "CI"}
+    env.update(XDG_DATA_HOME=str(tmp_path / "data"), LOCALAPPDATA=str(tmp_path / "data"))
+    session = PtySession([sys.executable, "-m", "pobatch.core", "start", "--base-url", "http://127.0.0.1:9",
+                          "--sequential"], env=env, cwd=tmp_path)
+    try:
+        session.expect(r"Orders file \(CSV or Excel\)", 60)
+        session.send(f"'{orders}'")
+        session.expect(r"my orders\.csv was run before into .*my orders_downloads \(last run ", 60)
+        session.expect(r"N = start again in a new folder, my orders_downloads-2 \(nothing is deleted\)", 60)
+        session.expect(r"Continue \(C\), refresh \(R\) or new folder \(N\)\?", 60)
+        session.send("n")
+        session.expect(r"The new run writes to .*my orders_downloads-2\.", 60)
+        session.expect(r"the portal http://127\.0\.0\.1:9 cannot be reached", 60)
+        assert session.wait(60) == 2
+        assert "Traceback" not in session.text
+    finally:
+        session.close()
+    assert (out / ".pobatch" / "runs.sqlite").is_file()  # the old folder is untouched

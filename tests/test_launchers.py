@@ -272,3 +272,30 @@ def test_bat_keeps_the_exit_code_and_waits_for_a_key_only_when_double_clicked():
     assert "pause >nul" in BAT_TEXT[end:]
     passthrough = BAT_TEXT.index('"%POBATCH%" %*')
     assert BAT_TEXT.index("exit /b %RC%", passthrough) < end  # command-line use returns without a pause
+
+
+def test_a_scheduled_command_passes_through_with_its_arguments_whole(tmp_path):
+    """What a weekly task runs (README, "Weekly with Windows Task Scheduler"; on Linux from cron): every
+    argument reaches pobatch as it was, an --on-finish command with spaces and quotes as one."""
+    box = Sandbox(tmp_path)
+    stub(box.root / ".venv" / "bin" / "pobatch", f'[ "$1" = "--version" ] && exit 0\n'
+                                                f'for a in "$@"; do printf "[%s]" "$a" >> "{box.log}"; done\n'
+                                                f'echo >> "{box.log}"\nexit 3\n')
+    hook = 'echo "$POBATCH_MESSAGE" | mail -s "pobatch: $POBATCH_OUTCOME" me@example.com'
+    result = box.run("run", "my orders.csv", "--refresh", "--on-finish", hook)
+    assert result.returncode == 3  # pobatch's exit code is the launcher's (sign-in required)
+    assert box.calls() == [f"[run][my orders.csv][--refresh][--on-finish][{hook}]"]
+
+
+def test_bat_hands_a_scheduled_command_over_whole_and_without_a_pause():
+    """README's weekly.bat calls `run.bat run ... --refresh --on-finish "..."`: that is the pass-through
+    path, which hands %* over as typed, keeps pobatch's exit code and never waits for a key."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    weekly = readme.split("`C:\\pobatch\\weekly.bat`:", 1)[1].split("```bat\n", 1)[1].split("```", 1)[0]
+    call = weekly.splitlines()[-1]
+    assert call.startswith('call "C:\\pobatch\\run.bat" run "C:\\POs\\orders.xlsx" ')
+    assert " --refresh " in call and ' --on-finish "' in call and "%" not in call
+    passthrough = BAT_TEXT.index('"%POBATCH%" %*')
+    after = BAT_TEXT[passthrough:BAT_TEXT.index("exit /b %RC%", passthrough)]
+    assert 'set "RC=%errorlevel%"' in after and "pause" not in after
+    assert "schtasks /Create " in readme and " /SC WEEKLY " in readme and " /IT" in readme

@@ -129,3 +129,12 @@ def test_commands_pass_through_without_a_pause(tmp_path, wine_env):
     out = box.run("run", "orders.csv", "--base-url", "https://x.coupahost.com")
     box.expect_calls(["pobatch run orders.csv --base-url https://x.coupahost.com"])
     assert "Press any key" not in out.stdout
+
+
+def test_a_scheduled_command_with_refresh_and_on_finish_passes_through(tmp_path, wine_env):
+    """README's weekly task: `run.bat run ORDERS --refresh --on-finish "..."`, no pause."""
+    box = WineBox(tmp_path, wine_env)
+    hook = "powershell -NoProfile -File C:\\pobatch\\notify.ps1"
+    out = box.run("run", "orders.csv", "--refresh", "--on-finish", hook)
+    box.expect_calls([f"pobatch run orders.csv --refresh --on-finish {hook}"])
+    assert "Press any key" not in out.stdout
