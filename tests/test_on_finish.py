@@ -77,7 +77,8 @@ def test_the_command_gets_every_variable(tmp_path):
         "POBATCH_OUT_DIR": str(tmp_path), "POBATCH_WORKBOOK": str(tmp_path / "o_results.xlsx"),
         "POBATCH_REPORT": str(tmp_path / "o_report.html"), "POBATCH_LOG": str(tmp_path / "run.log"),
         "POBATCH_TOTAL": "5", "POBATCH_NEW_FILES": "4", "POBATCH_NEW_FILE_POS": "2", "POBATCH_CHECKED": "5",
-        "POBATCH_MESSAGE": "4 of 5 POs done; 1 needs attention, see the 'Attention' sheet in o_results.xlsx.",
+        "POBATCH_MESSAGE": "5 POs checked, 4 new files in 2 POs; 4 of 5 POs done; 1 needs attention, see the "
+                           "'Attention' sheet in o_results.xlsx.",
     }
     expected.update({f"POBATCH_{s.value}": "0" for s in Status})
     expected.update(POBATCH_COMPLETED="3", POBATCH_FAILED="1", POBATCH_NO_ATTACHMENTS="1")
@@ -97,8 +98,8 @@ def test_the_outcome_word_follows_the_exit_code(tmp_path, code, word):
 def test_the_message_is_one_line_with_the_runs_own_words(tmp_path):
     env = hook_environment(summary(3, tmp_path, "The portal asks for a sign-in:\n  run pobatch login.",
                                    COMPLETED=1, PENDING=1), base={})
-    assert env["POBATCH_MESSAGE"] == ("1 of 2 POs done; 1 needs attention, see the 'Attention' sheet in "
-                                      "o_results.xlsx (sign in first). The portal asks for a sign-in: run pobatch "
+    assert env["POBATCH_MESSAGE"] == ("5 POs checked, 4 new files in 2 POs; 1 of 2 POs done; 1 needs attention, "
+                                      "see the 'Attention' sheet in o_results.xlsx (sign in first). The portal asks for a sign-in: run pobatch "
                                       "login.")
     assert env["POBATCH_OUTCOME"] == "sign_in_required"
 
