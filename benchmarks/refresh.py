@@ -53,6 +53,7 @@ class RefreshRun:
     files: int  # attachment downloads the portal served
     new_files: int  # what the run says arrived
     problems: list[str] = field(default_factory=list)
+    files_ms: int = 150  # the portal's time per file in this scenario
 
 
 def benchmark_scenario(count: int, seed: int, page_ms: int, attachment_ms: int) -> Scenario:
@@ -111,7 +112,7 @@ def benchmark(count: int, runs: int, mode: str, work: Path, page_ms: int = 400, 
                 if want is not None and summary.new_files != want:
                     problems.append(f"{summary.new_files} new files, expected {want}")
                 results.append(RefreshRun(config, mode, rnd, seconds, summary.exit_code, pages, files,
-                                          summary.new_files, problems))
+                                          summary.new_files, problems, attachment_ms))
                 log.info("%s %s round %d: %.1fs, %d pages, %d files, %d new", mode, config, rnd, seconds, pages,
                          files, summary.new_files)
     return results
@@ -123,19 +124,20 @@ def render(results: list[RefreshRun], info: dict[str, Any], count: int, quick: b
     if quick:
         lines += ["**QUICK MODE**: a tiny run to keep the script working; its numbers mean nothing.", ""]
     lines += [f"`python -m benchmarks.refresh --pos {count}`: the benchmark scenario ({count} POs, 2-3 files each, "
-              "400 ms pages, 150 ms files); `refresh, 10% changed` adds one file to every tenth PO. Each refresh and "
+              "400 ms pages, files of 'file ms'); `refresh, 10% changed` adds one file to every tenth PO. Each refresh and "
               "`--force` starts from the same finished archive. Rounds interleaved; medians. Machine: "
               f"{info.get('cpu_model', '?')}, {info.get('logical_cpus', '?')} CPUs, {info.get('ram_gib', '?')} GiB, "
               f"{info.get('os', '?')}, Chromium {info.get('chromium', '?')}, {info.get('date', '')}.", "",
-              "| mode | run | wall s (median) | to first run | to --force | PO pages | files downloaded | new files "
-              "| runs |", "|---|---|---|---|---|---|---|---|---|"]
-    for mode in dict.fromkeys(r.mode for r in results):
-        med = {c: statistics.median(r.seconds for r in results if r.mode == mode and r.config == c)
-               for c in CONFIGS if any(r.mode == mode and r.config == c for r in results)}
+              "| mode | file ms | run | wall s (median) | to first run | to --force | PO pages | files downloaded "
+              "| new files | runs |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for mode, ms in dict.fromkeys((r.mode, r.files_ms) for r in results):
+        group = [r for r in results if (r.mode, r.files_ms) == (mode, ms)]
+        med = {c: statistics.median(r.seconds for r in group if r.config == c)
+               for c in CONFIGS if any(r.config == c for r in group)}
         for config, seconds in med.items():
-            last = [r for r in results if r.mode == mode and r.config == config][-1]
-            n = sum(1 for r in results if r.mode == mode and r.config == config)
-            lines.append(f"| {mode} | {config} | {seconds:.1f} | {seconds / med['first']:.2f}x | "
+            last = [r for r in group if r.config == config][-1]
+            n = sum(1 for r in group if r.config == config)
+            lines.append(f"| {mode} | {ms} | {config} | {seconds:.1f} | {seconds / med['first']:.2f}x | "
                          f"{seconds / med['force']:.2f}x | {last.pages} | {last.files} | {last.new_files} | {n} |")
     problems = [f"{r.mode} {r.config} round {r.round}: {p}" for r in results for p in r.problems]
     lines += ["", "Every run exited 0 with the new files it should have." if not problems
@@ -150,6 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--modes", default="sequential", help=f"comma-separated, of {', '.join(MODES)}")
     parser.add_argument("--out", type=Path, default=Path("BENCHMARKS.md"))
     parser.add_argument("--json", type=Path, help="also write every run as JSON here")
+    parser.add_argument("--files-ms", default="150", help="comma-separated: the portal's time per file, one "
+                        "scenario each (150 is the benchmark scenario's)")
+    parser.add_argument("--merge", type=Path, help="a --json of an earlier sitting to show beside these runs")
     parser.add_argument("--quick", action="store_true", help="10 POs, short latencies, one round")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
@@ -163,16 +168,19 @@ def main(argv: list[str] | None = None) -> int:
     results: list[RefreshRun] = []
     count = 10 if args.quick else args.pos
     for mode in modes:
-        work = Path(tempfile.mkdtemp(prefix=f"refresh-bench-{mode}-"))
-        try:
-            results += benchmark(count, 1 if args.quick else args.runs, mode, work,
-                                 *((50, 20) if args.quick else (400, 150)))
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-    write_between_markers(args.out, render(results, machine_info().as_dict(), count, args.quick),
-                          bounds=REFRESH_MARKERS)
+        for files_ms in ([20] if args.quick else [int(v) for v in args.files_ms.split(",")]):
+            work = Path(tempfile.mkdtemp(prefix=f"refresh-bench-{mode}-"))
+            try:
+                results += benchmark(count, 1 if args.quick else args.runs, mode, work, 50 if args.quick else 400,
+                                     files_ms)
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
     if args.json:
         args.json.write_text(json.dumps([asdict(r) for r in results], indent=1), encoding="utf-8")
+    if args.merge:
+        results = [RefreshRun(**r) for r in json.loads(args.merge.read_text(encoding="utf-8"))] + results
+    write_between_markers(args.out, render(results, machine_info().as_dict(), count, args.quick),
+                          bounds=REFRESH_MARKERS)
     return 0 if all(not r.problems for r in results) else 1
 
 
