@@ -15,7 +15,7 @@ from typing import Any
 
 from pobatch.corelib.browser import BrowserSpec, quit_browser, start_browser
 from pobatch.corelib.browser_session import TEMP_PREFIX, SessionLifecycle
-from pobatch.corelib.process_reaper import kill_browser_tree
+from pobatch.corelib.process_reaper import kill_browser_tree, kill_scratch_users
 from pobatch.corelib.watchdog import quiet_dead_driver
 
 log = logging.getLogger(__name__)
@@ -53,4 +53,7 @@ class LocalBrowserSession(SessionLifecycle):
         kill_browser_tree(self.spec.user_data_dir)
         temp, self._temp = self._temp, None
         if temp:
+            # A start cut short (the worker told to stop while its driver came up) leaves a driver no
+            # profile dir names, which would write into the folder after it is gone.
+            kill_scratch_users(temp)
             shutil.rmtree(temp, ignore_errors=True)

@@ -53,6 +53,22 @@ def _started_here(procs: list[psutil.Process]) -> list[psutil.Process]:
     return [p for p in procs if p.pid in mine]
 
 
+def kill_scratch_users(temp_dir: str | Path, timeout: float = 5.0) -> int:
+    """Kill this process's own children that still use `temp_dir` as their temp folder (TMPDIR/TEMP):
+    a driver whose start was cut short (no browser yet, so no profile dir names it) lives on and
+    writes its scratch folders there after the folder is removed. Only descendants are looked at."""
+    target = str(Path(temp_dir))
+    users = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            env = child.environ()
+        except (psutil.Error, OSError):
+            continue
+        if target in (env.get("TMPDIR"), env.get("TEMP"), env.get("TMP")):
+            users.append(child)
+    return _kill_and_wait(users, time.monotonic() + timeout) if users else 0
+
+
 def kill_browser_tree(user_data_dir: str | Path, timeout: float = 5.0, *, owned: bool = False) -> int:
     """Kill the browser processes on this profile dir and their driver; return how many were killed.
 

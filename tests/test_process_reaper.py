@@ -427,3 +427,25 @@ def test_user_data_dir_flag_forms() -> None:
         assert carries(title, forms)
         other = f"/usr/lib/chromium/chromium --type=renderer --user-data-dir={target} 2 --lang=en".split(" ")
         assert not carries(other, forms)
+
+
+def test_a_child_still_using_a_scratch_folder_is_killed_before_the_folder_goes(tmp_path):
+    """A driver whose start was cut short has no browser (no profile dir names it): found by its temp folder."""
+    import subprocess
+    import sys
+
+    from pobatch.corelib.process_reaper import kill_scratch_users
+
+    scratch = tmp_path / "pobatch-drv-1-x"
+    scratch.mkdir()
+    other = tmp_path / "other"
+    other.mkdir()
+    user = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], env={"TMPDIR": str(scratch)})
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], env={"TMPDIR": str(other)})
+    try:
+        assert kill_scratch_users(scratch) == 1
+        assert user.wait(timeout=10) is not None and bystander.poll() is None
+    finally:
+        for p in (user, bystander):
+            p.kill()
+            p.wait(timeout=10)
