@@ -138,3 +138,19 @@ def test_quick_refresh_benchmark_runs_and_writes_its_section(tmp_path, browser_a
     assert runs["refresh, nothing new"]["files"] == 0 and runs["refresh, nothing new"]["pages"] == 10
     assert runs["refresh, 10% changed"]["files"] == runs["refresh, 10% changed"]["new_files"] == 1
     assert runs["force"]["files"] == runs["first"]["files"] > 10
+
+
+def test_quick_cpu_per_po_runs_and_writes_its_section(tmp_path, browser_available):
+    """benchmarks/cpu_per_po.py keeps working: one tiny run, the tree's CPU split by kind, its own section."""
+    out = tmp_path / "BENCH.md"
+    out.write_text("# Benchmarks\n\nHand-written.\n", encoding="utf-8")
+    results = tmp_path / "cpu.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.cpu_per_po", "--quick", "--out", str(out), "--json", str(results)],
+        cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert proc.returncode == 0, f"cpu benchmark failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    assert out.read_text(encoding="utf-8").startswith("# Benchmarks\n\nHand-written.\n")
+    [run] = json.loads(results.read_text(encoding="utf-8"))
+    assert run["exit_code"] == 0 and run["per_po"] > 0
+    assert {"pobatch", "driver", "browser: main", "browser: renderer"} <= set(run["by_kind"])
