@@ -18,6 +18,24 @@ from benchmarks.report import BEGIN, END, TABLE_HEADER
 REPO = Path(__file__).resolve().parent.parent
 
 
+HAND_WRITTEN = "# Benchmarks\n\nHand-written.\n"
+
+
+def run_quick(module: str, tmp_path: Path, *args: str) -> tuple[str, list]:
+    """`python -m benchmarks.<module> --quick` into a file with hand-written text of its own: the file's
+    text after the run (the hand-written part must survive) and the runs it wrote as JSON."""
+    out, results = tmp_path / "BENCH.md", tmp_path / f"{module}.json"
+    out.write_text(HAND_WRITTEN, encoding="utf-8")
+    proc = subprocess.run(
+        [sys.executable, "-m", f"benchmarks.{module}", "--quick", "--out", str(out), "--json", str(results), *args],
+        cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert proc.returncode == 0, f"{module} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    text = out.read_text(encoding="utf-8")
+    assert text.startswith(HAND_WRITTEN)
+    return text, json.loads(results.read_text(encoding="utf-8"))
+
+
 def _cells(line: str) -> list[str]:
     return [c.strip() for c in line.strip().strip("|").split("|")]
 
@@ -101,18 +119,8 @@ def test_quick_benchmark_writes_a_well_formed_table(tmp_path, browser_available)
 def test_quick_soak_runs_and_writes_its_section(tmp_path, browser_available):
     """benchmarks/soak.py keeps working: a tiny soak (30 POs with every fault of the full one) gets every
     PO right with exit 0 and writes its own section, leaving the rest of the file alone."""
-    out = tmp_path / "BENCH.md"
-    out.write_text("# Benchmarks\n\nHand-written.\n", encoding="utf-8")
-    results = tmp_path / "soak.json"
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.soak", "--quick", "--out", str(out), "--json", str(results),
-         "--work-dir", str(tmp_path / "work")],
-        cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    assert proc.returncode == 0, f"soak failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
-    text = out.read_text(encoding="utf-8")
-    assert text.startswith("# Benchmarks\n\nHand-written.\n") and "QUICK MODE" in text
-    runs = json.loads(results.read_text(encoding="utf-8"))
+    text, runs = run_quick("soak", tmp_path, "--work-dir", str(tmp_path / "work"))
+    assert "QUICK MODE" in text
     assert [(r["mode"], r["faults"]) for r in runs] == [("sequential", True), ("sequential", False)]
     assert all(r["exit_code"] == 0 and r["right"] == r["pos"] == 30 and not r["wrong"] for r in runs)
     assert runs[0]["hang_requests"] > 0 and runs[1]["hang_requests"] == 0
@@ -123,17 +131,9 @@ def test_quick_soak_runs_and_writes_its_section(tmp_path, browser_available):
 def test_quick_refresh_benchmark_runs_and_writes_its_section(tmp_path, browser_available):
     """benchmarks/refresh.py keeps working: a first run, --force, and two refreshes of 10 POs, each right,
     its own section written; a refresh with nothing new downloads nothing."""
-    out = tmp_path / "BENCH.md"
-    out.write_text("# Benchmarks\n\nHand-written.\n", encoding="utf-8")
-    results = tmp_path / "refresh.json"
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.refresh", "--quick", "--out", str(out), "--json", str(results)],
-        cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    assert proc.returncode == 0, f"refresh benchmark failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
-    text = out.read_text(encoding="utf-8")
-    assert text.startswith("# Benchmarks\n\nHand-written.\n") and "QUICK MODE" in text
-    runs = {r["config"]: r for r in json.loads(results.read_text(encoding="utf-8"))}
+    text, written = run_quick("refresh", tmp_path)
+    assert "QUICK MODE" in text
+    runs = {r["config"]: r for r in written}
     assert all(r["exit_code"] == 0 and not r["problems"] for r in runs.values())
     assert runs["refresh, nothing new"]["files"] == 0 and runs["refresh, nothing new"]["pages"] == 10
     assert runs["refresh, 10% changed"]["files"] == runs["refresh, 10% changed"]["new_files"] == 1
@@ -142,15 +142,7 @@ def test_quick_refresh_benchmark_runs_and_writes_its_section(tmp_path, browser_a
 
 def test_quick_cpu_per_po_runs_and_writes_its_section(tmp_path, browser_available):
     """benchmarks/cpu_per_po.py keeps working: one tiny run, the tree's CPU split by kind, its own section."""
-    out = tmp_path / "BENCH.md"
-    out.write_text("# Benchmarks\n\nHand-written.\n", encoding="utf-8")
-    results = tmp_path / "cpu.json"
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.cpu_per_po", "--quick", "--out", str(out), "--json", str(results)],
-        cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    assert proc.returncode == 0, f"cpu benchmark failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
-    assert out.read_text(encoding="utf-8").startswith("# Benchmarks\n\nHand-written.\n")
-    [run] = json.loads(results.read_text(encoding="utf-8"))
+    text, [run] = run_quick("cpu_per_po", tmp_path)
+    assert "QUICK MODE" in text
     assert run["exit_code"] == 0 and run["per_po"] > 0
     assert {"pobatch", "driver", "browser: main", "browser: renderer"} <= set(run["by_kind"])
