@@ -30,7 +30,7 @@ from typing import Any
 import psutil
 
 from benchmarks.machine import machine_info, wait_for_quiet
-from benchmarks.report import write_between_markers
+from benchmarks.report import machine_words, section_head, write_between_markers
 from pobatch.core.demo_portal import DemoPortal, generate_scenario
 from pobatch.core.login import prepare_demo_profile
 
@@ -135,14 +135,10 @@ def measure(mode: str, rnd: int, count: int, work: Path, portal: DemoPortal, pro
 
 def render(runs: list[CpuRun], info: dict[str, Any], count: int, quick: bool) -> str:
     begin, end = CPU_MARKERS
-    lines = [begin, "## CPU per PO (issue 23, before any cut)", ""]
-    if quick:
-        lines += ["**QUICK MODE**: a tiny run to keep the script working; its numbers mean nothing.", ""]
+    lines = section_head(begin, "## CPU per PO (issue 23, before any cut)", quick)
     lines += [f"`python -m benchmarks.cpu_per_po --pos {count}`: the benchmark scenario ({count} POs, 2-3 files each, "
               "400 ms pages, 150 ms files), pobatch as its own process, the portal outside it; CPU seconds (user + "
-              "system) per PO, medians over the rounds. Machine: "
-              f"{info.get('cpu_model', '?')}, {info.get('logical_cpus', '?')} CPUs, {info.get('ram_gib', '?')} GiB, "
-              f"{info.get('os', '?')}, Chromium {info.get('chromium', '?')}, {info.get('date', '')}.", ""]
+              "system) per PO, medians over the rounds. " + machine_words(info), ""]
     kinds = sorted({k for r in runs for k in r.by_kind})
     lines += ["| mode | runs | wall s | CPU s per PO | spread (max-min) | " + " | ".join(kinds) + " | processes |",
               "|---|---|---|---|---|" + "---|" * len(kinds) + "---|"]

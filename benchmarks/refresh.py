@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.machine import machine_info, wait_for_quiet
-from benchmarks.report import write_between_markers
+from benchmarks.report import machine_words, section_head, write_between_markers
 from pobatch.core.app import MainApp, RunOptions, RunSummary
 from pobatch.core.demo_portal import DemoPortal, generate_scenario
 from pobatch.core.demo_portal.scenario import Scenario
@@ -120,14 +120,10 @@ def benchmark(count: int, runs: int, mode: str, work: Path, page_ms: int = 400, 
 
 def render(results: list[RefreshRun], info: dict[str, Any], count: int, quick: bool) -> str:
     begin, end = REFRESH_MARKERS
-    lines = [begin, "## Keeping an archive current: `--refresh` (issue 22)", ""]
-    if quick:
-        lines += ["**QUICK MODE**: a tiny run to keep the script working; its numbers mean nothing.", ""]
+    lines = section_head(begin, "## Keeping an archive current: `--refresh` (issue 22)", quick)
     lines += [f"`python -m benchmarks.refresh --pos {count}`: the benchmark scenario ({count} POs, 2-3 files each, "
               "400 ms pages, files of 'file ms'); `refresh, 10% changed` adds one file to every tenth PO. Each refresh and "
-              "`--force` starts from the same finished archive. Rounds interleaved; medians. Machine: "
-              f"{info.get('cpu_model', '?')}, {info.get('logical_cpus', '?')} CPUs, {info.get('ram_gib', '?')} GiB, "
-              f"{info.get('os', '?')}, Chromium {info.get('chromium', '?')}, {info.get('date', '')}.", "",
+              "`--force` starts from the same finished archive. Rounds interleaved; medians. " + machine_words(info), "",
               "| mode | file ms | run | wall s (median) | to first run | to --force | PO pages | files downloaded "
               "| new files | runs |", "|---|---|---|---|---|---|---|---|---|---|"]
     for mode, ms in dict.fromkeys((r.mode, r.files_ms) for r in results):

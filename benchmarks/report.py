@@ -399,6 +399,20 @@ def render_markdown(data: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def machine_words(info: dict[str, Any]) -> str:
+    """The machine a section's figures come from, in one sentence (a machine_info().as_dict())."""
+    return (f"Machine: {info.get('cpu_model', '?')}, {info.get('logical_cpus', '?')} CPUs, {info.get('ram_gib', '?')} GiB, "
+            f"{info.get('os', '?')}, Chromium {info.get('chromium', '?')}, {info.get('date', '')}.")
+
+
+def section_head(begin: str, title: str, quick: bool, what: str = "run") -> list[str]:
+    """A generated section's first lines: its marker, its title, and the quick-mode warning."""
+    lines = [begin, title, ""]
+    if quick:
+        lines += [f"**QUICK MODE**: a tiny {what} to keep the script working; its numbers mean nothing.", ""]
+    return lines
+
+
 def write_between_markers(path: Path, generated: str, name: str = "benchmark",
                           bounds: tuple[str, str] | None = None) -> None:
     """Replace the generated section of `path`, keeping everything around it; create the file if needed.
