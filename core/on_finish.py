@@ -44,6 +44,7 @@ from pobatch.core.app import RunSummary
 from pobatch.core.exit_codes import ExitCode
 from pobatch.core.run_log import append_after_run
 from pobatch.core.status import Status
+from pobatch.corelib.process_reaper import kill_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -112,12 +113,7 @@ def _kill_tree(proc: subprocess.Popen) -> None:
         family = parent.children(recursive=True) + [parent]
     except psutil.Error:
         family = []
-    for p in family:
-        try:
-            p.kill()
-        except psutil.Error:
-            pass
-    psutil.wait_procs(family, timeout=KILL_WAIT)
+    kill_and_wait(family, time.monotonic() + KILL_WAIT)
     try:
         proc.wait(KILL_WAIT)
     except subprocess.TimeoutExpired:

@@ -21,7 +21,7 @@ from pobatch.corelib.profile_lock import lock_held_by_live_process, owned_socket
 log = logging.getLogger(__name__)
 
 
-def _kill_and_wait(procs: Iterable[psutil.Process], deadline: float) -> int:
+def kill_and_wait(procs: Iterable[psutil.Process], deadline: float) -> int:
     """SIGKILL/TerminateProcess each one, then wait until all are gone or the deadline passes."""
     signalled: list[psutil.Process] = []
     for proc in procs:
@@ -66,7 +66,7 @@ def kill_scratch_users(temp_dir: str | Path, timeout: float = 5.0) -> int:
             continue
         if target in (env.get("TMPDIR"), env.get("TEMP"), env.get("TMP")):
             users.append(child)
-    return _kill_and_wait(users, time.monotonic() + timeout) if users else 0
+    return kill_and_wait(users, time.monotonic() + timeout) if users else 0
 
 
 def kill_browser_tree(user_data_dir: str | Path, timeout: float = 5.0, *, owned: bool = False) -> int:
@@ -91,7 +91,7 @@ def kill_browser_tree(user_data_dir: str | Path, timeout: float = 5.0, *, owned:
         procs = targets()
         if not procs:
             break
-        killed += _kill_and_wait(procs, deadline)
+        killed += kill_and_wait(procs, deadline)
         if time.monotonic() >= deadline:
             break
     remaining = matching_browsers(user_data_dir) if owned else _started_here(matching_browsers(user_data_dir))
