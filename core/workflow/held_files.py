@@ -8,7 +8,7 @@ publisher carries every held file into the new folder. Nothing here talks to a b
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Iterable
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -70,8 +70,7 @@ def check_held(folder: str | Path, records: Iterable[dict[str, Any]]) -> list[He
     base = Path(folder) if folder else None
     for r in records:
         held = HeldFile.from_dict({**r, "brought_by": r.get("brought_by") or r.get("run_id") or ""})
-        out.append(held if base is not None and _intact(base / held.name, held)
-                   else HeldFile.from_dict({**held.to_dict(), "intact": False}))
+        out.append(held if base is not None and _intact(base / held.name, held) else replace(held, intact=False))
     return out
 
 
