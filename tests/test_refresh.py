@@ -163,3 +163,34 @@ def test_a_refresh_fetches_exactly_what_is_new(mode: str, refresh_portal, tmp_pa
     assert {po: portal.downloads_of(po) for po in ALL} == after
     assert folder_state(quiet) == state
     assert new_sheet(quiet) == []
+
+
+def test_a_refresh_of_a_po_with_300_files_fetches_only_the_new_ones(browser_available, tmp_path_factory,
+                                                                     tmp_path: Path) -> None:
+    """Real size: a PO of 300 links gains 5 and loses 3; the refresh asks for the 5 alone, keeps all 300."""
+    scenario = {"name": "refresh-300", "seed": 23, "latency": {"page_ms": 20, "attachment_ms": 5},
+                "pos": [{"id": "730001", "supplier": "Framework Contract",
+                         "attachments": [_att(f"doc {i:03d}.pdf", size=2000) for i in range(300)]}],
+                "revisions": [{"label": "amended", "pos": {"730001": {
+                    "add": [_att(f"amendment {i}.pdf", size=2500) for i in range(5)],
+                    "remove": ["doc 010.pdf", "doc 150.pdf", "doc 299.pdf"]}}}]}
+    portal = DemoPortal(Scenario.from_dict(scenario)).start()
+    with portal:
+        profile = prepare_demo_profile(tmp_path_factory.mktemp("r300") / "profile", portal.base_url, timeout=60)
+        orders = write_orders(tmp_path, ["730001"])
+        opts = dict(orders=orders, out=tmp_path / "out", site="demo", base_url=portal.base_url, browser="chromium",
+                    profile=profile, local_only=True, profiles_root=tmp_path / "profiles", po_timeout=60.0,
+                    backoff_base=0.1)
+        first = MainApp(RunOptions(**opts)).run()
+        assert first.exit_code == EXIT_OK and len(first.outcomes["730001"].files) == 300
+        before = portal.downloads_of("730001")
+        portal.revise(1)
+        refreshed = MainApp(RunOptions(**opts, refresh=True)).run()
+        assert refreshed.exit_code == EXIT_OK, refreshed.outcomes["730001"].error_message
+        assert_matches_truth(refreshed, portal, ["730001"], names=True, refreshed_from=0)
+        after = portal.downloads_of("730001")
+        assert {n: c - before.get(n, 0) for n, c in after.items() if c != before.get(n, 0)} == \
+            {f"amendment {i}.pdf": 1 for i in range(5)}
+        outcome = refreshed.outcomes["730001"]
+        assert len(outcome.files) == 305 and sum(bool(f.removed_on_portal) for f in outcome.files) == 3
+        assert (refreshed.new_files, refreshed.removed_files) == (5, 3)
