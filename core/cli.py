@@ -36,8 +36,9 @@ from pobatch.corelib.store import RunStore
 
 log = logging.getLogger(__name__)
 
-STRATEGY_HELP = ("parallel: several browsers (the same as --parallel). single-session (EXPERIMENTAL): one browser, "
-                 "one sign-in, --windows windows; for portals that allow one live session per user.")
+STRATEGY_HELP = ("parallel: several browsers (the same as --parallel). single-session: one browser, one "
+                 "sign-in, --windows windows; for portals that allow one live session per user, and for "
+                 "parallel work on a PC short of memory.")
 WINDOWS_HELP = "With --strategy single-session: how many windows work in the one browser."
 RECORD_HELP = ("Record every PO attempt in every browser window (rrweb, inputs masked); "
                "watch one with 'pobatch replay RUN PO'.")

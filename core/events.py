@@ -33,7 +33,7 @@ class PoEvent(str, Enum):
     BROWSER_RESTART = "browser_restart"
     RETRY_WAIT = "retry_wait"
     RECORDING = "recording"  # an rrweb recording of one attempt (core.recorder)
-    # The single-session strategy's windows (EXPERIMENTAL/single_session):
+    # The single-session strategy's windows (core/modes/single_session):
     WINDOW_OPEN = "window_open"
     WINDOW_CLOSED = "window_closed"
     LOGIN_RECHECK = "login_recheck"

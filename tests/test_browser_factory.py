@@ -44,8 +44,8 @@ from pobatch.corelib.grid import GridSpec
 from pobatch.corelib.local_session import LocalBrowserSession
 from pobatch.corelib.process_reaper import kill_browser_tree
 from pobatch.corelib.remote_session import RemoteBrowserSession
-from pobatch.experimental.single_session.shared_browser import SharedBrowser
-from pobatch.experimental.single_session.window_session import WindowSession
+from pobatch.core.modes.single_session.shared_browser import SharedBrowser
+from pobatch.core.modes.single_session.window_session import WindowSession
 from conftest import CHROMEDRIVER
 from eventually import wait_for
 

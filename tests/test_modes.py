@@ -1,5 +1,5 @@
-"""The run-mode registry: the names the options choose, the one place their rules live, the lazy
-EXPERIMENTAL entry, and the attempt budget every mode shares. Pure logic: no browser."""
+"""The run-mode registry: the names the options choose, the one place their rules live, nothing
+imported from EXPERIMENTAL, and the attempt budget every mode shares. Pure logic: no browser."""
 from __future__ import annotations
 
 import subprocess
@@ -49,16 +49,15 @@ def test_every_registered_mode_is_a_run_mode_under_its_own_name():
         assert mode.name == name and callable(mode.stream)
 
 
-def test_the_experimental_strategy_is_imported_only_when_chosen():
+def test_nothing_in_core_imports_experimental():
+    """EXPERIMENTAL sits on core, never under it: running every mode imports nothing from it."""
     code = ("import sys\n"
             "import pobatch.core.cli, pobatch.core.app\n"
-            "from pobatch.core.modes.registry import get_mode\n"
-            "before = any(m.startswith('pobatch.experimental') for m in sys.modules)\n"
-            "get_mode('single-session')\n"
-            "after = 'pobatch.experimental.single_session.window_pool' in sys.modules\n"
-            "print(before, after)\n")
+            "from pobatch.core.modes.registry import MODES, get_mode\n"
+            "[get_mode(name) for name in MODES]\n"
+            "print(sorted(m for m in sys.modules if m.startswith('pobatch.experimental')))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
-    assert out.stdout.split() == ["False", "True"]
+    assert out.stdout.split() == ["[]"]
 
 
 def test_the_attempt_budget_covers_every_attempt_its_restart_and_backoff():

@@ -63,7 +63,7 @@ def test_the_wheel_installs_without_editable_and_runs_the_demo(tmp_path):
     assert tops == {"pobatch"}, f"the wheel installs other top-level names: {tops}"
     for needed in ("pobatch/profiles_template/Default/Preferences", "pobatch/profiles_template/Local State",
                    "pobatch/core/sites/coupa.toml", "pobatch/core/demo_portal/data/sample_scenario.json",
-                   "pobatch/experimental/single_session/__init__.py"):
+                   "pobatch/core/modes/single_session/__init__.py", "pobatch/experimental/__init__.py"):
         assert needed in names, f"{needed} is missing from the wheel"
     assert any(n.startswith("pobatch/core/vendor/rrweb/") for n in names)
 

@@ -1,4 +1,4 @@
-"""EXPERIMENTAL single-session strategy end to end: the real demo portal, one real headless Chromium.
+"""The single-session strategy end to end: the real demo portal, one real headless Chromium.
 
 One browser, one WebDriver session, N windows fed from one task queue, each running the ordinary
 per-PO workflow. What must hold: every file reaches the PO whose window downloaded it (two windows
@@ -27,7 +27,7 @@ from pobatch.core.login import prepare_demo_profile
 from pobatch.core.status import Status
 from pobatch.corelib.devtools import DevToolsError, DevToolsLink, browser_websocket_url
 from pobatch.corelib.store import RunStore
-from pobatch.experimental.single_session.window_pool import SessionHealth
+from pobatch.core.modes.single_session.window_pool import SessionHealth
 from orders_files import write_orders
 from truth import assert_matches_truth, sha
 

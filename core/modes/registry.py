@@ -1,7 +1,8 @@
 """The run modes by name: what `--strategy`, `--parallel` and `--grid` choose, and MainApp runs.
 
 The names are stored with every run (run store, workbook, report) and shown in `--help`: they are
-the user's words, so a mode keeps its name when it moves (see EXPERIMENTAL/README.md, graduation).
+the user's words, so a mode keeps its name when it moves (single-session graduated from EXPERIMENTAL/ in
+issue 23 and kept its name).
 """
 from __future__ import annotations
 
@@ -11,25 +12,19 @@ from pobatch.core.modes.base import RunMode
 from pobatch.core.modes.grid import GridMode
 from pobatch.core.modes.parallel import ParallelMode
 from pobatch.core.modes.sequential import SequentialMode
+from pobatch.core.modes.single_session import SingleSessionMode
 from pobatch.corelib.errors import FatalError
 
-
-def _single_session() -> RunMode:
-    # The one deliberate lazy import: EXPERIMENTAL sits on core, never under it, and a strategy still
-    # being proven costs nothing (not even its import) unless the user chose it by name.
-    from pobatch.experimental.single_session import SingleSessionMode
-
-    return SingleSessionMode()
 
 
 MODES: dict[str, Callable[[], RunMode]] = {
     "sequential": SequentialMode,
     "parallel": ParallelMode,
     "grid": GridMode,
-    "single-session": _single_session,  # EXPERIMENTAL
+    "single-session": SingleSessionMode,
 }
 
-# What --strategy may name: parallel (the same as --parallel) and the opt-in strategies.
+# What --strategy may name: parallel (the same as --parallel) and single-session.
 STRATEGIES: tuple[str, ...] = ("parallel", "single-session")
 
 

@@ -28,7 +28,7 @@ from pobatch.corelib.devtools import DevToolsError, DevToolsLink
 from pobatch.corelib.download_events import DownloadTracker
 from pobatch.corelib.errors import FatalError, TransientError
 from pobatch.corelib.process_reaper import kill_browser_tree
-from pobatch.experimental.single_session.download_router import DownloadRouter
+from pobatch.core.modes.single_session.download_router import DownloadRouter
 
 log = logging.getLogger(__name__)
 

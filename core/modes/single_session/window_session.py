@@ -16,8 +16,8 @@ from pobatch.corelib.browser_session import SessionLifecycle
 from pobatch.corelib.devtools import DevToolsError
 from pobatch.corelib.tasks import Event
 from pobatch.corelib.tree_removal import remove_tree
-from pobatch.experimental.single_session.shared_browser import BrowserGone, SharedBrowser
-from pobatch.experimental.single_session.window_driver import WindowDriver
+from pobatch.core.modes.single_session.shared_browser import BrowserGone, SharedBrowser
+from pobatch.core.modes.single_session.window_driver import WindowDriver
 
 log = logging.getLogger(__name__)
 

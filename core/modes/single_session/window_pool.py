@@ -39,9 +39,9 @@ from pobatch.corelib.profile_manager import open_run_profiles
 from pobatch.corelib.tasks import Event, PoolEvent, Task, TaskResult
 from pobatch.corelib.tree_removal import remove_tree
 from pobatch.corelib.worker_pool import result_from_exception
-from pobatch.experimental.single_session.shared_browser import SharedBrowser
-from pobatch.experimental.single_session.window_session import WindowSession
-from pobatch.experimental.single_session.window_sink import window_download_sink
+from pobatch.core.modes.single_session.shared_browser import SharedBrowser
+from pobatch.core.modes.single_session.window_session import WindowSession
+from pobatch.core.modes.single_session.window_sink import window_download_sink
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +202,7 @@ class WindowPool:
             return
         cfg = self.cfg
         if cfg.job.record:
-            log.warning("--record is not available with the experimental single-session strategy yet: "
+            log.warning("--record is not available with the single-session strategy yet: "
                         "this run is not recorded")
             cfg = self.cfg = dataclasses.replace(cfg, job=dataclasses.replace(cfg.job, record=False),
                                                  browser=dataclasses.replace(cfg.browser, bidi=False))

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pobatch.corelib.download_events import BrowserDownload, DownloadTracker
 from pobatch.corelib.download_sink import EventDownloadSink
-from pobatch.experimental.single_session.shared_browser import BrowserGone
-from pobatch.experimental.single_session.window_session import WindowSession
+from pobatch.core.modes.single_session.shared_browser import BrowserGone
+from pobatch.core.modes.single_session.window_session import WindowSession
 
 
 def window_download_sink(session: WindowSession) -> EventDownloadSink:
