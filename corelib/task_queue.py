@@ -15,12 +15,13 @@ below, in order, through the worker's Outbox.
 from __future__ import annotations
 
 import collections
+import itertools
 import queue
 import threading
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.reduction import ForkingPickler
-from typing import Any
+from typing import Any, Collection
 
 from pobatch.corelib.tasks import Event, Task, TaskResult
 
@@ -105,8 +106,29 @@ class TaskQueue:
         """A task handed to a worker that never started it goes back where it was."""
         self._tasks.appendleft(task)
 
-    def pop(self) -> Task | None:
-        return self._tasks.popleft() if self._tasks else None
+    def pop(self, expected: str | None = None, spoken_for: Collection[str] = ()) -> Task | None:
+        """The next task for a worker: the one it was told comes next if that is still waiting, else
+        the first that no other worker was told comes next, else the first."""
+        if not self._tasks:
+            return None
+        for key in (expected,) if expected else ():
+            for i, task in enumerate(itertools.islice(self._tasks, len(spoken_for) + 8)):
+                if task.key == key:
+                    del self._tasks[i]
+                    return task
+        free = self._first_free(spoken_for)
+        if free is not None:
+            self._tasks.remove(free)
+            return free
+        return self._tasks.popleft()
+
+    def peek_free(self, spoken_for: Collection[str] = ()) -> Task | None:
+        """The first waiting task no worker was told comes next: what a worker may expect after its own."""
+        return self._first_free(spoken_for)
+
+    def _first_free(self, spoken_for: Collection[str]) -> Task | None:
+        # Spoken-for tasks sit at the front (each worker expects one), so the scan is short.
+        return next((t for t in self._tasks if t.key not in spoken_for), None)
 
     def snapshot(self) -> list[Task]:
         return list(self._tasks)

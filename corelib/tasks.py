@@ -22,6 +22,9 @@ class Task:
     key: str
     payload: dict[str, Any] = field(default_factory=dict)
     prior_attempts: int = 0  # attempts already spent (e.g. on a worker that died)
+    # Advisory: the task this worker will most likely be given next, so it can prepare (load its page
+    # ahead). It may still go to another worker; the worker that gets it runs it all the same.
+    up_next: Task | None = None
 
 
 @dataclass

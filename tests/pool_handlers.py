@@ -83,7 +83,8 @@ class ScriptedHandler:
         elif action == "hang_ignore":  # a handler whose abort() does not help
             time.sleep(payload.get("max", 60))
         return TaskResult(task.key, "COMPLETED", data={
-            "pid": os.getpid(), "factory_calls": _factory_calls, "prior_attempts": task.prior_attempts})
+            "pid": os.getpid(), "factory_calls": _factory_calls, "prior_attempts": task.prior_attempts,
+            "up_next": task.up_next.key if task.up_next is not None else None})
 
     def abort(self) -> None:
         self.ctx.emit(Event(action="handler_abort"))

@@ -12,6 +12,7 @@ import time
 import psutil
 import pytest
 
+from pobatch.corelib.task_queue import TaskQueue
 from pobatch.corelib.tasks import Event, Task, TaskResult
 from pobatch.corelib.worker_pool import PoolStopped, WorkerInfo, WorkerLost, WorkerPool, WorkerSpec, WorkerState
 
@@ -91,6 +92,36 @@ def test_a_slow_task_does_not_hold_the_others():
     short_workers = {results[f"short{i}"].worker_id for i in range(10)}
     assert len(short_workers) == 1 and long_worker not in short_workers
     assert max(results[f"short{i}"].finished for i in range(10)) < results["long"].finished
+
+
+def test_the_queue_gives_a_worker_the_task_it_was_told_comes_next():
+    q = TaskQueue()
+    for key in "abcdef":
+        q.put(Task(key))
+    assert q.pop("b", spoken_for={"a"}).key == "b"  # its own, though another's is in front
+    assert q.pop(None, spoken_for={"a"}).key == "c"  # the first no one expects
+    assert q.peek_free({"a", "d"}).key == "e"
+    assert q.pop("gone", spoken_for={"a"}).key == "d"  # its own went elsewhere: the first free one
+    assert [q.pop(None, spoken_for={"a", "e", "f"}).key for _ in range(3)] == ["a", "e", "f"]  # none free: in order
+    assert q.pop() is None and q.peek_free() is None
+
+
+def test_each_worker_is_told_which_task_comes_next_and_gets_it():
+    """Task.up_next: a worker prepares the task it was told comes next (a page loaded ahead), so it
+    must be the one it gets whenever it gets one."""
+    pool = WorkerPool(spec(), 2)
+    for i in range(12):
+        pool.submit(Task(f"t{i:02}", {"do": "sleep", "seconds": 0.05 * (i % 3)}))
+    with pool:
+        results, _, lost = collect(pool)
+    assert not lost and len(results) == 12
+    told = 0
+    for worker in {r.worker_id for r in results.values()}:
+        ran = sorted((r for r in results.values() if r.worker_id == worker), key=lambda r: r.started)
+        for before, after in zip(ran, ran[1:]):
+            assert before.data["up_next"] in (None, after.key), (worker, [r.key for r in ran])
+            told += before.data["up_next"] is not None
+    assert told >= 8  # only near the end of the queue is there nothing left to tell
 
 
 def test_each_worker_builds_its_state_once_and_closes_it(tmp_path):

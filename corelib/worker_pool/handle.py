@@ -45,6 +45,7 @@ class WorkerHandle:
     spawned: float  # monotonic
     ready: bool = False
     task: Task | None = None
+    expects: str | None = None  # the key of the task it was told comes next (Task.up_next)
     task_started: bool = False  # the worker confirmed it began run() on `task`
     since: float = 0.0  # monotonic: when `task` was handed over / started
     last_progress: float = 0.0  # monotonic: the running task's last event (its limit counts from it)

@@ -261,12 +261,18 @@ class PoolManager:
             worker.stop_sent = True
             worker.send(STOP)
             return
-        task = self._pending.pop()
+        # Each worker is told which task will probably come next (Task.up_next: it loads that page
+        # ahead) and is given it when it is free, unless another worker ran out of work first.
+        spoken_for = {w.expects for w in self.live if w is not worker and w.expects}
+        task = self._pending.pop(worker.expects, spoken_for)
         if task is None:
             return
-        if not worker.send(task):
+        following = self._pending.peek_free(spoken_for)
+        sent = dataclasses.replace(task, up_next=dataclasses.replace(following, up_next=None)) if following else task
+        if not worker.send(sent):
             self._pending.put_front(task)
             return
+        worker.expects = following.key if following else None
         worker.task, worker.task_started, worker.since = task, False, time.monotonic()
         worker.last_progress = 0.0
         worker.info.state, worker.info.task_key, worker.info.busy_since = WorkerState.BUSY, task.key, time.time()
