@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from pobatch.corelib.background_tab import TabHidingDriver
 from pobatch.corelib.errors import FatalError
 from pobatch.corelib.profile_lock import live_browsers_on
 
@@ -266,7 +267,7 @@ def start_browser(spec: BrowserSpec, temp_dir: str | None = None):
     if temp_dir:
         env.update(TMPDIR=temp_dir, TMP=temp_dir, TEMP=temp_dir)
     service = service_cls(executable_path=resolution.path, env=env, popen_kw=_away_from_the_console())
-    driver_cls = webdriver.Edge if spec.browser == "edge" else webdriver.Chrome
+    driver_cls = _local_driver_class(spec.browser)
     t0 = time.monotonic()
     try:
         driver = driver_cls(options=opts, service=service)
@@ -295,6 +296,15 @@ def start_browser(spec: BrowserSpec, temp_dir: str | None = None):
     )
     driver.set_page_load_timeout(spec.page_load_timeout)
     return driver
+
+
+def _local_driver_class(browser: str) -> type:
+    """Edge's or Chrome's WebDriver class, able to keep a tab loading ahead out of `window_handles`
+    (corelib/background_tab.py)."""
+    from selenium import webdriver
+
+    base = webdriver.Edge if browser == "edge" else webdriver.Chrome
+    return type(f"TabHiding{base.__name__}", (TabHidingDriver, base), {})
 
 
 def _away_from_the_console() -> dict:

@@ -110,6 +110,19 @@ class DevToolsLink:
             raise DevToolsError(f"{method}: {err.get('message', err)}")
         return answer.get("result", {})
 
+    def send(self, method: str, params: dict[str, Any] | None = None, session_id: str | None = None) -> None:
+        """A call whose answer nobody waits for (one that answers late, as a navigation does once the
+        page has answered); the reader drops the answer."""
+        if self._closed.is_set():
+            raise DevToolsError(f"{method}: the DevTools link is closed")
+        message: dict[str, Any] = {"id": next(self._ids), "method": method, "params": params or {}}
+        if session_id:
+            message["sessionId"] = session_id
+        try:
+            self._ws.send(json.dumps(message))
+        except Exception as exc:  # the socket broke: the browser is gone
+            raise DevToolsError(f"{method}: {type(exc).__name__}: {exc}") from exc
+
     def fence(self, timeout: float | None = None) -> None:
         """Return once every event the browser sent before now has been handled.
 

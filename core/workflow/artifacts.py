@@ -123,7 +123,8 @@ def capture_before_kill(session: BrowserSession, folder: Path, *, started: float
         if driver is None:
             manifest["failed"]["browser"] = "no browser was running"
             return manifest
-        target = _page_target(_debugger_address(driver), timeout)
+        # Not a tab loading the next PO's page ahead (corelib/background_tab.py): the page in front.
+        target = _page_target(_debugger_address(driver), timeout, exclude=getattr(driver, "hidden_tabs", frozenset()))
         manifest["url"], manifest["title"] = target.get("url", ""), target.get("title", "")
         import websocket  # websocket-client, a dependency of selenium
 
@@ -166,7 +167,7 @@ def _debugger_address(driver) -> str:
     raise RuntimeError("the driver reported no DevTools address")
 
 
-def _page_target(address: str, timeout: float) -> dict[str, Any]:
+def _page_target(address: str, timeout: float, exclude: frozenset[str] = frozenset()) -> dict[str, Any]:
     import urllib.request
 
     host, _, port = address.rpartition(":")
@@ -174,7 +175,7 @@ def _page_target(address: str, timeout: float) -> dict[str, Any]:
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never through a proxy
     with opener.open(f"http://{host}:{port}/json/list", timeout=timeout) as resp:
         targets = json.loads(resp.read().decode("utf-8"))
-    pages = [t for t in targets if t.get("type") == "page" and t.get("webSocketDebuggerUrl")]
+    pages = [t for t in targets if t.get("type") == "page" and t.get("webSocketDebuggerUrl") and t.get("id") not in exclude]
     if not pages:
         raise RuntimeError("the browser shows no page")
     url = pages[0]["webSocketDebuggerUrl"]

@@ -1,0 +1,95 @@
+"""Pages ahead, pure logic (issue 23): the hidden tab, which tab is taken, and the pipelined ideal.
+Selenium and DevTools are stand-ins here; the real thing is tests/test_page_ahead.py."""
+from __future__ import annotations
+
+from typing import Any
+
+from benchmarks.run import options_of
+from benchmarks.steps import overlap_seconds, pipelined_seconds
+from pobatch.core.demo_portal.scenario import Scenario
+from pobatch.corelib.background_tab import BackgroundTab, TabHidingDriver
+
+
+class FakeBase:
+    """What Selenium's WebDriver.execute answers for the window list."""
+
+    def __init__(self) -> None:
+        self.handles = ["MAIN"]
+        self.closed: list[str] = []
+        self.current = "MAIN"
+
+    def execute(self, command: str, params: dict[str, Any] | None = None) -> Any:
+        return {"value": list(self.handles)}
+
+
+class FakeDriver(TabHidingDriver, FakeBase):
+    @property
+    def window_handles(self) -> list[str]:
+        from selenium.webdriver.remote.command import Command
+
+        return self.execute(Command.W3C_GET_WINDOW_HANDLES)["value"]
+
+
+class FakeLink:
+    closed = False
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self._n = 0
+
+    def call(self, method: str, params: dict[str, Any] | None = None, **_: Any) -> dict[str, Any]:
+        self.calls.append((method, params or {}))
+        if method == "Target.createTarget":
+            self._n += 1
+            return {"targetId": f"TAB{self._n}"}
+        if method == "Target.attachToTarget":
+            return {"sessionId": f"S-{params['targetId']}"}
+        return {}
+
+    def send(self, method: str, params: dict[str, Any] | None = None, session_id: str | None = None) -> None:
+        self.calls.append((method, {**(params or {}), **({"sessionId": session_id} if session_id else {})}))
+
+
+def test_a_tab_loading_ahead_is_not_in_the_window_list_until_adopted() -> None:
+    from selenium.webdriver.remote.command import Command
+
+    driver, link, tabs = FakeDriver(), FakeLink(), BackgroundTab()
+    tab = tabs.start(driver, link, "http://portal/po/2", "2")
+    driver.handles.append(tab.handle)
+    assert driver.execute(Command.W3C_GET_WINDOW_HANDLES)["value"] == ["MAIN"]
+    assert link.calls == [("Target.createTarget", {"url": "about:blank", "background": True}),
+                          ("Target.attachToTarget", {"targetId": tab.handle, "flatten": True}),
+                          ("Page.navigate", {"url": "http://portal/po/2", "sessionId": f"S-{tab.handle}"})]
+    assert tabs.start(driver, link, "http://portal/po/2", "2") is tab, "the same page is not asked for twice"
+    assert tabs.take(driver, link, "2") is tab and tabs.pending is None
+
+
+def test_a_tab_for_another_po_is_closed_and_one_of_a_dead_browser_is_forgotten() -> None:
+    driver, link, tabs = FakeDriver(), FakeLink(), BackgroundTab()
+    tab = tabs.start(driver, link, "http://portal/po/2", "2")
+    assert tabs.take(driver, link, "3") is None
+    assert link.calls[-1] == ("Target.closeTarget", {"targetId": tab.handle})
+    assert driver.hidden_tabs == frozenset()
+    tabs.start(driver, link, "http://portal/po/4", "4")
+    restarted, calls = FakeDriver(), len(link.calls)
+    assert tabs.take(restarted, link, "4") is None and len(link.calls) == calls, "its browser is gone with it"
+
+
+def test_a_driver_that_cannot_hide_a_tab_gets_none() -> None:
+    link = FakeLink()
+    assert BackgroundTab().start(FakeBase(), link, "http://portal/po/2", "2") is None and not link.calls
+
+
+def test_the_pipelined_ideal_overlaps_each_page_with_the_previous_pos_slowest_file() -> None:
+    s = Scenario.from_dict({"name": "t", "seed": 1, "latency": {"page_ms": 400, "attachment_ms": 150},
+                            "pos": [{"id": str(i), "supplier": "S", "attachments": [
+                                {"name": "a.pdf", "kind": "link", "size": 100}]} for i in (1, 2, 3)]})
+    assert abs(sum(overlap_seconds(s, p.id) for p in s.pos) - 3 * 0.55) < 1e-9
+    assert abs(pipelined_seconds(s) - (3 * 0.4 + 0.15)) < 1e-9  # pages longer than files: files hide behind pages
+
+
+def test_benchmark_configuration_names() -> None:
+    assert options_of("sequential-np") == {"files_at_once": 4, "page_ahead": False}
+    assert options_of("parallel-4-f1") == {"files_at_once": 1, "page_ahead": True, "parallel": True, "workers": 4}
+    assert options_of("single-session-4") == {"files_at_once": 4, "page_ahead": True, "strategy": "single-session",
+                                              "windows": 4}
