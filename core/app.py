@@ -87,6 +87,7 @@ class RunOptions:
     profiles_root: Path | None = None  # where temporary profile clones go (default: system temp)
     grid: str | None = None  # Selenium Grid address: workers hold remote sessions there (implies the pool)
     record: bool = False  # --record: an rrweb session recording of every PO attempt
+    page_ahead: bool = True  # --page-ahead: the next PO's page loads while this PO's files download
     strategy: str | None = None  # --strategy: a name in core/modes/registry.STRATEGIES, e.g. "single-session"
     windows: int = 3  # single-session: windows in the one browser
 
@@ -208,7 +209,7 @@ class MainApp:
                         page_timeout=opts.page_timeout, download_timeout=opts.download_timeout,
                         stall_timeout=opts.stall_timeout, max_attempts=opts.max_attempts,
                         backoff_base=opts.backoff_base, po_timeout=opts.po_timeout, run_id=self.run_id,
-                        record=opts.record, files_at_once=opts.files_at_once)
+                        record=opts.record, page_ahead=opts.page_ahead, files_at_once=opts.files_at_once)
         # First the leftovers of runs that died (their orphaned workers may still be writing), then
         # what they left in this output folder.
         sweep_leftovers(opts.profiles_root)

@@ -134,6 +134,9 @@ def run_options(f=None, *, out_default: str | None = None):
     f = click.option("--on-finish", metavar="CMD", help="A command to run when the run ends (also after a stop "
                      "for sign-in); the results are in POBATCH_* environment variables.")(f)
     f = click.option("--record", is_flag=True, help=RECORD_HELP)(f)
+    f = click.option("--page-ahead/--no-page-ahead", default=True, show_default=True,
+                     help="Load the next PO's page while this PO's files download (one page request in "
+                     "flight beside the downloads).")(f)
     f = click.option("--preflight/--no-preflight", default=True, show_default=True,
                      help="Check with one request that the portal answers before any browser starts.")(f)
     f = browser_options(f)
@@ -203,7 +206,8 @@ def _run(orders: Path, *, verbose: int = 0, local_only: bool = False, **kw):
                       parallel=kw["parallel"], workers=kw["workers"], strategy=kw.get("strategy"),
                       windows=kw.get("windows") or 3,
                       po_timeout=kw["po_timeout"], max_attempts=kw["max_attempts"], local_only=local_only,
-                      grid=kw.get("grid"), record=kw.get("record", False), files_at_once=kw.get("files_at_once", 4),
+                      grid=kw.get("grid"), record=kw.get("record", False), page_ahead=kw.get("page_ahead", True),
+                      files_at_once=kw.get("files_at_once", 4),
                       site_file=Path(kw["site_file"]) if kw.get("site_file") else None,
                       preflight=kw.get("preflight", True))
     try:

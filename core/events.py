@@ -24,6 +24,15 @@ class PoEvent(str, Enum):
     # The browser went to the identity provider and came back signed in, without a person:
     # url = where it came back to, detail = the hosts it passed and how long it took.
     SSO_REFRESH = "sso_refresh"
+    # The next PO's page began loading in a background tab while this PO's files download
+    # (core/workflow/page_ahead.py): url = that page, detail = its PO.
+    PAGE_AHEAD = "page_ahead"
+    # A page loaded ahead did not prove itself (or the session was refreshed since): it is loaded again;
+    # detail says why. A used one is an OPEN whose detail begins "loaded ahead".
+    PAGE_AHEAD_STALE = "page_ahead_stale"
+    # A sign-in page met while a page loaded ahead (the portal may renew its token on every answer):
+    # pages ahead stop for this browser and the PO is tried again.
+    PAGE_AHEAD_OFF = "page_ahead_off"
     POPUP_OPENED = "popup_opened"
     POPUP_CLOSED = "popup_closed"
     PUBLISHED = "published"  # the PO's folder is in place

@@ -56,7 +56,7 @@ class PoHandler:
 
     def run(self, task: Task) -> TaskResult:
         payload = PoTaskPayload.from_dict(task.payload)
-        outcome = self.po_job.process(payload, prior_attempts=task.prior_attempts)
+        outcome = self.po_job.process(payload, prior_attempts=task.prior_attempts, up_next=_up_next(task))
         return outcome_to_result(outcome, self.worker_id)
 
     def abort(self) -> None:
@@ -76,6 +76,18 @@ class PoHandler:
             finally:
                 if self._on_close:
                     self._on_close()
+
+
+def _up_next(task: Task) -> PoTaskPayload | None:
+    """The PO that will probably come next (its page loads ahead); a hint that does not read as a PO
+    is no reason to fail this one."""
+    if task.up_next is None:
+        return None
+    try:
+        return PoTaskPayload.from_dict(task.up_next.payload)
+    except (KeyError, TypeError, ValueError) as exc:
+        log.debug("no page ahead for task %s: %s", task.up_next.key, exc)
+        return None
 
 
 def incoming_dir(job_config: JobConfig, worker_id: str) -> Path:

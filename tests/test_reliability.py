@@ -415,8 +415,9 @@ def test_a_profile_open_in_the_users_browser_is_refused_and_the_browser_survives
 def test_demo_runs_the_scenarios_own_pos_with_the_run_options(tmp_path):
     pos = [{"id": "700001", "supplier": "Own", "attachments": [{"name": "own.pdf", "kind": "link", "size": 2000}]},
            {"id": "700002", "supplier": "Own", "attachments": [{"name": "x.pdf", "kind": "link", "size": 2000}],
-            "faults": {"page": ["http500", "ok"]}}]
-    # one attempt per PO: the portal's truth for 700002 is then FAILED HTTP_500
+            "faults": {"page": ["http500", "http500", "ok"]}}]
+    # one attempt per PO: the portal's truth for 700002 is then FAILED HTTP_500 (twice: a page loaded
+    # ahead that errs is loaded again within the attempt)
     scenario = write_scenario(tmp_path / "s.json", pos, client_max_attempts=1)
     out = tmp_path / "demo"
     res = cli("demo", "--scenario", str(scenario), "--out", str(out), "--browser", "chromium",
@@ -461,7 +462,7 @@ def test_a_timed_out_attempt_is_captured_before_its_browser_is_killed(tmp_path, 
     [folder] = (out / ".pobatch" / "artifacts").glob("*/720001-a1")
     manifest = json.loads((folder / "capture.json").read_text())
     for name in ("screenshot.png", "page.html", "console.log"):
-        assert (folder / name).is_file() and (folder / name).stat().st_size > 0, (name, manifest)
+        assert (folder / name).is_file() and (folder / name).stat().st_size > 0, (name, json.dumps(manifest))
     assert (folder / "screenshot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     said = res.stdout + res.stderr  # the console's log lines go to stdout
     assert "Retrying" not in said and "Connection refused" not in said, said[-3000:]

@@ -178,10 +178,15 @@ def test_an_identity_provider_that_asks_for_a_password_stops_the_run(tmp_path_fa
         summary = run(portal, profile, tmp_path, pos)
         assert summary.exit_code == EXIT_LOGIN
         assert "password field" in summary.message, summary.message
-        assert [po for po in pos if summary.outcomes[po].status is Status.COMPLETED] == pos[:3]
+        # The wall comes with the fourth PO page asked for. That is the fourth PO's own page, or, when it
+        # loads ahead while the third PO's files download, those files meet the wall: the third is then
+        # kept for the next run too (its sign-in page is looked at twice: pages ahead stop and it is
+        # tried again, to tell a token race from a session that ended).
+        done = [po for po in pos if summary.outcomes[po].status is Status.COMPLETED]
+        assert done in (pos[:2], pos[:3]), done
         # the PO that met the wall is kept for the next run, as every PO after it
-        assert {summary.outcomes[po].status for po in pos[3:]} == {Status.PENDING}
-        assert summary.outcomes[pos[3]].reason == "LOGIN_REQUIRED"
+        assert {summary.outcomes[po].status for po in pos[len(done):]} == {Status.PENDING}
+        assert summary.outcomes[pos[len(done)]].reason == "LOGIN_REQUIRED"
 
 
 # -------------------------------------------------------------------- sub-resources that never load

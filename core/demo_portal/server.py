@@ -938,6 +938,16 @@ class DemoPortal:
         with self._lock:
             return self._sso_ends
 
+    def end_sessions(self) -> None:
+        """End every session now, as the portal's own single-sign-on refresh does: the next request of
+        each goes through the identity provider (a scenario with session.sso_refresh_every only)."""
+        if self.scenario.session.sso_refresh_every is None:
+            raise ValueError("end_sessions: the scenario has no single-sign-on refresh (session.sso_refresh_every)")
+        with self._lock:
+            self._sso_state.epoch += 1
+            self._sso_state.answered = 0
+            self._sso_ends += 1
+
     def sso_redirects(self) -> int:
         """Requests answered with a 302 to the identity provider because their session had ended."""
         with self._lock:

@@ -1,6 +1,7 @@
 """Sequential mode: one in-process handler, one PO after another."""
 from __future__ import annotations
 
+import dataclasses
 from typing import Iterator
 
 from pobatch.core.modes.base import RunPlan
@@ -16,8 +17,9 @@ class SequentialMode:
         events: list[Event] = []
         handler = sequential_handler(plan.worker, events.append)
         try:
-            for task in plan.tasks:
-                result = handler.run(task)
+            for task, following in zip(plan.tasks, [*plan.tasks[1:], None]):
+                # The PO after this one is known: its page loads while this one's files download.
+                result = handler.run(dataclasses.replace(task, up_next=following) if following else task)
                 yield from events
                 events.clear()
                 yield result

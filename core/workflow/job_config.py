@@ -26,6 +26,7 @@ class JobConfig:
     backoff_max: float = 30.0
     run_id: str = ""  # names the folder of failure artifacts
     record: bool = False  # --record: rrweb in every window, one recording per attempt
+    page_ahead: bool = True  # --page-ahead: the next PO's page loads while this PO's files download
 
     @property
     def workspace(self) -> Workspace:

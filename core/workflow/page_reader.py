@@ -57,6 +57,7 @@ class PageReader:
         self._probe_cfg = site.page_probe_config(base_url)
         self._expects: dict[str, dict[str, Any]] = {}  # URL -> what its page must prove
         self._selectors_checked = False
+        self.sign_ins = 0  # single-sign-on refreshes this browser has passed: a page asked for before is stale
 
     def new_attempt(self) -> None:
         """What each page of an attempt must prove is the attempt's own (reloads within it reuse it)."""
@@ -70,8 +71,7 @@ class PageReader:
         `expect` is what the page must prove; a reload of a page already opened reuses it."""
         from selenium.common.exceptions import TimeoutException
 
-        expect = self._expects.setdefault(url, expect) if expect is not None else self._expects.get(url)
-
+        expect = self._remember(url, expect)
         if self.recorder:
             self.recorder.before_navigation(driver)  # a navigation ends the page's recording buffer
         self.progress.wait_for(Waiting.PAGE)
@@ -111,18 +111,26 @@ class PageReader:
                                  "run 'pobatch check' to see what it shows", reason="UNRECOGNISED_PAGE")
         return probe
 
+    def _remember(self, url: str, expect: dict[str, Any] | None) -> dict[str, Any] | None:
+        return self._expects.setdefault(url, expect) if expect is not None else self._expects.get(url)
+
+    def judge_adopted(self, driver: Any, url: str, expect: dict[str, Any] | None, timeout: float) -> PageProbe:
+        """The state of the page a background tab loaded for `url`, now the driver's window, polled as
+        a page just opened is (core/workflow/page_ahead.py decides whether it can be used)."""
+        expect = self._remember(url, expect)
+        self.progress.wait_for(Waiting.PAGE)
+        probe = self.wait_state(driver, expect, timeout=timeout)
+        if not probe.may_pass_through:
+            self._note_refresh_within_load(probe)
+        return probe
+
     def arrive(self, driver: Any, url: str, expect: dict[str, Any] | None) -> PageProbe:
         """The state of the page just opened; a single-sign-on refresh on the way is followed back
         (core/workflow/sign_in_bounce.py), and the page is opened once more if the portal came back
         to another of its pages."""
         probe = self.wait_state(driver, expect)
         if not probe.may_pass_through:
-            passed = urlsplit(probe.referrer).netloc.lower()
-            if passed and passed != self.site.host_of(self.base_url):
-                # The refresh passed inside the navigation (the browser's own redirects and forms):
-                # only the page it came from tells.
-                self.event(PoEvent.SSO_REFRESH, url=probe.url, outcome=probe.state,
-                           detail=f"through {passed}, within the page load")
+            self._note_refresh_within_load(probe)
             return probe
         self.progress.wait_for(Waiting.SIGN_IN_REDIRECT)
         bounce = sign_in_bounce.follow(driver, probe, lambda: self.wait_state(driver, expect),
@@ -130,6 +138,7 @@ class PageReader:
         probe = bounce.probe
         if not bounce.came_back:
             return probe
+        self.sign_ins += 1
         if expect is not None and probe.state == PageState.UNRECOGNISED and not probe.identity.get("url_ok", True):
             # Back from the identity provider on the portal's home page, not on this one: once more.
             driver.get(url)
@@ -140,6 +149,15 @@ class PageReader:
                  bounce.seconds)
         self.progress.wait_for(Waiting.PAGE)
         return probe
+
+    def _note_refresh_within_load(self, probe: PageProbe) -> None:
+        """A refresh that passed inside the navigation (the browser's own redirects and forms): only
+        the page it came from tells."""
+        passed = urlsplit(probe.referrer).netloc.lower()
+        if passed and passed != self.site.host_of(self.base_url):
+            self.sign_ins += 1
+            self.event(PoEvent.SSO_REFRESH, url=probe.url, outcome=probe.state,
+                       detail=f"through {passed}, within the page load")
 
     def look(self, driver: Any, url: str, expect: dict[str, Any] | None) -> PageProbe:
         """Open a page and say what it shows, acting on nothing (pobatch check)."""
@@ -158,8 +176,9 @@ class PageReader:
         `download_began`; the caller then restores its page)."""
         seen = self._probe(driver, None)
         if seen.may_pass_through:  # perhaps a refresh on the way to the file: follow it
-            seen = sign_in_bounce.follow(driver, seen, lambda: self._probe(driver, None),
-                                         self.site.host_of(self.base_url), ended_in_download=download_began).probe
+            bounce = sign_in_bounce.follow(driver, seen, lambda: self._probe(driver, None),
+                                           self.site.host_of(self.base_url), ended_in_download=download_began)
+            seen, self.sign_ins = bounce.probe, self.sign_ins + bounce.came_back
         if seen.state == PageState.LOGIN:
             raise LoginRequiredError(f"The portal asked for a sign-in while downloading ({seen.evidence}).")
         if seen.state in ERROR_STATES:
@@ -185,10 +204,10 @@ class PageReader:
             log.debug("probe during a navigation: %s", exc)
             return PageProbe(PageState.LOADING, f"the page was being replaced ({str(exc).splitlines()[0][:100]})")
 
-    def wait_state(self, driver: Any, expect: dict[str, Any] | None) -> PageProbe:
+    def wait_state(self, driver: Any, expect: dict[str, Any] | None, timeout: float | None = None) -> PageProbe:
         """Poll the page until it shows a known state. A page that proves nothing is looked at again
         for a short grace (a script may still be drawing it) before it counts as unrecognised."""
-        deadline = time.monotonic() + self.page_timeout
+        deadline = time.monotonic() + (self.page_timeout if timeout is None else timeout)
         grace_end = 0.0
         backoff = Backoff(first=0.005)
         while True:

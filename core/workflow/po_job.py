@@ -25,6 +25,7 @@ from pobatch.core.workflow.attachments import Collector, PageResult
 from pobatch.core.workflow.download_batch import BatchCollector
 from pobatch.core.workflow.download_one_by_one import OneByOneCollector
 from pobatch.core.workflow.job_config import JobConfig
+from pobatch.core.workflow.page_ahead import PageAhead
 from pobatch.core.workflow.page_probes import REQUISITION_JS, PageProbe, PageState, Settle
 from pobatch.core.workflow.page_reader import PageReader
 from pobatch.core.workflow.po_task import PoTaskPayload
@@ -102,10 +103,19 @@ class PoJob:
         else:
             self.collector = OneByOneCollector(session, self.sink, config, self.pages)
         self.publisher = Publisher(config, self.event)
+        # The next PO's page loads ahead where this browser's DevTools link is ours (a local browser);
+        # a recording needs every page opened in its window (BiDi preload scripts), so not then.
+        self.ahead = PageAhead(self.pages, lambda: self.sink.tracker.link,
+                               enabled=config.page_ahead and not config.record and isinstance(self.sink, EventDownloadSink))
+        self._up_next: PoTaskPayload | None = None
 
     # -- the attempt loop -------------------------------------------------------------------------
-    def process(self, payload: PoTaskPayload, prior_attempts: int = 0) -> PoOutcome:
+    def process(self, payload: PoTaskPayload, prior_attempts: int = 0,
+                up_next: PoTaskPayload | None = None) -> PoOutcome:
+        """Every attempt at one PO until it has an answer; `up_next` is the PO that will probably come
+        next, whose page loads ahead while this one's files download."""
         policy = self.config.retry
+        self._up_next = up_next
         started = time.time()
         attempt = prior_attempts
         while True:
@@ -138,6 +148,9 @@ class PoJob:
                 self.event(PoEvent.ATTEMPT_END, outcome="error", detail=f"{reason}: {exc}"[:500])
                 log.info("PO %s attempt %d failed (%s, %s): %s", payload.po_number, attempt, err_class.value,
                          reason, str(exc).splitlines()[0] if str(exc) else "")
+                if err_class is ErrorClass.LOGIN and policy.should_retry(ErrorClass.TRANSIENT, attempt) and \
+                        self.session.started and self.ahead.sign_in_may_be_a_race(self.session.driver):
+                    err_class, reason = ErrorClass.TRANSIENT, "SIGN_IN_RACE"
                 if err_class is ErrorClass.LOGIN:
                     return self._final(payload, Status.LOGIN_REQUIRED, reason, str(exc), attempt, started)
                 if err_class is ErrorClass.FATAL and not isinstance(exc, PobatchError):
@@ -187,16 +200,19 @@ class PoJob:
         url = self._url(payload)
         self.event(PoEvent.ATTEMPT_START, url=url)
         self.pages.new_attempt()
+        self.ahead.new_attempt()
         self.collector.hold(frozenset(h["identity"] for h in payload.held if h.get("intact") and h.get("identity")))
         self.throttle.wait()  # another worker may have been told to slow down
-        probe = self.pages.open(driver, url, self.site.expectation("po", self.site.po_id(payload.po_number),
-                                                                   self.config.base_url))
+        probe = self.ahead.open(driver, url, self.site.expectation("po", self.site.po_id(payload.po_number),
+                                                                   self.config.base_url), key=payload.po_number)
         if probe.state in (PageState.NOT_FOUND, PageState.NOT_AUTHORIZED):
             reason = "NOT_AUTHORIZED" if probe.state == PageState.NOT_AUTHORIZED else ""
             return self._publish(payload, Status.PO_NOT_FOUND, PageResult(reason=reason), url, attempt, 0)
         self.pages.check_selectors(driver)
         self.pages.await_attachments(driver, probe)
         self.pages.stop_loading(driver)
+        if self._up_next is not None:  # judged: from here on the page is only clicked
+            self.ahead.start(driver, self._url(self._up_next), self._up_next.po_number)
         page = self.collector.collect(url, files_dir, source="po")
         self.pages.confirm_settled(self.session.driver, page.found)
         if page.found == 0:
