@@ -19,8 +19,10 @@ LABELS = {"sequential": "pobatch sequential", "parallel-1": "pobatch parallel, 1
           "parallel-2": "pobatch parallel, 2 workers", "parallel-4": "pobatch parallel, 4 workers",
           "parallel-auto": "pobatch parallel, auto", "naive": "naive script (sleep per file)",
           "lean": "lean Selenium loop (no checks)"}
-LABELS.update({f"{k}-f1": f"{v}, files-at-once 1" for k, v in list(LABELS.items()) if k.startswith(("seq", "par"))})
-IN_PROCESS = ("sequential", "sequential-f1", "naive", "lean")  # driven from the benchmark process itself
+LABELS.update({f"{k}-f1": f"{v}, files-at-once 1" for k, v in list(LABELS.items()) if k.startswith(("seq", "par"))}
+              | {f"{k}-np": f"{v}, no pages ahead" for k, v in list(LABELS.items()) if k.startswith(("seq", "par"))}
+              | {"single-session-4": "pobatch single-session, 4 windows"})
+IN_PROCESS = ("sequential", "sequential-f1", "sequential-np", "naive", "lean", "single-session-4")  # driven from the benchmark process itself
 TABLE_HEADER = ("| Run | N | Wall s (min–max) | POs/min | × sequential | × naive | Efficiency | "
                 "Efficiency vs overlap | Overhead/PO ms | In-attempt overhead/PO ms | Worker ready s | "
                 "Browser USS MB | Browser PSS MB | Worker PSS MB | Worker Python USS MB | CPU % (ours) | "
@@ -72,6 +74,12 @@ def overlap_ideal_seconds(data: dict[str, Any], n: int) -> float | None:
     """The same with a PO's files at once: per PO its page plus its slowest file (popup page included)."""
     overlap = data["scenario"].get("overlap_seconds")
     return None if overlap is None else overlap / n + data["worker_start"]["median_total"]
+
+
+def pipelined_ideal_seconds(data: dict[str, Any], n: int) -> float | None:
+    """The same with each PO's page loading while the previous PO's files download (issue 23)."""
+    pipelined = data["scenario"].get("pipelined_seconds")
+    return None if pipelined is None else pipelined / n + data["worker_start"]["median_total"]
 
 
 def summarize(data: dict[str, Any]) -> list[Row]:
@@ -134,6 +142,14 @@ def ideal_rows(data: dict[str, Any], rows: list[Row]) -> list[Row]:
             if "naive" in by_key:
                 o.vs_naive = by_key["naive"].wall / overlap
             out.append(o)
+        pipelined = pipelined_ideal_seconds(data, n)
+        if pipelined:
+            p = Row(key=f"pipelined-ideal-{n}", label=f"pipelined ideal, N={n}", n=n, wall=pipelined,
+                    wall_min=pipelined, wall_max=pipelined, efficiency=wall / pipelined, overhead_ms=0.0,
+                    overlap_efficiency=(overlap or pipelined) / pipelined, ready_s=data["worker_start"]["median_total"])
+            if "sequential" in by_key:
+                p.vs_seq = by_key["sequential"].wall / pipelined
+            out.append(p)
     return out
 
 
@@ -301,6 +317,37 @@ def _clone_lines(c: dict[str, Any] | None) -> list[str]:
     ]
 
 
+def _targets_23(data: dict[str, Any], rows: list[Row]) -> list[str]:
+    """Pages ahead and single-session at N=4 (issue 23), against this invocation's own runs."""
+    by_key = {r.key: r for r in rows}
+    out = []
+
+    def verdict(ok: bool) -> str:
+        return "**met**" if ok else "**missed**"
+
+    for key, limit in (("sequential", 1.1), ("parallel-2", 1.2)):
+        r = by_key.get(key)
+        overlap, pipelined = (overlap_ideal_seconds(data, r.n), pipelined_ideal_seconds(data, r.n)) if r else (None, None)
+        if r and overlap and pipelined:
+            out.append(f"- {r.label} within {limit}× its overlap ideal ({overlap:.1f} s): {r.wall:.1f} s = "
+                       f"{r.wall / overlap:.2f}× – {verdict(r.wall <= limit * overlap)}; against the pipelined ideal "
+                       f"({pipelined:.1f} s): {r.wall / pipelined:.2f}× (the aim beyond issue 23: 1.3×).")
+        before = by_key.get(f"{key}-np")
+        if r and before:
+            out.append(f"  Pages ahead vs none, the same run: {before.wall:.1f} s → {r.wall:.1f} s "
+                       f"({before.wall / r.wall:.2f}× as fast).")
+    ss, p4 = by_key.get("single-session-4"), by_key.get("parallel-4")
+    if ss and p4:
+        p4_before = by_key.get("parallel-4-np", p4)
+        out.append(f"- Single-session, 4 windows, at least as fast as parallel 4 without pages ahead (the issue's "
+                   f"\"today\"): {ss.wall:.1f} s vs {p4_before.wall:.1f} s – {verdict(ss.wall <= p4_before.wall_max)}; "
+                   f"with pages ahead parallel 4 took {p4.wall:.1f} s.")
+        if ss.worker_pss and p4.worker_pss:
+            out.append(f"  Memory (PSS of browsers and their Python, peak): single-session {ss.worker_pss:.0f} MB, "
+                       f"parallel 4 {p4.worker_pss:.0f} MB ({ss.worker_pss / p4.worker_pss:.2f}×).")
+    return out or ["- not measured in this invocation (it needs sequential, parallel-2 or single-session-4)."]
+
+
 def render_markdown(data: dict[str, Any]) -> str:
     m, q, s, sc = data["machine"], data["quiet"], data["settings"], data["scenario"]
     rows = summarize(data)
@@ -345,6 +392,8 @@ def render_markdown(data: dict[str, Any]) -> str:
         "",
         *_targets_15(data, rows),
         "",
+        *(["### Targets (issue 23: pages ahead, single-session at 4)", "", *_targets_23(data, rows), ""]
+          if name == "benchmark" else []),
         "### Where the time of a PO goes",
         "",
         "Client overhead per PO in ms, from the run store's events (portal latency removed; mean per PO, "
@@ -375,6 +424,10 @@ def render_markdown(data: dict[str, Any]) -> str:
         "latency plus its slowest file (a popup's file with its popup page), ÷ N, plus one worker start. Its "
         "Efficiency column is serial ideal ÷ overlap ideal (how much overlapping can gain at most).  **Efficiency "
         "vs overlap**: overlap ideal(N) ÷ wall.",
+        "- **Pipelined ideal, N**: the same with each PO's page loading while the previous PO's files download "
+        "(`--page-ahead`): per PO the longer of its page latency and the previous PO's slowest file, plus the "
+        "last PO's slowest file, ÷ N, plus one worker start. Its Efficiency column is serial ideal ÷ pipelined "
+        "ideal, its Efficiency vs overlap overlap ideal ÷ pipelined ideal.",
         "- **Worker PSS**: peak of one worker's browser PSS plus the PSS of the Python process driving it: "
         "what one more worker costs the machine (PSS splits shared pages between the processes sharing them).",
         "- **Overhead/PO**: (wall − ideal(N)) × N ÷ POs: worker time per PO beyond the portal's latency, so for "

@@ -28,6 +28,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from benchmarks.clone_time import (
     CloneMeasurement,
@@ -39,7 +40,7 @@ from benchmarks.machine import QuietCheck, current_load, machine_info, wait_for_
 from benchmarks.memory import MemorySampler, TreePeak
 from benchmarks.naive_baseline import run_naive
 from benchmarks.report import render_markdown, write_between_markers
-from benchmarks.steps import overlap_seconds, portal_seconds, read_timeline, step_timings
+from benchmarks.steps import overlap_seconds, pipelined_seconds, portal_seconds, read_timeline, step_timings
 from pobatch.core.app import MainApp, RunOptions
 from pobatch.core.demo_portal import DemoPortal, generate_scenario
 from pobatch.core.login import prepare_demo_profile
@@ -54,8 +55,11 @@ log = logging.getLogger("benchmarks")
 
 REPO = Path(__file__).resolve().parent.parent
 # "-f1": the same with --files-at-once 1 (a PO's files one after another, as before issue 15).
-POBATCH_CONFIGS = ("sequential", "sequential-f1", "parallel-1", "parallel-2", "parallel-2-f1", "parallel-4",
-                   "parallel-4-f1", "parallel-auto")
+# "-np": the same with --no-page-ahead (each PO's page loaded after the last PO's files, as before issue 23).
+# "single-session-N": --strategy single-session --windows N.
+POBATCH_CONFIGS = ("sequential", "sequential-np", "sequential-f1", "parallel-1", "parallel-2", "parallel-2-np",
+                   "parallel-2-f1", "parallel-4", "parallel-4-np", "parallel-4-f1", "parallel-auto",
+                   "single-session-4")
 BASELINES = ("naive", "lean")
 ALL_CONFIGS = (*POBATCH_CONFIGS, *BASELINES)
 
@@ -137,23 +141,26 @@ class Context:
 
 
 # -- one run of each kind ---------------------------------------------------------------------------
-def _workers_of(config: str) -> tuple[bool, int | None, int]:
-    """(parallel, workers or None for auto, files at once) of a configuration name."""
-    files_at_once = 1 if config.endswith("-f1") else 4
-    config = config.removesuffix("-f1")
-    if config == "sequential":
-        return False, None, files_at_once
-    n = config.split("-", 1)[1]
-    return True, None if n == "auto" else int(n), files_at_once
+def options_of(config: str) -> dict[str, Any]:
+    """The RunOptions fields a configuration name sets (see POBATCH_CONFIGS)."""
+    opts: dict[str, Any] = {"files_at_once": 1 if config.endswith("-f1") else 4,
+                            "page_ahead": not config.endswith("-np")}
+    base = config.removesuffix("-f1").removesuffix("-np")
+    if base.startswith("single-session-"):
+        return {**opts, "strategy": "single-session", "windows": int(base.rsplit("-", 1)[1])}
+    if base == "sequential":
+        return opts
+    n = base.split("-", 1)[1]
+    return {**opts, "parallel": True, "workers": None if n == "auto" else int(n)}
 
 
 def run_pobatch(ctx: Context, config: str, rnd: int) -> RunResult:
-
-    parallel, workers, files_at_once = _workers_of(config)
+    shape = options_of(config)
+    files_at_once = shape["files_at_once"]
     out = ctx.work / "out" / f"{config}-{rnd}"
     opts = RunOptions(orders=ctx.orders, out=out, site="demo", base_url=ctx.portal.base_url, browser="chromium",
-                      profile=ctx.profile, parallel=parallel, workers=workers, local_only=True,
-                      profiles_root=ctx.work / "profiles", po_timeout=120.0, files_at_once=files_at_once)
+                      profile=ctx.profile, local_only=True, profiles_root=ctx.work / "profiles", po_timeout=120.0,
+                      **shape)
     ctx.portal.reset()
     sampler = MemorySampler([ctx.work]).start()
     started_wall = time.time()
@@ -335,6 +342,7 @@ def benchmark(settings: Settings, work: Path, quiet: QuietCheck) -> dict:
             "kinds": sorted({e.spec.kind for e in entries}),
             "portal_seconds": sum(portal_seconds(scenario, p.id) for p in scenario.pos),
             "overlap_seconds": sum(overlap_seconds(scenario, p.id) for p in scenario.pos),
+            "pipelined_seconds": pipelined_seconds(scenario),
         },
         "auto_workers": list(auto_workers(len(scenario.pos))),
         "worker_start": {"clone_seconds": start.clone_seconds, "browser_seconds": start.browser_seconds,
