@@ -16,7 +16,7 @@ from typing import Iterator
 from pobatch.core.modes.base import RunPlan, attempt_budget
 from pobatch.core.worker_notes import BrowserWorkerNotes
 from pobatch.core.workspace import Workspace
-from pobatch.corelib.autoscale import auto_workers
+from pobatch.corelib.autoscale import auto_workers, windows_instead
 from pobatch.corelib.browser_session import TEMP_PREFIX
 from pobatch.corelib.errors import FatalError
 from pobatch.corelib.grid import delete_session
@@ -68,6 +68,12 @@ class ParallelMode:
         if workers is None:
             workers, why = auto_workers(len(plan.tasks))
             log.info("--workers auto: %d (%s)", workers, why)
+            instead = windows_instead(len(plan.tasks))
+            if instead is not None:
+                windows, reason = instead
+                log.warning("Memory, not the CPU, limits this run to %d browser(s): %s. '--strategy single-session "
+                            "--windows %d' would work on %d POs at once in one browser.", workers, reason, windows,
+                            windows)
         yield from run_pool(plan, workers, "pobatch.core.po_worker:make_handler")
 
 
