@@ -144,9 +144,12 @@ class RunLog:
             self.line(time.time(), "main", "", 0, "run_end", None, f"exit {summary.exit_code}",
                       f"{counts}" + (f"; {summary.message}" if summary.message else ""))
         with self._lock:
-            if self._file is not None:
-                self._file.close()
-                self._file = None
+            file, self._file = self._file, None
+        if file is not None:
+            try:
+                file.close()
+            except OSError:  # the last lines did not fit (a full disk): the run's own answer stands
+                pass
 
     def crash(self, exc: BaseException) -> None:
         """What stopped the run when it did not finish by itself, with its traceback."""
