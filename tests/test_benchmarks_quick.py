@@ -196,3 +196,14 @@ def test_long_soak_figures():
     assert [within for _t, _m, within in run.verdicts()] == [True, False, False, False]
     assert run.end_s == 11.0 and not run.correct
 
+
+def test_run_is_the_one_entry(capsys):
+    """`python -m benchmarks.run long-soak ...` is `python -m benchmarks.long_soak ...` (and so for each
+    section another module writes)."""
+    from benchmarks import run
+
+    for name, module in run.SECTIONS.items():
+        with pytest.raises(SystemExit) as stop:
+            run.main([name, "--help"])
+        assert stop.value.code == 0
+        assert f"python -m {module}" in capsys.readouterr().out
