@@ -364,20 +364,17 @@ def figures(run: LongSoakRun, samples: list[Sample], tasks: dict[str, dict[str, 
 
 # -- one run ----------------------------------------------------------------------------------------
 def _stop(proc: subprocess.Popen) -> None:
-    """pobatch is asked to stop as Ctrl-C would (it closes its browsers); killed with its tree if it
-    has not within a minute."""
+    """When the benchmark stops early (Ctrl-C): pobatch, in a session of its own so that the terminal's
+    Ctrl-C reaches only this process, is asked once to stop as a Ctrl-C would (it closes its browsers),
+    and killed with its whole tree if it has not within a minute."""
     if proc.poll() is not None:
         return
     family = tree_of(proc.pid)
-    try:
-        proc.wait(timeout=30)  # a Ctrl-C in the terminal reached it too: let it finish closing
-        return
-    except subprocess.TimeoutExpired:
-        pass
     proc.send_signal(signal.SIGINT)
     try:
-        proc.wait(timeout=30)
+        proc.wait(timeout=60)
     except subprocess.TimeoutExpired:
+        log.warning("pobatch did not stop within 60 s of a Ctrl-C: killing its %d processes", len(family))
         kill_and_wait([*family, *tree_of(proc.pid)], time.monotonic() + 15)
 
 
@@ -393,7 +390,7 @@ def run_mode(mode: str, scenario: Scenario, portal: DemoPortal, profile: Path, o
     log.info("%s: %d POs", mode, len(scenario.pos))
     started, t0 = time.time(), time.monotonic()
     with open(console, "wb") as sink:
-        proc = subprocess.Popen(cmd, env=env, stdout=sink, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             with SoakSampler(proc.pid, sample_s, store, mode, len(scenario.pos)) as sampler:
                 proc.wait()
