@@ -5,8 +5,9 @@ browser with 4 windows, `--strategy single-session`) this runs one such batch an
 after warm-up (at most 10% growth), POs/min in each tenth of the run within 10% of the first tenth,
 the results workbook and the HTML report written within 10 s of the last PO's result, no PO lost and
 none fetched twice, and every PO its scenario's truth. The figures, with "within" or "beyond" for
-each target, go between the `long-soak` markers of BENCHMARKS.md. Not in CI: a full run takes about
-an hour per mode (see BENCHMARKS.md); `--quick` (40 POs, a sample a second) keeps it working
+each target, go between the `long-soak` markers of BENCHMARKS.md. Not in CI: a full run takes an
+estimated 35 to 55 minutes per mode on the 2-core reference machine (from a 300-PO run at about 190
+POs/min on a busy machine); `--quick` (40 POs, a sample a second) keeps it working
 (tests/test_benchmarks_quick.py), its numbers mean nothing.
 
 The scenario (long_soak_scenario): generated like the other benchmarks' (generate_scenario), with low
