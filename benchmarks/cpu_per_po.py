@@ -21,7 +21,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import Any
 import psutil
 
 from benchmarks.machine import machine_info, wait_for_quiet
+from benchmarks.process_tree import PeriodicTreeSampler, kind_of
 from benchmarks.report import machine_words, section_head, write_between_markers
 from pobatch.core.demo_portal import DemoPortal, generate_scenario
 from pobatch.core.login import prepare_demo_profile
@@ -61,57 +61,22 @@ class CpuRun:
         return self.total_cpu / self.pos
 
 
-def kind_of(proc: psutil.Process) -> str:
-    """Who a process of the tree is: pobatch's Python, the driver, or a browser process by its --type."""
-    try:
-        name = proc.name().lower()
-        cmd = proc.cmdline()
-    except psutil.Error:
-        return "gone"
-    if "python" in name:
-        return "pobatch"
-    if "driver" in name:
-        return "driver"
-    for arg in cmd:
-        if arg.startswith("--type="):
-            kind = arg.split("=", 1)[1]
-            return "browser: " + ("utility" if kind == "utility" else kind)
-    return "browser: main"
-
-
-class TreeSampler:
+class TreeSampler(PeriodicTreeSampler):
     """Every SAMPLE_S, the last CPU time of every process under `root`, by (pid, create time)."""
 
     def __init__(self, root: int) -> None:
-        self.root = root
+        super().__init__(root, SAMPLE_S)
         self.last: dict[tuple[int, float], tuple[str, float]] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="cpu-sampler", daemon=True)
 
-    def __enter__(self) -> "TreeSampler":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
+    def sample(self, procs: list[psutil.Process]) -> None:
+        for p in procs:
             try:
-                root = psutil.Process(self.root)
-                procs = [root, *root.children(recursive=True)]
+                key = (p.pid, p.create_time())
+                t = p.cpu_times()
+                kind = self.last[key][0] if key in self.last else kind_of(p)
+                self.last[key] = (kind, t.user + t.system)
             except psutil.Error:
-                procs = []
-            for p in procs:
-                try:
-                    key = (p.pid, p.create_time())
-                    t = p.cpu_times()
-                    kind = self.last[key][0] if key in self.last else kind_of(p)
-                    self.last[key] = (kind, t.user + t.system)
-                except psutil.Error:
-                    continue
-            self._stop.wait(SAMPLE_S)
+                continue
 
     def by_kind(self) -> dict[str, float]:
         out: dict[str, float] = {}

@@ -12,12 +12,17 @@ plus one worker start.
 --quick is a tiny version (a few POs, short latencies, one run) that CI runs to keep this working;
 its numbers mean nothing. A full run first waits for a quiet machine (other programs' browsers
 would spoil the timings) and says in the output how quiet it was.
+
+The benchmarks with a section of their own in BENCHMARKS.md are their own modules, reached from here
+too, so that this stays the one entry: `python -m benchmarks.run SECTION [its options]` is
+`python -m benchmarks.<module> [its options]` (SECTIONS below; `--help` after the name lists them).
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import hashlib
+import importlib
 import json
 import logging
 import os
@@ -89,6 +94,9 @@ SLOW_FILES = Settings(name="slow-files", count=20, attachments_per_po=(4, 4), pa
                       configs=("sequential", "sequential-f1", "parallel-2", "parallel-2-f1", "parallel-4",
                                "parallel-4-f1"), extras=False)
 SCENARIOS = {"benchmark": Settings(), "slow-files": SLOW_FILES}
+# The sections other modules write (each between its own markers): `benchmarks.run NAME ...` runs that module.
+SECTIONS = {"soak": "benchmarks.soak", "refresh": "benchmarks.refresh", "cpu-per-po": "benchmarks.cpu_per_po",
+            "long-soak": "benchmarks.long_soak"}
 
 
 @dataclass
@@ -378,7 +386,13 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in SECTIONS:  # another section's benchmark, with its own options
+        return importlib.import_module(SECTIONS[argv[0]]).main(argv[1:])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="sections of their own, each with its own options:\n  python -m benchmarks.run "
+                                + "{" + ",".join(SECTIONS) + "} ...  (e.g. long-soak --help)")
     p.add_argument("--quick", action="store_true", help="a tiny version for CI (seconds, numbers meaningless)")
     p.add_argument("--out", type=Path, help="Markdown file whose generated section is (re)written "
                    "(default: BENCHMARKS.md for a full run, none for --quick)")

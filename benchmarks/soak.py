@@ -22,15 +22,16 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from benchmarks.machine import machine_info, wait_for_quiet
 from benchmarks.report import machine_words, section_head, write_between_markers
 from benchmarks.soak_scenario import soak_scenario
-from pobatch.core.app import MainApp, RunOptions, RunSummary
+from pobatch.core.app import MainApp, RunOptions
 from pobatch.core.demo_portal import DemoPortal
 from pobatch.core.events import PoEvent
 from pobatch.core.login import prepare_demo_profile
+from pobatch.core.results import PoOutcome
 from pobatch.corelib.store import RunStore
 
 log = logging.getLogger("benchmarks.soak")
@@ -63,15 +64,16 @@ class SoakRun:
     message: str = ""  # the run's own last words (a stop for a sign-in names its evidence)
 
 
-def check_truth(summary: RunSummary, portal: DemoPortal) -> tuple[int, list[str]]:
-    """How many POs got their truth (status, reason, every file's bytes), and which did not."""
+def check_truth(outcomes: Mapping[str, PoOutcome], portal: DemoPortal) -> tuple[int, list[str]]:
+    """How many POs got their truth (status, reason, every file's bytes), and which did not. `outcomes`
+    by PO, however they were read: a RunSummary's, or the run store of a run in another process."""
     import hashlib
     from collections import Counter
 
     expected = portal.expected_outcomes()
     wrong = []
     for po, (status, reason) in expected.items():
-        got = summary.outcomes.get(po)
+        got = outcomes.get(po)
         if got is None or (got.status.value, got.reason) != (status, reason):
             wrong.append(f"{po}: {got.status.value if got else '-'} {got.reason if got else ''} != {status} {reason}")
             continue
@@ -99,7 +101,7 @@ def run_once(mode: str, faults: bool, pos: int, seed: int, work: Path, sso_every
             t0 = time.monotonic()
             summary = MainApp(opts).run()
             seconds = time.monotonic() - t0
-            right, wrong = check_truth(summary, portal)
+            right, wrong = check_truth(summary.outcomes, portal)
             with RunStore(summary.out_dir / ".pobatch" / "runs.sqlite") as store:
                 timeline = store.timeline(summary.run_id)
             starts = {(e.task_key, e.attempt, e.worker_id): e.ts for e in timeline if e.action == PoEvent.ATTEMPT_START}

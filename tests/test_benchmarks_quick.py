@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from benchmarks.report import BEGIN, END, TABLE_HEADER
 
 REPO = Path(__file__).resolve().parent.parent
@@ -146,3 +148,62 @@ def test_quick_cpu_per_po_runs_and_writes_its_section(tmp_path, browser_availabl
     assert "QUICK MODE" in text
     assert run["exit_code"] == 0 and run["per_po"] > 0
     assert {"pobatch", "driver", "browser: main", "browser: renderer"} <= set(run["by_kind"])
+
+
+def test_quick_long_soak_runs_and_writes_its_section(tmp_path, browser_available):
+    """benchmarks/long_soak.py keeps working: 40 POs in each mode, every PO its truth, none lost or fetched
+    twice, the tree's memory and the progress sampled, the end measured, a verdict per target, its own
+    section; its scratch folder (profile clones included) is removed."""
+    from benchmarks.long_soak import LONG_SOAK_MARKERS, MODES
+
+    text, runs = run_quick("long_soak", tmp_path, "--work-dir", str(tmp_path / "work"))
+    assert "QUICK MODE" in text and text.count(LONG_SOAK_MARKERS[0]) == 1
+    assert [r["mode"] for r in runs] == list(MODES) == ["parallel-4", "single-session-4"]
+    for r in runs:
+        assert r["exit_code"] == 0 and r["right"] == r["pos"] == r["answered"] == 40 and not r["wrong"], r["mode"]
+        assert not r["lost"] and not r["duplicated"], (r["lost"], r["duplicated"])
+        assert len(r["rates"]) == 10 and r["deviation"] is not None
+        samples = r["samples"]
+        assert len(samples) >= 3 and all(s["rss"] > 0 for s in samples)
+        assert max(s["processes"] for s in samples) >= 3, "pobatch, a driver and a browser at least"
+        assert any(k.startswith("browser") for s in samples for k in s["by_kind"]), "the browsers are in the tree"
+        assert max(s["answered"] or 0 for s in samples) > 0, "the progress is read from the store"
+        assert 0 <= r["end_s"] <= r["exit_s"], "the workbook and report are written before pobatch exits"
+        assert len(r["verdicts"]) == 4
+        assert f"| {r['mode']} | 40 |" in text
+    assert text.count("| within |") + text.count("| beyond |") == 4 * len(runs)
+    assert not any((tmp_path / "work").iterdir()), "the long soak's scratch folder is removed"
+
+
+def test_long_soak_figures():
+    """The long soak's arithmetic: tenths of the time from the first result to the last, the deviation
+    from the first tenth, the growth from the second tenth to the last, and the verdicts."""
+    from benchmarks.long_soak import LongSoakRun, Sample, growth, memory_tenths, rate_deviation, tenth_rates
+
+    steady = [i * 0.5 for i in range(201)]  # a result every 0.5 s for 100 s
+    rates = tenth_rates(steady)
+    assert rates == pytest.approx([120.0] * 10), "a steady run: ten equal rates, the first result the start"
+    assert rate_deviation(rates) == pytest.approx(0.0)
+    assert rate_deviation([100, 95, 112]) == pytest.approx(0.12)
+    assert tenth_rates([5.0]) == [] and rate_deviation([]) is None
+    samples = [Sample(ts=t, rss=1000 + int(t), pss=500, processes=5, by_kind={}, answered=0, load1=0.0)
+               for t in range(0, 101, 2)]
+    tenths = memory_tenths(samples, 0.0, 100.0)
+    assert growth(tenths) == pytest.approx(1096 / 1016 - 1)  # the median of (90, 100] over that of (10, 20]
+    assert growth(memory_tenths(samples[:2], 0.0, 100.0)) is None, "a tenth without a sample is not measured"
+    run = LongSoakRun("parallel-4", 10, 0, 60.0, 0.0, 60.0, growth=0.05, deviation=0.12, workbook_s=2.0,
+                      report_s=11.0, duplicated=["200001/a.pdf: served whole 2 times"])
+    assert [within for _t, _m, within in run.verdicts()] == [True, False, False, False]
+    assert run.end_s == 11.0 and not run.correct
+
+
+def test_run_is_the_one_entry(capsys):
+    """`python -m benchmarks.run long-soak ...` is `python -m benchmarks.long_soak ...` (and so for each
+    section another module writes)."""
+    from benchmarks import run
+
+    for name, module in run.SECTIONS.items():
+        with pytest.raises(SystemExit) as stop:
+            run.main([name, "--help"])
+        assert stop.value.code == 0
+        assert f"python -m {module}" in capsys.readouterr().out
