@@ -87,7 +87,7 @@ class Settings:
 
 
 QUICK = Settings(count=4, attachments_per_po=(1, 2), page_ms=100, attachment_ms=50, runs=1,
-                 configs=("sequential", "sequential-f1", "parallel-2", "naive", "lean"), naive_sleep=0.5,
+                 configs=("sequential", "sequential-f1", "sequential-np", "parallel-2", "naive", "lean"), naive_sleep=0.5,
                  clone_bytes=32 * 1024**2, clone_repeats=1, quick=True)
 # Where real tenants hurt (issue 15): few POs, several slow files each (object storage behind a redirect).
 SLOW_FILES = Settings(name="slow-files", count=20, attachments_per_po=(4, 4), page_ms=400, attachment_ms=1000,

@@ -80,8 +80,9 @@ def test_quick_benchmark_writes_a_well_formed_table(tmp_path, browser_available)
         assert len(cells) == len(columns), line
         rows[cells[0]] = dict(zip(columns, cells))
     assert set(rows) == {"pobatch sequential", "pobatch sequential, files-at-once 1", "pobatch parallel, 2 workers",
+                         "pobatch sequential, no pages ahead",
                          "naive script (sleep per file)", "lean Selenium loop (no checks)", "ideal, N=1", "ideal, N=2",
-                         "overlap ideal, N=1", "overlap ideal, N=2"}
+                         "overlap ideal, N=1", "overlap ideal, N=2", "pipelined ideal, N=1", "pipelined ideal, N=2"}
     for label, row in rows.items():
         for col in ("N", "Wall s (min–max)", "POs/min", "Efficiency", "Overhead/PO ms", "Worker ready s"):
             assert _number(row[col]) >= 0, (label, col, row[col])
@@ -94,13 +95,16 @@ def test_quick_benchmark_writes_a_well_formed_table(tmp_path, browser_available)
     assert _number(rows["pobatch parallel, 2 workers"]["N"]) == 2
     assert _number(rows["ideal, N=1"]["Efficiency"]) == 1.0
     assert _number(rows["overlap ideal, N=1"]["Wall s (min–max)"]) <= _number(rows["ideal, N=1"]["Wall s (min–max)"])
+    assert _number(rows["pipelined ideal, N=1"]["Wall s (min–max)"]) <= _number(rows["overlap ideal, N=1"]["Wall s (min–max)"])
+    assert rows["pobatch sequential, no pages ahead"]["Correct"] == "1/1"
     assert _number(rows["pobatch sequential"]["Worker PSS MB"]) >= _number(rows["pobatch sequential"]["Browser PSS MB"])
     for target in ("Sequential overhead per PO", "2-worker efficiency", "cache-heavy profile ≤ 1 s",
-                   "Sequential faster than the serial ideal", "No configuration slower with the default"):
+                   "Sequential faster than the serial ideal", "No configuration slower with the default",
+                   "Pages ahead vs none"):
         assert target in text
 
     data = json.loads(results.read_text(encoding="utf-8"))
-    assert set(data["runs"]) == {"sequential", "sequential-f1", "parallel-2", "naive", "lean"}
+    assert set(data["runs"]) == {"sequential", "sequential-f1", "sequential-np", "parallel-2", "naive", "lean"}
     for config, runs in data["runs"].items():
         assert len(runs) == 1 and runs[0]["correct"], (config, runs[0]["problems"])
     seq = data["runs"]["sequential"][0]
