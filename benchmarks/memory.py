@@ -58,6 +58,10 @@ class SamplerReport:
     foreign_cpu_max: float = 0.0
     own_cpu_mean: float = 0.0  # the same for the benchmark's own processes (portal, workers, browsers)
     top_foreign: list[str] = field(default_factory=list)  # the busiest foreign processes seen
+    # Peak over samples of the sum over every browser (all workers, or the one shared browser): what the
+    # run costs the machine at once. RSS counts a shared page once per process, PSS splits it.
+    all_browsers_rss: int = 0
+    all_browsers_pss: int = 0
 
 
 class MemorySampler:
@@ -67,6 +71,7 @@ class MemorySampler:
         self.roots = [os.path.realpath(r) for r in roots]
         self.interval = interval
         self._peaks: dict[str, TreePeak] = {}
+        self._all_rss = self._all_pss = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._samples = 0
@@ -95,6 +100,7 @@ class MemorySampler:
             foreign_cpu_max=max(self._foreign) if n else 0.0,
             own_cpu_mean=sum(self._own) / len(self._own) if self._own else 0.0,
             top_foreign=[f"{name} ({pct / max(n, 1):.0f}%)" for name, pct in top if pct / max(n, 1) >= 1.0],
+            all_browsers_rss=self._all_rss, all_browsers_pss=self._all_pss,
         )
 
     # -- sampling ---------------------------------------------------------------------------------
@@ -187,6 +193,7 @@ class MemorySampler:
         children: dict[int, list[int]] = {}
         for proc in table.values():
             children.setdefault(proc.ppid, []).append(proc.pid)
+        sample_rss = sample_pss = 0
         for udd, pids in groups.items():
             # Helpers a browser spawned belong to it even if their title hides the directory.
             todo = list(pids)
@@ -200,6 +207,8 @@ class MemorySampler:
                 u, p = _uss_pss(pid)
                 uss += u
                 pss += p
+                sample_rss += _rss(pid)
+            sample_pss += pss
             mains = [pid for pid in pids if table[pid].ppid not in pids]
             driver = table.get(table[mains[0]].ppid) if mains else None
             worker_uss = worker_pss = driver_uss = worker_pid = 0
@@ -217,7 +226,16 @@ class MemorySampler:
             peak.worker_pss = max(peak.worker_pss, worker_pss)
             peak.driver_uss = max(peak.driver_uss, driver_uss)
             peak.worker_pid = peak.worker_pid or worker_pid
+        self._all_rss = max(self._all_rss, sample_rss)
+        self._all_pss = max(self._all_pss, sample_pss)
         self._samples += 1
+
+
+def _rss(pid: int) -> int:
+    try:
+        return int(psutil.Process(pid).memory_info().rss)
+    except psutil.Error:
+        return 0
 
 
 def _uss_pss(pid: int) -> tuple[int, int]:

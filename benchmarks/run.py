@@ -93,7 +93,11 @@ QUICK = Settings(count=4, attachments_per_po=(1, 2), page_ms=100, attachment_ms=
 SLOW_FILES = Settings(name="slow-files", count=20, attachments_per_po=(4, 4), page_ms=400, attachment_ms=1000,
                       configs=("sequential", "sequential-f1", "parallel-2", "parallel-2-f1", "parallel-4",
                                "parallel-4-f1"), extras=False)
-SCENARIOS = {"benchmark": Settings(), "slow-files": SLOW_FILES}
+# Issue 23 on the benchmark scenario: pages ahead against none, and one browser of 4 windows against 4
+# browsers, in one interleaved run of their own (the full table takes half an hour on 2 cores).
+PAGES_AHEAD = Settings(name="pages-ahead", configs=("sequential", "sequential-np", "parallel-2", "parallel-2-np",
+                                                    "parallel-4", "parallel-4-np", "single-session-4"), extras=False)
+SCENARIOS = {"benchmark": Settings(), "slow-files": SLOW_FILES, "pages-ahead": PAGES_AHEAD}
 # The sections other modules write (each between its own markers): `benchmarks.run NAME ...` runs that module.
 SECTIONS = {"soak": "benchmarks.soak", "refresh": "benchmarks.refresh", "cpu-per-po": "benchmarks.cpu_per_po",
             "long-soak": "benchmarks.long_soak"}
@@ -109,6 +113,8 @@ class RunResult:
     problems: list[str] = field(default_factory=list)
     ready_seconds: list[float] = field(default_factory=list)  # per worker: run start -> its first PO
     trees: list[TreePeak] = field(default_factory=list)
+    all_browsers_rss: int = 0  # peak sum over every browser of the run (SamplerReport)
+    all_browsers_pss: int = 0
     foreign_cpu: float = 0.0  # mean % of one core used by other programs during the run
     own_cpu: float = 0.0  # the same for the benchmark's own processes
     foreign_top: list[str] = field(default_factory=list)
@@ -185,6 +191,7 @@ def run_pobatch(ctx: Context, config: str, rnd: int) -> RunResult:
         config=config, round=rnd, wall=wall, workers=steps.workers, correct=not problems, problems=problems,
         ready_seconds=sorted(ts - started_wall for ts in steps.first_start.values()), trees=sampled.trees,
         foreign_cpu=sampled.foreign_cpu_mean, foreign_top=sampled.top_foreign, own_cpu=sampled.own_cpu_mean,
+        all_browsers_rss=sampled.all_browsers_rss, all_browsers_pss=sampled.all_browsers_pss,
         steps_ms_per_po={s: steps.per_po_mean(s, n) for s in steps.samples},
         file_overhead_ms=steps.median("downloads"),
         attempt_overhead_ms=statistics.median(steps.attempt_overhead_ms) if steps.attempt_overhead_ms else 0.0,
@@ -399,7 +406,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, help="also write every measurement as JSON here")
     p.add_argument("--work-dir", type=Path, help="scratch folder (default: a new temporary folder, removed after)")
     p.add_argument("--scenario", choices=sorted(SCENARIOS), default="benchmark",
-                   help="benchmark: 40 POs of 2-3 files at 150 ms; slow-files: 20 POs of 4 files at 1 s "
+                   help="benchmark: 40 POs of 2-3 files at 150 ms; slow-files: 20 POs of 4 files at 1 s; "
+                   "pages-ahead: the benchmark scenario, pages ahead against none and single-session at 4 "
                    "(each has its own section in BENCHMARKS.md)")
     p.add_argument("--runs", type=int, help="runs per configuration (median reported); full default 3")
     p.add_argument("--count", type=int, help="POs in the generated scenario; full default 40")

@@ -4,11 +4,12 @@ Why DevTools: ChromeDriver runs one command at a time, and a WebDriver navigatio
 (every window) until the page has answered. A tab made with DevTools' `Target.createTarget` loads on
 its own: commands in the current tab go on meanwhile (measured: 7-50 ms each while the other tab
 waited 2 s for its server). When the caller wants that page, the tab is *adopted*: WebDriver switches
-to it and the old tab is closed, so the caller is again in a browser with one tab, on a page that has
-loaded (or is finishing loading) while it did something else.
+to it, and the caller is on a page that has loaded (or is finishing loading) while it did something
+else. The tab it left stays, hidden, and loads the page after.
 
-The tab is hidden from the driver's `window_handles` until adopted (`TabHidingDriver`), so code that
-treats a new window as a popup, or closes every window but its own, never sees it.
+Our tabs are hidden from the driver's `window_handles` while they are not the window
+(`TabHidingDriver`), so code that treats a new window as a popup, or closes every window but its own,
+never sees them, and the caller's browser looks like one window.
 
 Nothing here judges the page: whether a loaded-ahead page can be used is the caller's decision, and
 a page it does not trust is simply loaded again in the adopted tab.
@@ -55,10 +56,16 @@ class LoadingTab:
 
 
 class BackgroundTab:
-    """At most one page loading ahead per browser: start(), then take() and adopt() it, or discard()."""
+    """At most one page loading ahead per browser: start(), then take() and adopt() it, or discard().
+
+    Two tabs take turns: the window a page was adopted from stays, hidden, and loads the next page. A
+    tab made afresh for every PO would cost a renderer process start each time; the same site in the
+    same tab keeps its renderer (measured in BENCHMARKS.md, issue 23)."""
 
     def __init__(self) -> None:
         self._tab: LoadingTab | None = None
+        self._spare: LoadingTab | None = None  # a hidden tab of ours, not loading anything wanted
+        self._sessions: dict[str, str] = {}  # tab -> our DevTools session on it
         self._lock = threading.Lock()
 
     @property
@@ -75,72 +82,107 @@ class BackgroundTab:
             tab = self._tab
             if tab is not None and tab.key == key and tab.driver is driver:
                 return tab
-        self.discard(driver, link)
-        # A blank tab first, then the page: a tab made with the URL itself has no document until the
-        # portal answers, so nothing could show it (a failure screenshot of it would wait forever).
-        # ChromeDriver connects to a new tab at its next window list and, if the tab is navigating by
-        # then, waits for the page (measured: the whole 20 s of a stalled one): so it is made to
-        # connect while the tab is blank. Page.navigate is what the address bar does (SameSite=Strict
-        # cookies go along); its answer comes once the portal has answered, so nobody waits for it.
-        handle = ""
+            ours = [t for t in (self._tab, self._spare) if t is not None and t.driver is driver]
+            self._tab = self._spare = None
+        reuse, extra = (ours[0], ours[1:]) if ours else (None, [])
+        for t in extra:
+            _close_target(driver, link, t.handle)
         try:
-            handle = str(link.call("Target.createTarget", {"url": "about:blank", "background": True},
-                                   timeout=10)["targetId"])
-            _hide(driver, handle)
-            driver.window_handles  # noqa: B018 - ChromeDriver connects to the blank tab now
-            session = str(link.call("Target.attachToTarget", {"targetId": handle, "flatten": True},
-                                    timeout=10)["sessionId"])
+            handle, session = (reuse.handle, reuse.session) if reuse else self._new_tab(driver, link)
+            self._sessions[handle] = session
             link.send("Page.navigate", {"url": url}, session_id=session)
         except Exception as exc:  # DevTools or WebDriver said no: the page loads the ordinary way
             log.debug("no background tab for %s: %s", url, exc)
-            if handle:
-                self._close(driver, link, LoadingTab(handle, "", url, key, driver, time.monotonic(), generation))
             return None
         tab = LoadingTab(handle, session, url, key, driver, time.monotonic(), generation)
         with self._lock:
             self._tab = tab
         return tab
 
+    @staticmethod
+    def _new_tab(driver: Any, link: DevToolsLink) -> tuple[str, str]:
+        """A hidden blank tab and our DevTools session on it.
+
+        Blank first, then the page: a tab made with the URL itself has no document until the portal
+        answers, so nothing could show it (a failure screenshot of it would wait forever). ChromeDriver
+        connects to a new tab at its next window list and, if the tab is navigating by then, waits for
+        the page (measured: the whole 20 s of a stalled one): so it is made to connect while the tab is
+        blank. The page is then asked for with Page.navigate, as the address bar does (SameSite=Strict
+        cookies go along); its answer comes once the portal has answered, so nobody waits for it."""
+        handle = str(link.call("Target.createTarget", {"url": "about:blank", "background": True},
+                               timeout=10)["targetId"])
+        _hide(driver, handle)
+        try:
+            driver.window_handles  # noqa: B018 - ChromeDriver connects to the blank tab now
+            return handle, _attach(link, handle)
+        except Exception:
+            _close_target(driver, link, handle)
+            raise
+
     def take(self, driver: Any, link: DevToolsLink | None, key: str) -> LoadingTab | None:
-        """The tab loading for `key` in this browser, now the caller's to adopt; any other is closed."""
+        """The tab loading for `key` in this browser, now the caller's to adopt; another one is kept
+        for the next page."""
         with self._lock:
             tab, self._tab = self._tab, None
-        if tab is None:
-            return None
-        if tab.key == key and tab.driver is driver:
-            return tab
-        self._close(driver, link, tab)
+            if tab is None or tab.driver is not driver:
+                return None
+            if tab.key == key:
+                return tab
+            old, self._spare = self._spare, tab
+        if old is not None and old.driver is driver:
+            _close_target(driver, link, old.handle)
         return None
 
     def adopt(self, driver: Any, link: DevToolsLink | None, tab: LoadingTab) -> None:
-        """Make the tab the driver's one window: close the one the driver was in, switch to it, and
-        bring it to the front; our DevTools session on it is no longer needed."""
-        _unhide(driver, tab.handle)
-        driver.close()
+        """Make the tab the driver's window and bring it to the front; the window it replaces stays,
+        hidden, for the next page. Raises (and changes nothing) when the tab is gone."""
+        old = driver.current_window_handle
         driver.switch_to.window(tab.handle)
-        if link is not None and not link.closed:
-            try:
-                link.call("Target.activateTarget", {"targetId": tab.handle}, timeout=5)
-                link.send("Target.detachFromTarget", {"sessionId": tab.session})
-            except DevToolsError as exc:
-                log.debug("could not bring tab %s to the front: %s", tab.handle[:8], exc)
+        _unhide(driver, tab.handle)
+        _hide(driver, old)
+        if link is None or link.closed:
+            return
+        try:
+            link.call("Target.activateTarget", {"targetId": tab.handle}, timeout=5)
+            spare = LoadingTab(old, self._session_of(link, old), "", "", driver, time.monotonic(), 0)
+        except DevToolsError as exc:
+            log.debug("tab %s: no spare for the next page (%s)", old[:8], exc)
+            _close_target(driver, link, old)
+            return
+        with self._lock:
+            self._spare = spare
+        # The adopted tab's session may serve it again when it is the spare one.
+        self._sessions[tab.handle] = tab.session
+
+    def _session_of(self, link: DevToolsLink, handle: str) -> str:
+        session = self._sessions.get(handle)
+        if session is None:
+            session = self._sessions[handle] = _attach(link, handle)
+        return session
 
     def discard(self, driver: Any, link: DevToolsLink | None) -> None:
-        """Close the tab loading ahead, if any (the page is not wanted, or the run ends)."""
+        """Close the tabs of ours that are hidden (the page ahead is not wanted, or pages ahead stop)."""
         with self._lock:
-            tab, self._tab = self._tab, None
-        if tab is not None:
-            self._close(driver, link, tab)
+            tabs = [t for t in (self._tab, self._spare) if t is not None]
+            self._tab = self._spare = None
+        for tab in tabs:
+            self._sessions.pop(tab.handle, None)
+            if tab.driver is driver:
+                _close_target(driver, link, tab.handle)
 
-    @staticmethod
-    def _close(driver: Any, link: DevToolsLink | None, tab: LoadingTab) -> None:
-        _unhide(driver, tab.handle)
-        if link is None or link.closed or tab.driver is not driver:
-            return  # its browser is gone, and the tab with it
-        try:
-            link.call("Target.closeTarget", {"targetId": tab.handle}, timeout=5)
-        except DevToolsError as exc:
-            log.debug("background tab %s already gone: %s", tab.handle[:8], exc)
+
+def _attach(link: DevToolsLink, handle: str) -> str:
+    return str(link.call("Target.attachToTarget", {"targetId": handle, "flatten": True}, timeout=10)["sessionId"])
+
+
+def _close_target(driver: Any, link: DevToolsLink | None, handle: str) -> None:
+    _unhide(driver, handle)
+    if link is None or link.closed:
+        return  # its browser is gone, and the tab with it
+    try:
+        link.call("Target.closeTarget", {"targetId": handle}, timeout=5)
+    except DevToolsError as exc:
+        log.debug("background tab %s already gone: %s", handle[:8], exc)
 
 
 def _hide(driver: Any, handle: str) -> None:

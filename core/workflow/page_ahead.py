@@ -89,7 +89,12 @@ class PageAhead:
         tab = self.tabs.take(driver, link, key) if self.enabled else None
         if tab is None:
             return self.pages.open(driver, url, expect)
-        self.tabs.adopt(driver, link, tab)  # the window is now the loaded-ahead page, whatever it shows
+        try:
+            self.tabs.adopt(driver, link, tab)  # the window is now the loaded-ahead page, whatever it shows
+        except Exception as exc:  # the tab went away (closed, crashed): nothing changed, load as usual
+            self.stale += 1
+            self.pages.event(PoEvent.PAGE_AHEAD_STALE, url=url, detail=f"the tab loaded ahead is gone: {exc}"[:300])
+            return self.pages.open(driver, url, expect)
         probe, why = self._judge(driver, url, expect, tab.started, tab.generation)
         if probe is not None and not why:
             self.used += 1
