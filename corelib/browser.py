@@ -212,6 +212,28 @@ def _webdriver_manager_install(browser: str) -> str:
     return ChromeDriverManager(chrome_type=kind).install()
 
 
+# Switches whose value is a comma-separated list. Chromium keeps only the last occurrence of a switch,
+# so a second --disable-features (from extra_args) would silently drop BASE_ARGS' list: they are merged.
+LIST_SWITCHES = ("--disable-features", "--enable-features", "--blink-settings")
+
+
+def merge_list_switches(args: list[str]) -> list[str]:
+    """`args` with every LIST_SWITCHES switch given once, at its first place, holding the values of all
+    its occurrences in order (each value once)."""
+    values: dict[str, list[str]] = {}
+    out: list[str] = []
+    for a in args:
+        name, eq, value = a.partition("=")
+        if eq and name in LIST_SWITCHES:
+            if name not in values:
+                values[name] = []
+                out.append(name)
+            values[name] += [v for v in value.split(",") if v and v not in values[name]]
+        else:
+            out.append(a)
+    return [f"{a}={','.join(values[a])}" if a in values else a for a in out]
+
+
 def build_options(spec: BrowserSpec, binary: str | None):
     """Chromium-family options with the flags and download preferences from docs/design.md."""
     from selenium import webdriver
@@ -235,7 +257,7 @@ def build_options(spec: BrowserSpec, binary: str | None):
     w, h = spec.window_size
     args.append(f"--window-size={w},{h}")
     args += list(spec.extra_args)
-    for a in args:
+    for a in merge_list_switches(args):
         opts.add_argument(a)
     prefs = dict(DOWNLOAD_PREFS)
     if spec.download_dir:

@@ -33,6 +33,7 @@ from pobatch.corelib.browser import (
     browser_binary_candidates,
     build_options,
     default_browser,
+    merge_list_switches,
     quit_browser,
     resolve_browser_binary,
     resolve_driver,
@@ -291,6 +292,23 @@ def test_build_options_for_a_real_portal_only_blocks_the_new_tab_lookup(tmp_path
     assert "--headless=new" not in args
     assert "download.default_directory" not in opts.experimental_options["prefs"]
     assert opts.experimental_options["prefs"]["plugins.always_open_pdf_externally"] is True
+
+
+def test_a_second_disable_features_adds_to_the_factory_list_instead_of_replacing_it(tmp_path: Path) -> None:
+    """Chromium keeps only the last --disable-features: extra_args' own would drop BackForwardCache and the rest."""
+    spec = BrowserSpec(user_data_dir=str(tmp_path / "p"), extra_args=(
+        "--disable-features=PaintHolding,Translate", "--blink-settings=imagesEnabled=false", "--mute-audio"))
+
+    args = list(build_options(spec, None).arguments)
+
+    features = [a for a in args if a.startswith("--disable-features=")]
+    assert len(features) == 1
+    names = features[0].split("=", 1)[1].split(",")
+    assert {"BackForwardCache", "Translate", "MediaRouter", "OptimizationHints", "PaintHolding"} <= set(names)
+    assert len(names) == len(set(names))  # Translate once
+    assert args.count("--blink-settings=imagesEnabled=false") == 1 and "--mute-audio" in args
+    assert merge_list_switches(["--a", "--enable-features=X", "--b=1", "--enable-features=Y,X"]) == \
+        ["--a", "--enable-features=X,Y", "--b=1"]
 
 
 # -- real starts ------------------------------------------------------------------------------------
