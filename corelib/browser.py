@@ -39,6 +39,12 @@ BASE_ARGS = (
     "--password-store=basic",
 )
 HEADLESS_ARGS = ("--headless=new", "--disable-gpu")
+# A headless browser is the whole browser, its own toolbar, tab strip and location bar included, laid
+# out, painted and composited at every navigation, download and title change though nobody sees them:
+# about a third of the CPU a PO costs (docs/design.md, "Browser flags"). Started full screen (as F11
+# would), it draws none of that; the screen is sized to BrowserSpec.window_size, so the page gets the
+# whole window as its viewport. Not for a visible browser: a person needs the toolbar.
+HEADLESS_FULL_SCREEN_ARGS = ("--start-fullscreen",)
 # The new-tab page looks up this host and ChromeDriver waits for the DNS failure (about 5 s).
 PORTAL_RESOLVER_RULES = "MAP start.duckduckgo.com ~NOTFOUND"
 # Local-only runs (tests, demo): nothing but loopback resolves.
@@ -242,8 +248,11 @@ def build_options(spec: BrowserSpec, binary: str | None):
     if binary:
         opts.binary_location = binary
     args = list(BASE_ARGS)
+    w, h = spec.window_size
     if spec.headless:
         args += HEADLESS_ARGS
+        args += HEADLESS_FULL_SCREEN_ARGS
+        args.append(f"--screen-info={{{w}x{h}}}")  # the headless screen (else 800x600) the full screen fills
     if spec.no_sandbox or running_as_root():
         args.append("--no-sandbox")
     args.append(
@@ -254,7 +263,6 @@ def build_options(spec: BrowserSpec, binary: str | None):
         args.append(f"--user-data-dir={os.path.abspath(spec.user_data_dir)}")
     if spec.profile_directory:
         args.append(f"--profile-directory={spec.profile_directory}")
-    w, h = spec.window_size
     args.append(f"--window-size={w},{h}")
     args += list(spec.extra_args)
     for a in merge_list_switches(args):

@@ -311,6 +311,18 @@ def test_a_second_disable_features_adds_to_the_factory_list_instead_of_replacing
         ["--a", "--enable-features=X,Y", "--b=1"]
 
 
+def test_a_headless_browser_starts_full_screen_on_a_screen_of_the_window_size(tmp_path: Path) -> None:
+    """No toolbar, tab strip or location bar to lay out and paint at every navigation (docs/design.md,
+    "Browser flags"); a visible browser keeps them, a person needs them."""
+    headless = list(build_options(BrowserSpec(user_data_dir=str(tmp_path / "p"), window_size=(1400, 1000)),
+                                  None).arguments)
+    assert "--start-fullscreen" in headless and "--screen-info={1400x1000}" in headless
+    assert "--window-size=1400,1000" in headless
+    for browser in ("edge", "chromium"):
+        visible = list(build_options(BrowserSpec(browser=browser, headless=False), None).arguments)
+        assert "--start-fullscreen" not in visible and not any(a.startswith("--screen-info") for a in visible)
+
+
 # -- real starts ------------------------------------------------------------------------------------
 PDF_BYTES = b"%PDF-1.4\n% pobatch factory test\n" + bytes(range(256)) * 8 + b"\n%%EOF\n"
 
@@ -336,6 +348,9 @@ def test_real_start_loads_a_local_page_and_saves_an_inline_pdf_in_download_dir(
             driver.get(base + "/index.html")
             assert driver.title == "pobatch factory test"
             assert driver.execute_script("return document.getElementById('hello').innerText") == "Hello from 127.0.0.1"
+            # headless full screen: no toolbar drawn, and the page has the whole window as its viewport
+            assert driver.execute_script("return [innerWidth, innerHeight, matchMedia('(display-mode: fullscreen)')"
+                                         ".matches]") == [*spec.window_size, True]
             driver.execute_script("document.getElementById('doc').click();")
             target = downloads / "doc.pdf"
 
