@@ -40,10 +40,11 @@ BASE_ARGS = (
 )
 HEADLESS_ARGS = ("--headless=new", "--disable-gpu")
 # A headless browser is the whole browser, its own toolbar, tab strip and location bar included, laid
-# out, painted and composited at every navigation, download and title change though nobody sees them:
-# about a third of the CPU a PO costs (docs/design.md, "Browser flags"). Started full screen (as F11
-# would), it draws none of that; the screen is sized to BrowserSpec.window_size, so the page gets the
-# whole window as its viewport. Not for a visible browser: a person needs the toolbar.
+# out, painted and composited at every navigation, download and title change though nobody sees them
+# (docs/design.md, "Browser flags and the first-load stall"). Started full screen (as F11 would), it
+# paints none of that: 11 to 15 % less CPU per PO (BENCHMARKS.md, "CPU per PO"). The headless screen is
+# sized to BrowserSpec.window_size, so the page gets the whole window as its viewport. Not for a visible
+# browser: a person needs the toolbar.
 HEADLESS_FULL_SCREEN_ARGS = ("--start-fullscreen",)
 # The new-tab page looks up this host and ChromeDriver waits for the DNS failure (about 5 s).
 PORTAL_RESOLVER_RULES = "MAP start.duckduckgo.com ~NOTFOUND"
