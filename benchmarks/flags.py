@@ -40,8 +40,8 @@ FLAG_SETS: dict[str, tuple[str, ...]] = {
     "in-process-gpu": ("--in-process-gpu", "--disable-software-rasterizer"),
     "low-end-device": ("--enable-low-end-device-mode",),
 }
-# Note: Chromium keeps only the last --disable-features; pobatch.corelib.browser's BASE_ARGS set one too, so a
-# set that passes its own drops those (Translate, MediaRouter, OptimizationHints) for its runs.
+# Chromium keeps only the last --disable-features; pobatch.corelib.browser merges a set's own with BASE_ARGS'
+# (merge_list_switches), so a set adds to Translate, MediaRouter, OptimizationHints, BackForwardCache.
 
 
 def run_one(portal, scenario, profile: Path, work: Path, flags: tuple[str, ...]) -> dict:

@@ -33,6 +33,7 @@ from pobatch.corelib.browser import (
     browser_binary_candidates,
     build_options,
     default_browser,
+    merge_list_switches,
     quit_browser,
     resolve_browser_binary,
     resolve_driver,
@@ -293,6 +294,35 @@ def test_build_options_for_a_real_portal_only_blocks_the_new_tab_lookup(tmp_path
     assert opts.experimental_options["prefs"]["plugins.always_open_pdf_externally"] is True
 
 
+def test_a_second_disable_features_adds_to_the_factory_list_instead_of_replacing_it(tmp_path: Path) -> None:
+    """Chromium keeps only the last --disable-features: extra_args' own would drop BackForwardCache and the rest."""
+    spec = BrowserSpec(user_data_dir=str(tmp_path / "p"), extra_args=(
+        "--disable-features=PaintHolding,Translate", "--blink-settings=imagesEnabled=false", "--mute-audio"))
+
+    args = list(build_options(spec, None).arguments)
+
+    features = [a for a in args if a.startswith("--disable-features=")]
+    assert len(features) == 1
+    names = features[0].split("=", 1)[1].split(",")
+    assert {"BackForwardCache", "Translate", "MediaRouter", "OptimizationHints", "PaintHolding"} <= set(names)
+    assert len(names) == len(set(names))  # Translate once
+    assert args.count("--blink-settings=imagesEnabled=false") == 1 and "--mute-audio" in args
+    assert merge_list_switches(["--a", "--enable-features=X", "--b=1", "--enable-features=Y,X"]) == \
+        ["--a", "--enable-features=X,Y", "--b=1"]
+
+
+def test_a_headless_browser_starts_full_screen_on_a_screen_of_the_window_size(tmp_path: Path) -> None:
+    """No toolbar, tab strip or location bar to lay out and paint at every navigation (docs/design.md,
+    "Browser flags"); a visible browser keeps them, a person needs them."""
+    headless = list(build_options(BrowserSpec(user_data_dir=str(tmp_path / "p"), window_size=(1400, 1000)),
+                                  None).arguments)
+    assert "--start-fullscreen" in headless and "--screen-info={1400x1000}" in headless
+    assert "--window-size=1400,1000" in headless
+    for browser in ("edge", "chromium"):
+        visible = list(build_options(BrowserSpec(browser=browser, headless=False), None).arguments)
+        assert "--start-fullscreen" not in visible and not any(a.startswith("--screen-info") for a in visible)
+
+
 # -- real starts ------------------------------------------------------------------------------------
 PDF_BYTES = b"%PDF-1.4\n% pobatch factory test\n" + bytes(range(256)) * 8 + b"\n%%EOF\n"
 
@@ -318,6 +348,9 @@ def test_real_start_loads_a_local_page_and_saves_an_inline_pdf_in_download_dir(
             driver.get(base + "/index.html")
             assert driver.title == "pobatch factory test"
             assert driver.execute_script("return document.getElementById('hello').innerText") == "Hello from 127.0.0.1"
+            # headless full screen: no toolbar drawn, and the page has the whole window as its viewport
+            assert driver.execute_script("return [innerWidth, innerHeight, matchMedia('(display-mode: fullscreen)')"
+                                         ".matches]") == [*spec.window_size, True]
             driver.execute_script("document.getElementById('doc').click();")
             target = downloads / "doc.pdf"
 

@@ -808,6 +808,34 @@ def test_generate_scenario_is_fault_free_fixed_latency_and_deterministic() -> No
                                                                  "inline_pdf"}
 
 
+def test_page_assets_give_pages_a_logo_and_icons_and_change_no_attachment() -> None:
+    """The CPU benchmark's pages with images (scenario "page_assets"): a logo, toolbar icons, a file-type
+    icon per attachment, served as cacheable PNGs without a session; the attachment elements stay as they were."""
+    plain = generate_scenario(3, seed=5, page_ms=0, attachment_ms=0)
+    sc = generate_scenario(3, seed=5, page_ms=0, attachment_ms=0, page_assets=True)
+    assert sc.page_assets and Scenario.from_dict(sc.to_dict()) == sc and "page_assets" not in plain.to_dict()
+    with DemoPortal(sc).start() as portal:
+        c = logged_in(portal)
+        po = sc.pos[0]
+        html = c.get(f"/order_headers/{po.id}").text
+        srcs = re.findall(r'<img [^>]*src="(/assets/[^"]+)"', html)
+        assert "/assets/logo.png" in srcs and sum("/toolbar-" in u for u in srcs) == 8
+        assert sum("/file-" in u for u in srcs) == len(po.attachments)
+        assert parse_page(html).items == parse_page(c.get(f"/order_headers/{po.id}").text).items
+        assert len(parse_page(html).items) == len(po.attachments)
+        for e in sc.entries(po.id):
+            assert expected_markup(e) in html
+        anonymous = Client(portal)
+        for url in set(srcs):
+            r = anonymous.get(url)
+            assert r.status == 200 and r.header("Content-Type") == "image/png" and r.body.startswith(b"\x89PNG")
+            assert "max-age" in (r.header("Cache-Control") or "")
+        assert anonymous.get("/assets/nothing.png").status == 404
+    with DemoPortal(plain).start() as portal:
+        assert "<img" not in logged_in(portal).get(f"/order_headers/{po.id}").text
+        assert Client(portal).get("/assets/logo.png").status == 302  # no assets: an ordinary page, behind sign-in
+
+
 def test_po_url_accepts_the_forms_users_write(fresh: DemoPortal) -> None:
     for form in ("100001", "PO100001", "pm100001", " PO-100001 "):
         assert fresh.po_url(form) == f"{fresh.base_url}/order_headers/100001"

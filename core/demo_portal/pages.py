@@ -11,7 +11,11 @@ end of this module and shared by both.
 from __future__ import annotations
 
 import json
+import re
+import struct
+import zlib
 from dataclasses import dataclass
+from functools import lru_cache
 from html import escape
 from typing import Iterable
 from urllib.parse import quote
@@ -414,3 +418,59 @@ def not_available_page() -> str:
     site knows, no PO markup; a client must notice it is a page, not the file."""
     return _layout("Document | Coupa", '<h1 class="doc_title">Document</h1>\n'
                    "<p>This document is not available. It may have been moved or archived.</p>")
+
+
+# -- a real tenant's images (scenario "page_assets") -----------------------------------------------
+# A Coupa page carries a company logo, toolbar icons and a file-type icon per attachment; static files
+# a tenant serves with a long cache lifetime. Drawn here as small PNGs, deterministic, no files shipped.
+TOOLBAR_ICONS = ("home", "requests", "orders", "invoices", "suppliers", "notifications", "help", "profile")
+FILE_ICONS = ("pdf", "doc", "sheet", "mail", "archive", "image", "text", "other")
+_FILE_ICON_OF = {"pdf": "pdf", "doc": "doc", "docx": "doc", "xls": "sheet", "xlsx": "sheet", "csv": "sheet",
+                 "msg": "mail", "eml": "mail", "zip": "archive", "png": "image", "jpg": "image", "tif": "image",
+                 "txt": "text"}
+
+
+def _png(width: int, height: int, seed: int) -> bytes:
+    """An RGBA PNG: a two-colour pattern with some texture, so it compresses like a real icon or logo."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    rows = bytearray()
+    for y in range(height):
+        rows.append(0)
+        for x in range(width):
+            v = (x * 7 + y * 13 + seed * 31 + (x * y) % (seed + 5)) & 0xFF
+            rows += bytes(((v + seed * 40) & 0xFF, (v * 3) & 0xFF, (255 - v) & 0xFF, 255 if (x + y + seed) % 9 else 160))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(bytes(rows), 9)) + chunk(b"IEND", b""))
+
+
+@lru_cache(maxsize=None)
+def asset(path: str) -> bytes | None:
+    """The bytes of /assets/<path>, or None when there is no such asset."""
+    if path == "logo.png":
+        return _png(240, 60, 1)
+    m = re.fullmatch(r"icons/(toolbar|file)-([a-z]+)\.png", path)
+    if m and m.group(2) in (TOOLBAR_ICONS if m.group(1) == "toolbar" else FILE_ICONS):
+        names = TOOLBAR_ICONS if m.group(1) == "toolbar" else FILE_ICONS
+        return _png(24, 24, 2 + names.index(m.group(2)) + (0 if m.group(1) == "toolbar" else 10))
+    return None
+
+
+def with_assets(html: str) -> str:
+    """A PO or requisition page with its images: the logo in the header, the toolbar icons above the
+    heading, a file-type icon at the start of each attachment's line (outside the attachment's element)."""
+    logo = '<img class="company_logo" src="/assets/logo.png" alt="Company logo" width="120" height="30"> '
+    icons = ('<nav class="icon_bar">' + "".join(
+        f'<img class="nav_icon" src="/assets/icons/toolbar-{n}.png" alt="{n}" width="24" height="24">'
+        for n in TOOLBAR_ICONS) + "</nav>\n")
+    html = re.sub(r'(<header class="top_nav">)', lambda m: m.group(1) + logo, html, count=1)
+    html = re.sub(r"(<main>\n)", lambda m: m.group(1) + icons, html, count=1)
+
+    def file_icon(m: re.Match) -> str:
+        ext = m.group(2).rsplit(".", 1)[-1].lower() if "." in m.group(2) else ""
+        kind = _FILE_ICON_OF.get(ext, "other")
+        return (m.group(1) + f'<img class="file_icon" src="/assets/icons/file-{kind}.png" alt="" width="16" '
+                f'height="16"> ' + m.group(2))
+
+    return re.sub(r'(<li class="attachment_item">)([^<]*<[^>]*>[^<]*)', file_icon, html)

@@ -30,6 +30,10 @@ Optional keys (absent in the bundled sample, which keeps Coupa's plain shapes; o
   `/files/<token>` file URLs, `/requisitions/<rid>` requisition pages, another login form); the URL of
   a PO page (`/order_headers/<id>`), the sign-in path and the session cookie stay the same.
   data/variant_site.toml is the site file that describes it.
+* `page_assets` (default false): PO and requisition pages carry the images a real Coupa page does: a
+  company logo in the header, a row of toolbar icons and a file-type icon beside each attachment, served
+  from `/assets/...` with the long cache lifetime static files have on a real tenant (no sign-in needed).
+  For the CPU benchmark (benchmarks/cpu_per_po.py), whose question is what loading images costs.
 * `attachments_delay_ms` (per PO): the attachment list is not in the HTML. The page holds an empty
   attachment area and a script that fetches the list from the JSON endpoint
   `/order_headers/<id>/attachments.json` (which answers after this many ms) and then draws it, or the
@@ -367,6 +371,7 @@ class Scenario:
     name: str = ""
     description: str = ""
     markup: str = "coupa"
+    page_assets: bool = False  # a logo and icons on PO and requisition pages (see the module docstring)
     # Change sets applied in order (see "revisions" in the module docstring). `pos` stays the scenario as
     # written; po(), requisition(), entries() and the truth describe `revision` (0: as written).
     revisions: tuple[Revision, ...] = ()
@@ -632,6 +637,7 @@ class Scenario:
         return {
             "name": self.name, "description": self.description, "seed": self.seed,
             **({"markup": self.markup} if self.markup != "coupa" else {}),
+            **({"page_assets": True} if self.page_assets else {}),
             "stall_seconds": self.stall_seconds, "client_max_attempts": self.client_max_attempts,
             "latency": {"page_ms": lat(self.latency.page_ms), "attachment_ms": lat(self.latency.attachment_ms)},
             "session": {"expire_after_requests": self.session.expire_after_requests,
@@ -929,8 +935,11 @@ def _attachments(v: Any, where: str) -> tuple[AttachmentSpec, ...]:
 
 def _parse(data: Any, source: str) -> Scenario:
     top = _keys(data, {"name", "description", "seed", "stall_seconds", "client_max_attempts", "latency",
-                       "session", "pos", "markup", "revisions"}, source)
+                       "session", "pos", "markup", "revisions", "page_assets"}, source)
     markup = top.get("markup", "coupa")
+    page_assets = top.get("page_assets", False)
+    if not isinstance(page_assets, bool):
+        raise ScenarioError(f"{source}: page_assets: expected true or false")
     if markup not in MARKUPS:
         raise ScenarioError(f"{source}: markup: unknown markup {markup!r}; expected one of {list(MARKUPS)}")
     latency = _keys(top.get("latency", {}), {"page_ms", "attachment_ms"}, f"{source}: latency")
@@ -1025,6 +1034,7 @@ def _parse(data: Any, source: str) -> Scenario:
         name=str(top.get("name", "")),
         description=str(top.get("description", "")),
         markup=markup,
+        page_assets=page_assets,
         revisions=revisions,
     )
 
@@ -1128,8 +1138,10 @@ _GEN_DOCS = (("Invoice", "pdf"), ("Delivery note", "pdf"), ("Quote", "docx"), ("
 
 
 def generate_scenario(count: int, seed: int, attachments_per_po: tuple[int, int] = (2, 3), page_ms: int = 400,
-                      attachment_ms: int = 150, size: tuple[int, int] = (20_000, 60_000)) -> Scenario:
-    """A fixed-latency, fault-free scenario of `count` POs (ids 200001...), every attachment kind mixed in."""
+                      attachment_ms: int = 150, size: tuple[int, int] = (20_000, 60_000),
+                      page_assets: bool = False) -> Scenario:
+    """A fixed-latency, fault-free scenario of `count` POs (ids 200001...), every attachment kind mixed in;
+    `page_assets`: pages with a logo and icons, as a real tenant's."""
     if count < 1:
         raise ScenarioError("generate_scenario: count must be at least 1")
     rng = random.Random(f"generate|{seed}")
@@ -1145,7 +1157,8 @@ def generate_scenario(count: int, seed: int, attachments_per_po: tuple[int, int]
             atts.append(AttachmentSpec(f"{stem} {po_id}-{i + 1}.{ext}", kind, rng.randint(*size)))
         pos.append(PoSpec(id=po_id, supplier=_GEN_SUPPLIERS[n % len(_GEN_SUPPLIERS)], attachments=tuple(atts)))
     return Scenario(seed=seed, pos=tuple(pos), latency=LatencySpec((page_ms, page_ms), (attachment_ms, attachment_ms)),
-                    name=f"generated-{count}-{seed}", description="fixed latency, no faults (benchmarks)")
+                    name=f"generated-{count}-{seed}", description="fixed latency, no faults (benchmarks)",
+                    page_assets=page_assets)
 
 
 def many_attachments_po(po_id: str, count: int, kinds: Iterable[str] = ("link",),

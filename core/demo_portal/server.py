@@ -235,7 +235,8 @@ class _Handler(_TrackedHandler):
         self.send_response(status)
         for k, v in headers.items():
             self.send_header(k, v)
-        self.send_header("Cache-Control", "no-store")  # every request must reach the portal's counters
+        if "Cache-Control" not in headers:
+            self.send_header("Cache-Control", "no-store")  # every request must reach the portal's counters
         if self._rotate_from:
             new = self.portal._rotate(self._rotate_from)
             self._rotate_from = None
@@ -267,6 +268,8 @@ class _Handler(_TrackedHandler):
                 return self._send(204, b"", "image/x-icon")
             if path.startswith("/__demo__/"):
                 return self._demo_api(method, path, url.query)
+            if path.startswith("/assets/") and self.portal.scenario.page_assets:
+                return self._asset(path[len("/assets/"):])
             if path == "/sessions/new":
                 return_to = _safe_return_to(parse_qs(url.query).get("return_to", [""])[0])
                 return self._send(200, self.pages.login_page(return_to))
@@ -405,12 +408,21 @@ class _Handler(_TrackedHandler):
         if po.attachments_delay_ms is not None:
             delayed = pages.DelayedList(f"/order_headers/{quote(po.id, safe='')}/attachments.json", po.spinner)
         html = self.pages.po_page(po, scenario.entries(po.id, "po"), delayed)
+        if scenario.page_assets:
+            html = pages.with_assets(html)
         if po.hang:
             with portal._lock:
                 portal._hang_serial += 1
                 n = portal._hang_serial
             html = html.replace("</body>", pages.hang_html(po.hang, po.id, n) + "\n</body>", 1)
         self._send(200, html)
+
+    def _asset(self, name: str) -> None:
+        """A static image of a tenant's pages (scenario "page_assets"): public, cached for a year."""
+        data = pages.asset(name)
+        if data is None:
+            return self._send(404, self.pages.not_found_page())
+        self._send(200, data, "image/png", headers={"Cache-Control": "public, max-age=31536000, immutable"})
 
     def _page_fault(self, po_id: str, fault: str) -> bool:
         """Answer a PO page with the shapes of issue 13 (proxies, redirects, ...); False: not one of them."""
@@ -468,7 +480,8 @@ class _Handler(_TrackedHandler):
         if not found:
             return self._send(404, self.pages.not_found_page())
         po, req = found
-        self._send(200, self.pages.requisition_page(po, req, scenario.entries(po.id, "requisition")))
+        html = self.pages.requisition_page(po, req, scenario.entries(po.id, "requisition"))
+        self._send(200, pages.with_assets(html) if scenario.page_assets else html)
 
     def _popup(self, token: str, path: str) -> None:
         entry = self.portal.scenario.entry_by_token(token)
