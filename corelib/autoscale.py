@@ -9,7 +9,9 @@ import psutil
 # takes about 300 MB PSS; past 2 per core the CPU, not the portal, limits throughput.
 WORKER_MB = 300
 # One more window in one shared browser (the single-session strategy): its renderer and its share of the
-# browser process, measured the same way (BENCHMARKS.md, single-session at 4 windows).
+# browser process. Measured at 4 windows (BENCHMARKS.md, issue 23): the browser's PSS was 0.75 GiB where
+# 4 browsers took 1.12 GiB, 100 to 160 MB per window beyond the first depending on what one counts as
+# the first window's browser.
 WINDOW_MB = 120
 WORKERS_PER_CPU = 2
 MAX_WORKERS = 8
