@@ -27,6 +27,11 @@ from pobatch.corelib.devtools import DevToolsError, DevToolsLink
 log = logging.getLogger(__name__)
 
 
+LEFT_BEHIND = "__pobatchLeftBehind"
+# True while a tab still shows the page it showed before it was asked for its page ahead.
+STILL_THE_PAGE_BEFORE_JS = f"return window.{LEFT_BEHIND} === true;"
+
+
 class TabHidingDriver:
     """Mixed into the local WebDriver classes (corelib/browser.py): `window_handles` leaves out the
     tabs in `hidden_tabs`. A mixin on `execute`, the one funnel every command goes through."""
@@ -90,6 +95,10 @@ class BackgroundTab:
         try:
             handle, session = (reuse.handle, reuse.session) if reuse else self._new_tab(driver, link)
             self._sessions[handle] = session
+            # The page the tab showed is marked before the new one is asked for: until the new one has
+            # replaced it, a look at the tab must not take the old page (another PO's) for the new.
+            link.call("Runtime.evaluate", {"expression": f"window.{LEFT_BEHIND} = true"}, session_id=session,
+                      timeout=5)
             link.send("Page.navigate", {"url": url}, session_id=session)
         except Exception as exc:  # DevTools or WebDriver said no: the page loads the ordinary way
             log.debug("no background tab for %s: %s", url, exc)

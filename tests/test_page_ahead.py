@@ -26,6 +26,7 @@ from pobatch.corelib.browser import BrowserSpec
 from pobatch.corelib.local_session import LocalBrowserSession
 from pobatch.corelib.store import RunStore
 from pobatch.corelib.tasks import Event
+from tests.eventually import wait_for
 from tests.orders_files import write_orders
 from tests.truth import assert_matches_truth
 
@@ -147,6 +148,35 @@ def test_a_page_loaded_ahead_before_the_session_changed_is_loaded_again(portal: 
     assert sorted(f.name for f in second.files) == sorted(portal.expected_files(b))
     assert not any(e.action == PoEvent.OPEN and e.task_key == b and e.detail.startswith("loaded ahead")
                    for e in events)
+
+
+def test_a_tab_that_showed_another_pos_not_found_page_never_answers_for_the_next(tmp_path_factory,
+                                                                                 tmp_path: Path) -> None:
+    """Two tabs take turns: the one asked for the next page may still show another PO's page (here the
+    portal's "not found") while the next one is on its way. That page is never judged as the next PO's."""
+    pos = [{"id": "830001", "supplier": "S", "attachments": [att("a.pdf")]},
+           {"id": "830002", "supplier": "Gone", "missing": True},
+           {"id": "830003", "supplier": "S", "attachments": [att("c.pdf")], "faults": {"page": ["stall"]}}]
+    slow = Scenario.from_dict({"name": "left-behind", "seed": 4, "stall_seconds": 3,
+                               "latency": {"page_ms": 20, "attachment_ms": 20}, "pos": pos})
+    with DemoPortal(slow) as portal:
+        profile = prepare_demo_profile(tmp_path_factory.mktemp("left") / "p", portal.base_url)
+        first, gone, stalled = (po["id"] for po in pos)
+        events: list[Event] = []
+        spec = BrowserSpec(user_data_dir=str(profile), download_dir=str(tmp_path / "dl"), local_only=True)
+        config = JobConfig(site="demo", base_url=portal.base_url, out_dir=str(tmp_path / "out"), po_timeout=60)
+        with LocalBrowserSession(spec) as session:
+            job = PoJob(session, config, emit=events.append)
+            assert job.process(PoTaskPayload(first), up_next=PoTaskPayload(gone)).status == Status.COMPLETED
+            driver, link = session.driver, job.sink.tracker.link
+            wait_for(lambda: portal.page_hits(gone) == 1, 30, "the page ahead of the gone PO")
+            # Another PO came instead: the tab that loaded the "not found" page stays for the next page.
+            assert job.ahead.tabs.take(driver, link, "another") is None
+            job.ahead.start(driver, job.site.po_url(portal.base_url, stalled), stalled)
+            probe = job.ahead.open(driver, job.site.po_url(portal.base_url, stalled),
+                                   job.site.expectation("po", stalled, portal.base_url), key=stalled)
+        assert probe.state == "ready", probe
+        assert portal.page_hits(stalled) == 1, "the page that took 3 s was the one judged, not loaded twice"
 
 
 def test_a_portal_that_renews_its_token_on_every_answer_still_completes(tmp_path_factory, tmp_path: Path) -> None:

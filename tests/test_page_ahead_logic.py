@@ -59,6 +59,7 @@ def test_a_tab_loading_ahead_is_not_in_the_window_list_until_adopted() -> None:
     assert driver.execute(Command.W3C_GET_WINDOW_HANDLES)["value"] == ["MAIN"]
     assert link.calls == [("Target.createTarget", {"url": "about:blank", "background": True}),
                           ("Target.attachToTarget", {"targetId": tab.handle, "flatten": True}),
+                          ("Runtime.evaluate", {"expression": "window.__pobatchLeftBehind = true"}),
                           ("Page.navigate", {"url": "http://portal/po/2", "sessionId": f"S-{tab.handle}"})]
     assert tabs.start(driver, link, "http://portal/po/2", "2") is tab, "the same page is not asked for twice"
     assert tabs.take(driver, link, "2") is tab and tabs.pending is None

@@ -32,9 +32,10 @@ from pobatch.core.workflow.page_probes import PageProbe, PageState
 # What a page loaded ahead may answer by itself; every other state is loaded again.
 ANSWERS = (PageState.READY, PageState.NOT_FOUND, PageState.NOT_AUTHORIZED)
 from pobatch.core.workflow.page_reader import PageReader
-from pobatch.corelib.background_tab import BackgroundTab
+from pobatch.corelib.background_tab import STILL_THE_PAGE_BEFORE_JS, BackgroundTab
 from pobatch.corelib.devtools import DevToolsLink
 from pobatch.corelib.errors import TransientError
+from pobatch.corelib.polling import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -115,12 +116,29 @@ class PageAhead:
             return None, "the portal session was refreshed after this page was asked for"
         left = self.pages.page_timeout - (time.monotonic() - started)
         try:
+            if not self._new_page_arrived(driver, deadline=time.monotonic() + max(left, 1.0)):
+                return None, "the page asked for had not replaced the tab's page before within the page timeout"
             probe = self.pages.judge_adopted(driver, url, expect, timeout=max(left, 1.0))
         except TransientError as exc:
             return None, str(exc)
         if probe.state not in ANSWERS:
             return probe, f"it showed {probe.state} ({probe.evidence[:200]})"
         return probe, ""
+
+    @staticmethod
+    def _new_page_arrived(driver: Any, deadline: float) -> bool:
+        """Whether the tab shows the page asked for, not the one it showed before (another PO's page:
+        a probe must never judge it; the tab marked it before asking, corelib/background_tab.py)."""
+        backoff = Backoff(first=0.01, ceiling=0.1)
+        while True:
+            try:
+                if driver.execute_script(STILL_THE_PAGE_BEFORE_JS) is not True:
+                    return True
+            except Exception as exc:  # the old document is going away under the script: look again
+                log.debug("while the page ahead arrives: %s", str(exc).splitlines()[0] if str(exc) else exc)
+            if time.monotonic() > deadline:
+                return False
+            backoff.sleep()
 
     def _link(self) -> DevToolsLink | None:
         try:
