@@ -87,11 +87,12 @@ class BackgroundTab:
             tab = self._tab
             if tab is not None and tab.key == key and tab.driver is driver:
                 return tab
-            ours = [t for t in (self._tab, self._spare) if t is not None and t.driver is driver]
-            self._tab = self._spare = None
-        reuse, extra = (ours[0], ours[1:]) if ours else (None, [])
-        for t in extra:
-            _close_target(driver, link, t.handle)
+            # A page no longer wanted is replaced in its own tab; else the spare tab loads it.
+            reuse = next((t for t in (self._tab, self._spare) if t is not None and t.driver is driver), None)
+            if reuse is self._tab:
+                self._tab = None
+            else:
+                self._spare = None
         try:
             handle, session = (reuse.handle, reuse.session) if reuse else self._new_tab(driver, link)
             self._sessions[handle] = session
@@ -128,19 +129,20 @@ class BackgroundTab:
             _close_target(driver, link, handle)
             raise
 
-    def take(self, driver: Any, link: DevToolsLink | None, key: str) -> LoadingTab | None:
-        """The tab loading for `key` in this browser, now the caller's to adopt; another one is kept
-        for the next page."""
+    def take(self, driver: Any, key: str) -> LoadingTab | None:
+        """The tab loading for `key` in this browser, now the caller's to adopt. A tab loading for
+        another PO stays (a retry of this PO still has the next one's page coming); one of a browser
+        that is gone is forgotten."""
         with self._lock:
-            tab, self._tab = self._tab, None
-            if tab is None or tab.driver is not driver:
+            if self._spare is not None and self._spare.driver is not driver:
+                self._spare = None
+            tab = self._tab
+            if tab is not None and tab.driver is not driver:
+                self._tab = tab = None
+            if tab is None or tab.key != key:
                 return None
-            if tab.key == key:
-                return tab
-            old, self._spare = self._spare, tab
-        if old is not None and old.driver is driver:
-            _close_target(driver, link, old.handle)
-        return None
+            self._tab = None
+            return tab
 
     def adopt(self, driver: Any, link: DevToolsLink | None, tab: LoadingTab) -> None:
         """Make the tab the driver's window and bring it to the front; the window it replaces stays,

@@ -62,19 +62,19 @@ def test_a_tab_loading_ahead_is_not_in_the_window_list_until_adopted() -> None:
                           ("Runtime.evaluate", {"expression": "window.__pobatchLeftBehind = true"}),
                           ("Page.navigate", {"url": "http://portal/po/2", "sessionId": f"S-{tab.handle}"})]
     assert tabs.start(driver, link, "http://portal/po/2", "2") is tab, "the same page is not asked for twice"
-    assert tabs.take(driver, link, "2") is tab and tabs.pending is None
+    assert tabs.take(driver, "2") is tab and tabs.pending is None
 
 
 def test_a_tab_for_another_po_loads_the_next_page_and_one_of_a_dead_browser_is_forgotten() -> None:
     driver, link, tabs = FakeDriver(), FakeLink(), BackgroundTab()
     tab = tabs.start(driver, link, "http://portal/po/2", "2")
-    assert tabs.take(driver, link, "3") is None  # another PO came: the tab stays for the next page
+    assert tabs.take(driver, "3") is None  # another PO came (or PO 3 is being retried): the tab stays
     again = tabs.start(driver, link, "http://portal/po/4", "4")
     assert again.handle == tab.handle and link.calls[-1] == ("Page.navigate", {"url": "http://portal/po/4",
                                                                                 "sessionId": tab.session})
     assert sum(m == "Target.createTarget" for m, _ in link.calls) == 1
     restarted, calls = FakeDriver(), len(link.calls)
-    assert tabs.take(restarted, link, "4") is None and len(link.calls) == calls, "its browser is gone with it"
+    assert tabs.take(restarted, "4") is None and len(link.calls) == calls, "its browser is gone with it"
 
 
 def test_two_tabs_take_turns() -> None:
@@ -84,7 +84,7 @@ def test_two_tabs_take_turns() -> None:
     driver.switch_to = type("S", (), {"window": lambda _self, h: setattr(driver, "current_window_handle", h)})()
     for po in "23456":
         tab = tabs.start(driver, link, f"http://portal/po/{po}", po)
-        tabs.adopt(driver, link, tabs.take(driver, link, po))
+        tabs.adopt(driver, link, tabs.take(driver, po))
         assert driver.current_window_handle == tab.handle and driver.hidden_tabs == {"MAIN", "TAB1"} - {tab.handle}
     assert sum(m == "Target.createTarget" for m, _ in link.calls) == 1
     assert not any(m == "Target.closeTarget" for m, _ in link.calls)

@@ -87,7 +87,7 @@ class PageAhead:
     def open(self, driver: Any, url: str, expect: dict[str, Any] | None, key: str) -> PageProbe:
         """The PO's page: the one loaded ahead when it proves itself, else opened as usual."""
         link = self._link() if self.enabled else None
-        tab = self.tabs.take(driver, link, key) if self.enabled else None
+        tab = self.tabs.take(driver, key) if self.enabled else None
         if tab is None:
             return self.pages.open(driver, url, expect)
         try:
