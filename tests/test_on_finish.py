@@ -276,7 +276,9 @@ def test_demo_with_a_po_that_stays_failed_calls_the_command_with_exit_1(tmp_path
     (not final: exit 1, and the demo's own check says it is not what the scenario expects)."""
     run, seen = demo(tmp_path, [{"id": "400011", "supplier": "Acme", "attachments": files("b")},
                                 {"id": "400012", "supplier": "Acme", "attachments": files("c"),
-                                 "faults": {"page": ["http500", "ok"]}}], "--max-attempts", "1")
+                                 "faults": {"page": ["http500", "ok"]}}], "--max-attempts", "1",
+                     # its page's one error must cost the attempt: a page loaded ahead would absorb it
+                     "--no-page-ahead")
     assert run.returncode == 1, run.stdout + run.stderr
     [env] = seen
     assert env["POBATCH_EXIT_CODE"] == "1" and env["POBATCH_OUTCOME"] == "incomplete"
