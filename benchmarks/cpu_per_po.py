@@ -118,7 +118,11 @@ class TreeSampler(PeriodicTreeSampler):
             try:
                 key = (p.pid, p.create_time())
                 t = p.cpu_times()
-                kind = self.last[key][0] if key in self.last else kind_of(p)
+                # Looked at every time: a renderer forked from the zygote shows the zygote's command
+                # line until it renames itself, and one unreadable moment must not stick as "gone".
+                kind = kind_of(p)
+                if kind == "gone" and key in self.last:
+                    kind = self.last[key][0]
                 self.last[key] = (kind, t.user + t.system)
             except psutil.Error:
                 continue
@@ -155,9 +159,9 @@ def render(runs: list[CpuRun], info: dict[str, Any], count: int, quick: bool, ti
     assets = (", pages with a logo and 8 toolbar icons and a file-type icon per attachment (`--page-assets`)"
               if page_assets else "")
     lines += [f"`python -m benchmarks.cpu_per_po --pos {count}{' --page-assets' if page_assets else ''}`: the "
-              f"benchmark scenario ({count} POs, 2-3 files each, 400 ms pages, 150 ms files{assets}), pobatch as its own process, the portal outside it; CPU seconds (user + "
-              "system) per PO, medians over the rounds, configurations interleaved round by round. "
-              + machine_words(info), ""]
+              f"benchmark scenario ({count} POs, 2-3 files each, 400 ms pages, 150 ms files{assets}), pobatch as "
+              "its own process, the portal outside it; CPU seconds (user + system) per PO, medians over the rounds, "
+              "configurations interleaved round by round. " + machine_words(info), ""]
     kinds = sorted({k for r in runs for k in r.by_kind})
     lines += ["| mode | configuration | runs | wall s | CPU s per PO | spread (max-min) | vs baseline | "
               + " | ".join(kinds) + " | processes |",
@@ -176,8 +180,8 @@ def render(runs: list[CpuRun], info: dict[str, Any], count: int, quick: bool, ti
                      f"{median:.3f} | {max(per) - min(per):.3f} | {ratio} | " + " | ".join(cells)
                      + f" | {int(statistics.median(r.processes for r in group))} |")
     bad = [f"{r.mode} {r.variant} round {r.round}: exit {r.exit_code}" for r in runs if r.exit_code != 0]
-    lines += ["", "CPU s per PO, the whole tree and by kind, sampled every 0.2 s (a process shorter than that is missed); "
-              "vs baseline: the configuration's median over the baseline's, same mode."
+    lines += ["", "CPU s per PO, the whole tree and by kind, sampled every 0.2 s (a process shorter than that is "
+              "missed); vs baseline: the configuration's median over the baseline's, same mode."
               + (" Problems: " + "; ".join(bad) if bad else ""), end]
     return "\n".join(lines) + "\n"
 
@@ -234,8 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     results: list[CpuRun] = []
     with tempfile.TemporaryDirectory(prefix="cpu-per-po-") as tmp:
         work = Path(tmp)
-        scenario = generate_scenario(count, 5, page_ms=50 if args.quick else 400, attachment_ms=20 if args.quick else 150,
-                                     page_assets=args.page_assets)
+        scenario = generate_scenario(count, 5, page_ms=50 if args.quick else 400,
+                                     attachment_ms=20 if args.quick else 150, page_assets=args.page_assets)
         with DemoPortal(scenario).start() as portal:
             profile = prepare_demo_profile(work / "profile", portal.base_url, timeout=60)
             orders = work / "orders.csv"

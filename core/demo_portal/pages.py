@@ -440,7 +440,8 @@ def _png(width: int, height: int, seed: int) -> bytes:
         rows.append(0)
         for x in range(width):
             v = (x * 7 + y * 13 + seed * 31 + (x * y) % (seed + 5)) & 0xFF
-            rows += bytes(((v + seed * 40) & 0xFF, (v * 3) & 0xFF, (255 - v) & 0xFF, 255 if (x + y + seed) % 9 else 160))
+            alpha = 255 if (x + y + seed) % 9 else 160
+            rows += bytes(((v + seed * 40) & 0xFF, (v * 3) & 0xFF, (255 - v) & 0xFF, alpha))
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0))
             + chunk(b"IDAT", zlib.compress(bytes(rows), 9)) + chunk(b"IEND", b""))
 
