@@ -166,7 +166,9 @@ def test_quick_long_soak_runs_and_writes_its_section(tmp_path, browser_available
     for r in runs:
         assert r["exit_code"] == 0 and r["right"] == r["pos"] == r["answered"] == 40 and not r["wrong"], r["mode"]
         assert not r["lost"] and not r["duplicated"], (r["lost"], r["duplicated"])
-        assert len(r["rates"]) == 10 and r["deviation"] is not None
+        # 40 POs over ten tenths: the first may hold none (results come in bursts), and then there
+        # is nothing to compare with; at full size every tenth holds hundreds.
+        assert len(r["rates"]) == 10 and (r["deviation"] is not None or r["rates"][0] == 0)
         samples = r["samples"]
         assert len(samples) >= 3 and all(s["rss"] > 0 for s in samples)
         assert max(s["processes"] for s in samples) >= 3, "pobatch, a driver and a browser at least"
