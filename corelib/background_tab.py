@@ -162,8 +162,6 @@ class BackgroundTab:
             return
         with self._lock:
             self._spare = spare
-        # The adopted tab's session may serve it again when it is the spare one.
-        self._sessions[tab.handle] = tab.session
 
     def _session_of(self, link: DevToolsLink, handle: str) -> str:
         session = self._sessions.get(handle)

@@ -48,8 +48,6 @@ class PageAhead:
         self._link_of = link_of  # the browser's DevTools link (the download tracker's), or None
         self.enabled = enabled
         self.tabs = BackgroundTab()
-        self.used = 0  # pages loaded ahead that proved themselves
-        self.stale = 0  # pages loaded ahead that were loaded again
         self.asked_in_attempt = False  # a page ahead was asked for during the current attempt
 
     def start(self, driver: Any, url: str, key: str) -> None:
@@ -93,15 +91,12 @@ class PageAhead:
         try:
             self.tabs.adopt(driver, link, tab)  # the window is now the loaded-ahead page, whatever it shows
         except Exception as exc:  # the tab went away (closed, crashed): nothing changed, load as usual
-            self.stale += 1
             self.pages.event(PoEvent.PAGE_AHEAD_STALE, url=url, detail=f"the tab loaded ahead is gone: {exc}"[:300])
             return self.pages.open(driver, url, expect)
         probe, why = self._judge(driver, url, expect, tab.started, tab.generation)
         if probe is not None and not why:
-            self.used += 1
             self.pages.event(PoEvent.OPEN, url=url, outcome=probe.state, detail=f"loaded ahead; {probe.evidence}"[:200])
             return probe
-        self.stale += 1
         self.pages.event(PoEvent.PAGE_AHEAD_STALE, url=url, detail=why[:300])
         log.debug("page loaded ahead for %s not used (%s): loading it again", key, why)
         return self.pages.open(driver, url, expect)
@@ -111,7 +106,8 @@ class PageAhead:
 
     def _judge(self, driver: Any, url: str, expect: dict[str, Any] | None, started: float,
                generation: int) -> tuple[PageProbe | None, str]:
-        """The adopted page's probe and '' when it is an answer; else why it is loaded again. Its time counts from when it was asked for: it has had most of it already."""
+        """The adopted page's probe and '' when it is an answer; else why it is loaded again. Its time
+        counts from when it was asked for: it has had most of it already."""
         if generation != self.pages.sign_ins:
             return None, "the portal session was refreshed after this page was asked for"
         left = self.pages.page_timeout - (time.monotonic() - started)

@@ -105,8 +105,9 @@ class PoJob:
         self.publisher = Publisher(config, self.event)
         # The next PO's page loads ahead where this browser's DevTools link is ours (a local browser);
         # a recording needs every page opened in its window (BiDi preload scripts), so not then.
+        local = isinstance(self.sink, EventDownloadSink)
         self.ahead = PageAhead(self.pages, lambda: self.sink.tracker.link,
-                               enabled=config.page_ahead and not config.record and isinstance(self.sink, EventDownloadSink))
+                               enabled=config.page_ahead and not config.record and local)
         self._up_next: PoTaskPayload | None = None
 
     # -- the attempt loop -------------------------------------------------------------------------
