@@ -108,3 +108,33 @@ def test_benchmark_configuration_names() -> None:
     assert options_of("parallel-4-f1") == {"files_at_once": 1, "page_ahead": True, "parallel": True, "workers": 4}
     assert options_of("single-session-4") == {"files_at_once": 4, "page_ahead": True, "strategy": "single-session",
                                               "windows": 4}
+
+
+def test_a_stale_tab_costs_at_most_one_page_timeout() -> None:
+    """Arriving and judging share one deadline: a tab whose page arrives late has only what is left
+    of the page timeout to show a known state, not a second full timeout."""
+    import time
+
+    from pobatch.core.workflow.page_ahead import PageAhead
+
+    class SlowToArrive:
+        def __init__(self, arrives_at: float) -> None:
+            self.arrives_at = arrives_at
+
+        def execute_script(self, script: str) -> bool:
+            return time.monotonic() < self.arrives_at  # True: still the page shown before
+
+    class Pages:
+        page_timeout = 2.0
+        sign_ins = 0
+        judged_with: float | None = None
+
+        def judge_adopted(self, driver: Any, url: str, expect: Any, timeout: float) -> Any:
+            self.judged_with = timeout
+            return type("Probe", (), {"state": "READY", "evidence": ""})()
+
+    pages = Pages()
+    ahead = PageAhead(pages, lambda: None, enabled=True)  # type: ignore[arg-type]
+    started = time.monotonic()
+    ahead._judge(SlowToArrive(started + 1.5), "http://portal/po/2", None, started, 0)
+    assert pages.judged_with is not None and pages.judged_with <= 0.5 + 0.05, pages.judged_with

@@ -107,14 +107,16 @@ class PageAhead:
     def _judge(self, driver: Any, url: str, expect: dict[str, Any] | None, started: float,
                generation: int) -> tuple[PageProbe | None, str]:
         """The adopted page's probe and '' when it is an answer; else why it is loaded again. Its time
-        counts from when it was asked for: it has had most of it already."""
+        counts from when it was asked for: it has had most of it already. One deadline serves both
+        steps (arriving, then showing a known state), so a stale tab costs at most one page timeout
+        (or a second, when it is already spent) before the page is loaded again."""
         if generation != self.pages.sign_ins:
             return None, "the portal session was refreshed after this page was asked for"
-        left = self.pages.page_timeout - (time.monotonic() - started)
+        deadline = max(started + self.pages.page_timeout, time.monotonic() + 1.0)
         try:
-            if not self._new_page_arrived(driver, deadline=time.monotonic() + max(left, 1.0)):
+            if not self._new_page_arrived(driver, deadline=deadline):
                 return None, "the page asked for had not replaced the tab's page before within the page timeout"
-            probe = self.pages.judge_adopted(driver, url, expect, timeout=max(left, 1.0))
+            probe = self.pages.judge_adopted(driver, url, expect, timeout=max(deadline - time.monotonic(), 0.0))
         except TransientError as exc:
             return None, str(exc)
         if probe.state not in ANSWERS:
