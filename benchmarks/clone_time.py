@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from pobatch.corelib.profile_manager import ProfileManager
+from pobatch.corelib.browser.profile_manager import ProfileManager
 
 log = logging.getLogger(__name__)
 

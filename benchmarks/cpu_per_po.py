@@ -39,7 +39,7 @@ from benchmarks.pobatch_with_args import ENV as EXTRA_ARGS_ENV
 from benchmarks.process_tree import PeriodicTreeSampler, kind_of
 from benchmarks.report import machine_words, section_head, write_between_markers
 from pobatch.core.demo_portal import DemoPortal, generate_scenario
-from pobatch.core.login import prepare_demo_profile
+from pobatch.core.commands.login import prepare_demo_profile
 
 log = logging.getLogger("benchmarks.cpu_per_po")
 
@@ -50,7 +50,7 @@ MODES: dict[str, list[str]] = {"sequential": [], "sequential-np": ["--no-page-ah
 SAMPLE_S = 0.2
 REPO_ROOT = Path(__file__).resolve().parent.parent  # where `python -m benchmarks.pobatch_with_args` is found
 # Candidate browser flags of issue 23, each measured alone against "baseline" (pobatch's own flags).
-# A --disable-features here is merged with BASE_ARGS' one (corelib/browser.py, merge_list_switches).
+# A --disable-features here is merged with BASE_ARGS' one (corelib/browser/factory.py, merge_list_switches).
 VARIANTS: dict[str, tuple[str, ...]] = {
     "baseline": (),
     # what a page loads

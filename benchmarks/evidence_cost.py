@@ -19,11 +19,11 @@ from pathlib import Path
 
 from pobatch.core.demo_portal import DemoPortal
 from pobatch.core.demo_portal.scenario import generate_scenario
-from pobatch.core.login import prepare_demo_profile
+from pobatch.core.commands.login import prepare_demo_profile
 from pobatch.core.sites import get_site
 from pobatch.core.workflow.page_probes import PAGE_STATE_JS, SETTLE_JS, PageProbe, PageState
-from pobatch.corelib.browser import BrowserSpec
-from pobatch.corelib.local_session import LocalBrowserSession
+from pobatch.corelib.browser.factory import BrowserSpec
+from pobatch.corelib.browser.local_session import LocalBrowserSession
 from pobatch.corelib.polling import Backoff
 
 

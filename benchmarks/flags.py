@@ -20,12 +20,12 @@ from pathlib import Path
 from benchmarks.machine import current_load
 from benchmarks.memory import MB, MemorySampler
 from pobatch.core.demo_portal import DemoPortal, generate_scenario
-from pobatch.core.login import prepare_demo_profile
+from pobatch.core.commands.login import prepare_demo_profile
 from pobatch.core.workflow.job_config import JobConfig
 from pobatch.core.workflow.po_job import PoJob
 from pobatch.core.workflow.po_task import PoTaskPayload
-from pobatch.corelib.browser import BrowserSpec
-from pobatch.corelib.local_session import LocalBrowserSession
+from pobatch.corelib.browser.factory import BrowserSpec
+from pobatch.corelib.browser.local_session import LocalBrowserSession
 
 log = logging.getLogger("benchmarks.flags")
 
@@ -40,7 +40,7 @@ FLAG_SETS: dict[str, tuple[str, ...]] = {
     "in-process-gpu": ("--in-process-gpu", "--disable-software-rasterizer"),
     "low-end-device": ("--enable-low-end-device-mode",),
 }
-# Chromium keeps only the last --disable-features; pobatch.corelib.browser merges a set's own with BASE_ARGS'
+# Chromium keeps only the last --disable-features; pobatch.corelib.browser.factory merges a set's own with BASE_ARGS'
 # (merge_list_switches), so a set adds to Translate, MediaRouter, OptimizationHints, BackForwardCache.
 
 

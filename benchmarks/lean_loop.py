@@ -17,7 +17,7 @@ from pathlib import Path
 from benchmarks.script_browser import ATTACHMENT_SELECTOR, close_popups, script_browser
 from benchmarks.steps import file_seconds, portal_seconds
 from pobatch.core.demo_portal import Scenario
-from pobatch.corelib.downloads import is_partial
+from pobatch.corelib.browser.downloads import is_partial
 
 
 @dataclass

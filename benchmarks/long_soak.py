@@ -78,12 +78,12 @@ from benchmarks.report import machine_words, section_head, write_between_markers
 from benchmarks.soak import check_truth
 from pobatch.core.demo_portal import DemoPortal, generate_scenario
 from pobatch.core.demo_portal.scenario import Scenario
-from pobatch.core.login import prepare_demo_profile
+from pobatch.core.commands.login import prepare_demo_profile
 from pobatch.core.reports.report_data import report_path
 from pobatch.core.results import PoOutcome, outcome_from_data
 from pobatch.core.status import Status
 from pobatch.core.workspace import Workspace
-from pobatch.corelib.process_reaper import kill_and_wait
+from pobatch.corelib.browser.process_reaper import kill_and_wait
 
 log = logging.getLogger("benchmarks.long_soak")
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import psutil
 
-from pobatch.corelib.browser import BrowserSpec, resolve_browser_binary, resolve_driver
+from pobatch.corelib.browser.factory import BrowserSpec, resolve_browser_binary, resolve_driver
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.script_browser import ATTACHMENT_SELECTOR, close_popups, script_browser
-from pobatch.corelib.downloads import is_partial
+from pobatch.corelib.browser.downloads import is_partial
 
 log = logging.getLogger(__name__)
 

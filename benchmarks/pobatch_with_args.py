@@ -4,7 +4,7 @@ For benchmarks only (benchmarks/cpu_per_po.py's `--variants`): the product has n
 browser arguments, and should not grow one just to be measured. This runs pobatch's own CLI after
 wrapping the BrowserSpec that `pobatch run` builds (core/app.py), so every browser of the run, in this
 process (sequential) or in a spawned worker (the spec is pickled with its arguments), starts with
-pobatch's own flags plus the JSON list in POBATCH_BENCH_BROWSER_ARGS. corelib/browser.py merges a
+pobatch's own flags plus the JSON list in POBATCH_BENCH_BROWSER_ARGS. corelib/browser/factory.py merges a
 `--disable-features=` here with its own, so a candidate adds to BASE_ARGS' list instead of replacing it.
 """
 from __future__ import annotations

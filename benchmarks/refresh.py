@@ -32,7 +32,7 @@ from benchmarks.report import machine_words, section_head, write_between_markers
 from pobatch.core.app import MainApp, RunOptions, RunSummary
 from pobatch.core.demo_portal import DemoPortal, generate_scenario
 from pobatch.core.demo_portal.scenario import Scenario
-from pobatch.core.login import prepare_demo_profile
+from pobatch.core.commands.login import prepare_demo_profile
 
 log = logging.getLogger("benchmarks.refresh")
 

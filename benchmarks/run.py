@@ -48,13 +48,13 @@ from benchmarks.report import render_markdown, write_between_markers
 from benchmarks.steps import overlap_seconds, pipelined_seconds, portal_seconds, read_timeline, step_timings
 from pobatch.core.app import MainApp, RunOptions
 from pobatch.core.demo_portal import DemoPortal, generate_scenario
-from pobatch.core.login import prepare_demo_profile
-from pobatch.core.po_worker import incoming_dir
+from pobatch.core.commands.login import prepare_demo_profile
+from pobatch.core.modes.po_handler import incoming_dir
 from pobatch.core.workflow.job_config import JobConfig
-from pobatch.corelib.autoscale import auto_workers
-from pobatch.corelib.browser import BrowserSpec
-from pobatch.corelib.local_session import LocalBrowserSession
-from pobatch.corelib.profile_manager import ProfileManager
+from pobatch.corelib.worker_pool.autoscale import auto_workers
+from pobatch.corelib.browser.factory import BrowserSpec
+from pobatch.corelib.browser.local_session import LocalBrowserSession
+from pobatch.corelib.browser.profile_manager import ProfileManager
 
 log = logging.getLogger("benchmarks")
 

@@ -1,7 +1,7 @@
 """What the two yardstick scripts (the naive one and the lean loop) share: their browser, the links
 they click and how they leave a PO's popups behind.
 
-They start the browser with the product's own flags (pobatch.corelib.browser) so that a comparison is about
+They start the browser with the product's own flags (pobatch.corelib.browser.factory) so that a comparison is about
 the workflow, not about a browser stall that docs/design.md explains ("Browser flags and the first-load
 stall"), and they are cleaned up by profile directory like every other browser here.
 """
@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from pobatch.core.sites import get_site
-from pobatch.corelib.browser import BrowserSpec
-from pobatch.corelib.local_session import LocalBrowserSession
+from pobatch.corelib.browser.factory import BrowserSpec
+from pobatch.corelib.browser.local_session import LocalBrowserSession
 
 ATTACHMENT_SELECTOR = ", ".join(get_site("demo").attachment_selectors)
 

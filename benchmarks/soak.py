@@ -30,7 +30,7 @@ from benchmarks.soak_scenario import soak_scenario
 from pobatch.core.app import MainApp, RunOptions
 from pobatch.core.demo_portal import DemoPortal
 from pobatch.core.events import PoEvent
-from pobatch.core.login import prepare_demo_profile
+from pobatch.core.commands.login import prepare_demo_profile
 from pobatch.core.results import PoOutcome
 from pobatch.corelib.store import RunStore
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pobatch.core.demo_portal import Scenario
 from pobatch.corelib.store import RunStore
-from pobatch.corelib.tasks import Event
+from pobatch.corelib.worker_pool.tasks import Event
 
 _DOWNLOAD_RE = re.compile(r"^(?P<name>.*) via (?P<how>[\w-]+) in (?P<secs>[\d.]+)s(?:, .*)?$")
 

@@ -2,8 +2,8 @@
 
 Data flows one way: orders file -> tasks (a RunPlan) -> the mode's stream (core/modes/: one in-process
 worker, a pool of spawned workers, ...) -> results -> run store -> workbook. Only this module writes the
-run store. The checks before any browser are core/preflight.py; what the stream is watched for (a
-sign-in page, a portal gone away) is core/stream_watch.py.
+run store. The checks before any browser are core/preparation/preflight.py; what the stream is watched for (a
+sign-in page, a portal gone away) is core/monitoring/stream_watch.py.
 """
 from __future__ import annotations
 
@@ -26,32 +26,32 @@ from pobatch.core.exit_codes import (  # noqa: F401 - re-exported: the tests and
     EXIT_OK,
     EXIT_STOPPED,
 )
-from pobatch.core.journal import read_journal, restore_replaced
+from pobatch.core.workflow.journal import read_journal, restore_replaced
 from pobatch.core.modes.base import RunPlan
 from pobatch.core.modes.registry import get_mode, mode_name
-from pobatch.core.orders import OrdersError, OrdersFile, describe_problems, read_orders
-from pobatch.core.po_worker import WorkerConfig
-from pobatch.core.preflight import check_reachable, check_writable, run_process_alive, sweep_leftovers
-from pobatch.core.profiles import refuse_profile_in_use, resolve_base_profile
+from pobatch.core.preparation.orders import OrdersError, OrdersFile, describe_problems, read_orders
+from pobatch.core.modes.po_handler import WorkerConfig
+from pobatch.core.preparation.preflight import check_reachable, check_writable, run_process_alive, sweep_leftovers
+from pobatch.core.preparation.profiles import refuse_profile_in_use, resolve_base_profile
 from pobatch.core.reports.activity_log import ActivityLog
 from pobatch.core.reports.report import write_report
 from pobatch.core.reports.report_data import report_path
 from pobatch.core.reports.workbook import write_results
 from pobatch.core.results import PoOutcome, outcome_from_data, outcome_from_result, outcome_to_result
-from pobatch.core.run_log import RunLog, RunLogView, run_facts
+from pobatch.core.monitoring.run_log import RunLog, RunLogView, run_facts
 from pobatch.core.sites import default_site_file, resolve_site
 from pobatch.core.status import FINAL_STATUSES, Status
-from pobatch.core.stream_watch import CircuitBreaker, PortalUnreachable, SignInWatch
+from pobatch.core.monitoring.stream_watch import CircuitBreaker, PortalUnreachable, SignInWatch
 from pobatch.core.workflow.held_files import check_held
 from pobatch.core.workflow.job_config import JobConfig
 from pobatch.core.workflow.po_task import PoTaskPayload
 from pobatch.core.workflow.recorder import is_recording, store_recording
 from pobatch.core.workspace import Workspace
-from pobatch.corelib.browser import BrowserSpec, default_browser
+from pobatch.corelib.browser.factory import BrowserSpec, default_browser
 from pobatch.corelib.errors import ErrorClass, FatalError, fatal_error, is_disk_full
-from pobatch.corelib.grid import GridSpec
+from pobatch.corelib.browser.grid import GridSpec
 from pobatch.corelib.store import Heartbeat, RunStore
-from pobatch.corelib.tasks import Event, Task, TaskResult
+from pobatch.corelib.worker_pool.tasks import Event, Task, TaskResult
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class RunOptions:
     sheet: str | None = None
     force: bool = False  # redo COMPLETED POs
     refresh: bool = False  # --refresh: look at answered POs again and fetch only what is new (docs/design.md, "Refresh")
-    on_finish: str | None = None  # --on-finish: a command run once the run ends (core/on_finish.py)
+    on_finish: str | None = None  # --on-finish: a command run once the run ends (core/monitoring/on_finish.py)
     recheck: bool = False  # redo NO_ATTACHMENTS and PO_NOT_FOUND POs
     parallel: bool = False
     workers: int | None = None  # None = auto
@@ -110,7 +110,7 @@ class RunSummary:
     message: str = ""
     skipped: int = 0
     report_path: Path | None = None
-    log_path: Path | None = None  # the run's plain log (core/run_log.py)
+    log_path: Path | None = None  # the run's plain log (core/monitoring/run_log.py)
     checked: int = 0  # POs looked at again by --refresh
     new_files: int = 0  # files that arrived in this run (first downloads and a refresh's new ones)
     new_file_pos: int = 0  # POs those files belong to

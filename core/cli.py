@@ -14,23 +14,23 @@ import click
 
 from pobatch.core import __version__
 from pobatch.core.app import MainApp, RunOptions
-from pobatch.core.check import run_check, verdict, write_snapshot
-from pobatch.core.console import ConsoleView
+from pobatch.core.commands.check import run_check, verdict, write_snapshot
+from pobatch.core.monitoring.console import ConsoleView
 from pobatch.core.demo_portal import DemoPortal, sample_orders_path
 from pobatch.core.demo_portal import main as portal_main
-from pobatch.core.desk import ask_start, finish_run, run_signing_in, sign_in_request, what_changed
+from pobatch.core.commands.desk import ask_start, finish_run, run_signing_in, sign_in_request, what_changed
 from pobatch.core.exit_codes import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_LOGIN, EXIT_STOPPED
-from pobatch.core.login import interactive_login, prepare_demo_profile
+from pobatch.core.commands.login import interactive_login, prepare_demo_profile
 from pobatch.core.modes.registry import STRATEGIES
-from pobatch.core.on_finish import run_on_finish
-from pobatch.core.orders import OrdersError, normalize_po
-from pobatch.core.preflight import run_process_alive
-from pobatch.core.profiles import resolve_base_profile
+from pobatch.core.monitoring.on_finish import run_on_finish
+from pobatch.core.preparation.orders import OrdersError, normalize_po
+from pobatch.core.preparation.preflight import run_process_alive
+from pobatch.core.preparation.profiles import resolve_base_profile
 from pobatch.core.reports.replay import NoRecording, write_replay
 from pobatch.core.reports.report import write_report
 from pobatch.core.sites import SITES, default_site_file, resolve_site
 from pobatch.core.workspace import WORK_DIR_NAME, Workspace
-from pobatch.corelib.browser import BROWSERS, BrowserSpec, default_browser
+from pobatch.corelib.browser.factory import BROWSERS, BrowserSpec, default_browser
 from pobatch.corelib.errors import FatalError, LoginRequiredError
 from pobatch.corelib.store import RunStore
 
@@ -439,13 +439,13 @@ def start(ctx: click.Context, orders: str | None, base_url: str | None, parallel
     run (Enter), refresh the archive (--refresh), or start again in a new folder.
 
     This is what run.bat (double-click, or a file dropped on it) and ./run.sh with no arguments do."""
-    answers = ask_start(orders, base_url, parallel, out)  # the questions: pobatch.core.desk
+    answers = ask_start(orders, base_url, parallel, out)  # the questions: pobatch.core.commands.desk
     ctx.invoke(run, orders=str(answers.orders), site=site, base_url=answers.base_url, parallel=answers.parallel,
                profile=profile, out=str(answers.out) if answers.out else None, browser=browser, driver=driver,
                sign_in_if_needed=True, refresh=answers.refresh)
 
 
-# -- when something goes wrong at a desk (issue 25): core/doctor.py, core/support.py -------------------
+# -- when something goes wrong at a desk (issue 25): core/commands/doctor.py, core/commands/support.py -------------------
 @main.command()
 @click.option("--base-url", help="Portal address, e.g. https://yourcompany.coupahost.com (default: the remembered one).")
 @click.option("--site", type=click.Choice(sorted(SITES)), default="coupa", show_default=True,
@@ -462,8 +462,8 @@ def doctor(base_url: str | None, site: str, site_file: str | None, out: str, gri
     """Can a run start on this PC? One line per check, and what to do for each one that fails.
 
     Exit code 0 when a run can start, 1 when it cannot."""
-    from pobatch.core.desk import remembered_address
-    from pobatch.core.doctor import DoctorOptions, can_start, run_doctor, verdict_line
+    from pobatch.core.commands.desk import remembered_address
+    from pobatch.core.commands.doctor import DoctorOptions, can_start, run_doctor, verdict_line
 
     _setup_logging(0)
     address = (base_url or remembered_address() or "").rstrip("/") or None
@@ -499,8 +499,8 @@ def support(out: str, run_ref: str | None, with_results: bool) -> None:
     """Make one zip to send to whoever helps you: the run's log, report, events, failures and options.
 
     It never holds cookies, Authorization headers, the browser profile or the downloaded files."""
-    from pobatch.core.doctor import DoctorOptions
-    from pobatch.core.support import build_bundle, bundle_path
+    from pobatch.core.commands.doctor import DoctorOptions
+    from pobatch.core.commands.support import build_bundle, bundle_path
 
     _setup_logging(0)
     out_dir = Path(out).resolve()

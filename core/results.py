@@ -6,7 +6,7 @@ from typing import Any
 
 from pobatch.core.status import Status
 from pobatch.corelib.errors import ErrorClass
-from pobatch.corelib.tasks import TaskResult
+from pobatch.corelib.worker_pool.tasks import TaskResult
 
 
 @dataclass

@@ -11,7 +11,7 @@
         throttle                         the portal's last "slow down", shared by every worker
         artifacts/<run>/<PO>-a<n>/       a failed attempt's screenshot, HTML and console
         replays/<run>/<PO>.html          rrweb replays written by `pobatch replay`
-        logs/<run>.log                   the run's plain text log (core/run_log.py), the last 30 runs
+        logs/<run>.log                   the run's plain text log (core/monitoring/run_log.py), the last 30 runs
         demo-profile/                    the demo's own signed-in profile
 
 It is built from the output folder alone, so a worker process, the report and the CLI agree on it.

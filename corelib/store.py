@@ -16,7 +16,7 @@ import zlib
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from pobatch.corelib.tasks import Event, TaskResult
+from pobatch.corelib.worker_pool.tasks import Event, TaskResult
 
 SCHEMA_VERSION = 1
 

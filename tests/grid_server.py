@@ -24,7 +24,7 @@ from pathlib import Path
 
 import psutil
 
-from pobatch.corelib.grid import wait_until_ready
+from pobatch.corelib.browser.grid import wait_until_ready
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from typing import Any
 import psutil
 
 from pobatch.corelib.errors import ErrorClass, PobatchError
-from pobatch.corelib.tasks import Event, Task, TaskResult
+from pobatch.corelib.worker_pool.tasks import Event, Task, TaskResult
 
 
 

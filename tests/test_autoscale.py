@@ -2,7 +2,7 @@
 limits it (issue 23). Pure logic: the free memory and CPU count are given."""
 from __future__ import annotations
 
-from pobatch.corelib.autoscale import MAX_WORKERS, WINDOW_MB, WORKER_MB, auto_workers, windows_instead
+from pobatch.corelib.worker_pool.autoscale import MAX_WORKERS, WINDOW_MB, WORKER_MB, auto_workers, windows_instead
 
 GIB = 2**30
 

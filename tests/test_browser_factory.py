@@ -1,4 +1,4 @@
-"""pobatch.corelib.browser: driver resolution and options as pure logic, then real starts of headless Chromium.
+"""pobatch.corelib.browser.factory: driver resolution and options as pure logic, then real starts of headless Chromium.
 
 Resolution tests change only PATH, environment variables and sys.platform; the start tests use the
 real Debian Chromium and chromedriver (no Selenium mocks), a real page from a local http.server, and
@@ -22,8 +22,8 @@ import psutil
 import pytest
 from selenium import webdriver
 
-from pobatch.core.profiles import browser_user_data_dir
-from pobatch.corelib.browser import (
+from pobatch.core.preparation.profiles import browser_user_data_dir
+from pobatch.corelib.browser.factory import (
     LOOPBACK_RESOLVER_RULES,
     PORTAL_RESOLVER_RULES,
     BrowserSpec,
@@ -39,12 +39,12 @@ from pobatch.corelib.browser import (
     resolve_driver,
     start_browser,
 )
-from pobatch.corelib.browser_session import BrowserSession, SessionNotStarted
+from pobatch.corelib.browser.session import BrowserSession, SessionNotStarted
 from pobatch.corelib.errors import FatalError
-from pobatch.corelib.grid import GridSpec
-from pobatch.corelib.local_session import LocalBrowserSession
-from pobatch.corelib.process_reaper import kill_browser_tree
-from pobatch.corelib.remote_session import RemoteBrowserSession
+from pobatch.corelib.browser.grid import GridSpec
+from pobatch.corelib.browser.local_session import LocalBrowserSession
+from pobatch.corelib.browser.process_reaper import kill_browser_tree
+from pobatch.corelib.browser.remote_session import RemoteBrowserSession
 from pobatch.core.modes.single_session.shared_browser import SharedBrowser
 from pobatch.core.modes.single_session.window_session import WindowSession
 from conftest import CHROMEDRIVER

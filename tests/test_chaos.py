@@ -28,7 +28,7 @@ import psutil
 import pytest
 
 from pobatch.core.demo_portal import DemoPortal
-from pobatch.core.login import prepare_demo_profile
+from pobatch.core.commands.login import prepare_demo_profile
 from tests.eventually import wait_for
 from tests.orders_files import write_orders
 

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from pobatch.core.cli import main
 from pobatch.core.demo_portal import DemoPortal
-from pobatch.core.login import prepare_demo_profile
+from pobatch.core.commands.login import prepare_demo_profile
 from tests.conftest import CHROMEDRIVER, CHROMIUM
 
 

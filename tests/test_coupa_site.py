@@ -21,7 +21,7 @@ import pytest
 from conftest import CHROMEDRIVER, CHROMIUM
 from pobatch.core.demo_portal import DemoPortal
 from pobatch.core.demo_portal.scenario import KINDS
-from pobatch.core.login import prepare_demo_profile
+from pobatch.core.commands.login import prepare_demo_profile
 from pobatch.core.results import PoOutcome
 from pobatch.core.sites import DEMO, SiteDefinition
 from pobatch.core.status import Status
@@ -30,10 +30,10 @@ from pobatch.core.workflow.page_probes import PAGE_STATE_JS, PageProbe
 from pobatch.core.workflow.po_job import PoJob
 from pobatch.core.workflow.po_task import PoTaskPayload
 from pobatch.core.workspace import WORK_DIR_NAME
-from pobatch.corelib.browser import BrowserSpec
-from pobatch.corelib.local_session import LocalBrowserSession
+from pobatch.corelib.browser.factory import BrowserSpec
+from pobatch.corelib.browser.local_session import LocalBrowserSession
 from pobatch.corelib.safe_paths import MAX_COMPONENT, MAX_PATH, contained, safe_component
-from pobatch.corelib.tasks import Event
+from pobatch.corelib.worker_pool.tasks import Event
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -564,8 +564,8 @@ def test_a_slice_of_the_soak_runs_true_through_a_bouncing_client() -> None:
 def test_chromium_goes_to_the_provider_and_back_by_itself(via: str, browser_available: None, tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
 
-    from pobatch.corelib.browser import BrowserSpec
-    from pobatch.corelib.local_session import LocalBrowserSession
+    from pobatch.corelib.browser.factory import BrowserSpec
+    from pobatch.corelib.browser.local_session import LocalBrowserSession
 
     with DemoPortal(sso_scenario(via)).start() as portal:
         spec = BrowserSpec(user_data_dir=str(tmp_path / "profile"), local_only=True, page_load_timeout=30)
@@ -610,8 +610,8 @@ def test_chromium_goes_to_the_provider_and_back_by_itself(via: str, browser_avai
 def test_chromium_never_sees_the_load_event_of_a_hanging_page(browser_available: None, tmp_path: Path) -> None:
     """What the docstring promises, in a real browser: image, async script and iframe hold the load event
     while a long-poll does not; leaving the page ends the portal's hold."""
-    from pobatch.corelib.browser import BASE_ARGS, BrowserSpec
-    from pobatch.corelib.local_session import LocalBrowserSession
+    from pobatch.corelib.browser.factory import BASE_ARGS, BrowserSpec
+    from pobatch.corelib.browser.local_session import LocalBrowserSession
 
     # Chromium keeps a page it leaves in its back/forward cache, hanging request and connection included:
     # six such pages take all six connections per host and the next page load stalls (seen here, Chromium

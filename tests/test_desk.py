@@ -1,4 +1,4 @@
-"""pobatch.core.desk: the verdict line, the offer to open the results, pobatch start's questions, and the
+"""pobatch.core.commands.desk: the verdict line, the offer to open the results, pobatch start's questions, and the
 sign-in-then-carry-on loop. Pure logic: the run and the sign-in window are stand-ins here; the real
 ones run end to end in tests/test_desk_sign_in.py."""
 from __future__ import annotations
@@ -12,10 +12,10 @@ from click.testing import CliRunner
 from pobatch.core.app import RunSummary
 import pobatch.core.cli as cli
 from pobatch.core.cli import main
-import pobatch.core.desk as desk
-from pobatch.core.sign_in import SignInOutcome, SignInRequest
+import pobatch.core.commands.desk as desk
+from pobatch.core.commands.sign_in import SignInOutcome, SignInRequest
 from pobatch.core.status import Status
-from pobatch.corelib.browser import default_browser
+from pobatch.corelib.browser.factory import default_browser
 
 
 def summary(exit_code: int = 0, results: Path | None = None, report: Path | None = None, **counts: int) -> RunSummary:
@@ -266,7 +266,7 @@ def test_run_passes_its_browser_and_profile_to_the_sign_in_window(monkeypatch, t
 
 
 def test_no_screen_says_so_instead_of_a_browser_that_cannot_start(monkeypatch, tmp_path):
-    from pobatch.core import sign_in as sign_in_module
+    from pobatch.core.commands import sign_in as sign_in_module
     from pobatch.corelib.errors import FatalError
 
     monkeypatch.setattr(sign_in_module.sys, "platform", "linux")

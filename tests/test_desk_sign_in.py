@@ -171,11 +171,11 @@ def test_the_sign_in_page_is_never_taken_for_a_finished_sign_in(portal, tmp_path
     waiting; once the form is sent it answers at once."""
     from selenium.webdriver.common.by import By
 
-    from pobatch.core.profiles import seed_profile
-    from pobatch.core.sign_in import SignInOutcome, home_url, wait_for_sign_in
+    from pobatch.core.preparation.profiles import seed_profile
+    from pobatch.core.commands.sign_in import SignInOutcome, home_url, wait_for_sign_in
     from pobatch.core.sites import get_site
-    from pobatch.corelib.browser import BrowserSpec
-    from pobatch.corelib.local_session import LocalBrowserSession
+    from pobatch.corelib.browser.factory import BrowserSpec
+    from pobatch.corelib.browser.local_session import LocalBrowserSession
 
     site = get_site("demo")
     profile = seed_profile(tmp_path / "profile")

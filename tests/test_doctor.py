@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 
 from pobatch.core.demo_portal import DemoPortal
-from pobatch.core.doctor import FAIL, OK, DoctorOptions, can_start, run_doctor
-from pobatch.core.login import prepare_demo_profile
-from pobatch.core.profiles import seed_profile
-from pobatch.corelib.profile_lock import profile_lock_held
+from pobatch.core.commands.doctor import FAIL, OK, DoctorOptions, can_start, run_doctor
+from pobatch.core.commands.login import prepare_demo_profile
+from pobatch.core.preparation.profiles import seed_profile
+from pobatch.corelib.browser.profile_lock import profile_lock_held
 from eventually import wait_for
 
 CHROMIUM_BINARY = "/usr/lib/chromium/chromium"

@@ -15,14 +15,14 @@ import pytest
 
 from pobatch.core.demo_portal import DemoPortal
 from pobatch.core.demo_portal.scenario import Scenario
-from pobatch.core.login import prepare_demo_profile
+from pobatch.core.commands.login import prepare_demo_profile
 from pobatch.core.status import Status
 from pobatch.core.workflow.job_config import JobConfig
 from pobatch.core.workflow.po_job import PoJob
 from pobatch.core.workflow.po_task import PoTaskPayload
-from pobatch.corelib.browser import BrowserSpec
-from pobatch.corelib.local_session import LocalBrowserSession
-from pobatch.corelib.tasks import Event
+from pobatch.corelib.browser.factory import BrowserSpec
+from pobatch.corelib.browser.local_session import LocalBrowserSession
+from pobatch.corelib.worker_pool.tasks import Event
 
 pytestmark = pytest.mark.usefixtures("browser_available")
 

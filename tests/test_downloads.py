@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from pobatch.corelib.downloads import is_partial, publish_folder, sha256_file
+from pobatch.corelib.browser.downloads import is_partial, publish_folder, sha256_file
 
 
 def test_partial_names():
@@ -55,7 +55,7 @@ def test_throttle_skips_calls_until_its_interval_has_passed():
 
 # -- matching a page's downloads to its clicks (pure logic: the browser's events are given) ---------
 class FakeTracker:
-    """The reading side of pobatch.corelib.download_events.DownloadTracker, fed by hand."""
+    """The reading side of pobatch.corelib.browser.download_events.DownloadTracker, fed by hand."""
 
     def __init__(self) -> None:
         self.downloads: list = []
@@ -64,7 +64,7 @@ class FakeTracker:
         self.alive = True
 
     def begin(self, guid: str, url: str, frame: str = "main", name: str = "f.pdf"):
-        from pobatch.corelib.download_events import BrowserDownload
+        from pobatch.corelib.browser.download_events import BrowserDownload
 
         d = BrowserDownload(guid=guid, url=url, suggested=name, frame_id=frame, seq=len(self.downloads) + 1,
                             announced=True)
@@ -92,7 +92,7 @@ class FakeTracker:
 
 
 def test_a_download_goes_to_its_popup_then_its_url_then_the_click_that_navigated():
-    from pobatch.corelib.download_sink import Attribution, DownloadBatch
+    from pobatch.corelib.browser.download_sink import Attribution, DownloadBatch
 
     tracker = FakeTracker()
     tracker.begin("old", "http://p/a")  # began before the batch: never this page's
@@ -113,7 +113,7 @@ def test_a_download_goes_to_its_popup_then_its_url_then_the_click_that_navigated
 
 
 def test_a_download_no_click_accounts_for_is_cancelled_and_reported():
-    from pobatch.corelib.download_sink import DownloadBatch
+    from pobatch.corelib.browser.download_sink import DownloadBatch
 
     tracker = FakeTracker()
     batch = DownloadBatch(tracker, lambda d: d.frame_id != "other-window", download_timeout=60, stall_timeout=20)
@@ -127,9 +127,9 @@ def test_a_download_no_click_accounts_for_is_cancelled_and_reported():
 
 
 def test_a_cancelled_download_fails_its_click_at_once_and_a_silent_one_after_the_stall_timeout():
-    from pobatch.corelib.download_events import DownloadState
-    from pobatch.corelib.download_sink import DownloadBatch
-    from pobatch.corelib.downloads import DownloadInterrupted, DownloadStalled
+    from pobatch.corelib.browser.download_events import DownloadState
+    from pobatch.corelib.browser.download_sink import DownloadBatch
+    from pobatch.corelib.browser.downloads import DownloadInterrupted, DownloadStalled
 
     tracker = FakeTracker()
     batch = DownloadBatch(tracker, lambda d: True, download_timeout=60, stall_timeout=5)
@@ -145,8 +145,8 @@ def test_a_cancelled_download_fails_its_click_at_once_and_a_silent_one_after_the
 
 
 def test_a_finished_file_is_taken_only_with_the_size_the_browser_reported(tmp_path):
-    from pobatch.corelib.download_events import DownloadState
-    from pobatch.corelib.download_sink import DownloadBatch
+    from pobatch.corelib.browser.download_events import DownloadState
+    from pobatch.corelib.browser.download_sink import DownloadBatch
     from pobatch.corelib.errors import TransientError
 
     tracker = FakeTracker()

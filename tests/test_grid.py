@@ -23,15 +23,15 @@ import pytest
 from pobatch.core.app import EXIT_LOGIN, EXIT_OK, MainApp, RunOptions, RunSummary
 from pobatch.core.demo_portal import DemoPortal, sample_orders_path, sample_scenario_path, unfamiliar_scenario_path
 from pobatch.core.demo_portal.scenario import Scenario, many_attachment_pos
-from pobatch.core.grid_login import apply_cookies, read_portal_cookies
-from pobatch.core.login import prepare_demo_profile
-from pobatch.core.profiles import seed_profile
+from pobatch.core.modes.grid_login import apply_cookies, read_portal_cookies
+from pobatch.core.commands.login import prepare_demo_profile
+from pobatch.core.preparation.profiles import seed_profile
 from pobatch.core.results import PoOutcome
 from pobatch.core.status import Status
-from pobatch.corelib.browser import BrowserSpec
+from pobatch.corelib.browser.factory import BrowserSpec
 from pobatch.corelib.errors import ErrorClass, FatalError, classify
-from pobatch.corelib.grid import GridSpec, SlotCount, check_grid, count_slots, free_slots, grid_status
-from pobatch.corelib.remote_session import RemoteBrowserSession
+from pobatch.corelib.browser.grid import GridSpec, SlotCount, check_grid, count_slots, free_slots, grid_status
+from pobatch.corelib.browser.remote_session import RemoteBrowserSession
 from pobatch.corelib.store import RunStore
 from eventually import wait_for
 from orders_files import write_orders as write_orders_file

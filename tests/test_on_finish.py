@@ -21,12 +21,12 @@ import pytest
 from click.testing import CliRunner
 
 import pobatch.core.cli as cli
-import pobatch.core.desk as desk
-from pobatch.core import on_finish
+import pobatch.core.commands.desk as desk
+from pobatch.core.monitoring import on_finish
 from pobatch.core.app import RunSummary
 from pobatch.core.cli import main
-from pobatch.core.on_finish import hook_environment, outcome_word, run_on_finish
-from pobatch.core.sign_in import SignInOutcome
+from pobatch.core.monitoring.on_finish import hook_environment, outcome_word, run_on_finish
+from pobatch.core.commands.sign_in import SignInOutcome
 from pobatch.core.status import Status
 
 from conftest import CHROMEDRIVER

@@ -1,4 +1,4 @@
-"""pobatch.core.orders against real files as Excel and people produce them."""
+"""pobatch.core.preparation.orders against real files as Excel and people produce them."""
 from __future__ import annotations
 
 import datetime as dt
@@ -10,7 +10,7 @@ import openpyxl
 import pytest
 from openpyxl.chart import BarChart, Reference
 
-from pobatch.core.orders import (
+from pobatch.core.preparation.orders import (
     PO_HEADER_NAMES,
     ROW_KEY,
     Duplicate,

@@ -7,7 +7,7 @@ from typing import Any
 from benchmarks.run import options_of
 from benchmarks.steps import overlap_seconds, pipelined_seconds
 from pobatch.core.demo_portal.scenario import Scenario
-from pobatch.corelib.background_tab import BackgroundTab, TabHidingDriver
+from pobatch.corelib.browser.background_tab import BackgroundTab, TabHidingDriver
 
 
 class FakeBase:

@@ -31,20 +31,20 @@ import pytest
 from rich.console import Console
 
 from pobatch.core.app import EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_LOGIN, EXIT_OK, MainApp, RunOptions, RunSummary
-from pobatch.core.console import ConsoleView
+from pobatch.core.monitoring.console import ConsoleView
 from pobatch.core.demo_portal import DemoPortal, load_scenario, sample_orders_path, sample_scenario_path
-from pobatch.core.login import prepare_demo_profile
-from pobatch.core.po_worker import WorkerConfig
-from pobatch.core.profiles import seed_profile
+from pobatch.core.commands.login import prepare_demo_profile
+from pobatch.core.modes.po_handler import WorkerConfig
+from pobatch.core.preparation.profiles import seed_profile
 from pobatch.core.results import PoOutcome, outcome_from_data
 from pobatch.core.status import Status
 from pobatch.core.workflow.job_config import JobConfig
-from pobatch.corelib.autoscale import auto_workers
-from pobatch.corelib.browser import BrowserSpec
-from pobatch.corelib.browser_processes import browser_processes
+from pobatch.corelib.worker_pool.autoscale import auto_workers
+from pobatch.corelib.browser.factory import BrowserSpec
+from pobatch.corelib.browser.processes import browser_processes
 from pobatch.corelib.errors import FatalError
 from pobatch.corelib.store import RunStore
-from pobatch.corelib.tasks import Event, Task, TaskResult
+from pobatch.corelib.worker_pool.tasks import Event, Task, TaskResult
 from pobatch.corelib.worker_pool import WorkerPool, WorkerSpec
 from eventually import wait_for
 from orders_files import write_orders as write_orders_file
@@ -550,7 +550,7 @@ def test_ctrl_c_stops_gracefully_and_a_rerun_finishes(tmp_path, demo, short_tmp)
 # A pool whose parent is killed while both workers are busy (toy handlers from tests/pool_handlers.py).
 _ORPHANED_POOL = """
 import sys
-from pobatch.corelib.tasks import Task
+from pobatch.corelib.worker_pool.tasks import Task
 from pobatch.corelib.worker_pool import WorkerPool, WorkerSpec
 if __name__ == "__main__":
     pool = WorkerPool(WorkerSpec("tests.pool_handlers:make_handler", {"close_dir": sys.argv[1]}), 2)
@@ -598,7 +598,7 @@ def test_workers_whose_parent_dies_stop_at_once_and_close_their_handler(tmp_path
 # A worker's profile manager, as make_handler builds it, under a stand-in for the app's main process.
 _ORPHANED_WORKER = """
 import sys, time
-from pobatch.corelib.profile_manager import ProfileManager
+from pobatch.corelib.browser.profile_manager import ProfileManager
 base, root, app_pid = sys.argv[1], sys.argv[2], int(sys.argv[3])
 manager = ProfileManager(base, "orphaned", work_root=root, run_owner_pid=app_pid)
 manager.clone("w1")
@@ -608,7 +608,7 @@ time.sleep(120)
 
 
 def test_the_sweep_stops_the_live_orphans_of_a_run_whose_app_died(tmp_path):
-    from pobatch.corelib.profile_manager import ProfileManager
+    from pobatch.corelib.browser.profile_manager import ProfileManager
 
     base, root = tmp_path / "base", tmp_path / "profiles"
     (base / "Default").mkdir(parents=True)
@@ -688,7 +688,7 @@ def test_the_pool_with_the_po_handler_gives_one_result_per_item(tmp_path, demo):
     cfg = WorkerConfig(job=job, browser=BrowserSpec(browser="chromium", local_only=True), base_profile=str(profile),
                        run_id="batch", profiles_root=str(tmp_path / "profiles"))
     tasks = [Task(key=po, payload={"po_number": po}) for po in ids] + [Task(key="broken", payload={})]
-    with WorkerPool(WorkerSpec("pobatch.core.po_worker:make_handler", {"worker": cfg}), 1) as pool:
+    with WorkerPool(WorkerSpec("pobatch.core.modes.po_handler:make_handler", {"worker": cfg}), 1) as pool:
         for task in tasks:
             pool.submit(task)
         results = [r for r in pool.results() if isinstance(r, TaskResult)]  # one worker: in input order

@@ -16,8 +16,8 @@ import pytest
 from pobatch.core.demo_portal import DemoPortal, unfamiliar_scenario_path, variant_scenario_path, variant_site_path
 from pobatch.core.demo_portal.scenario import ALL_KINDS
 from pobatch.core.sites.demo import DEMO_EMAIL, DEMO_PASSWORD
-from pobatch.corelib.browser import BrowserSpec
-from pobatch.corelib.local_session import LocalBrowserSession
+from pobatch.corelib.browser.factory import BrowserSpec
+from pobatch.corelib.browser.local_session import LocalBrowserSession
 from eventually import wait_for
 
 pytestmark = pytest.mark.timeout(180)

@@ -1,4 +1,4 @@
-"""pobatch.corelib.process_reaper against real headless Chromium: find and kill exactly our browsers.
+"""pobatch.corelib.browser.process_reaper against real headless Chromium: find and kill exactly our browsers.
 
 The crash test kills the Python side of a browser hard (a spawned child killed with SIGKILL), which
 orphans chromedriver and Chromium exactly as a crashed worker would.
@@ -22,10 +22,10 @@ from typing import Callable, Iterator
 import psutil
 import pytest
 
-from pobatch.corelib import browser_processes as browser_processes_module
-from pobatch.corelib.browser_processes import browser_processes
-from pobatch.corelib.process_reaper import kill_browser_tree
-from pobatch.corelib.profile_lock import live_browsers_on
+from pobatch.corelib.browser import processes as browser_processes_module
+from pobatch.corelib.browser.processes import browser_processes
+from pobatch.corelib.browser.process_reaper import kill_browser_tree
+from pobatch.corelib.browser.profile_lock import live_browsers_on
 from eventually import wait_for
 
 CHROMIUM = "/usr/bin/chromium"
@@ -434,7 +434,7 @@ def test_a_child_still_using_a_scratch_folder_is_killed_before_the_folder_goes(t
     import subprocess
     import sys
 
-    from pobatch.corelib.process_reaper import kill_scratch_users
+    from pobatch.corelib.browser.process_reaper import kill_scratch_users
 
     scratch = tmp_path / "pobatch-drv-1-x"
     scratch.mkdir()

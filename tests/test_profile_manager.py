@@ -1,4 +1,4 @@
-"""pobatch.corelib.profile_manager with real files and real headless Chromium.
+"""pobatch.corelib.browser.profile_manager with real files and real headless Chromium.
 
 The browser starter, the tiny portal, the child-process runner and the autouse `scratch` fixture
 (no browser and no temp profile may remain after a test) come from test_process_reaper.
@@ -17,10 +17,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from pobatch.corelib.browser_processes import browser_processes
+from pobatch.corelib.browser.processes import browser_processes
 from pobatch.corelib.errors import FatalError
-from pobatch.corelib.profile_lock import live_browsers_on
-from pobatch.corelib.profile_manager import (
+from pobatch.corelib.browser.profile_lock import live_browsers_on
+from pobatch.corelib.browser.profile_manager import (
     CLONE_SKIP,
     OWNER_FILE,
     CloneInfo,
@@ -237,7 +237,7 @@ def test_clone_of_mostly_cache_gigabyte_profile_is_small(
     write(base / "Default" / "Local Storage" / "leveldb" / "000003.log", os.urandom(16 * 1024))
     assert tree_size(base) >= 1024 * MiB  # real bytes, not sparse
 
-    with caplog.at_level(logging.DEBUG, logger="pobatch.corelib.profile_manager"):
+    with caplog.at_level(logging.DEBUG, logger="pobatch.corelib.browser.profile_manager"):
         with ProfileManager(base, "big", scratch / "work") as profiles:
             started = time.perf_counter()
             clone = profiles.clone("w1")

@@ -15,13 +15,13 @@ from click.testing import CliRunner
 from pobatch.core.app import MainApp, RunOptions, RunSummary
 from pobatch.core.cli import main as cli
 from pobatch.core.demo_portal import DemoPortal, Scenario
-from pobatch.core.login import prepare_demo_profile
+from pobatch.core.commands.login import prepare_demo_profile
 from pobatch.core.reports.replay import NoRecording, render_replay, write_replay
 from pobatch.core.workflow.recorder import PAGE_KEY, RECORD_JS, SessionRecorder, preload_script, store_recording
-from pobatch.corelib.browser import BrowserSpec
-from pobatch.corelib.local_session import LocalBrowserSession
+from pobatch.corelib.browser.factory import BrowserSpec
+from pobatch.corelib.browser.local_session import LocalBrowserSession
 from pobatch.corelib.store import RunStore
-from pobatch.corelib.tasks import Event
+from pobatch.corelib.worker_pool.tasks import Event
 from eventually import wait_for
 
 # rrweb event types

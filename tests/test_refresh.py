@@ -19,7 +19,7 @@ from pobatch.core.app import MainApp, RunOptions, RunSummary
 from pobatch.core.demo_portal import DemoPortal
 from pobatch.core.demo_portal.scenario import Scenario
 from pobatch.core.exit_codes import EXIT_OK
-from pobatch.core.login import prepare_demo_profile
+from pobatch.core.commands.login import prepare_demo_profile
 from pobatch.core.reports.changes import CHANGE_WORDS
 from pobatch.core.reports.workbook import NEW_SHEET, RESULTS_SHEET
 from tests.orders_files import write_orders

@@ -15,7 +15,7 @@ from pobatch.core.workflow.held_files import HeldFile, attachment_identity, chec
 from pobatch.core.workflow.job_config import JobConfig
 from pobatch.core.workflow.po_task import PoTaskPayload
 from pobatch.core.workflow.publish import Publisher
-from pobatch.corelib.downloads import sha256_file
+from pobatch.corelib.browser.downloads import sha256_file
 
 
 def test_identity_keeps_what_names_the_file_and_drops_what_changes_per_view() -> None:
@@ -161,7 +161,7 @@ def test_a_file_recorded_without_identity_is_recognised_by_its_bytes(tmp_path: P
 def test_a_publish_cut_between_its_renames_is_put_back(tmp_path: Path) -> None:
     """publish_folder moves the old folder aside, then the new one in: a crash between the two leaves
     only the aside copy, which the next run's recovery puts back (and a stale aside copy goes)."""
-    from pobatch.core.journal import restore_replaced
+    from pobatch.core.workflow.journal import restore_replaced
 
     folder = tmp_path / "Acme" / "100001_COMPLETED"
     folder.mkdir(parents=True)
@@ -175,7 +175,7 @@ def test_a_publish_cut_between_its_renames_is_put_back(tmp_path: Path) -> None:
 
 def test_the_end_of_run_line_says_what_a_refresh_found(tmp_path: Path) -> None:
     from pobatch.core.app import RunSummary
-    from pobatch.core.desk import verdict
+    from pobatch.core.commands.desk import verdict
 
     counts = {s.value: 0 for s in Status}
     counts["COMPLETED"] = 2000

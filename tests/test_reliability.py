@@ -18,7 +18,7 @@ import pytest
 
 from pobatch.core.app import EXIT_LOGIN, EXIT_OK, EXIT_STOPPED, MainApp, RunOptions
 from pobatch.core.demo_portal import DemoPortal
-from pobatch.core.login import prepare_demo_profile
+from pobatch.core.commands.login import prepare_demo_profile
 from tests.eventually import wait_for
 from tests.orders_files import write_orders
 
@@ -474,7 +474,7 @@ def test_a_killed_workers_staging_and_driver_temp_are_removed_when_it_is_reaped(
 
     import psutil
 
-    from pobatch.corelib.browser_processes import browser_processes
+    from pobatch.corelib.browser.processes import browser_processes
 
     pos = slow_pos(6, base=730000)
     scenario = write_scenario(tmp_path / "s.json", pos, latency={"page_ms": 300, "attachment_ms": 1500})

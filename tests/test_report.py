@@ -17,15 +17,15 @@ from openpyxl import load_workbook
 
 from pobatch.core.app import MainApp, RunOptions, RunSummary
 from pobatch.core.demo_portal import DemoPortal, Scenario
-from pobatch.core.login import prepare_demo_profile
+from pobatch.core.commands.login import prepare_demo_profile
 from pobatch.core.reports.activity_log import ActivityLog, activities_from_events
 from pobatch.core.reports.report import load_report_data, render_report, write_report
 from pobatch.core.workflow.artifacts import capture_failure
 from pobatch.core.workspace import Workspace
-from pobatch.corelib.browser import BrowserSpec
-from pobatch.corelib.local_session import LocalBrowserSession
+from pobatch.corelib.browser.factory import BrowserSpec
+from pobatch.corelib.browser.local_session import LocalBrowserSession
 from pobatch.corelib.store import RunStore
-from pobatch.corelib.tasks import Event, TaskResult
+from pobatch.corelib.worker_pool.tasks import Event, TaskResult
 from eventually import wait_for
 
 EVIL = "<img src=x onerror=\"document.title='pwned'\"> & \"Co\""

@@ -16,10 +16,10 @@ from pobatch.core.events import PoEvent
 from pobatch.core.reports.report import render_report, write_report
 from pobatch.core.reports.report_data import load_report_data
 from pobatch.core.status import Status
-from pobatch.corelib.browser import BrowserSpec
-from pobatch.corelib.local_session import LocalBrowserSession
+from pobatch.corelib.browser.factory import BrowserSpec
+from pobatch.corelib.browser.local_session import LocalBrowserSession
 from pobatch.corelib.store import RunStore
-from pobatch.corelib.tasks import Event, TaskResult
+from pobatch.corelib.worker_pool.tasks import Event, TaskResult
 from eventually import wait_for
 
 N = 5000

@@ -73,8 +73,8 @@ def test_a_browser_that_cannot_reach_the_server_is_a_connection_failure():
 def test_the_circuit_breaker_trips_only_on_consecutive_connection_failures():
     import pytest
 
-    from pobatch.core.stream_watch import CircuitBreaker, PortalUnreachable
-    from pobatch.corelib.tasks import TaskResult
+    from pobatch.core.monitoring.stream_watch import CircuitBreaker, PortalUnreachable
+    from pobatch.corelib.worker_pool.tasks import TaskResult
 
     def result(key: str, reason: str) -> TaskResult:
         return TaskResult(key=key, status="FAILED", reason=reason)

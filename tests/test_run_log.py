@@ -22,15 +22,15 @@ import pytest
 from rich.console import Console
 
 from pobatch.core.app import MainApp, RunOptions
-from pobatch.core.console import ConsoleView
+from pobatch.core.monitoring.console import ConsoleView
 from pobatch.core.demo_portal import DemoPortal
 from pobatch.core.events import PoEvent
-from pobatch.core.login import prepare_demo_profile
-from pobatch.core.run_log import RunLog, prune_logs
+from pobatch.core.commands.login import prepare_demo_profile
+from pobatch.core.monitoring.run_log import RunLog, prune_logs
 from pobatch.core.workspace import Workspace
-from pobatch.corelib.browser_session import sweep_driver_temp
-from pobatch.corelib.profile_manager import ProfileManager
-from pobatch.corelib.tasks import Event
+from pobatch.corelib.browser.session import sweep_driver_temp
+from pobatch.corelib.browser.profile_manager import ProfileManager
+from pobatch.corelib.worker_pool.tasks import Event
 
 LINE = re.compile(r"^(#.*|\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}  \S+\s+(-|PO \S+( a\d+)?)\s+\S+\s+(-|\d+\.\d\ds)\s+\S+.*)$")
 

@@ -17,7 +17,7 @@ import pytest
 
 from pobatch.core.app import EXIT_INCOMPLETE, EXIT_LOGIN, EXIT_OK, MainApp, RunOptions
 from pobatch.core.demo_portal import DemoPortal, sample_orders_path
-from pobatch.core.login import prepare_demo_profile
+from pobatch.core.commands.login import prepare_demo_profile
 from pobatch.core.status import FINAL_STATUSES, Status
 
 pytestmark = pytest.mark.usefixtures("browser_available")
@@ -138,7 +138,7 @@ def test_rerun_skips_completed_pos_and_downloads_nothing_twice(sample_portal, sa
 
 def test_login_required_stops_the_run_with_one_message(sample_portal, tmp_path):
     # a profile that never signed in: the first PO meets the login page
-    from pobatch.core.profiles import seed_profile
+    from pobatch.core.preparation.profiles import seed_profile
 
     profile = seed_profile(tmp_path / "fresh")
     orders = tmp_path / "o.csv"

@@ -23,9 +23,9 @@ from click.testing import CliRunner
 from pobatch.core.app import EXIT_LOGIN, EXIT_OK, MainApp, RunOptions, RunSummary
 from pobatch.core.cli import main as cli_main
 from pobatch.core.demo_portal import DemoPortal
-from pobatch.core.login import prepare_demo_profile
+from pobatch.core.commands.login import prepare_demo_profile
 from pobatch.core.status import Status
-from pobatch.corelib.devtools import DevToolsError, DevToolsLink, browser_websocket_url
+from pobatch.corelib.browser.devtools import DevToolsError, DevToolsLink, browser_websocket_url
 from pobatch.corelib.store import RunStore
 from pobatch.core.modes.single_session.window_pool import SessionHealth
 from orders_files import write_orders
@@ -210,7 +210,7 @@ def test_a_crashed_window_is_replaced_and_only_its_po_is_retried(tmp_path, porta
 
 @needs_browser
 def test_a_killed_browser_is_started_again_once_for_every_window(tmp_path, portal):
-    from pobatch.corelib.process_reaper import kill_browser_tree
+    from pobatch.corelib.browser.process_reaper import kill_browser_tree
 
     p, profile = portal
     po_ids = ids("kill")

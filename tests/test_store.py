@@ -1,7 +1,7 @@
 import sqlite3
 
 from pobatch.corelib.store import RunStore
-from pobatch.corelib.tasks import Event, TaskResult
+from pobatch.corelib.worker_pool.tasks import Event, TaskResult
 
 
 def test_results_files_and_resume_state(tmp_path):

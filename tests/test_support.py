@@ -18,7 +18,7 @@ import pytest
 
 from pobatch.core.app import MainApp, RunOptions
 from pobatch.core.demo_portal import DemoPortal
-from pobatch.core.login import prepare_demo_profile
+from pobatch.core.commands.login import prepare_demo_profile
 from pobatch.core.sites.demo import DEMO_PASSWORD
 
 PDF = [{"name": "Invoice 1.pdf", "kind": "link", "size": 6000}, {"name": "Scan.docx", "kind": "js", "size": 9000}]

@@ -18,7 +18,7 @@ from pobatch.core.demo_portal import DemoPortal
 from pobatch.core.demo_portal.scenario import Scenario, many_attachments_scenario_path
 from pobatch.core.events import PoEvent
 from pobatch.core.exit_codes import EXIT_LOGIN, EXIT_OK
-from pobatch.core.login import prepare_demo_profile
+from pobatch.core.commands.login import prepare_demo_profile
 from pobatch.core.status import Status
 from pobatch.corelib.store import RunStore
 from tests.orders_files import write_orders

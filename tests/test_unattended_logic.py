@@ -14,7 +14,7 @@ from pobatch.core.status import Status
 from pobatch.core.workflow import sign_in_bounce
 from pobatch.core.workflow.page_probes import PageProbe, PageState
 from pobatch.core.workflow.progress import AttemptProgress, Waiting
-from pobatch.corelib.click_pacer import BURST_LIMIT, BurstPacer
+from pobatch.corelib.browser.click_pacer import BURST_LIMIT, BurstPacer
 from pobatch.corelib.errors import TransientError
 from pobatch.corelib.safe_paths import safe_component
 from pobatch.corelib.watchdog import Watchdog
@@ -176,7 +176,7 @@ def test_trailing_spaces_and_dots_go_before_the_extension_is_judged(served, kept
 
 def test_the_end_of_run_line_says_a_common_failure_once(tmp_path):
     from pobatch.core.app import RunSummary
-    from pobatch.core.desk import verdict
+    from pobatch.core.commands.desk import verdict
 
     outcomes = {str(i): PoOutcome(po_number=str(i), status=Status.FAILED, reason="UNRECOGNISED_PAGE")
                 for i in range(100001, 100041)}

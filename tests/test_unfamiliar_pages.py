@@ -17,7 +17,7 @@ import pytest
 
 from pobatch.core.app import MainApp, RunOptions, RunSummary
 from pobatch.core.demo_portal import DemoPortal, unfamiliar_scenario_path, variant_scenario_path, variant_site_path
-from pobatch.core.login import prepare_demo_profile
+from pobatch.core.commands.login import prepare_demo_profile
 from pobatch.core.status import Status
 from pobatch.corelib.store import RunStore
 from tests.orders_files import write_orders

@@ -15,7 +15,7 @@ from pathlib import Path
 import openpyxl
 import pytest
 
-from pobatch.core.orders import DETAIL_COLUMNS, RESULT_COLUMNS, read_orders
+from pobatch.core.preparation.orders import DETAIL_COLUMNS, RESULT_COLUMNS, read_orders
 import pobatch.core.reports.workbook as workbook
 from pobatch.core.reports.workbook import ATTENTION_COLUMNS, ATTENTION_SHEET, MAX_CELL_CHARS, NEW_COLUMNS, NEW_SHEET, NOTHING_NEEDS_ATTENTION, NOTHING_NEW, SUMMARY_SHEET, RESULTS_SHEET, STATUS_FILLS, write_results
 from pobatch.core.reports.changes import CHANGE_WORDS

@@ -12,8 +12,8 @@ import time
 import psutil
 import pytest
 
-from pobatch.corelib.task_queue import TaskQueue
-from pobatch.corelib.tasks import Event, Task, TaskResult
+from pobatch.corelib.worker_pool.task_queue import TaskQueue
+from pobatch.corelib.worker_pool.tasks import Event, Task, TaskResult
 from pobatch.corelib.worker_pool import PoolStopped, WorkerInfo, WorkerLost, WorkerPool, WorkerSpec, WorkerState
 
 try:  # run from the repository root (python3 -m pytest) or with tests/ on sys.path

@@ -6,6 +6,6 @@ per-PO workflow; MainApp consumes any of them alike. `registry.py` maps a mode's
 To add a mode: a module here with a class that has `name` and `stream(plan)`, and one line in
 `registry.MODES` (plus the name in `registry.STRATEGIES` if `--strategy` may choose it).
 
-This file imports nothing on purpose: core/po_worker.py imports `pobatch.core.worker_notes`, and the
+This file imports nothing on purpose: core/modes/po_handler.py imports `pobatch.core.modes.worker_notes`, and the
 pool modes import po_worker, so the package itself stays free of both.
 """

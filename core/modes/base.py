@@ -4,9 +4,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterator, Protocol
 
-from pobatch.core.po_worker import WorkerConfig
+from pobatch.core.modes.po_handler import WorkerConfig
 from pobatch.core.workflow.job_config import JobConfig
-from pobatch.corelib.tasks import Event, Task, TaskResult
+from pobatch.corelib.worker_pool.tasks import Event, Task, TaskResult
 
 # Per attempt, on top of its own po_timeout: a browser restart after a failed attempt (a Chromium start
 # on a fresh profile clone takes 2-5 s on an office PC, a Grid session longer) and the failure capture

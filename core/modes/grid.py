@@ -1,7 +1,7 @@
 """Grid mode: the parallel mode's pool, each worker holding a remote session on a Selenium Grid.
 
 The Grid's nodes have no copy of the user's profile: the portal's cookies are read from it here, once,
-and every worker's session gets them (core/grid_login.py). `--workers auto` means the Grid's free slots.
+and every worker's session gets them (core/modes/grid_login.py). `--workers auto` means the Grid's free slots.
 """
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import dataclasses
 import logging
 from typing import Iterator
 
-from pobatch.core.grid_login import read_portal_cookies
+from pobatch.core.modes.grid_login import read_portal_cookies
 from pobatch.core.modes.base import RunPlan
 from pobatch.core.modes.parallel import run_pool
-from pobatch.corelib.grid import check_grid
-from pobatch.corelib.tasks import Event, TaskResult
+from pobatch.corelib.browser.grid import check_grid
+from pobatch.corelib.worker_pool.tasks import Event, TaskResult
 
 log = logging.getLogger(__name__)
 
@@ -32,4 +32,4 @@ class GridMode:
         if workers is None:
             workers = max(1, slots.free)
             log.info("--workers auto: %d (the Grid's free slots: %d of %d)", workers, slots.free, slots.total)
-        yield from run_pool(plan, workers, "pobatch.core.po_worker:make_grid_handler")
+        yield from run_pool(plan, workers, "pobatch.core.modes.po_handler:make_grid_handler")

@@ -14,15 +14,15 @@ from pathlib import Path
 from typing import Iterator
 
 from pobatch.core.modes.base import RunPlan, attempt_budget
-from pobatch.core.worker_notes import BrowserWorkerNotes
+from pobatch.core.modes.worker_notes import BrowserWorkerNotes
 from pobatch.core.workspace import Workspace
-from pobatch.corelib.autoscale import auto_workers, windows_instead
-from pobatch.corelib.browser_session import TEMP_PREFIX
+from pobatch.corelib.worker_pool.autoscale import auto_workers, windows_instead
+from pobatch.corelib.browser.session import TEMP_PREFIX
 from pobatch.corelib.errors import FatalError
-from pobatch.corelib.grid import delete_session
-from pobatch.corelib.process_reaper import kill_browser_tree
-from pobatch.corelib.profile_manager import ProfileManager, warn_if_profile_in_use
-from pobatch.corelib.tasks import Event, PoolEvent, TaskResult
+from pobatch.corelib.browser.grid import delete_session
+from pobatch.corelib.browser.process_reaper import kill_browser_tree
+from pobatch.corelib.browser.profile_manager import ProfileManager, warn_if_profile_in_use
+from pobatch.corelib.worker_pool.tasks import Event, PoolEvent, TaskResult
 from pobatch.corelib.tree_removal import remove_tree
 from pobatch.corelib.worker_pool import PoolStopped, WorkerInfo, WorkerLost, WorkerPool, WorkerSpec
 
@@ -51,7 +51,7 @@ def _reap(info: WorkerInfo, workspace: Workspace | None = None) -> None:
         # Its attempts' staging folders: half-done downloads.
         leftovers += [p for p in workspace.staging_root.iterdir() if workspace.is_staging_of(p, info.worker_id)]
     if info.pid:
-        # Its driver's TMPDIR (pobatch.corelib.browser_session names it after the worker's pid).
+        # Its driver's TMPDIR (pobatch.corelib.browser.session names it after the worker's pid).
         leftovers += list(Path(tempfile.gettempdir()).glob(f"{TEMP_PREFIX}{info.pid}-*"))
     for path in leftovers:
         try:
@@ -74,7 +74,7 @@ class ParallelMode:
                 log.warning("Memory, not the CPU, limits this run to %d browser(s): %s. '--strategy single-session "
                             "--windows %d' would work on %d POs at once in one browser.", workers, reason, windows,
                             windows)
-        yield from run_pool(plan, workers, "pobatch.core.po_worker:make_handler")
+        yield from run_pool(plan, workers, "pobatch.core.modes.po_handler:make_handler")
 
 
 def run_pool(plan: RunPlan, workers: int, factory: str) -> Iterator[TaskResult | Event]:

@@ -5,8 +5,8 @@ import dataclasses
 from typing import Iterator
 
 from pobatch.core.modes.base import RunPlan
-from pobatch.core.po_worker import sequential_handler
-from pobatch.corelib.tasks import Event, TaskResult
+from pobatch.core.modes.po_handler import sequential_handler
+from pobatch.corelib.worker_pool.tasks import Event, TaskResult
 
 
 class SequentialMode:

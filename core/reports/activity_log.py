@@ -6,7 +6,7 @@ from typing import Any, Callable, Iterable
 
 from pobatch.core.events import PoEvent
 from pobatch.corelib.store import RunStore
-from pobatch.corelib.tasks import Event, PoolEvent
+from pobatch.corelib.worker_pool.tasks import Event, PoolEvent
 
 
 class ActivityLog:

@@ -16,7 +16,7 @@ A run of thousands of POs stays usable: the PO table has a status filter (the co
 search box, both a few lines of inline script over rows drawn once; a chart of POs per minute and
 failures, per worker, shows the run's course (core/reports/run_chart.py). Download progress events
 (one every 2 s per big file) never become rows: the events table leaves them out and says how many.
-The report links to the run's plain log (core/run_log.py), the file to send when asking for help.
+The report links to the run's plain log (core/monitoring/run_log.py), the file to send when asking for help.
 """
 from __future__ import annotations
 

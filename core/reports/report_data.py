@@ -14,7 +14,7 @@ from pobatch.core.status import Status
 from pobatch.core.workflow.artifacts import read_manifest
 from pobatch.core.workspace import Workspace
 from pobatch.corelib.store import RunStore
-from pobatch.corelib.tasks import Event, PoolEvent
+from pobatch.corelib.worker_pool.tasks import Event, PoolEvent
 
 MARKER_ACTIONS = (PoEvent.BROWSER_RESTART, PoolEvent.WORKER_LOST)  # drawn as triangles on the timeline
 FAILED_OUTCOMES = frozenset({"error", "worker_lost"})  # attempt outcomes whose bars link to artifacts

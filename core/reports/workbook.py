@@ -20,7 +20,7 @@ from openpyxl.styles import Alignment, Font, PatternFill
 from openpyxl.utils import get_column_letter
 from openpyxl.worksheet.worksheet import Worksheet
 
-from pobatch.core.orders import DETAIL_COLUMNS, RESULT_COLUMNS, ROW_KEY, OrdersFile, is_result_column
+from pobatch.core.preparation.orders import DETAIL_COLUMNS, RESULT_COLUMNS, ROW_KEY, OrdersFile, is_result_column
 from pobatch.core.reports.attention import attention_list
 from pobatch.core.reports.changes import CHANGE_WORDS, change_kind
 from pobatch.core.results import PoOutcome

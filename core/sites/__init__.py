@@ -12,7 +12,7 @@ from pobatch.core.sites.coupa import COUPA
 from pobatch.core.sites.definition import SiteDefinition
 from pobatch.core.sites.demo import DEMO
 from pobatch.core.sites.site_file import SiteFileError, load_site_file
-from pobatch.core.user_config import config_dir
+from pobatch.core.preparation.user_config import config_dir
 from pobatch.corelib.errors import FatalError
 
 

@@ -22,7 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
-from pobatch.corelib.browser_session import BrowserSession
+from pobatch.corelib.browser.session import BrowserSession
 from pobatch.corelib.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
@@ -123,7 +123,7 @@ def capture_before_kill(session: BrowserSession, folder: Path, *, started: float
         if driver is None:
             manifest["failed"]["browser"] = "no browser was running"
             return manifest
-        # Not a tab loading the next PO's page ahead (corelib/background_tab.py): the page in front.
+        # Not a tab loading the next PO's page ahead (corelib/browser/background_tab.py): the page in front.
         target = _page_target(_debugger_address(driver), timeout, exclude=getattr(driver, "hidden_tabs", frozenset()))
         manifest["url"], manifest["title"] = target.get("url", ""), target.get("title", "")
         import websocket  # websocket-client, a dependency of selenium

@@ -18,8 +18,8 @@ from pobatch.core.workflow.held_files import attachment_identity
 from pobatch.core.workflow.job_config import JobConfig
 from pobatch.core.workflow.page_probes import FIND_ATTACHMENTS_JS, JS_CLICK, SUPPLIER_JS
 from pobatch.core.workflow.page_reader import PageReader
-from pobatch.corelib.browser_session import BrowserSession
-from pobatch.corelib.download_sink import DownloadSink, EventDownloadSink
+from pobatch.corelib.browser.session import BrowserSession
+from pobatch.corelib.browser.download_sink import DownloadSink, EventDownloadSink
 
 log = logging.getLogger(__name__)
 

@@ -29,10 +29,10 @@ from pobatch.core.workflow.attachments import (
 from pobatch.core.workflow.page_probes import PREPARE_CLICK_JS, PageState
 from pobatch.core.workflow.page_reader import same_document
 from pobatch.core.workflow.progress import Waiting
-from pobatch.corelib.click_pacer import BurstPacer
-from pobatch.corelib.devtools import DevToolsError
-from pobatch.corelib.download_sink import DownloadBatch, EventDownloadSink, Slot
-from pobatch.corelib.downloads import DownloadNotBegun
+from pobatch.corelib.browser.click_pacer import BurstPacer
+from pobatch.corelib.browser.devtools import DevToolsError
+from pobatch.corelib.browser.download_sink import DownloadBatch, EventDownloadSink, Slot
+from pobatch.corelib.browser.downloads import DownloadNotBegun
 from pobatch.corelib.errors import LoginRequiredError, TransientError
 from pobatch.corelib.polling import Backoff
 from pobatch.corelib.safe_paths import safe_component, unique_name

@@ -1,6 +1,6 @@
 """A page's attachments downloaded one click and one file at a time (a Grid node's folder).
 
-The sink (pobatch.corelib.download_sink.DownloadSink) is emptied after every file, so every file
+The sink (pobatch.corelib.browser.download_sink.DownloadSink) is emptied after every file, so every file
 belongs to one click. A failed download restarts the browser before going on: only that kills a
 download still in flight, which could otherwise land during the next click.
 """
@@ -16,8 +16,8 @@ from pobatch.core.workflow.attachments import BEGIN_TIMEOUT_S, Attachment, Colle
 from pobatch.core.workflow.page_probes import JS_CLICK, SCROLL_CENTER_JS
 from pobatch.core.workflow.page_reader import same_document
 from pobatch.core.workflow.progress import Waiting
-from pobatch.corelib.download_sink import DownloadSink
-from pobatch.corelib.downloads import DownloadNotBegun, DownloadStalled, DownloadTimeout
+from pobatch.corelib.browser.download_sink import DownloadSink
+from pobatch.corelib.browser.downloads import DownloadNotBegun, DownloadStalled, DownloadTimeout
 from pobatch.corelib.errors import LoginRequiredError, TransientError
 from pobatch.corelib.safe_paths import unique_name
 

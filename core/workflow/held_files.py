@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Iterable
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from pobatch.corelib.downloads import sha256_file
+from pobatch.corelib.browser.downloads import sha256_file
 
 # Query parameters that change from one page view to the next while the file stays the same: signed
 # and expiring links (S3, Azure SAS, CloudFront), cache busters. An attachment's identity leaves them out.

@@ -2,7 +2,7 @@
 
 A PO costs its page plus its files; done one after the other, the next page waits for the last file.
 So once a PO's page has been judged and its downloads begin, the page of the PO that comes next
-(`Task.up_next`) starts loading in a background tab (corelib/background_tab.py): one page request in
+(`Task.up_next`) starts loading in a background tab (corelib/browser/background_tab.py): one page request in
 flight beside this PO's downloads, which keeps sequential mode gentle on the portal.
 
 A page loaded ahead is judged, when its PO's turn comes, exactly as a page just opened: the tab becomes
@@ -32,8 +32,8 @@ from pobatch.core.workflow.page_probes import PageProbe, PageState
 # What a page loaded ahead may answer by itself; every other state is loaded again.
 ANSWERS = (PageState.READY, PageState.NOT_FOUND, PageState.NOT_AUTHORIZED)
 from pobatch.core.workflow.page_reader import PageReader
-from pobatch.corelib.background_tab import STILL_THE_PAGE_BEFORE_JS, BackgroundTab
-from pobatch.corelib.devtools import DevToolsLink
+from pobatch.corelib.browser.background_tab import STILL_THE_PAGE_BEFORE_JS, BackgroundTab
+from pobatch.corelib.browser.devtools import DevToolsLink
 from pobatch.corelib.errors import TransientError
 from pobatch.corelib.polling import Backoff
 
@@ -126,7 +126,7 @@ class PageAhead:
     @staticmethod
     def _new_page_arrived(driver: Any, deadline: float) -> bool:
         """Whether the tab shows the page asked for, not the one it showed before (another PO's page:
-        a probe must never judge it; the tab marked it before asking, corelib/background_tab.py)."""
+        a probe must never judge it; the tab marked it before asking, corelib/browser/background_tab.py)."""
         backoff = Backoff(first=0.01, ceiling=0.1)
         while True:
             try:

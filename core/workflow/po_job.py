@@ -32,8 +32,8 @@ from pobatch.core.workflow.po_task import PoTaskPayload
 from pobatch.core.workflow.progress import TIMEOUT_REASONS, AttemptProgress
 from pobatch.core.workflow.publish import Publisher
 from pobatch.core.workflow.recorder import SessionRecorder
-from pobatch.corelib.browser_session import BrowserSession
-from pobatch.corelib.download_sink import DownloadSink, EventDownloadSink
+from pobatch.corelib.browser.session import BrowserSession
+from pobatch.corelib.browser.download_sink import DownloadSink, EventDownloadSink
 from pobatch.corelib.errors import (
     DiskFullError,
     ErrorClass,
@@ -44,7 +44,7 @@ from pobatch.corelib.errors import (
     reason_of,
 )
 from pobatch.corelib.retry import jitter_rng
-from pobatch.corelib.tasks import Event
+from pobatch.corelib.worker_pool.tasks import Event
 from pobatch.corelib.throttle import SharedThrottle
 from pobatch.corelib.tree_removal import remove_tree
 from pobatch.corelib.watchdog import Watchdog

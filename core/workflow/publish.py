@@ -1,7 +1,7 @@
 """Publishing a PO's answer: its files named, hashed and moved, its journal written, its folder in place.
 
 The folder `<levels>/<Supplier>/<PO>_<STATUS>` is built aside in the attempt's staging and appears in
-one rename (pobatch.corelib.downloads.publish_folder), so the user never sees half a folder. The
+one rename (pobatch.corelib.browser.downloads.publish_folder), so the user never sees half a folder. The
 journal is written first: a rerun can adopt a folder whose result never reached the run store.
 """
 from __future__ import annotations
@@ -13,14 +13,14 @@ from pathlib import Path
 from typing import Callable
 
 from pobatch.core.events import PoEvent
-from pobatch.core.journal import write_journal
+from pobatch.core.workflow.journal import write_journal
 from pobatch.core.results import FileRecord, PoOutcome
 from pobatch.core.status import Status
 from pobatch.core.workflow.attachments import PageResult
 from pobatch.core.workflow.held_files import HeldFile
 from pobatch.core.workflow.job_config import JobConfig
 from pobatch.core.workflow.po_task import PoTaskPayload
-from pobatch.corelib.downloads import link_or_copy, publish_folder, sha256_file
+from pobatch.corelib.browser.downloads import link_or_copy, publish_folder, sha256_file
 from pobatch.corelib.errors import TransientError
 from pobatch.corelib.safe_paths import contained, fit_in_path, name_from_page, safe_component, unique_name
 from pobatch.corelib.tree_removal import remove_tree
@@ -118,5 +118,5 @@ class Publisher:
         return out.joinpath(*levels, supplier_dir, po_dir)
 
     def _write_journal(self, outcome: PoOutcome) -> None:
-        """What the folder should hold, written before the rename (core/journal.py)."""
+        """What the folder should hold, written before the rename (core/workflow/journal.py)."""
         write_journal(self.config.workspace, outcome)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from pobatch.core.events import PoEvent
-from pobatch.corelib.tasks import Event
+from pobatch.corelib.worker_pool.tasks import Event
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ thread of its own:
 
 Modules: types (what callers build and read), pool (WorkerPool), manager (the parent's books and
 decisions), handle (the parent's handle on one worker process), worker (inside a worker process).
-See pobatch.corelib.task_queue for why tasks are handed out by the parent rather than read from one
+See pobatch.corelib.worker_pool.task_queue for why tasks are handed out by the parent rather than read from one
 shared multiprocessing.Queue. Only the parent keeps books; workers just run tasks and report.
 """
 from pobatch.corelib.worker_pool.pool import WorkerPool

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 
 from pobatch.corelib.errors import ErrorClass
-from pobatch.corelib.tasks import Event, PoolEvent, Task, TaskResult
+from pobatch.corelib.worker_pool.tasks import Event, PoolEvent, Task, TaskResult
 from pobatch.corelib.worker_pool.handle import KillReason, WorkerHandle
 from pobatch.corelib.worker_pool.types import WorkerLost, WorkerState
 

@@ -14,7 +14,7 @@ from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
 from typing import Any, Iterator
 
-from pobatch.corelib.tasks import Task
+from pobatch.corelib.worker_pool.tasks import Task
 from pobatch.corelib.worker_pool.types import WorkerInfo, WorkerSpec
 from pobatch.corelib.worker_pool.worker import _worker_main
 

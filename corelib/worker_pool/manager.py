@@ -25,9 +25,9 @@ from multiprocessing.connection import Connection
 from typing import Any, Callable
 
 from pobatch.corelib.errors import classify
-from pobatch.corelib.task_queue import STOP, EventMessage, TaskDone, TaskQueue, TaskStarted  # the wire to the workers
-from pobatch.corelib.task_queue import WorkerLog, WorkerNote, WorkerReady, WorkerStartFailed
-from pobatch.corelib.tasks import Event, PoolEvent, Task, TaskResult
+from pobatch.corelib.worker_pool.task_queue import STOP, EventMessage, TaskDone, TaskQueue, TaskStarted  # the wire to the workers
+from pobatch.corelib.worker_pool.task_queue import WorkerLog, WorkerNote, WorkerReady, WorkerStartFailed
+from pobatch.corelib.worker_pool.tasks import Event, PoolEvent, Task, TaskResult
 from pobatch.corelib.worker_pool.exits import settle_exit
 from pobatch.corelib.worker_pool.handle import KillReason, WorkerHandle
 from pobatch.corelib.worker_pool.types import PoolStopped, WorkerInfo, WorkerLost, WorkerSpec, WorkerState

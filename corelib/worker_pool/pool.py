@@ -11,8 +11,8 @@ import time
 from multiprocessing.connection import wait
 from typing import Any, Callable, Iterator
 
-from pobatch.corelib.task_queue import Outbox
-from pobatch.corelib.tasks import Task
+from pobatch.corelib.worker_pool.task_queue import Outbox
+from pobatch.corelib.worker_pool.tasks import Task
 from pobatch.corelib.worker_pool.handle import KillReason
 from pobatch.corelib.worker_pool.manager import Output, PoolLimits, PoolManager
 from pobatch.corelib.worker_pool.types import WorkerInfo, WorkerSpec, resolve_factory

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
 from pobatch.corelib.errors import classify, reason_of
-from pobatch.corelib.tasks import Task, TaskResult
+from pobatch.corelib.worker_pool.tasks import Task, TaskResult
 
 
 @dataclass(frozen=True)

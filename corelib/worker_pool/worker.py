@@ -21,7 +21,7 @@ from typing import Any, Callable
 import psutil
 
 from pobatch.corelib.errors import ErrorClass, classify, reason_of
-from pobatch.corelib.task_queue import (
+from pobatch.corelib.worker_pool.task_queue import (
     STOP,
     EventMessage,
     Outbox,
@@ -32,7 +32,7 @@ from pobatch.corelib.task_queue import (
     WorkerReady,
     WorkerStartFailed,
 )
-from pobatch.corelib.tasks import Event, PoolEvent, Task, TaskResult
+from pobatch.corelib.worker_pool.tasks import Event, PoolEvent, Task, TaskResult
 from pobatch.corelib.worker_pool.types import Handler, WorkerSpec, resolve_factory, result_from_exception
 
 log = logging.getLogger(__name__)

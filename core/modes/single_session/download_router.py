@@ -3,7 +3,7 @@
 N windows share one browser, and Chromium has one download directory per browser context:
 DevTools `Page.setDownloadBehavior` is not per window (measured: the last call wins for every
 window, and a second file of an existing name is dropped). So attribution cannot come from folders.
-It comes from the browser's download events instead, which pobatch.corelib.download_events records for every
+It comes from the browser's download events instead, which pobatch.corelib.browser.download_events records for every
 local mode (files spooled under their GUID, one record per download); this router adds what only a
 browser shared by several windows needs:
 
@@ -13,7 +13,7 @@ browser shared by several windows needs:
   download of the old instance can never be taken by the new one;
 - a download whose frame belongs to no live window is cancelled at once and kept out of every PO.
 
-Each window's workflow then reads the tracker through pobatch.corelib.download_sink.EventDownloadSink with
+Each window's workflow then reads the tracker through pobatch.corelib.browser.download_sink.EventDownloadSink with
 `owns=router.owns(handle)`: the same batches, matching and checks as a browser of its own.
 """
 from __future__ import annotations
@@ -23,8 +23,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Callable
 
-from pobatch.corelib.devtools import DevToolsError, DevToolsLink
-from pobatch.corelib.download_events import BrowserDownload, DownloadTracker
+from pobatch.corelib.browser.devtools import DevToolsError, DevToolsLink
+from pobatch.corelib.browser.download_events import BrowserDownload, DownloadTracker
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ from typing import Any
 from pobatch.core.app import MainApp, RunOptions
 from pobatch.core.demo_portal import DemoPortal, sample_scenario_path
 from pobatch.core.demo_portal.scenario import SessionOptions, generate_scenario
-from pobatch.core.login import prepare_demo_profile
+from pobatch.core.commands.login import prepare_demo_profile
 
 log = logging.getLogger(__name__)
 

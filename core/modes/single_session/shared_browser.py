@@ -1,6 +1,6 @@
 """The one browser every window lives in: one WebDriver session, one login, one download router.
 
-Started like any pobatch browser (pobatch.corelib.browser's flags, binary and driver resolution), with two
+Started like any pobatch browser (pobatch.corelib.browser.factory's flags, binary and driver resolution), with two
 differences that make overlap possible:
 - page_load_strategy "none": `get` and a click that navigates return at once instead of holding
   ChromeDriver (which runs one command at a time per session) until the page has loaded; the
@@ -22,12 +22,12 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from pobatch.corelib.browser import BrowserSpec, quit_browser, start_browser
-from pobatch.corelib.browser_session import TEMP_PREFIX
-from pobatch.corelib.devtools import DevToolsError, DevToolsLink
-from pobatch.corelib.download_events import DownloadTracker
+from pobatch.corelib.browser.factory import BrowserSpec, quit_browser, start_browser
+from pobatch.corelib.browser.session import TEMP_PREFIX
+from pobatch.corelib.browser.devtools import DevToolsError, DevToolsLink
+from pobatch.corelib.browser.download_events import DownloadTracker
 from pobatch.corelib.errors import FatalError, TransientError
-from pobatch.corelib.process_reaper import kill_browser_tree
+from pobatch.corelib.browser.process_reaper import kill_browser_tree
 from pobatch.core.modes.single_session.download_router import DownloadRouter
 
 log = logging.getLogger(__name__)

@@ -33,7 +33,7 @@ from selenium.webdriver.remote.mobile import Mobile
 from selenium.webdriver.remote.switch_to import SwitchTo
 from selenium.webdriver.remote.webdriver import WebDriver as RemoteWebDriver
 
-from pobatch.corelib.devtools import DevToolsError
+from pobatch.corelib.browser.devtools import DevToolsError
 from pobatch.core.modes.single_session.shared_browser import BrowserGone, SharedBrowser
 
 log = logging.getLogger(__name__)

@@ -27,7 +27,7 @@ from typing import Iterator
 
 from pobatch.core.events import PoEvent
 from pobatch.core.modes.base import RunPlan, attempt_budget
-from pobatch.core.po_worker import WorkerConfig
+from pobatch.core.modes.po_handler import WorkerConfig
 from pobatch.core.results import outcome_to_result
 from pobatch.core.sites import resolve_site
 from pobatch.core.status import Status
@@ -35,8 +35,8 @@ from pobatch.core.workflow.page_probes import SIGNED_IN_STATES
 from pobatch.core.workflow.po_job import PoJob
 from pobatch.core.workflow.po_task import PoTaskPayload
 from pobatch.corelib.errors import FatalError
-from pobatch.corelib.profile_manager import open_run_profiles
-from pobatch.corelib.tasks import Event, PoolEvent, Task, TaskResult
+from pobatch.corelib.browser.profile_manager import open_run_profiles
+from pobatch.corelib.worker_pool.tasks import Event, PoolEvent, Task, TaskResult
 from pobatch.corelib.tree_removal import remove_tree
 from pobatch.corelib.worker_pool import result_from_exception
 from pobatch.core.modes.single_session.shared_browser import SharedBrowser

@@ -1,4 +1,4 @@
-"""One window of the shared browser, a pobatch.corelib.browser_session.BrowserSession for PoJob.
+"""One window of the shared browser, a pobatch.corelib.browser.session.BrowserSession for PoJob.
 
 Here a "browser" is a window instance: start() opens one, restart retires it (its popups and its
 in-flight downloads with it) and the next start() opens a fresh one with a fresh folder, so nothing
@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Callable
 
 from pobatch.core.events import PoEvent
-from pobatch.corelib.browser_session import SessionLifecycle
-from pobatch.corelib.devtools import DevToolsError
-from pobatch.corelib.tasks import Event
+from pobatch.corelib.browser.session import SessionLifecycle
+from pobatch.corelib.browser.devtools import DevToolsError
+from pobatch.corelib.worker_pool.tasks import Event
 from pobatch.corelib.tree_removal import remove_tree
 from pobatch.core.modes.single_session.shared_browser import BrowserGone, SharedBrowser
 from pobatch.core.modes.single_session.window_driver import WindowDriver
