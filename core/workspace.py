@@ -18,12 +18,38 @@ It is built from the output folder alone, so a worker process, the report and th
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pobatch.corelib.safe_paths import safe_component
 
 WORK_DIR_NAME = ".pobatch"
+
+# One failed attempt's artifacts folder (Workspace.artifacts): written by core/workflow/artifacts.py,
+# read by the report. Its layout lives here, with the other paths, so neither reaches into the other.
+SCREENSHOT = "screenshot.png"
+PAGE_HTML = "page.html"
+CONSOLE_LOG = "console.log"
+ERROR_TXT = "error.txt"
+MANIFEST = "capture.json"
+
+# rrweb, vendored under core/vendor/rrweb (package data): the recorder injects RECORD_JS into pages,
+# `pobatch replay` writes the player into a replay page.
+RRWEB_DIR = Path(__file__).resolve().parent / "vendor" / "rrweb"
+RECORD_JS = RRWEB_DIR / "record.min.js"
+PLAYER_JS = RRWEB_DIR / "rrweb-player.min.js"
+PLAYER_CSS = RRWEB_DIR / "style.min.css"
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    """The capture note of an artifacts folder, or what the folder holds when the note is missing."""
+    try:
+        return json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        files = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+        return {"files": files, "failed": {}}
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,8 @@ from pobatch.core.cli import main as cli
 from pobatch.core.demo_portal import DemoPortal, Scenario
 from pobatch.core.commands.login import prepare_demo_profile
 from pobatch.core.reports.replay import NoRecording, render_replay, write_replay
-from pobatch.core.workflow.recorder import PAGE_KEY, RECORD_JS, SessionRecorder, preload_script, store_recording
+from pobatch.core.workflow.recorder import PAGE_KEY, SessionRecorder, preload_script, store_recording
+from pobatch.core.workspace import RECORD_JS
 from pobatch.corelib.browser.factory import BrowserSpec
 from pobatch.corelib.browser.local_session import LocalBrowserSession
 from pobatch.corelib.store import RunStore

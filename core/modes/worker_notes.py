@@ -1,7 +1,7 @@
 """What a PO worker tells the parent so the parent can clean up after it if it dies.
 
 Written by the worker factories (core/modes/po_handler.py, through ctx.note) and read by the pool modes'
-exit handler (core/modes/pool.py): a typed record, so writer and reader cannot drift apart on a key.
+exit handler (core/modes/parallel.py, `_reap`): a typed record, so writer and reader cannot drift apart on a key.
 """
 from __future__ import annotations
 

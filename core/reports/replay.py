@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pobatch.core.workflow.recorder import PLAYER_CSS, PLAYER_JS
+from pobatch.core.workspace import PLAYER_CSS, PLAYER_JS
 from pobatch.core.workspace import Workspace
 from pobatch.corelib.store import RunStore
 

@@ -36,7 +36,7 @@ from pobatch.core.reports.report_data import AttemptBar, ReportData, load_report
 from pobatch.core.reports.run_chart import describe_files, file_timings, throughput_svg
 from pobatch.core.workspace import Workspace
 from pobatch.core.status import Status
-from pobatch.core.workflow.artifacts import PAGE_HTML, SCREENSHOT
+from pobatch.core.workspace import PAGE_HTML, SCREENSHOT
 from pobatch.corelib.store import RunStore
 
 log = logging.getLogger(__name__)

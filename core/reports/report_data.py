@@ -11,7 +11,7 @@ from pobatch.core.events import PoEvent
 from pobatch.core.reports.activity_log import activities_from_events
 from pobatch.core.results import FileRecord, PoOutcome, outcome_from_data
 from pobatch.core.status import Status
-from pobatch.core.workflow.artifacts import read_manifest
+from pobatch.core.workspace import read_manifest
 from pobatch.core.workspace import Workspace
 from pobatch.corelib.store import RunStore
 from pobatch.corelib.worker_pool.tasks import Event, PoolEvent

@@ -22,16 +22,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
+from pobatch.core.workspace import CONSOLE_LOG, ERROR_TXT, MANIFEST, PAGE_HTML, SCREENSHOT
 from pobatch.corelib.browser.session import BrowserSession
 from pobatch.corelib.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 
-SCREENSHOT = "screenshot.png"
-PAGE_HTML = "page.html"
-CONSOLE_LOG = "console.log"
-ERROR_TXT = "error.txt"
-MANIFEST = "capture.json"
 CAPTURE_TIMEOUT = 30.0  # seconds for the whole capture before the browser is killed
 MAX_CONSOLE_ENTRIES = 2000
 # ChromeDriver's BiDi mapper logs its own start into the page console: not the page's words.
@@ -215,15 +211,6 @@ class _Cdp:
             e = params.get("entry") or {}
             self.console.append({"level": str(e.get("level", "")).upper(), "source": e.get("source", ""),
                                  "message": e.get("text", ""), "timestamp": e.get("timestamp")})
-
-
-def read_manifest(folder: Path) -> dict[str, Any]:
-    """The capture note of an artifacts folder, or what the folder holds when the note is missing."""
-    try:
-        return json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        files = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
-        return {"files": files, "failed": {}}
 
 
 # -- the steps ----------------------------------------------------------------------------------------

@@ -19,19 +19,15 @@ import json
 import logging
 import time
 from functools import lru_cache
-from pathlib import Path
 from typing import Any, Callable
 
 from pobatch.core.events import PoEvent
+from pobatch.core.workspace import RECORD_JS
 from pobatch.corelib.worker_pool.tasks import Event
 
 log = logging.getLogger(__name__)
 
 RECORDING_FORMAT = "pobatch-rrweb-1"
-VENDOR_DIR = Path(__file__).resolve().parent.parent / "vendor" / "rrweb"  # core/vendor/rrweb
-RECORD_JS = VENDOR_DIR / "record.min.js"
-PLAYER_JS = VENDOR_DIR / "rrweb-player.min.js"
-PLAYER_CSS = VENDOR_DIR / "style.min.css"
 
 MAX_PAGE_EVENTS = 20_000  # per document, in the page: past it only snapshots are kept
 MAX_ATTEMPT_BYTES = 40 * 1024 * 1024  # per attempt, in Python: past it the rest is dropped

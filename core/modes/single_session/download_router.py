@@ -35,7 +35,6 @@ class _RegisteredWindow:
 
     handle: str
     retired: bool = False
-    login_seen: str = ""  # a download or a popup of this window ended on the sign-in page (its URL)
 
 
 @dataclass
@@ -49,11 +48,9 @@ class RouterStats:
 
 
 class DownloadRouter:
-    def __init__(self, link: DevToolsLink, tracker: DownloadTracker,
-                 is_login_url: Callable[[str], bool] | None = None) -> None:
+    def __init__(self, link: DevToolsLink, tracker: DownloadTracker) -> None:
         self.link = link
         self.tracker = tracker
-        self._is_login_url = is_login_url or (lambda url: False)
         self._lock = threading.Lock()
         self._windows: dict[str, _RegisteredWindow] = {}
         self._openers: dict[str, str | None] = {}  # target id -> opener target id
@@ -92,21 +89,6 @@ class DownloadRouter:
                 return self._owner.get(d.guid) == handle
         return mine
 
-    def take_login_seen(self, handle: str) -> str:
-        """The sign-in URL a popup of this window ended on, reported once; else ''."""
-        with self._lock:
-            w = self._windows.get(handle)
-            if not w or not w.login_seen:
-                return ""
-            url, w.login_seen = w.login_seen, ""
-            return url
-
-    def note_login(self, handle: str, url: str) -> None:
-        with self._lock:
-            w = self._windows.get(handle)
-            if w and not w.retired:
-                w.login_seen = url
-
     def owner_of(self, target_id: str) -> str | None:
         """The registered window a page or popup belongs to (following openers), or None."""
         seen: set[str] = set()
@@ -140,11 +122,6 @@ class DownloadRouter:
             return
         with self._lock:
             self._openers[tid] = info.get("openerId") or None
-        url = info.get("url") or ""
-        if url and self._is_login_url(url):
-            owner = self.owner_of(tid)
-            if owner and owner != tid:  # a popup of that window was sent to sign in
-                self.note_login(owner, url)
 
     def _on_crash(self, params: dict, _session: str | None) -> None:
         with self._lock:

@@ -20,7 +20,6 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Callable
 
 from pobatch.corelib.browser.factory import BrowserSpec, quit_browser, start_browser
 from pobatch.corelib.browser.session import TEMP_PREFIX
@@ -50,14 +49,13 @@ class BrowserGone(TransientError):
 class SharedBrowser:
     """Owns the browser process, the command lock and the download router; windows borrow from it."""
 
-    def __init__(self, spec: BrowserSpec, spool: Path, is_login_url: Callable[[str], bool] | None = None) -> None:
+    def __init__(self, spec: BrowserSpec, spool: Path) -> None:
         if not spec.user_data_dir:
             raise ValueError("SharedBrowser needs spec.user_data_dir (to find its processes after a crash)")
         # Page load strategy "none": a window's navigation must not hold the one command lock.
         self.spec = dataclasses.replace(spec, download_dir=str(spool), page_load_strategy="none",
                                         extra_args=tuple(spec.extra_args) + NO_BACKGROUND_THROTTLING)
         self.spool = Path(spool)
-        self._is_login_url = is_login_url
         self.command_lock = threading.Lock()  # one WebDriver command at a time, after its window switch
         self.focused: str | None = None  # ChromeDriver's current window, as far as we switched it
         self._life = threading.Lock()
@@ -115,7 +113,7 @@ class SharedBrowser:
         self.focused = self.anchor
         self.link = DevToolsLink.to_driver_browser(self.driver)
         self.tracker = DownloadTracker(self.link, self.spool)
-        self.router = DownloadRouter(self.link, self.tracker, self._is_login_url)
+        self.router = DownloadRouter(self.link, self.tracker)
         self.generation += 1
         self.starts += 1
         log.info("shared browser started in %.2fs (generation %d)", time.monotonic() - t0, self.generation)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import functools
 import json
 import logging
 import queue
@@ -29,7 +28,6 @@ from pobatch.core.events import PoEvent
 from pobatch.core.modes.base import RunPlan, attempt_budget
 from pobatch.core.modes.po_handler import WorkerConfig
 from pobatch.core.results import outcome_to_result
-from pobatch.core.sites import resolve_site
 from pobatch.core.status import Status
 from pobatch.core.workflow.page_probes import SIGNED_IN_STATES
 from pobatch.core.workflow.po_job import PoJob
@@ -214,7 +212,7 @@ class WindowPool:
             clone = manager.clone("session")
             spec = dataclasses.replace(cfg.browser, user_data_dir=str(clone))
             remove_tree(self.work_dir)
-            self.browser = SharedBrowser(spec, self.work_dir / "spool", login_url_predicate(cfg))
+            self.browser = SharedBrowser(spec, self.work_dir / "spool")
             self.browser.start()  # a start failure shows at once, before any PO
             self.tasks = _TaskQueue(list(tasks))
             log.info("single-session strategy: %d window(s) in one browser", windows)
@@ -305,12 +303,6 @@ class WindowPool:
                     w.join(10.0)
             self.browser.close()
         remove_tree(self.work_dir)
-
-
-def login_url_predicate(cfg: WorkerConfig):
-    """Whether a URL is the portal's sign-in page (for popups and downloads; pages are probed in-page)."""
-    site = resolve_site(cfg.job.site, cfg.job.site_file or None)
-    return functools.partial(site.is_login_url, cfg.job.base_url)
 
 
 class SingleSessionMode:
