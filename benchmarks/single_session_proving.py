@@ -1,7 +1,10 @@
 """The evidence for graduating the single-session strategy (EXPERIMENTAL/README.md, its graduation), reproducible here.
 
-    python -m pobatch.core.modes.single_session.proving soak  [--runs 20] [--windows 3]
-    python -m pobatch.core.modes.single_session.proving bench [--count 20] [--runs 3] [--page-ms 400] [--attachment-ms 150]
+A benchmark, not product code: it runs whole batches through MainApp against the demo portal, so it
+sits above core/ with the other benchmarks.
+
+    python -m benchmarks.single_session_proving soak  [--runs 20] [--windows 3]
+    python -m benchmarks.single_session_proving bench [--count 20] [--runs 3] [--page-ms 400] [--attachment-ms 150]
 
 soak: seeded runs of the bundled sample scenario (every attachment kind, tricky names, transient and
 permanent faults, a requisition fallback) plus POs whose attachments share names but not bytes, every
@@ -185,7 +188,7 @@ def table(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pobatch.core.modes.single_session.proving")
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.single_session_proving")
     sub = parser.add_subparsers(dest="what", required=True)
     s = sub.add_parser("soak")
     s.add_argument("--runs", type=int, default=20)
