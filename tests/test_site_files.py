@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import pytest
@@ -154,3 +155,40 @@ def test_the_readme_worked_example_is_a_valid_site_file() -> None:
     assert site.po_number_selectors[-1] == "span.po-number" and site.attachment_selectors[-1] == "a.doc-link"
     assert site.loading_selectors == (".busy",) and site.empty_quiet_ms == 3000
     assert "Bestellung nicht gefunden" in site.not_found_texts
+
+
+# -- "How to add a portal" (docs/design.md), step 2, followed literally -------------------------------
+def test_a_new_built_in_portal_is_one_file_in_core_sites(tmp_path: Path) -> None:
+    """Dropping `<name>.toml` beside coupa.toml makes a built-in portal of that name; the worked example
+    is the demo portal's second markup, whose site file (the tenant route, step 1) the browser tests
+    run (tests/test_portal_shapes_browser.py): as a built-in it is the same definition."""
+    import shutil
+
+    from pobatch.core.demo_portal import variant_site_path
+    from pobatch.core.sites.builtin import BUILTIN_DIR, load_builtin_sites
+
+    shutil.copy(BUILTIN_DIR / "coupa.toml", tmp_path / "coupa.toml")
+    text = Path(variant_site_path()).read_text(encoding="utf-8").replace('name = "demo-variant"', 'name = "variant"')
+    (tmp_path / "variant.toml").write_text(text, encoding="utf-8")
+    sites = load_builtin_sites(tmp_path)
+    assert sorted(sites) == ["coupa", "variant"]
+    as_tenant_file = resolve_site("coupa", variant_site_path())
+    assert dataclasses.replace(sites["variant"], source="") == dataclasses.replace(as_tenant_file, name="variant",
+                                                                                  source="")
+    assert sorted(load_builtin_sites()) == ["coupa"], "the product's own folder: Coupa (the demo is Coupa on this PC)"
+
+
+@pytest.mark.parametrize("files, expected", [
+    ({"acme.toml": 'extends = "coupa"\nname = "acme2"\n'}, "name = 'acme2'; expected 'acme'"),
+    ({"acme.toml": 'extends = "nobody"\nname = "acme"\n'}, "acme.toml, line 1: extends: 'nobody' is not a built-in site"),
+    ({"a.toml": 'extends = "b"\nname = "a"\n', "b.toml": 'extends = "a"\nname = "b"\n'}, "extends come back to 'a' (a -> b -> a)"),
+])
+def test_a_built_in_portal_file_that_cannot_be_read_says_which_and_why(tmp_path: Path, files: dict[str, str],
+                                                                       expected: str) -> None:
+    from pobatch.core.sites.builtin import BUILTIN_DIR, load_builtin_sites
+
+    (tmp_path / "coupa.toml").write_bytes((BUILTIN_DIR / "coupa.toml").read_bytes())
+    for name, text in files.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    with pytest.raises(SiteFileError, match=re.escape(expected)):
+        load_builtin_sites(tmp_path)

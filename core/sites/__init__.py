@@ -8,15 +8,17 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from pobatch.core.sites.coupa import COUPA
-from pobatch.core.sites.definition import SiteDefinition
-from pobatch.core.sites.demo import DEMO
-from pobatch.core.sites.site_file import SiteFileError, load_site_file
 from pobatch.core.preparation.user_config import config_dir
+from pobatch.core.sites.builtin import load_builtin_sites
+from pobatch.core.sites.definition import SiteDefinition
+from pobatch.core.sites.demo import demo_of
+from pobatch.core.sites.site_file import SiteFileError, load_site_file
 from pobatch.corelib.errors import FatalError
 
-
-SITES: dict[str, SiteDefinition] = {s.name: s for s in (COUPA, DEMO)}
+# Every core/sites/<name>.toml (sites/builtin.py), and the demo portal: Coupa on this PC.
+SITES: dict[str, SiteDefinition] = load_builtin_sites()
+COUPA = SITES["coupa"]
+DEMO = SITES["demo"] = demo_of(COUPA)
 USER_SITE_FILE = "site.toml"
 
 
@@ -51,4 +53,4 @@ def resolve_site(name: str, site_file: str | Path | None = None) -> SiteDefiniti
     return site
 
 
-__all__ = ["SiteDefinition", "SITES", "get_site", "resolve_site", "default_site_file", "SiteFileError"]
+__all__ = ["COUPA", "DEMO", "SiteDefinition", "SITES", "get_site", "resolve_site", "default_site_file", "SiteFileError"]

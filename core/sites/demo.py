@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import dataclasses
 
-from pobatch.core.sites.coupa import COUPA
+from pobatch.core.sites.definition import SiteDefinition
 
-DEMO = dataclasses.replace(COUPA, name="demo", default_base_url="http://127.0.0.1:8765")
+
+def demo_of(coupa: SiteDefinition) -> SiteDefinition:
+    return dataclasses.replace(coupa, name="demo", default_base_url="http://127.0.0.1:8765")
+
 
 # The demo portal's own test account; a real portal's password is never typed by pobatch.
 DEMO_EMAIL = "demo@example.com"

@@ -114,6 +114,8 @@ def parse_site_text(text: str, source: str, builtins: Callable[[str], SiteDefini
             raise SiteFileError(where.at("", "extends", "expected the name of a built-in site, e.g. \"coupa\""))
         try:
             base = dataclasses.asdict(builtins(extends))
+        except SiteFileError:  # the site it extends is itself wrong: that file says why
+            raise
         except Exception:
             raise SiteFileError(where.at("", "extends", f"'{extends}' is not a built-in site")) from None
     values = dict(base)
