@@ -7,6 +7,10 @@ The second markup (markup = "variant") lives in variant_pages.py with the same f
 that no portal draws itself (a proxy's 502, a bare 500, a rate-limit page, a maintenance page, an
 identity provider's interstitial and its sign-in bounces, sub-resources that never finish) are at the
 end of this module and shared by both.
+
+Over 400 lines on purpose: a catalogue of page shapes (Coupa's, then what proxies, bare servers
+and identity providers draw), each a small function a test names; one file keeps every shape in
+sight when a new one is added.
 """
 from __future__ import annotations
 

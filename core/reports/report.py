@@ -17,6 +17,9 @@ search box, both a few lines of inline script over rows drawn once; a chart of P
 failures, per worker, shows the run's course (core/reports/run_chart.py). Download progress events
 (one every 2 s per big file) never become rows: the events table leaves them out and says how many.
 The report links to the run's plain log (core/monitoring/run_log.py), the file to send when asking for help.
+
+Over 400 lines on purpose: one template, rendered top-down in the order the page shows it; its
+pieces share the escaping and link rules at the bottom and have no other reader.
 """
 from __future__ import annotations
 

@@ -3,6 +3,10 @@
 Users filter and sort this file in Excel and feed it back as the next run's input, so it keeps their columns
 and row order, replaces (never doubles) earlier result columns, and is safe to open: text from a portal that
 starts with "=" stays text. It is written atomically, and a copy open in Excel on Windows does not lose a run.
+
+Over 400 lines on purpose: the file reads as the workbook does, one section per sheet (Results,
+Summary, Attention), then the cell rules and the atomic save they all share; split by sheet, each
+part would import those shared rules and nothing else.
 """
 from __future__ import annotations
 

@@ -15,6 +15,10 @@ dead, and a worker still running on it is an orphan that the sweep stops first.
 One file, over 400 lines, on purpose: a clone's whole life (the copy, the owner records, the release,
 the sweep of dead runs) turns on one owner-record format, and the sweep must read exactly what a clone
 wrote.
+
+Over 400 lines on purpose: clones, their owner records and the sweep of dead runs' clones are one
+life cycle (a clone never outlives its run, even when its process was killed); the copy, owner and
+sweep helpers above ProfileManager have no other user.
 """
 from __future__ import annotations
 
