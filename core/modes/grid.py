@@ -12,6 +12,7 @@ from typing import Iterator
 from pobatch.core.modes.grid_login import read_portal_cookies
 from pobatch.core.modes.base import RunPlan
 from pobatch.core.modes.parallel import run_pool
+from pobatch.core.modes.po_handler import make_grid_handler
 from pobatch.corelib.browser.grid import check_grid
 from pobatch.corelib.worker_pool.tasks import Event, TaskResult
 
@@ -32,4 +33,4 @@ class GridMode:
         if workers is None:
             workers = max(1, slots.free)
             log.info("--workers auto: %d (the Grid's free slots: %d of %d)", workers, slots.free, slots.total)
-        yield from run_pool(plan, workers, "pobatch.core.modes.po_handler:make_grid_handler")
+        yield from run_pool(plan, workers, make_grid_handler)
