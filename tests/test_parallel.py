@@ -30,7 +30,8 @@ import pytest
 
 from rich.console import Console
 
-from pobatch.core.app import EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_LOGIN, EXIT_OK, MainApp, RunOptions, RunSummary
+from pobatch.core.app import MainApp, RunOptions, RunSummary
+from pobatch.core.exit_codes import EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_LOGIN, EXIT_OK
 from pobatch.core.monitoring.console import ConsoleView
 from pobatch.core.demo_portal import DemoPortal, load_scenario, sample_orders_path, sample_scenario_path
 from pobatch.core.commands.login import prepare_demo_profile

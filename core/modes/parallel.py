@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from pobatch.core.modes.base import RunPlan, attempt_budget
+from pobatch.core.modes.base import ModeTraits, RunPlan, attempt_budget
 from pobatch.core.modes.po_handler import HandlerFactory, make_handler
 from pobatch.core.modes.worker_notes import BrowserWorkerNotes
 from pobatch.core.workspace import Workspace
@@ -28,6 +28,7 @@ from pobatch.corelib.tree_removal import remove_tree
 from pobatch.corelib.worker_pool import PoolStopped, WorkerInfo, WorkerLost, WorkerPool, WorkerSpec
 
 log = logging.getLogger(__name__)
+
 
 def _reap(info: WorkerInfo, workspace: Workspace | None = None) -> None:
     """A worker exited (or died): its browser processes, profile clone, download folder, attempt
@@ -63,9 +64,10 @@ def _reap(info: WorkerInfo, workspace: Workspace | None = None) -> None:
 
 class ParallelMode:
     name = "parallel"
+    traits = ModeTraits(worker_lines=True, clones_share_a_session=True)
 
     def stream(self, plan: RunPlan) -> Iterator[TaskResult | Event]:
-        workers = plan.workers
+        workers = plan.options.workers
         if workers is None:
             workers, why = auto_workers(len(plan.tasks))
             log.info("--workers auto: %d (%s)", workers, why)
