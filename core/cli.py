@@ -129,10 +129,10 @@ def _run(orders: Path, **params):
 @main.command()
 @click.option("--scenario", type=click.Path(dir_okay=False, exists=True),
               help="Demo scenario file (JSON): its POs are the demo's orders.")
-@run_options(skip=("site", "base_url", "sheet"), out={"default": Path("demo_output"), "help": "Output folder.",
+@run_options(skip=("site", "base_url", "sheet"), out={"default": "demo_output", "help": "Output folder.",
                                                      "show_default": True})
 @verbose_option
-def demo(out: Path, scenario: str | None, profile: str | None, **kw) -> None:
+def demo(out: str, scenario: str | None, profile: str | None, **kw) -> None:
     """Run the bundled demo batch (or a scenario's POs) end to end against the built-in demo portal."""
     _check_on_finish(kw.get("on_finish"))
     _setup_logging(kw["verbose"])
@@ -150,7 +150,8 @@ def demo(out: Path, scenario: str | None, profile: str | None, **kw) -> None:
                                  binary=kw.get("browser_binary"))
         except FatalError as exc:
             _fail(str(exc))
-        summary = _run(orders, site="demo", base_url=portal.base_url, out=out_dir, profile=str(profile_dir), **kw)
+        summary = _run(orders, site="demo", base_url=portal.base_url, out=str(out_dir), profile=str(profile_dir),
+                       **kw)
         expected = portal.expected_outcomes()
     # The demo knows the truth: it succeeds when every PO got the status its scenario says is right,
     # including the POs that are meant to fail.
@@ -333,7 +334,7 @@ def login(site: str, base_url: str, browser: str, profile: str | None, driver: s
 @run_option("driver")
 @click.pass_context
 def start(ctx: click.Context, orders: str | None, base_url: str | None, parallel: bool | None, site: str,
-          profile: str | None, out: Path | None, browser: str, driver: str | None) -> None:
+          profile: str | None, out: str | None, browser: str, driver: str | None) -> None:
     """Ask for the orders file, the portal address and the mode, then run, signing in if needed.
 
     When the file was run before into the same output folder, one more question: continue the last
@@ -342,8 +343,8 @@ def start(ctx: click.Context, orders: str | None, base_url: str | None, parallel
     This is what run.bat (double-click, or a file dropped on it) and ./run.sh with no arguments do."""
     answers = ask_start(orders, base_url, parallel, out)  # the questions: pobatch.core.commands.desk
     ctx.invoke(run, orders=answers.orders, site=site, base_url=answers.base_url, parallel=answers.parallel,
-               profile=profile, out=answers.out, browser=browser, driver=driver, sign_in_if_needed=True,
-               refresh=answers.refresh)
+               profile=profile, out=str(answers.out) if answers.out else None, browser=browser, driver=driver,
+               sign_in_if_needed=True, refresh=answers.refresh)
 
 
 # -- when something goes wrong at a desk (issue 25): core/commands/doctor.py, core/commands/support.py -------------------

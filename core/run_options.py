@@ -47,7 +47,7 @@ class RunOptions:
     rest are for library callers (tests, benchmarks)."""
 
     orders: Path
-    out: Path | None = option("--out", type=click.Path(file_okay=False, path_type=Path),
+    out: Path | None = option("--out", type=click.Path(file_okay=False),
                               help="Output folder. Default: <orders file name>_downloads next to the orders file.")
     site: str = option("--site", default="coupa", type=click.Choice(sorted(SITES)), show_default=True,
                        help="Which portal definition to use.")
@@ -110,6 +110,9 @@ class RunOptions:
     local_only: bool = False  # the browsers resolve loopback names only, even for a portal elsewhere
     profiles_root: Path | None = None  # where temporary profile clones go (default: system temp)
 
+    def __post_init__(self) -> None:
+        self.out = Path(self.out) if self.out else None  # the command line gives text
+
     @classmethod
     def from_params(cls, **params: Any) -> RunOptions:
         """The options from a command's parameters, by field name (a command's other parameters, such
@@ -118,7 +121,7 @@ class RunOptions:
         return cls(**{k: v for k, v in params.items() if k in names})
 
     def out_dir(self) -> Path:
-        return Path(self.out) if self.out else self.orders.parent / f"{self.orders.stem}_downloads"
+        return self.out or self.orders.parent / f"{self.orders.stem}_downloads"
 
     def mode(self) -> str:
         """The registry name of the mode these options choose (FatalError when they contradict)."""
