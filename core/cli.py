@@ -91,7 +91,6 @@ def main() -> None:
 @verbose_option
 def run(orders: Path, sign_in_if_needed: bool = False, **params) -> None:
     """Process every PO in ORDERS (CSV or Excel) and download its attachments."""
-    _check_on_finish(params.get("on_finish"))
 
     def run_once():
         return _run(Path(orders), **params)
@@ -106,12 +105,6 @@ def run(orders: Path, sign_in_if_needed: bool = False, **params) -> None:
     # One line on how it went, the --on-finish command (once, after any sign-in), the offer to open the results.
     finish_run(summary, on_finish=params.get("on_finish"))
     sys.exit(summary.exit_code)
-
-
-def _check_on_finish(command: str | None) -> None:
-    if command is not None and not command.strip():
-        _fail("--on-finish: the command is empty; expected a command to run when the run ends, e.g. "
-              "--on-finish \"powershell -File notify.ps1\"")
 
 
 def _run(orders: Path, **params):
@@ -134,7 +127,6 @@ def _run(orders: Path, **params):
 @verbose_option
 def demo(out: str, scenario: str | None, profile: str | None, **kw) -> None:
     """Run the bundled demo batch (or a scenario's POs) end to end against the built-in demo portal."""
-    _check_on_finish(kw.get("on_finish"))
     _setup_logging(kw["verbose"])
     out_dir = Path(out).resolve()
     with DemoPortal(scenario).start() as portal:

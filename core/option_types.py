@@ -33,6 +33,18 @@ class PortalURL(click.ParamType):
             raise OptionError(str(exc), ctx=ctx, param=param) from None
 
 
+class CommandText(click.ParamType):
+    """--on-finish: a command line to run; empty text is a mistake, not "no command"."""
+
+    name = "CMD"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        if not str(value).strip():
+            raise OptionError("the command is empty; expected a command to run when the run ends, e.g. "
+                              "--on-finish \"powershell -File notify.ps1\"", ctx=ctx, param=param)
+        return str(value)
+
+
 class WorkersType(click.ParamType):
     """--workers: a whole number from 1 to 32, or 'auto' (None: let the machine decide)."""
 
@@ -50,5 +62,6 @@ class WorkersType(click.ParamType):
         return n
 
 
+COMMAND = CommandText()
 PORTAL_URL = PortalURL()
 WORKERS = WorkersType()

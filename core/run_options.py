@@ -16,7 +16,7 @@ from typing import Any, Callable
 import click
 
 from pobatch.core.modes.registry import STRATEGIES, mode_name
-from pobatch.core.option_types import PORTAL_URL, WORKERS
+from pobatch.core.option_types import COMMAND, PORTAL_URL, WORKERS
 from pobatch.core.sites import SITES
 from pobatch.core.workflow.job_config import JobConfig
 from pobatch.corelib.browser.factory import BROWSERS, default_browser
@@ -75,7 +75,7 @@ class RunOptions:
                            help="Ask the portal again about POs already answered NO_ATTACHMENTS or PO_NOT_FOUND "
                            "(kept otherwise).")
     # --on-finish: a command run once the run ends (core/monitoring/on_finish.py)
-    on_finish: str | None = option("--on-finish", metavar="CMD",
+    on_finish: str | None = option("--on-finish", type=COMMAND,
                                    help="A command to run when the run ends (also after a stop for sign-in); the "
                                    "results are in POBATCH_* environment variables.")
     parallel: bool = option("--parallel/--sequential", default=False, help="Run several browsers at once.")
