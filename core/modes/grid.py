@@ -21,7 +21,8 @@ log = logging.getLogger(__name__)
 
 class GridMode:
     name = "grid"
-    # Each remote session gets the profile's cookies, not a clone of it (the sign-in watch stays as it was).
+    # Its sessions get the profile's cookies, not clones of the profile: SignInWatch decides at the first
+    # sign-in page, as it always did for a Grid run.
     traits = ModeTraits(worker_lines=True, remote_browsers=True)
 
     def stream(self, plan: RunPlan) -> Iterator[TaskResult | Event]:
