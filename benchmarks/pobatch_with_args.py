@@ -2,8 +2,8 @@
 
 For benchmarks only (benchmarks/cpu_per_po.py's `--variants`): the product has no option that adds
 browser arguments, and should not grow one just to be measured. This runs pobatch's own CLI after
-wrapping the BrowserSpec that `pobatch run` builds (core/app.py), so every browser of the run, in this
-process (sequential) or in a spawned worker (the spec is pickled with its arguments), starts with
+wrapping the BrowserSpec that `pobatch run` builds (core/preparation/planner.py), so every browser of the
+run, in this process (sequential) or in a spawned worker (the spec is pickled with its arguments), starts with
 pobatch's own flags plus the JSON list in POBATCH_BENCH_BROWSER_ARGS. corelib/browser/factory.py merges a
 `--disable-features=` here with its own, so a candidate adds to BASE_ARGS' list instead of replacing it.
 """
@@ -17,16 +17,16 @@ ENV = "POBATCH_BENCH_BROWSER_ARGS"
 
 
 def install(extra: tuple[str, ...]) -> None:
-    from pobatch.core import app
+    from pobatch.core.preparation import planner
 
-    real = app.BrowserSpec
+    real = planner.BrowserSpec
 
     def spec_with_extra_args(*args: Any, **kwargs: Any):
         spec = real(*args, **kwargs)
         spec.extra_args = tuple(spec.extra_args) + tuple(a for a in extra if a not in spec.extra_args)
         return spec
 
-    app.BrowserSpec = spec_with_extra_args  # type: ignore[assignment]
+    planner.BrowserSpec = spec_with_extra_args  # type: ignore[assignment]
 
 
 def main() -> None:

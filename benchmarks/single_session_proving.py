@@ -33,7 +33,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from pobatch.core.app import MainApp, RunOptions
+from pobatch.core.app import MainApp
+from pobatch.core.run_options import RunOptions
 from pobatch.core.demo_portal import DemoPortal, sample_scenario_path
 from pobatch.core.demo_portal.scenario import SessionOptions, generate_scenario
 from pobatch.core.commands.login import prepare_demo_profile

@@ -2,8 +2,9 @@
 
 Data flows one way: orders file -> tasks (a RunPlan) -> the mode's stream (core/modes/: one in-process
 worker, a pool of spawned workers, ...) -> results -> run store -> workbook. Only this module writes the
-run store. The checks before any browser are core/preparation/preflight.py; what the stream is watched for (a
-sign-in page, a portal gone away) is core/monitoring/stream_watch.py.
+run store. The options checked and the plan built (every check before any browser, the POs to process,
+the configs the mode and its workers get) are core/preparation/planner.py; what the stream is watched
+for (a sign-in page, a portal gone away) is core/monitoring/stream_watch.py.
 """
 from __future__ import annotations
 
@@ -12,91 +13,35 @@ import logging
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable
-from urllib.parse import urlsplit
 
 from pobatch.core.events import PoEvent
-from pobatch.core.exit_codes import (  # noqa: F401 - re-exported: the tests and launchers read them here
-    EXIT_BAD_INPUT,
-    EXIT_INCOMPLETE,
-    EXIT_INTERRUPTED,
-    EXIT_LOGIN,
-    EXIT_OK,
-    EXIT_STOPPED,
-)
-from pobatch.core.workflow.journal import read_journal, restore_replaced
+from pobatch.core.exit_codes import EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_LOGIN, EXIT_OK, EXIT_STOPPED
 from pobatch.core.modes.base import RunPlan
-from pobatch.core.modes.registry import get_mode, mode_name
-from pobatch.core.preparation.orders import OrdersError, OrdersFile, describe_problems, read_orders
-from pobatch.core.modes.po_handler import WorkerConfig
-from pobatch.core.preparation.preflight import check_reachable, check_writable, run_process_alive, sweep_leftovers
-from pobatch.core.preparation.profiles import refuse_profile_in_use, resolve_base_profile
+from pobatch.core.modes.registry import get_mode, traits_of
+from pobatch.core.monitoring.run_log import RunLog, RunLogView, run_facts
+from pobatch.core.monitoring.stream_watch import CircuitBreaker, PortalUnreachable, SignInWatch
+from pobatch.core.preparation import planner
+from pobatch.core.preparation.orders import OrdersFile
+from pobatch.core.preparation.preflight import run_process_alive, sweep_leftovers
 from pobatch.core.reports.activity_log import ActivityLog
 from pobatch.core.reports.report import write_report
 from pobatch.core.reports.report_data import report_path
 from pobatch.core.reports.workbook import write_results
 from pobatch.core.results import PoOutcome, outcome_from_data, outcome_from_result, outcome_to_result
-from pobatch.core.monitoring.run_log import RunLog, RunLogView, run_facts
-from pobatch.core.sites import default_site_file, resolve_site
+from pobatch.core.run_options import RunOptions
 from pobatch.core.status import FINAL_STATUSES, Status
-from pobatch.core.monitoring.stream_watch import CircuitBreaker, PortalUnreachable, SignInWatch
-from pobatch.core.workflow.held_files import check_held
+from pobatch.core.workflow.journal import read_journal, restore_replaced
 from pobatch.core.workflow.job_config import JobConfig
-from pobatch.core.workflow.po_task import PoTaskPayload
 from pobatch.core.workflow.recorder import is_recording, store_recording
 from pobatch.core.workspace import Workspace
-from pobatch.corelib.browser.factory import BrowserSpec, default_browser
-from pobatch.corelib.errors import ErrorClass, FatalError, fatal_error, is_disk_full
-from pobatch.corelib.browser.grid import GridSpec
+from pobatch.corelib.errors import ErrorClass, fatal_error, is_disk_full
 from pobatch.corelib.store import Heartbeat, RunStore
 from pobatch.corelib.worker_pool.tasks import Event, Task, TaskResult
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class RunOptions:
-    orders: Path
-    out: Path | None = None
-    site: str = "coupa"
-    site_file: Path | None = None  # extends or replaces the site definition (else the user's site.toml)
-    base_url: str | None = None
-    browser: str = field(default_factory=default_browser)
-    profile: Path | None = None
-    headless: bool = True
-    driver: str | None = None
-    browser_binary: str | None = None
-    sheet: str | None = None
-    force: bool = False  # redo COMPLETED POs
-    refresh: bool = False  # --refresh: look at answered POs again and fetch only what is new (docs/design.md, "Refresh")
-    on_finish: str | None = None  # --on-finish: a command run once the run ends (core/monitoring/on_finish.py)
-    recheck: bool = False  # redo NO_ATTACHMENTS and PO_NOT_FOUND POs
-    parallel: bool = False
-    workers: int | None = None  # None = auto
-    po_timeout: float = 180.0
-    page_timeout: float = 60.0
-    download_timeout: float = 120.0
-    stall_timeout: float = 20.0
-    files_at_once: int = 4  # --files-at-once: a PO's attachments downloading at one time
-    max_attempts: int = 3
-    backoff_base: float = 1.0
-    local_only: bool = False
-    preflight: bool = True  # one request to the portal before any browser starts
-    profiles_root: Path | None = None  # where temporary profile clones go (default: system temp)
-    grid: str | None = None  # Selenium Grid address: workers hold remote sessions there (implies the pool)
-    record: bool = False  # --record: an rrweb session recording of every PO attempt
-    page_ahead: bool = True  # --page-ahead: the next PO's page loads while this PO's files download
-    strategy: str | None = None  # --strategy: a name in core/modes/registry.STRATEGIES, e.g. "single-session"
-    windows: int = 3  # single-session: windows in the one browser
-
-    def out_dir(self) -> Path:
-        return Path(self.out) if self.out else self.orders.parent / f"{self.orders.stem}_downloads"
-
-    def mode(self) -> str:
-        """The registry name of the mode these options choose (FatalError when they contradict)."""
-        return mode_name(self.strategy, self.parallel, self.grid)
 
 
 @dataclass
@@ -130,6 +75,7 @@ class MainApp:
         # it: the store never says PENDING/RUNNING about them in between.
         self._standing: set[str] = set()
         self.base_url = ""
+        self.mode = ""  # the registry name of the mode the options chose (core/modes/registry.py)
         self.run_log: RunLog | None = None
         self.checked = 0  # answered POs a --refresh looks at again
 
@@ -174,57 +120,32 @@ class MainApp:
         return self._finish(orders, Path(plan.worker.job.out_dir), exit_code, message, skipped)
 
     def _prepare(self) -> tuple[OrdersFile, RunPlan, int]:
-        """Everything before the first browser: the options checked (FatalError/OrdersError, nothing
-        written), the store opened, what crashed runs left recovered, and the POs to process planned."""
+        """Everything before the first browser, planned by core/preparation/planner.py: the options
+        checked (FatalError/OrdersError, nothing written), then the store opened, what crashed runs
+        left recovered, and the POs to process planned."""
         opts = self.opts
-        orders = read_orders(opts.orders, sheet=opts.sheet)  # OrdersError: nothing written yet
-        site_file = opts.site_file or default_site_file()
-        site = resolve_site(opts.site, site_file)  # FatalError naming the key and line, before any work
-        if site_file:
-            log.warning("site definition: %s (%s)", site.name, site_file)
-        base_url = self.base_url = (opts.base_url or site.default_base_url).rstrip("/")
-        if not base_url.startswith(("http://", "https://")):
-            raise FatalError(
-                f"--base-url: '{opts.base_url or ''}' is not a portal address; expected e.g. "
-                "https://yourcompany.coupahost.com", reason="BAD_CONFIG")
-        out = opts.out_dir().resolve()
-        grid = GridSpec(opts.grid) if opts.grid else None  # FatalError for a malformed address, before any work
-        mode = opts.mode()  # FatalError for a --strategy unknown or at odds with --parallel/--grid
-        if opts.refresh and opts.force:
-            raise FatalError("--refresh and --force: choose one; expected --refresh to fetch only what is new, or "
-                             "--force to download every file again", reason="BAD_CONFIG")
-        if opts.preflight and not opts.grid:  # a Grid's nodes reach the portal, maybe not this PC
-            check_reachable(base_url)  # the options are consistent: now one request to the portal
-        base_profile = resolve_base_profile(opts.profile, opts.browser)
-        refuse_profile_in_use(base_profile)  # before any browser starts: never one of the user's
-        self._problems(orders)
-        check_writable(self.workspace.work_dir, out)  # before any browser starts
+        inputs = planner.check_inputs(opts, self.workspace)
+        self.base_url, self.mode = inputs.base_url, inputs.mode
         self.store = RunStore(self.workspace.store_path)
         for dead in self.store.interrupt_dead_runs(run_process_alive):
             log.info("run %s stopped without a word (killed?): marked INTERRUPTED", dead)
-        self.run_id = self.store.begin_run(mode, {"orders": str(opts.orders), "site": site.name,
-                                                  "site_file": str(site_file or ""), "base_url": base_url})
+        self.run_id = self.store.begin_run(inputs.mode, {
+            "orders": str(opts.orders), "site": inputs.site_name, "site_file": str(inputs.site_file or ""),
+            "base_url": inputs.base_url})
         self.activities = ActivityLog.into_store(self.store, self.run_id)
-        job = JobConfig(site=opts.site, site_file=str(site_file or ""), base_url=base_url, out_dir=str(out),
-                        page_timeout=opts.page_timeout, download_timeout=opts.download_timeout,
-                        stall_timeout=opts.stall_timeout, max_attempts=opts.max_attempts,
-                        backoff_base=opts.backoff_base, po_timeout=opts.po_timeout, run_id=self.run_id,
-                        record=opts.record, page_ahead=opts.page_ahead, files_at_once=opts.files_at_once)
+        job = planner.job_config(opts, inputs, self.run_id)
         # First the leftovers of runs that died (their orphaned workers may still be writing), then
         # what they left in this output folder.
         sweep_leftovers(opts.profiles_root)
         self._recover(job)
-        tasks, skipped = self._plan(orders)
-        # A portal on this machine (the demo) needs no name resolution at all: stop every lookup.
-        local_only = opts.local_only or urlsplit(base_url).hostname in ("127.0.0.1", "localhost", "::1")
-        spec = BrowserSpec(browser=opts.browser, headless=opts.headless, binary=opts.browser_binary,
-                           driver=opts.driver, page_load_timeout=opts.page_timeout, local_only=local_only,
-                           bidi=opts.record)
-        wcfg = WorkerConfig(job=job, browser=spec, base_profile=str(base_profile), run_id=self.run_id,
-                            profiles_root=str(opts.profiles_root) if opts.profiles_root else None, grid=grid)
-        log.info("run %s: %d PO(s) to process, %d already completed, output %s", self.run_id, len(tasks),
-                 skipped, out)
-        return orders, RunPlan(mode, tasks, wcfg, workers=opts.workers, windows=opts.windows), skipped
+        chosen = planner.select_tasks(inputs.orders, self.store, opts)
+        self._standing |= chosen.standing
+        for po in chosen.pending:
+            self.store.mark_status(self.run_id, po, Status.PENDING.value)
+        self.checked = chosen.checked
+        log.info("run %s: %d PO(s) to process, %d already completed, output %s", self.run_id, len(chosen.tasks),
+                 chosen.skipped, inputs.out)
+        return inputs.orders, planner.run_plan(opts, inputs, job, chosen.tasks), chosen.skipped
 
     def _stopped(self, exc: BaseException, job: JobConfig) -> tuple[int, str]:
         """The exit code and message of a run its stream did not finish (the stream is closed); an
@@ -251,13 +172,6 @@ class MainApp:
         _unless_disk_full(self.activities.close_all)
         _unless_disk_full(self.store.finish_run, self.run_id,
                           {EXIT_OK: "DONE", EXIT_INCOMPLETE: "DONE"}.get(exit_code, "STOPPED"))
-
-    def _problems(self, orders: OrdersFile) -> None:
-        for line in describe_problems(orders):
-            log.warning("%s: %s", orders.path.name, line)
-        if not orders.tasks:
-            raise OrdersError(f"{orders.path}: no valid PO number found in column '{orders.po_column}'; "
-                              "expected at least one row with a PO number such as 100001 or PO100001")
 
     def _recover(self, job: JobConfig) -> None:
         """Finish what a crashed run left: adopt published folders, drop half-done staging."""
@@ -293,46 +207,11 @@ class MainApp:
                 self._put_back_replaced(entry.outcome)
                 entry.drop()
 
-    def _plan(self, orders: OrdersFile) -> tuple[list[Task], int]:
-        """The POs to process: every final answer is kept (COMPLETED unless --force, NO_ATTACHMENTS and
-        PO_NOT_FOUND unless --recheck), or looked at again for what is new (--refresh). A redone PO keeps
-        its stored outcome until the new one replaces it, so the store, its folder and the workbook agree
-        at every moment."""
-        assert self.store is not None
-        known = self.store.tasks()
-        refresh = self.opts.refresh
-        redo = {Status.COMPLETED.value: self.opts.force or refresh,
-                Status.NO_ATTACHMENTS.value: self.opts.recheck or refresh,
-                Status.PO_NOT_FOUND.value: self.opts.recheck}
-        tasks: list[Task] = []
-        skipped = 0
-        for t in orders.tasks:
-            prev = known.get(t.po_number)
-            status = prev["status"] if prev else ""
-            if status in redo and not redo[status]:
-                skipped += 1
-                continue
-            folder = prev["data"].get("download_folder") if prev else ""
-            previous = [folder] if folder else []
-            held: tuple[dict, ...] = ()
-            if refresh and prev and prev["data"].get("po_number"):
-                # What the store and the folder hold: kept, never fetched again unless missing or changed.
-                held = tuple(h.to_dict() for h in check_held(folder, self.store.files(t.po_number)))
-                self.checked += 1
-            payload = PoTaskPayload(po_number=t.po_number, row=t.row, folder_levels=tuple(t.folder_levels),
-                                    previous_folders=tuple(previous), refresh=refresh, held=held)
-            tasks.append(Task(key=t.po_number, payload=payload.to_dict()))
-            if previous:
-                self._standing.add(t.po_number)
-            else:
-                self.store.mark_status(self.run_id, t.po_number, Status.PENDING.value)
-        return tasks, skipped
-
     def _consume(self, stream: Iterable[TaskResult | Event]) -> tuple[int, str]:
         """Write every result and event to the store; stop the stream when a login is needed."""
         assert self.store is not None
-        # Profile clones that share one session cookie: only the local pool runs several at once.
-        watch = SignInWatch(one_session_possible=self.opts.mode() == "parallel" and self.opts.workers != 1)
+        # Browsers that may sign each other out (profile clones sharing one session cookie): the mode says.
+        watch = SignInWatch(one_session_possible=traits_of(self.mode).may_sign_each_other_out(self.opts.workers))
         breaker = CircuitBreaker(self.base_url)
         for item in stream:
             watch.observe(item)
@@ -455,8 +334,7 @@ class MainApp:
             out / f"{orders.path.stem}_results.xlsx", orders, outcomes, report_link=str(report) if report else None,
             run_id=self.run_id, changes=changes,
             run_info={"run id": self.run_id, "orders file": str(orders.path), "output folder": str(out),
-                      "mode": self.opts.mode(),
-                      "site": self.opts.site,
+                      "mode": self.mode, "site": self.opts.site,
                       "finished": time.strftime("%Y-%m-%d %H:%M:%S"), "skipped (already completed)": skipped})
         self.store.close()
         if results_path is None:

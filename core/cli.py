@@ -1,4 +1,8 @@
-"""pobatch command line: each command is a function that reads like its help text."""
+"""pobatch command line: each command is a function that reads like its help text.
+
+Over 400 lines on purpose: this is the one file where a person finds every command and every option
+it takes, each command short; their work lives elsewhere (core/commands/, MainApp), and a run's
+options are declared once, as RunOptions fields (core/run_options.py)."""
 from __future__ import annotations
 
 import logging
@@ -8,41 +12,33 @@ import time
 import webbrowser
 from pathlib import Path
 from typing import NoReturn
-from urllib.parse import urlsplit
 
 import click
 
 from pobatch.core import __version__
-from pobatch.core.app import MainApp, RunOptions
+from pobatch.core.app import MainApp
 from pobatch.core.commands.check import run_check, verdict, write_snapshot
-from pobatch.core.monitoring.console import ConsoleView
+from pobatch.core.commands.desk import ask_start, finish_run, run_signing_in, sign_in_request, what_changed
+from pobatch.core.commands.login import interactive_login, prepare_demo_profile
 from pobatch.core.demo_portal import DemoPortal, sample_orders_path
 from pobatch.core.demo_portal import main as portal_main
-from pobatch.core.commands.desk import ask_start, finish_run, run_signing_in, sign_in_request, what_changed
 from pobatch.core.exit_codes import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_LOGIN, EXIT_STOPPED
-from pobatch.core.commands.login import interactive_login, prepare_demo_profile
-from pobatch.core.modes.registry import STRATEGIES
+from pobatch.core.monitoring.console import ConsoleView
 from pobatch.core.monitoring.on_finish import run_on_finish
+from pobatch.core.portal_address import NotAPortalAddress, PortalAddress
 from pobatch.core.preparation.orders import OrdersError, normalize_po
 from pobatch.core.preparation.preflight import run_process_alive
 from pobatch.core.preparation.profiles import resolve_base_profile
 from pobatch.core.reports.replay import NoRecording, write_replay
 from pobatch.core.reports.report import write_report
+from pobatch.core.run_options import RunOptions, run_option, run_options
 from pobatch.core.sites import SITES, default_site_file, resolve_site
 from pobatch.core.workspace import WORK_DIR_NAME, Workspace
-from pobatch.corelib.browser.factory import BROWSERS, BrowserSpec, default_browser
+from pobatch.corelib.browser.factory import BrowserSpec
 from pobatch.corelib.errors import FatalError, LoginRequiredError
 from pobatch.corelib.store import RunStore
 
 log = logging.getLogger(__name__)
-
-STRATEGY_HELP = ("parallel: several browsers (the same as --parallel). single-session: one browser, one "
-                 "sign-in, --windows windows; for portals that allow one live session per user, and for "
-                 "parallel work on a PC short of memory.")
-WINDOWS_HELP = "With --strategy single-session: how many windows work in the one browser."
-RECORD_HELP = ("Record every PO attempt in every browser window (rrweb, inputs masked); "
-               "watch one with 'pobatch replay RUN PO'.")
-
 
 def _setup_logging(verbose: int) -> None:
     from rich.logging import RichHandler
@@ -66,85 +62,15 @@ def _fail(message: str) -> NoReturn:
     raise BadInput(message)
 
 
-class WorkersType(click.ParamType):
-    """--workers: a whole number from 1 to 32, or 'auto' (None: let the machine decide)."""
-
-    name = "N|auto"
-
-    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> int | None:
-        if value is None or value == "auto":
-            return None
-        try:
-            n = int(value)  # type: ignore[call-overload]
-        except (TypeError, ValueError):
-            self.fail(f"'{value}' is not a number; expected a whole number from 1 to 32, or 'auto'", param, ctx)
-        if not 1 <= n <= 32:
-            self.fail(f"{n} is out of range; expected a whole number from 1 to 32, or 'auto'", param, ctx)
-        return n
-
-
-WORKERS = WorkersType()
-
-
 def browser_options(f):
-    """Options shared by every command that starts a browser."""
-    f = click.option("--driver", type=click.Path(dir_okay=False), help="Path of msedgedriver/chromedriver.")(f)
-    f = click.option("--browser-binary", type=click.Path(dir_okay=False), help="Path of the browser executable.")(f)
-    f = click.option("--profile", help="Browser profile folder to start from; 'browser' = the browser's own "
-                     "profile. Default: pobatch's own profile.")(f)
-    f = click.option("--browser", type=click.Choice(BROWSERS), default=default_browser, show_default=True,
-                     help="Which browser to drive.")(f)
+    """Options shared by every command that starts a browser (declared once, in RunOptions)."""
+    for name in ("driver", "browser_binary", "profile", "browser"):
+        f = run_option(name)(f)
     return f
 
 
-SITE_FILE_HELP = ("A site file (TOML) that extends or replaces the portal's definition: selectors, texts, "
-                  "URL patterns. Default: site.toml in pobatch's config folder, if there is one.")
-
-
-def site_file_option(f):
-    return click.option("--site-file", type=click.Path(dir_okay=False), help=SITE_FILE_HELP)(f)
-
-
-def run_options(f=None, *, out_default: str | None = None):
-    """The options of a batch run, shared by `run` and `demo` (which differs only in its --out default)."""
-    if f is None:
-        return lambda g: run_options(g, out_default=out_default)
-    f = click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")(f)
-    f = click.option("--po-timeout", type=click.FloatRange(10, 3600), default=180, show_default=True,
-                     help="Seconds one PO attempt may take before its browser is restarted.")(f)
-    f = click.option("--files-at-once", type=click.IntRange(1, 16), default=4, show_default=True,
-                     help="Attachments of one PO downloading at the same time; 1 = one after another "
-                     "(for a portal that limits how fast you may download).")(f)
-    f = click.option("--max-attempts", type=click.IntRange(1, 10), default=3, show_default=True,
-                     help="Attempts per PO for transient errors (timeouts, crashes, HTTP 5xx).")(f)
-    f = click.option("--workers", type=WORKERS, default=None,
-                     help="Parallel workers: a number or 'auto'.  [default: auto]")(f)
-    f = click.option("--parallel/--sequential", default=False, help="Run several browsers at once.")(f)
-    f = click.option("--windows", type=click.IntRange(1, 16), default=3, show_default=True, help=WINDOWS_HELP)(f)
-    f = click.option("--strategy", type=click.Choice(STRATEGIES), help=STRATEGY_HELP)(f)
-    f = click.option("--grid", metavar="URL", help="Run the browsers on a Selenium Grid (e.g. http://gridhost:4444); "
-                     "--workers auto then means the Grid's free slots.")(f)
-    f = click.option("--headless/--visible", default=True, show_default=True,
-                     help="Hide the browser window, or show it.")(f)
-    f = click.option("--recheck", is_flag=True, help="Ask the portal again about POs already answered "
-                     "NO_ATTACHMENTS or PO_NOT_FOUND (kept otherwise).")(f)
-    f = click.option("--force", is_flag=True, help="Redo POs that are already COMPLETED.")(f)
-    f = click.option("--refresh", is_flag=True, help="Keep the archive current: look at every answered PO again "
-                     "and download only the attachments not yet held (with --recheck, PO_NOT_FOUND too).")(f)
-    f = click.option("--on-finish", metavar="CMD", help="A command to run when the run ends (also after a stop "
-                     "for sign-in); the results are in POBATCH_* environment variables.")(f)
-    f = click.option("--record", is_flag=True, help=RECORD_HELP)(f)
-    f = click.option("--page-ahead/--no-page-ahead", default=True, show_default=True,
-                     help="Load the next PO's page while this PO's files download (one page request in "
-                     "flight beside the downloads).")(f)
-    f = click.option("--preflight/--no-preflight", default=True, show_default=True,
-                     help="Check with one request that the portal answers before any browser starts.")(f)
-    f = browser_options(f)
-    out_help = "Output folder." + ("" if out_default else
-                                   " Default: <orders file name>_downloads next to the orders file.")
-    f = click.option("--out", type=click.Path(file_okay=False), default=out_default, show_default=bool(out_default),
-                     help=out_help)(f)
-    return f
+def verbose_option(f):
+    return click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")(f)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -158,75 +84,49 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("orders", type=click.Path(dir_okay=False))
-@click.option("--site", type=click.Choice(sorted(SITES)), default="coupa", show_default=True,
-              help="Which portal definition to use.")
-@click.option("--base-url", help="Portal address, e.g. https://yourcompany.coupahost.com")
-@click.option("--sheet", help="Excel sheet to read (default: PO_Data if present, else the first).")
-@site_file_option
+@click.argument("orders", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--sign-in-if-needed", is_flag=True, help="When the portal asks for a sign-in, open a window on "
               "the profile, wait until you have signed in there, then carry on with the same batch.")
-@run_options
-def run(orders: str, site: str, base_url: str | None, sheet: str | None, sign_in_if_needed: bool = False,
-        **kw) -> None:
+@run_options()
+@verbose_option
+def run(orders: Path, sign_in_if_needed: bool = False, **params) -> None:
     """Process every PO in ORDERS (CSV or Excel) and download its attachments."""
-    _check_on_finish(kw.get("on_finish"))
 
     def run_once():
-        return _run(Path(orders), site=site, base_url=base_url, sheet=sheet, **kw)
+        return _run(Path(orders), **params)
 
     if sign_in_if_needed:
         try:
-            summary = run_signing_in(run_once, sign_in_request(site, base_url, kw))
+            summary = run_signing_in(run_once, sign_in_request(params["site"], params["base_url"], params))
         except FatalError as exc:  # the sign-in window could not start
             _fail(str(exc))
     else:
         summary = run_once()
     # One line on how it went, the --on-finish command (once, after any sign-in), the offer to open the results.
-    finish_run(summary, on_finish=kw.get("on_finish"))
+    finish_run(summary, on_finish=params.get("on_finish"))
     sys.exit(summary.exit_code)
 
 
-def _check_on_finish(command: str | None) -> None:
-    if command is not None and not command.strip():
-        _fail("--on-finish: the command is empty; expected a command to run when the run ends, e.g. "
-              "--on-finish \"powershell -File notify.ps1\"")
-
-
-def _run(orders: Path, *, verbose: int = 0, local_only: bool = False, **kw):
-    _setup_logging(verbose)
-    if kw.get("site") == "coupa" and not kw.get("base_url"):
+def _run(orders: Path, **params):
+    """One run of the batch: `params` are the command's parameters, RunOptions takes its own by name."""
+    _setup_logging(params.get("verbose", 0))
+    if params.get("site") == "coupa" and not params.get("base_url"):
         raise click.UsageError("--base-url is required for --site coupa; expected your tenant's address, e.g. "
                                "https://yourcompany.coupahost.com")
-    opts = RunOptions(orders=orders, out=Path(kw["out"]) if kw.get("out") else None, site=kw["site"],
-                      base_url=kw.get("base_url"), browser=kw["browser"], profile=kw.get("profile"),
-                      headless=kw["headless"], driver=kw.get("driver"), browser_binary=kw.get("browser_binary"),
-                      sheet=kw.get("sheet"), force=kw["force"], recheck=kw.get("recheck", False),
-                      refresh=kw.get("refresh", False), on_finish=kw.get("on_finish"),
-                      parallel=kw["parallel"], workers=kw["workers"], strategy=kw.get("strategy"),
-                      windows=kw.get("windows") or 3,
-                      po_timeout=kw["po_timeout"], max_attempts=kw["max_attempts"], local_only=local_only,
-                      grid=kw.get("grid"), record=kw.get("record", False), page_ahead=kw.get("page_ahead", True),
-                      files_at_once=kw.get("files_at_once", 4),
-                      site_file=Path(kw["site_file"]) if kw.get("site_file") else None,
-                      preflight=kw.get("preflight", True))
     try:
-        summary = MainApp(opts, view=ConsoleView()).run()
-    except OrdersError as exc:
+        return MainApp(RunOptions.from_params(orders=orders, **params), view=ConsoleView()).run()
+    except (OrdersError, FatalError) as exc:
         _fail(str(exc))
-    except FatalError as exc:
-        _fail(str(exc))
-    return summary
 
 
 @main.command()
 @click.option("--scenario", type=click.Path(dir_okay=False, exists=True),
               help="Demo scenario file (JSON): its POs are the demo's orders.")
-@site_file_option
-@run_options(out_default="demo_output")
+@run_options(skip=("site", "base_url", "sheet"), out={"default": "demo_output", "help": "Output folder.",
+                                                     "show_default": True})
+@verbose_option
 def demo(out: str, scenario: str | None, profile: str | None, **kw) -> None:
     """Run the bundled demo batch (or a scenario's POs) end to end against the built-in demo portal."""
-    _check_on_finish(kw.get("on_finish"))
     _setup_logging(kw["verbose"])
     out_dir = Path(out).resolve()
     with DemoPortal(scenario).start() as portal:
@@ -242,8 +142,8 @@ def demo(out: str, scenario: str | None, profile: str | None, **kw) -> None:
                                  binary=kw.get("browser_binary"))
         except FatalError as exc:
             _fail(str(exc))
-        summary = _run(orders, site="demo", base_url=portal.base_url, sheet=None, out=str(out_dir),
-                       profile=str(profile_dir), local_only=True, **kw)
+        summary = _run(orders, site="demo", base_url=portal.base_url, out=str(out_dir), profile=str(profile_dir),
+                       **kw)
         expected = portal.expected_outcomes()
     # The demo knows the truth: it succeeds when every PO got the status its scenario says is right,
     # including the POs that are meant to fail.
@@ -341,18 +241,17 @@ def replay(run: str, po: str, out: str, attempt: int | None, open_page: bool) ->
 
 @main.command()
 @click.argument("pos", nargs=-1, required=True, metavar="PO [PO...]")
-@click.option("--site", type=click.Choice(sorted(SITES)), default="coupa", show_default=True,
-              help="Which portal definition to start from.")
-@click.option("--base-url", help="Portal address, e.g. https://yourcompany.coupahost.com")
-@site_file_option
-@click.option("--headless/--visible", default=False, show_default=True, help="Hide the browser window, or show it.")
+@run_option("site", help="Which portal definition to start from.")
+@run_option("base_url")
+@run_option("site_file")
+@run_option("headless", default=False)  # a check is watched
 @click.option("--download", "download_dir", type=click.Path(file_okay=False),
               help="Also run the real workflow for each PO and put its folder under DIR (default: download nothing).")
 @click.option("--snapshot", type=click.Path(dir_okay=False),
               help="Where to write the JSON snapshot to send to whoever maintains your site file. "
                    "Default: pobatch-check-<time>.json in the current folder.")
 @browser_options
-@click.option("-v", "--verbose", count=True, help="More log output.")
+@verbose_option
 def check(pos: tuple[str, ...], site: str, base_url: str | None, site_file: str | None, headless: bool,
           download_dir: str | None, snapshot: str | None, browser: str, profile: str | None, driver: str | None,
           browser_binary: str | None, verbose: int) -> None:
@@ -372,12 +271,9 @@ def check(pos: tuple[str, ...], site: str, base_url: str | None, site_file: str 
     try:
         chosen_file = site_file or default_site_file()
         definition = resolve_site(site, chosen_file)
-        url = (base_url or definition.default_base_url or "").rstrip("/")
-        if not url.startswith(("http://", "https://")):
-            _fail(f"--base-url: '{base_url or ''}' is not a portal address; expected e.g. "
-                  "https://yourcompany.coupahost.com")
+        url = _portal_address(base_url or definition.default_base_url)
         spec = BrowserSpec(browser=browser, headless=headless, binary=browser_binary, driver=driver,
-                           local_only=urlsplit(url).hostname in ("127.0.0.1", "localhost", "::1"))
+                           local_only=url.is_local)
         checks = run_check(numbers, site_name=site, site_file=str(chosen_file or ""), base_url=url, browser=spec,
                            base_profile=resolve_base_profile(profile, browser),
                            download_dir=Path(download_dir).resolve() if download_dir else None,
@@ -404,8 +300,8 @@ def demo_portal(scenario: str | None, port: int) -> None:
 
 
 @main.command()
-@click.option("--site", type=click.Choice(sorted(SITES)), default="coupa", show_default=True)
-@click.option("--base-url", required=True, help="Portal address, e.g. https://yourcompany.coupahost.com")
+@run_option("site")
+@run_option("base_url", required=True)
 @browser_options
 def login(site: str, base_url: str, browser: str, profile: str | None, driver: str | None,
           browser_binary: str | None) -> None:
@@ -421,15 +317,13 @@ def login(site: str, base_url: str, browser: str, profile: str | None, driver: s
 
 @main.command("start")
 @click.argument("orders", required=False, type=click.Path(dir_okay=False))
-@click.option("--base-url", help="Portal address; without it, the remembered one (asked first) or a new one.")
-@click.option("--parallel/--sequential", default=None, help="Without either, you are asked.")
-@click.option("--site", type=click.Choice(sorted(SITES)), default="coupa", show_default=True,
-              help="Which portal definition to use.")
-@click.option("--profile", help="Browser profile folder (default: pobatch's own profile).")
-@click.option("--out", type=click.Path(file_okay=False), help="Output folder (default: next to the orders file).")
-@click.option("--browser", type=click.Choice(BROWSERS), default=default_browser, show_default=True,
-              help="Which browser to drive.")
-@click.option("--driver", type=click.Path(dir_okay=False), help="Path of msedgedriver/chromedriver.")
+@run_option("base_url", help="Portal address; without it, the remembered one (asked first) or a new one.")
+@run_option("parallel", default=None, help="Without either, you are asked.")
+@run_option("site")
+@run_option("profile", help="Browser profile folder (default: pobatch's own profile).")
+@run_option("out", help="Output folder (default: next to the orders file).")
+@run_option("browser")
+@run_option("driver")
 @click.pass_context
 def start(ctx: click.Context, orders: str | None, base_url: str | None, parallel: bool | None, site: str,
           profile: str | None, out: str | None, browser: str, driver: str | None) -> None:
@@ -440,20 +334,19 @@ def start(ctx: click.Context, orders: str | None, base_url: str | None, parallel
 
     This is what run.bat (double-click, or a file dropped on it) and ./run.sh with no arguments do."""
     answers = ask_start(orders, base_url, parallel, out)  # the questions: pobatch.core.commands.desk
-    ctx.invoke(run, orders=str(answers.orders), site=site, base_url=answers.base_url, parallel=answers.parallel,
+    ctx.invoke(run, orders=answers.orders, site=site, base_url=answers.base_url, parallel=answers.parallel,
                profile=profile, out=str(answers.out) if answers.out else None, browser=browser, driver=driver,
                sign_in_if_needed=True, refresh=answers.refresh)
 
 
 # -- when something goes wrong at a desk (issue 25): core/commands/doctor.py, core/commands/support.py -------------------
 @main.command()
-@click.option("--base-url", help="Portal address, e.g. https://yourcompany.coupahost.com (default: the remembered one).")
-@click.option("--site", type=click.Choice(sorted(SITES)), default="coupa", show_default=True,
-              help="Which portal definition to use.")
-@site_file_option
+@run_option("base_url", help="Portal address, e.g. https://yourcompany.coupahost.com (default: the remembered one).")
+@run_option("site")
+@run_option("site_file")
 @click.option("--out", type=click.Path(), default=".", show_default=True,
               help="The output folder a run would write to.")
-@click.option("--grid", metavar="URL", help="Also check this Selenium Grid (e.g. http://gridhost:4444).")
+@run_option("grid", help="Also check this Selenium Grid (e.g. http://gridhost:4444).")
 @click.option("--no-sign-in-check", is_flag=True, help="Skip the one headless page that checks the sign-in.")
 @browser_options
 def doctor(base_url: str | None, site: str, site_file: str | None, out: str, grid: str | None,
@@ -466,11 +359,8 @@ def doctor(base_url: str | None, site: str, site_file: str | None, out: str, gri
     from pobatch.core.commands.doctor import DoctorOptions, can_start, run_doctor, verdict_line
 
     _setup_logging(0)
-    address = (base_url or remembered_address() or "").rstrip("/") or None
-    if site != "coupa" and not address:
-        address = (get_site_default(site) or "").rstrip("/") or None
-    if address and not address.startswith(("http://", "https://")):
-        _fail(f"--base-url: '{address}' is not a portal address; expected e.g. https://yourcompany.coupahost.com")
+    address = base_url or remembered_address() or (get_site_default(site) if site != "coupa" else None)
+    address = _portal_address(address) if address else None
     if grid and not grid.startswith(("http://", "https://")):
         _fail(f"--grid: '{grid}' is not a Grid address; expected e.g. http://gridhost:4444")
     if Path(out).exists() and not Path(out).is_dir():
@@ -481,6 +371,15 @@ def doctor(base_url: str | None, site: str, site_file: str | None, out: str, gri
     checks = run_doctor(opts, echo=click.echo)
     click.echo(verdict_line(checks))
     sys.exit(0 if can_start(checks) else 1)
+
+
+def _portal_address(text: str | None) -> PortalAddress:
+    """An address that did not come through --base-url (a site's default, the remembered one), checked
+    by the same rule."""
+    try:
+        return PortalAddress(text or "")
+    except NotAPortalAddress as exc:
+        _fail(f"--base-url: {exc}")
 
 
 def get_site_default(site: str) -> str | None:

@@ -20,7 +20,8 @@ from typing import Any
 import psutil
 import pytest
 
-from pobatch.core.app import EXIT_LOGIN, EXIT_OK, MainApp, RunOptions, RunSummary
+from pobatch.core.app import MainApp, RunOptions, RunSummary
+from pobatch.core.exit_codes import EXIT_LOGIN, EXIT_OK
 from pobatch.core.demo_portal import DemoPortal, sample_orders_path, sample_scenario_path, unfamiliar_scenario_path
 from pobatch.core.demo_portal.scenario import Scenario, many_attachment_pos
 from pobatch.core.modes.grid_login import apply_cookies, read_portal_cookies

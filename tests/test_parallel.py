@@ -30,11 +30,12 @@ import pytest
 
 from rich.console import Console
 
-from pobatch.core.app import EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_LOGIN, EXIT_OK, MainApp, RunOptions, RunSummary
+from pobatch.core.app import MainApp, RunOptions, RunSummary
+from pobatch.core.exit_codes import EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_LOGIN, EXIT_OK
 from pobatch.core.monitoring.console import ConsoleView
 from pobatch.core.demo_portal import DemoPortal, load_scenario, sample_orders_path, sample_scenario_path
 from pobatch.core.commands.login import prepare_demo_profile
-from pobatch.core.modes.po_handler import WorkerConfig
+from pobatch.core.modes.po_handler import WorkerConfig, make_handler
 from pobatch.core.preparation.profiles import seed_profile
 from pobatch.core.results import PoOutcome, outcome_from_data
 from pobatch.core.status import Status
@@ -552,8 +553,9 @@ _ORPHANED_POOL = """
 import sys
 from pobatch.corelib.worker_pool.tasks import Task
 from pobatch.corelib.worker_pool import WorkerPool, WorkerSpec
+from tests.pool_handlers import make_handler
 if __name__ == "__main__":
-    pool = WorkerPool(WorkerSpec("tests.pool_handlers:make_handler", {"close_dir": sys.argv[1]}), 2)
+    pool = WorkerPool(WorkerSpec(make_handler, {"close_dir": sys.argv[1]}), 2)
     for key in ("a", "b"):
         pool.submit(Task(key, {"do": "sleep", "seconds": 120}))
     for item in pool.results():
@@ -688,7 +690,7 @@ def test_the_pool_with_the_po_handler_gives_one_result_per_item(tmp_path, demo):
     cfg = WorkerConfig(job=job, browser=BrowserSpec(browser="chromium", local_only=True), base_profile=str(profile),
                        run_id="batch", profiles_root=str(tmp_path / "profiles"))
     tasks = [Task(key=po, payload={"po_number": po}) for po in ids] + [Task(key="broken", payload={})]
-    with WorkerPool(WorkerSpec("pobatch.core.modes.po_handler:make_handler", {"worker": cfg}), 1) as pool:
+    with WorkerPool(WorkerSpec(make_handler, cfg), 1) as pool:
         for task in tasks:
             pool.submit(task)
         results = [r for r in pool.results() if isinstance(r, TaskResult)]  # one worker: in input order

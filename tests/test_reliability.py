@@ -16,7 +16,8 @@ from pathlib import Path
 import openpyxl
 import pytest
 
-from pobatch.core.app import EXIT_LOGIN, EXIT_OK, EXIT_STOPPED, MainApp, RunOptions
+from pobatch.core.app import MainApp, RunOptions
+from pobatch.core.exit_codes import EXIT_LOGIN, EXIT_OK, EXIT_STOPPED
 from pobatch.core.demo_portal import DemoPortal
 from pobatch.core.commands.login import prepare_demo_profile
 from tests.eventually import wait_for

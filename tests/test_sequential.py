@@ -15,7 +15,8 @@ from pathlib import Path
 import openpyxl
 import pytest
 
-from pobatch.core.app import EXIT_INCOMPLETE, EXIT_LOGIN, EXIT_OK, MainApp, RunOptions
+from pobatch.core.app import MainApp, RunOptions
+from pobatch.core.exit_codes import EXIT_INCOMPLETE, EXIT_LOGIN, EXIT_OK
 from pobatch.core.demo_portal import DemoPortal, sample_orders_path
 from pobatch.core.commands.login import prepare_demo_profile
 from pobatch.core.status import FINAL_STATUSES, Status

@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from pobatch.core.app import EXIT_LOGIN, EXIT_OK, MainApp, RunOptions, RunSummary
+from pobatch.core.app import MainApp, RunOptions, RunSummary
+from pobatch.core.exit_codes import EXIT_LOGIN, EXIT_OK
 from pobatch.core.cli import main as cli_main
 from pobatch.core.demo_portal import DemoPortal
 from pobatch.core.commands.login import prepare_demo_profile

@@ -20,12 +20,15 @@ import sys
 import time
 from pathlib import Path
 from typing import Callable
+from urllib.parse import urlsplit
 
 import click
 
-from pobatch.core.app import RunOptions, RunSummary
+from pobatch.core.app import RunSummary
 from pobatch.core.exit_codes import EXIT_INTERRUPTED, EXIT_LOGIN
+from pobatch.core.portal_address import NotAPortalAddress, PortalAddress
 from pobatch.core.preparation.profiles import pobatch_data_dir
+from pobatch.core.run_options import RunOptions
 from pobatch.core.reports.attention import DONE_STATUSES, attention_list, common_failure
 from pobatch.core.commands.sign_in import SignInOutcome, SignInRequest, sign_in
 from pobatch.core.sites import get_site
@@ -219,10 +222,12 @@ def normalize_address(text: str) -> str | None:
         return None
     if "://" not in text:
         text = "https://" + text
-    if not text.lower().startswith(("http://", "https://")) or "." not in text.split("://", 1)[1] and \
-            "localhost" not in text:
+    try:
+        address = PortalAddress(text)
+    except NotAPortalAddress:
         return None
-    return text
+    # A typed name without a dot is a slip ("acme"), unless it names this machine.
+    return address if "." in (urlsplit(address).hostname or "") or address.is_local else None
 
 
 def clean_path(text: str) -> str:

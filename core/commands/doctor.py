@@ -299,7 +299,8 @@ def check_signed_in(opts: DoctorOptions, facts: _Facts) -> Check:
 
 def probe_sign_in(opts: DoctorOptions, profile: Path) -> tuple[bool, str]:
     """One headless page on a clone of the profile (never the profile itself): is it signed in?"""
-    from pobatch.core.commands.sign_in import home_url, is_loopback, page_looks_signed_in, portal_lets_in
+    from pobatch.core.commands.sign_in import home_url, page_looks_signed_in, portal_lets_in
+    from pobatch.core.portal_address import is_local_address
     from pobatch.core.sites import resolve_site
     from pobatch.core.workflow.page_probes import PAGE_STATE_JS, PageProbe, PageState
     from pobatch.corelib.browser.factory import BrowserSpec
@@ -312,7 +313,8 @@ def probe_sign_in(opts: DoctorOptions, profile: Path) -> tuple[bool, str]:
                         f"doctor-{uuid.uuid4().hex[:8]}") as profiles:
         clone = profiles.clone("doctor")
         spec = BrowserSpec(browser=opts.browser, headless=True, binary=opts.browser_binary, driver=opts.driver,
-                           user_data_dir=str(clone), local_only=is_loopback(base_url), page_load_timeout=SIGN_IN_WAIT)
+                           user_data_dir=str(clone), local_only=is_local_address(base_url),
+                           page_load_timeout=SIGN_IN_WAIT)
         with LocalBrowserSession(spec) as session:
             session.start()
             driver = session.driver

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import urlsplit
 
+from pobatch.core.portal_address import is_local_address
 from pobatch.core.preparation.profiles import profile_location, refuse_profile_in_use, resolve_base_profile
 from pobatch.core.sites import get_site
 from pobatch.core.sites.definition import SiteDefinition
@@ -72,10 +73,6 @@ class SignInRequest:
 
 def home_url(base_url: str) -> str:
     return base_url.rstrip("/") + "/"
-
-
-def is_loopback(base_url: str) -> bool:
-    return urlsplit(base_url).hostname in ("127.0.0.1", "localhost", "::1")
 
 
 def page_looks_signed_in(driver, site: SiteDefinition, base_url: str) -> bool:
@@ -158,7 +155,7 @@ def sign_in(request: SignInRequest, on_open: Callable[[Path], None] | None = Non
                          f"{request.base_url}'", reason="BAD_CONFIG")
     profile = resolve_base_profile(request.profile, request.browser)
     spec = BrowserSpec(browser=request.browser, headless=headless, driver=request.driver, binary=request.binary,
-                       user_data_dir=str(profile), local_only=is_loopback(request.base_url),
+                       user_data_dir=str(profile), local_only=is_local_address(request.base_url),
                        page_load_timeout=120.0)
     with LocalBrowserSession(spec) as session:  # closing = quitting: the browser writes its cookies to disk
         driver = session.driver

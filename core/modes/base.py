@@ -1,12 +1,15 @@
-"""What every run mode shares: the plan it receives, the RunMode contract, the attempt budget."""
+"""What every run mode shares: the plan it receives, the RunMode contract, its traits, the attempt budget."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, Protocol
+from typing import TYPE_CHECKING, ClassVar, Iterator, Protocol
 
 from pobatch.core.modes.po_handler import WorkerConfig
 from pobatch.core.workflow.job_config import JobConfig
 from pobatch.corelib.worker_pool.tasks import Event, Task, TaskResult
+
+if TYPE_CHECKING:  # core/run_options.py imports the registry, which imports this module
+    from pobatch.core.run_options import RunOptions
 
 # Per attempt, on top of its own po_timeout: a browser restart after a failed attempt (a Chromium start
 # on a fresh profile clone takes 2-5 s on an office PC, a Grid session longer) and the failure capture
@@ -22,14 +25,31 @@ def attempt_budget(job: JobConfig) -> float:
 
 
 @dataclass(frozen=True)
+class ModeTraits:
+    """What differs between modes for the code outside core/modes/ (the app, the planner, the console):
+    it asks the mode's traits (registry.traits_of), never its name."""
+
+    worker_lines: bool = False  # the console shows a line per worker and the queue (a pool of processes)
+    # Several browsers on clones of one profile share its session cookie: a portal that keeps one live
+    # session per user signs them out in turn (SignInWatch, core/monitoring/stream_watch.py, waits for
+    # the evidence before it says which).
+    clones_share_a_session: bool = False
+    remote_browsers: bool = False  # the browsers run elsewhere (a Grid): a request from this PC proves nothing
+
+    def may_sign_each_other_out(self, workers: int | None) -> bool:
+        """Whether browsers of this run may sign each other out (`workers` None = auto: maybe several)."""
+        return self.clones_share_a_session and workers != 1
+
+
+@dataclass(frozen=True)
 class RunPlan:
-    """What a mode needs to run: MainApp builds it once the store is open and the POs are planned."""
+    """What a mode needs to run: the planner (core/preparation/planner.py) builds it once the store is
+    open and the POs are planned."""
 
     mode: str  # the registry name of the mode that runs it
     tasks: list[Task]
     worker: WorkerConfig  # picklable: the workflow's config, the browser, the base profile, the Grid
-    workers: int | None = None  # pool modes: how many workers (None = auto)
-    windows: int = 3  # single-session: windows in the one browser
+    options: RunOptions  # every option as given, by name: e.g. options.workers (None = auto), options.windows
 
 
 class RunMode(Protocol):
@@ -39,5 +59,6 @@ class RunMode(Protocol):
     MainApp stops a run for a sign-in, Ctrl+C, a full disk or a portal that went away."""
 
     name: str
+    traits: ClassVar[ModeTraits]
 
     def stream(self, plan: RunPlan) -> Iterator[TaskResult | Event]: ...

@@ -10,8 +10,9 @@ import logging
 from typing import Iterator
 
 from pobatch.core.modes.grid_login import read_portal_cookies
-from pobatch.core.modes.base import RunPlan
+from pobatch.core.modes.base import ModeTraits, RunPlan
 from pobatch.core.modes.parallel import run_pool
+from pobatch.core.modes.po_handler import make_grid_handler
 from pobatch.corelib.browser.grid import check_grid
 from pobatch.corelib.worker_pool.tasks import Event, TaskResult
 
@@ -20,6 +21,9 @@ log = logging.getLogger(__name__)
 
 class GridMode:
     name = "grid"
+    # Its sessions get the profile's cookies, not clones of the profile: SignInWatch decides at the first
+    # sign-in page, as it always did for a Grid run.
+    traits = ModeTraits(worker_lines=True, remote_browsers=True)
 
     def stream(self, plan: RunPlan) -> Iterator[TaskResult | Event]:
         cfg = plan.worker
@@ -28,8 +32,8 @@ class GridMode:
                                       cfg.profiles_root) if plan.tasks else []
         plan = dataclasses.replace(plan, worker=dataclasses.replace(cfg, cookies=tuple(cookies)))
         slots = check_grid(cfg.grid.url, cfg.browser.browser)
-        workers = plan.workers
+        workers = plan.options.workers
         if workers is None:
             workers = max(1, slots.free)
             log.info("--workers auto: %d (the Grid's free slots: %d of %d)", workers, slots.free, slots.total)
-        yield from run_pool(plan, workers, "pobatch.core.modes.po_handler:make_grid_handler")
+        yield from run_pool(plan, workers, make_grid_handler)

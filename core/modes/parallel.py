@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from pobatch.core.modes.base import RunPlan, attempt_budget
+from pobatch.core.modes.base import ModeTraits, RunPlan, attempt_budget
+from pobatch.core.modes.po_handler import HandlerFactory, make_handler
 from pobatch.core.modes.worker_notes import BrowserWorkerNotes
 from pobatch.core.workspace import Workspace
 from pobatch.corelib.worker_pool.autoscale import auto_workers, windows_instead
@@ -27,6 +28,7 @@ from pobatch.corelib.tree_removal import remove_tree
 from pobatch.corelib.worker_pool import PoolStopped, WorkerInfo, WorkerLost, WorkerPool, WorkerSpec
 
 log = logging.getLogger(__name__)
+
 
 def _reap(info: WorkerInfo, workspace: Workspace | None = None) -> None:
     """A worker exited (or died): its browser processes, profile clone, download folder, attempt
@@ -62,9 +64,10 @@ def _reap(info: WorkerInfo, workspace: Workspace | None = None) -> None:
 
 class ParallelMode:
     name = "parallel"
+    traits = ModeTraits(worker_lines=True, clones_share_a_session=True)
 
     def stream(self, plan: RunPlan) -> Iterator[TaskResult | Event]:
-        workers = plan.workers
+        workers = plan.options.workers
         if workers is None:
             workers, why = auto_workers(len(plan.tasks))
             log.info("--workers auto: %d (%s)", workers, why)
@@ -74,15 +77,16 @@ class ParallelMode:
                 log.warning("Memory, not the CPU, limits this run to %d browser(s): %s. '--strategy single-session "
                             "--windows %d' would work on %d POs at once in one browser.", workers, reason, windows,
                             windows)
-        yield from run_pool(plan, workers, "pobatch.core.modes.po_handler:make_handler")
+        yield from run_pool(plan, workers, make_handler)
 
 
-def run_pool(plan: RunPlan, workers: int, factory: str) -> Iterator[TaskResult | Event]:
-    """The PO handler built by `factory` in at most `workers` spawned workers, one per task at most."""
+def run_pool(plan: RunPlan, workers: int, factory: HandlerFactory) -> Iterator[TaskResult | Event]:
+    """The PO handler `factory` builds (a module-level function: spawn pickles it by name) in at most
+    `workers` spawned workers, one per task at most."""
     cfg, tasks = plan.worker, plan.tasks
     warn_if_profile_in_use(cfg.base_profile)  # the workers start from it: a clone each, or (Grid) its cookies
     workers = max(1, min(workers, len(tasks) or 1))
-    spec = WorkerSpec(factory, {"worker": cfg})
+    spec = WorkerSpec(factory, cfg)
     pool = WorkerPool(spec, workers, task_timeout=attempt_budget(cfg.job),
                       on_worker_exit=functools.partial(_reap, workspace=cfg.job.workspace))
     for t in tasks:

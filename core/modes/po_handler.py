@@ -1,8 +1,8 @@
 """The PO handler a worker runs: one browser kept across tasks, the shared PO workflow per task.
 
-Sequential mode builds one in-process; parallel mode names `pobatch.core.modes.po_handler:make_handler` in a
+Sequential mode builds one in-process; parallel mode puts `make_handler` and the WorkerConfig in a
 WorkerSpec and every spawned worker builds its own, on its own clone of the base profile. Grid mode
-names `make_grid_handler`: each worker holds a remote session instead, carrying the profile's cookies.
+puts `make_grid_handler`: each worker holds a remote session instead, carrying the profile's cookies.
 """
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ import multiprocessing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
+
+from pobatch.corelib.worker_pool import WorkerContext
 
 from pobatch.core.modes.grid_login import apply_cookies
 from pobatch.core.results import outcome_to_result
@@ -96,9 +98,13 @@ def incoming_dir(job_config: JobConfig, worker_id: str) -> Path:
     return job_config.workspace.incoming(worker_id)
 
 
-def make_handler(ctx: Any, config: dict[str, Any]) -> PoHandler:
+# What a pool mode hands run_pool: a module-level function (spawn pickles it by name) of the worker's
+# context and the run's WorkerConfig.
+HandlerFactory = Callable[[WorkerContext, WorkerConfig], "PoHandler"]
+
+
+def make_handler(ctx: WorkerContext, cfg: WorkerConfig) -> PoHandler:
     """WorkerSpec factory: clone the base profile, note it for crash cleanup, start the browser."""
-    cfg: WorkerConfig = config["worker"]
     parent = multiprocessing.parent_process()
     # The run lives and dies with the app that started this worker: if the app is killed, the next
     # run's sweep knows this worker for an orphan.
@@ -125,9 +131,8 @@ def make_handler(ctx: Any, config: dict[str, Any]) -> PoHandler:
     return handler
 
 
-def make_grid_handler(ctx: Any, config: dict[str, Any]) -> PoHandler:
+def make_grid_handler(ctx: WorkerContext, cfg: WorkerConfig) -> PoHandler:
     """WorkerSpec factory for grid mode: a remote session that gets the login cookies at every start."""
-    cfg: WorkerConfig = config["worker"]
     assert cfg.grid is not None
     grid, cookies, base_url = cfg.grid, [dict(c) for c in cfg.cookies], cfg.job.base_url
 

@@ -8,14 +8,12 @@ from __future__ import annotations
 
 from typing import Callable
 
-from pobatch.core.modes.base import RunMode
+from pobatch.core.modes.base import ModeTraits, RunMode
 from pobatch.core.modes.grid import GridMode
 from pobatch.core.modes.parallel import ParallelMode
 from pobatch.core.modes.sequential import SequentialMode
 from pobatch.core.modes.single_session import SingleSessionMode
 from pobatch.corelib.errors import FatalError
-
-
 
 MODES: dict[str, Callable[[], RunMode]] = {
     "sequential": SequentialMode,
@@ -42,3 +40,9 @@ def mode_name(strategy: str | None, parallel: bool, grid: str | None) -> str:
 def get_mode(name: str) -> RunMode:
     """The mode registered under `name` (a name mode_name returned)."""
     return MODES[name]()
+
+
+def traits_of(name: str) -> ModeTraits:
+    """What the mode registered under `name` is like; a name no mode has (a view told nothing yet) has
+    the plain traits of one local browser."""
+    return get_mode(name).traits if name in MODES else ModeTraits()

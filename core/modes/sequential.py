@@ -4,13 +4,14 @@ from __future__ import annotations
 import dataclasses
 from typing import Iterator
 
-from pobatch.core.modes.base import RunPlan
+from pobatch.core.modes.base import ModeTraits, RunPlan
 from pobatch.core.modes.po_handler import sequential_handler
 from pobatch.corelib.worker_pool.tasks import Event, TaskResult
 
 
 class SequentialMode:
     name = "sequential"
+    traits = ModeTraits()  # one local browser
 
     def stream(self, plan: RunPlan) -> Iterator[TaskResult | Event]:
         """Each PO's events, then its result; the browser closes when the stream does."""

@@ -1,9 +1,9 @@
 """The console view: a progress bar with counts per status and an ETA, then a summary table.
 
-In parallel mode it also shows one line per worker (busy on which PO, or idle, and for how long),
-then the queue: POs waiting, busy and done, POs per minute and the ETA. A download that runs longer
-than about 2 s shows its bytes, total and speed on its worker's line (core/download_progress.py), so a 200 MB
-scan is visibly moving. It only listens (MainApp calls it); nothing in the workflow depends on it, so
+In the pool modes (their ModeTraits say so: core/modes/base.py) it also shows one line per worker (busy
+on which PO, or idle, and for how long), then the queue: POs waiting, busy and done, POs per minute and
+the ETA. A download that runs longer than about 2 s shows its bytes, total and speed on its worker's
+line (core/download_progress.py), so a 200 MB scan is visibly moving. It only listens (MainApp calls it); nothing in the workflow depends on it, so
 tests run without it.
 """
 from __future__ import annotations
@@ -19,6 +19,7 @@ from rich.table import Table
 
 from pobatch.core.app import RunSummary
 from pobatch.core.events import PoEvent
+from pobatch.core.modes.registry import traits_of
 from pobatch.core.download_progress import Progress as DownloadProgress, SpeedMeter, describe, parse_progress
 from pobatch.core.results import PoOutcome
 from pobatch.core.status import Status
@@ -51,6 +52,7 @@ class ConsoleView:
         self.done = 0
         self.total = 0
         self.mode = ""
+        self.traits = traits_of("")
         self.started = clock()
         self._live: Live | None = None
         self._progress = Progress(
@@ -63,6 +65,7 @@ class ConsoleView:
     # -- MainApp callbacks ------------------------------------------------------------------------
     def start(self, run_id: str, total: int, skipped: int, mode: str) -> None:
         self.total, self.mode, self.started = total, mode, self.clock()
+        self.traits = traits_of(mode)
         self.console.print(f"[bold]pobatch[/] run {run_id} ({mode}): {total} PO(s) to process"
                            + (f", {skipped} already completed and skipped" if skipped else ""))
         self._task_id = self._progress.add_task("POs", total=total, rate="")
@@ -179,10 +182,10 @@ class ConsoleView:
                 f"{self.rate():.1f} PO/min  ETA {_duration(eta) if eta is not None else '--'}")
 
     def render(self):
-        """The live view: progress, counts per status, and in parallel mode the workers and the queue."""
+        """The live view: progress, counts per status, and with several workers the workers and the queue."""
         counts = "  ".join(f"[{STATUS_STYLE.get(s, '')}]{s.value}: {n}[/]" for s, n in self.counts.items() if n)
         parts = [self._progress, counts or "[dim]waiting for the first result...[/]"]
-        if self.mode in ("parallel", "grid") or len(self.workers) > 1 or any(w != "main" for w in self.workers):
+        if self.traits.worker_lines or len(self.workers) > 1 or any(w != "main" for w in self.workers):
             t = Table(box=None, show_header=False, padding=(0, 1))
             now = self.clock()
             for wid in sorted(self.workers, key=lambda w: (len(w), w)):

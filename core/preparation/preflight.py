@@ -11,10 +11,10 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import psutil
 
+from pobatch.core.portal_address import is_local_address
 from pobatch.corelib.browser.session import sweep_driver_temp
 from pobatch.corelib.errors import FatalError
 from pobatch.corelib.browser.profile_manager import ProfileManager
@@ -28,7 +28,7 @@ def check_reachable(base_url: str, timeout: float = 15.0) -> None:
     Python does not trust) means it is there."""
     request = urllib.request.Request(base_url + "/", method="HEAD", headers={"User-Agent": "pobatch pre-flight"})
     # A portal on this machine is asked directly; any other through the proxy the system names.
-    local = urlsplit(base_url).hostname in ("127.0.0.1", "localhost", "::1")
+    local = is_local_address(base_url)
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({})) if local else urllib.request.build_opener()
     try:
         opener.open(request, timeout=timeout).close()

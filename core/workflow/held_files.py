@@ -1,7 +1,7 @@
 """What a refresh already holds of a PO: the files of its earlier answer, checked on disk, and the
 identity that tells an attachment on the page it is one of them (docs/design.md, "Refresh").
 
-The planner (core/app.py) reads the run store and the folder and hands the result to the worker in
+The planner (core/preparation/planner.py) reads the run store and the folder and hands the result to the worker in
 the task's payload; the workflow skips the attachments whose identity is held and intact, and the
 publisher carries every held file into the new folder. Nothing here talks to a browser.
 """

@@ -1,8 +1,8 @@
 """What MainApp tells a worker about one PO: the typed payload carried in a corelib Task.
 
-Its own module so the planner (core/app.py), every run mode and the workflow (core/workflow/po_job.py) share one
-definition without the planner importing the workflow. corelib's Task carries a plain dict (the pool
-is generic and pickles it): `to_dict()` and `from_dict()` are the only two places that know its keys.
+Its own module so the planner (core/preparation/planner.py), every run mode and the workflow
+(core/workflow/po_job.py) share one definition without the planner importing the workflow. corelib's
+Task carries a plain dict (the pool is generic and pickles it): `to_dict()` and `from_dict()` are the only two places that know its keys.
 """
 from __future__ import annotations
 

@@ -42,7 +42,6 @@ from pobatch.corelib.worker_pool.types import (
     WorkerLost,
     WorkerSpec,
     WorkerState,
-    resolve_factory,
     result_from_exception,
 )
 from pobatch.corelib.worker_pool.worker import WorkerContext
@@ -56,6 +55,5 @@ __all__ = [
     "WorkerPool",
     "WorkerSpec",
     "WorkerState",
-    "resolve_factory",
     "result_from_exception",
 ]

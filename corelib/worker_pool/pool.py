@@ -15,7 +15,7 @@ from pobatch.corelib.worker_pool.task_queue import Outbox
 from pobatch.corelib.worker_pool.tasks import Task
 from pobatch.corelib.worker_pool.handle import KillReason
 from pobatch.corelib.worker_pool.manager import Output, PoolLimits, PoolManager
-from pobatch.corelib.worker_pool.types import WorkerInfo, WorkerSpec, resolve_factory
+from pobatch.corelib.worker_pool.types import WorkerInfo, WorkerSpec
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ class WorkerPool:
                  start_method: str = "spawn") -> None:
         limits = PoolLimits(workers, task_timeout, abort_grace, max_task_requeues, max_restarts,
                             max_consecutive_failures)
-        resolve_factory(spec.factory)  # a typo fails here, not as N worker start failures
+        _check_factory(spec.factory)  # fails here, not as N worker start failures
         try:
             Outbox.encode(spec)
         except Exception as exc:
@@ -132,3 +132,14 @@ class WorkerPool:
             ready = []
         with self._lock:
             self._manager.pump(ready)
+
+
+def _check_factory(factory: object) -> None:
+    """A factory every worker can build its handler with: a function defined at module level (spawn
+    pickles a function by its module and name; a lambda or a nested function reaches no worker)."""
+    if not callable(factory):
+        raise TypeError(f"WorkerSpec.factory must be a function, not {type(factory).__name__}")
+    name = getattr(factory, "__qualname__", "")
+    if "<" in name:
+        raise ValueError(f"WorkerSpec.factory {name} is not defined at module level; expected a function a "
+                         "worker process can import by name")

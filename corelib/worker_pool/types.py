@@ -7,9 +7,8 @@ single-session mode) must turn an exception into a result the same way.
 from __future__ import annotations
 
 import enum
-import importlib
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
 from pobatch.corelib.errors import classify, reason_of
@@ -18,10 +17,13 @@ from pobatch.corelib.worker_pool.tasks import Task, TaskResult
 
 @dataclass(frozen=True)
 class WorkerSpec:
-    """How to build a worker's handler: imported and called inside each worker process."""
+    """How to build a worker's handler: `factory(ctx: WorkerContext, config) -> Handler`, called once
+    inside each worker process. Both travel pickled (spawn): the factory must be a module-level
+    function (pickled by its name, imported again in the worker), the config any picklable object,
+    typed by the application (pobatch: core.modes.po_handler.WorkerConfig)."""
 
-    factory: str  # "package.module:callable": factory(ctx: WorkerContext, config: dict) -> Handler
-    config: dict[str, Any] = field(default_factory=dict)  # picklable
+    factory: Callable[[Any, Any], Handler]
+    config: Any = None
 
 
 class Handler(Protocol):
@@ -85,19 +87,6 @@ class PoolStopped(Exception):
     def __init__(self, message: str, unfinished: list[Task] | None = None) -> None:
         super().__init__(message)
         self.unfinished = list(unfinished or [])
-
-
-def resolve_factory(ref: str) -> Callable[..., Any]:
-    """Import "package.module:callable" (the callable may be dotted, e.g. "mod:Class.build")."""
-    module_name, sep, attr = ref.partition(":")
-    if not sep or not module_name or not attr:
-        raise ValueError(f"factory must look like 'package.module:callable', got {ref!r}")
-    obj: Any = importlib.import_module(module_name)
-    for part in attr.split("."):
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise TypeError(f"factory {ref!r} is not callable")
-    return obj
 
 
 def result_from_exception(task: Task, exc: BaseException, *, worker_id: str = "",

@@ -33,7 +33,7 @@ from pobatch.corelib.worker_pool.task_queue import (
     WorkerStartFailed,
 )
 from pobatch.corelib.worker_pool.tasks import Event, PoolEvent, Task, TaskResult
-from pobatch.corelib.worker_pool.types import Handler, WorkerSpec, resolve_factory, result_from_exception
+from pobatch.corelib.worker_pool.types import Handler, WorkerSpec, result_from_exception
 
 log = logging.getLogger(__name__)
 
@@ -302,12 +302,12 @@ def _worker_main(worker_id: str, spec: WorkerSpec, tasks_in: Connection, message
 
     t0 = time.monotonic()
     try:
-        handler = resolve_factory(spec.factory)(ctx, spec.config)
+        handler = spec.factory(ctx, spec.config)
     except BaseException as exc:
         guard.closing = True
         # One line for the person at the console; the traceback only where a developer looks.
         log.error("the worker could not start: %s", str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__)
-        log.debug("factory %s failed", spec.factory, exc_info=True)
+        log.debug("factory %s failed", getattr(spec.factory, "__qualname__", spec.factory), exc_info=True)
         outbox.put_and_wait(WorkerStartFailed(worker_id, os.getpid(), f"{type(exc).__name__}: {exc}",
                                               classify(exc).value, reason_of(exc)), timeout=10.0)
         outbox.close()

@@ -25,7 +25,7 @@ import time
 from typing import Iterator
 
 from pobatch.core.events import PoEvent
-from pobatch.core.modes.base import RunPlan, attempt_budget
+from pobatch.core.modes.base import ModeTraits, RunPlan, attempt_budget
 from pobatch.core.modes.po_handler import WorkerConfig
 from pobatch.core.results import outcome_to_result
 from pobatch.core.status import Status
@@ -309,7 +309,8 @@ class SingleSessionMode:
     """The registry's "single-session" entry (core/modes/registry.py)."""
 
     name = "single-session"
+    traits = ModeTraits()  # one browser, one session: its windows cannot sign each other out
 
     def stream(self, plan: RunPlan) -> Iterator[TaskResult | Event]:
         """The stream MainApp consumes: events as they happen and one result per PO."""
-        yield from WindowPool(plan.worker, plan.windows or 3).run(plan.tasks)
+        yield from WindowPool(plan.worker, plan.options.windows).run(plan.tasks)
