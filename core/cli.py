@@ -18,7 +18,8 @@ import click
 from pobatch.core import __version__
 from pobatch.core.app import MainApp
 from pobatch.core.commands.check import run_check, verdict, write_snapshot
-from pobatch.core.commands.desk import ask_start, finish_run, run_signing_in, sign_in_request, what_changed
+from pobatch.core.commands.desk import ask_start, finish_run, run_signing_in, sign_in_request
+from pobatch.core.monitoring.verdict import what_changed
 from pobatch.core.commands.login import interactive_login, prepare_demo_profile
 from pobatch.core.demo_portal import DemoPortal, sample_orders_path
 from pobatch.core.demo_portal import main as portal_main

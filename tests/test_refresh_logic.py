@@ -175,7 +175,7 @@ def test_a_publish_cut_between_its_renames_is_put_back(tmp_path: Path) -> None:
 
 def test_the_end_of_run_line_says_what_a_refresh_found(tmp_path: Path) -> None:
     from pobatch.core.app import RunSummary
-    from pobatch.core.commands.desk import verdict
+    from pobatch.core.monitoring.verdict import verdict
 
     counts = {s.value: 0 for s in Status}
     counts["COMPLETED"] = 2000

@@ -176,7 +176,7 @@ def test_trailing_spaces_and_dots_go_before_the_extension_is_judged(served, kept
 
 def test_the_end_of_run_line_says_a_common_failure_once(tmp_path):
     from pobatch.core.app import RunSummary
-    from pobatch.core.commands.desk import verdict
+    from pobatch.core.monitoring.verdict import verdict
 
     outcomes = {str(i): PoOutcome(po_number=str(i), status=Status.FAILED, reason="UNRECOGNISED_PAGE")
                 for i in range(100001, 100041)}

@@ -43,6 +43,7 @@ import psutil
 from pobatch.core.app import RunSummary
 from pobatch.core.exit_codes import ExitCode
 from pobatch.core.monitoring.run_log import append_after_run
+from pobatch.core.monitoring.verdict import verdict
 from pobatch.core.status import Status
 from pobatch.corelib.browser.process_reaper import kill_and_wait
 
@@ -73,7 +74,6 @@ def _one_line(text: str) -> str:
 
 def hook_message(summary: RunSummary) -> str:
     """POBATCH_MESSAGE: the desk's verdict line, then the run's own message (a sign-in, a stop) if any."""
-    from pobatch.core.commands.desk import verdict  # the desk imports the app; only the message needs the desk
 
     parts = [verdict(summary), summary.message]
     return _one_line(" ".join(p for p in parts if p))
