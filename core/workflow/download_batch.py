@@ -173,9 +173,7 @@ class BatchCollector(Collector):
                     # The frame left the PO page: a click's sign-in refresh on the way to its file. The
                     # batch follows it and brings the page back (look() in _await_batch).
                     self._await_batch(driver, window, batch, popups, active, lambda: _on_page(driver, window))
-                items = self.find(driver)  # the page re-rendered: same attachments, fresh handles
-                if len(items) != result.fetching:
-                    raise TransientError("the attachment list changed while downloading", reason="PAGE_CHANGED")
+                items = self.find_again(driver, result)
                 pending.insert(0, turn)
                 continue
             running = _Running(slot, items[turn.index], turn)

@@ -51,9 +51,7 @@ class OneByOneCollector(Collector):
                                                      identity=item.identity))
                 idx += 1
             except StaleElementReferenceException:
-                items = self.find(driver)  # the page re-rendered: same attachments, fresh handles
-                if len(items) != result.fetching:
-                    raise TransientError("the attachment list changed while downloading", reason="PAGE_CHANGED")
+                items = self.find_again(driver, result)
             except TransientError as exc:
                 failure = f"{item.name or item.href}: {exc}"
                 result.failures.append(failure)
@@ -66,9 +64,7 @@ class OneByOneCollector(Collector):
                 driver = self.session.driver
                 self.pages.open(driver, url)
                 self.pages.stop_loading(driver)
-                items = self.find(driver)
-                if len(items) != result.fetching:
-                    raise TransientError("the attachment list changed after a restart", reason="PAGE_CHANGED")
+                items = self.find_again(driver, result, when="after a restart")
                 window = PageWindow.of(driver)
                 idx += 1
         return result
