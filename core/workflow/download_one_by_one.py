@@ -88,7 +88,8 @@ class OneByOneCollector(Collector):
                 # download timeout (and not once per attempt).
                 seen = self._popup_on_sign_in(driver, main, popups)
                 if seen:
-                    raise LoginRequiredError(f"The portal asked for a sign-in in a window the download opened ({seen}).")
+                    raise LoginRequiredError(f"The portal asked for a sign-in in a window the download opened "
+                                             f"({seen}).")
             if check_page and driver.current_url != page_url:
                 # A link that answers with an error page replaces the PO page instead of downloading:
                 # say so now rather than after the download timeout.

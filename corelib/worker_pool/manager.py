@@ -25,7 +25,8 @@ from multiprocessing.connection import Connection
 from typing import Any, Callable
 
 from pobatch.corelib.errors import classify
-from pobatch.corelib.worker_pool.task_queue import STOP, EventMessage, TaskDone, TaskQueue, TaskStarted  # the wire to the workers
+# the wire to the workers
+from pobatch.corelib.worker_pool.task_queue import STOP, EventMessage, TaskDone, TaskQueue, TaskStarted
 from pobatch.corelib.worker_pool.task_queue import WorkerLog, WorkerNote, WorkerReady, WorkerStartFailed
 from pobatch.corelib.worker_pool.tasks import Event, PoolEvent, Task, TaskResult
 from pobatch.corelib.worker_pool.exits import settle_exit
