@@ -42,10 +42,6 @@ class PoOutcome:
     finished: float = 0.0
     last_processed: str = ""  # ISO 8601 local time
 
-    @property
-    def attachment_names(self) -> list[str]:
-        return [f.name for f in self.files]
-
 
 def outcome_to_result(outcome: PoOutcome, worker_id: str = "") -> TaskResult:
     """A PoOutcome as the engine's generic TaskResult (what crosses processes and enters the store)."""

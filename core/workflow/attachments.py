@@ -20,6 +20,7 @@ from pobatch.core.workflow.page_probes import FIND_ATTACHMENTS_JS, JS_CLICK, SUP
 from pobatch.core.workflow.page_reader import PageReader
 from pobatch.corelib.browser.session import BrowserSession
 from pobatch.corelib.browser.download_sink import DownloadSink, EventDownloadSink
+from pobatch.corelib.errors import TransientError
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +135,15 @@ class Collector:
     def find(self, driver: Any) -> list[Attachment]:
         """The attachments to download on the open page, in page order: every one but the held ones."""
         return [a for a in self._find_all(driver) if a.identity not in self.held]
+
+    def find_again(self, driver: Any, result: PageResult, when: str = "while downloading") -> list[Attachment]:
+        """The attachments again, with fresh handles: the page re-rendered (a stale element) or was opened
+        again. Another count is another list, which the files taken so far may not match: PAGE_CHANGED,
+        transient, so the next attempt reads the page from the start."""
+        items = self.find(driver)
+        if len(items) != result.fetching:
+            raise TransientError(f"the attachment list changed {when}", reason="PAGE_CHANGED")
+        return items
 
     def _find_all(self, driver: Any) -> list[Attachment]:
         return [Attachment(el, meta["name"], meta["href"], meta["target"],

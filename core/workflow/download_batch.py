@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 from urllib.parse import urljoin, urlsplit
 
 from pobatch.core.download_progress import format_progress
@@ -73,6 +73,28 @@ class _Running:
     begun: bool = False  # its download's beginning was counted as progress
 
 
+@dataclass
+class _PageRun:
+    """One page's downloads under way: what the steps of BatchCollector.collect share."""
+
+    driver: Any
+    items: list[Attachment]  # found again when the page re-renders
+    result: PageResult
+    window: PageWindow
+    batch: DownloadBatch
+    files_dir: Path
+    limit: int  # files at once
+    pending: list[_Click]
+    popups: dict[str, Slot | None] = field(default_factory=dict)  # popup handle -> the click that opened it
+    active: list[_Running] = field(default_factory=list)
+    taken: dict[int, int] = field(default_factory=dict)  # downloaded file -> the attachment's place on the page
+
+    def room(self, pacer: BurstPacer) -> bool:
+        """Another click of the first route may go now: a slot free and the pacer's turn."""
+        return bool(self.pending) and self.pending[0].route == 1 and len(self.active) < self.limit \
+            and pacer.delay() <= 0
+
+
 class BatchCollector(Collector):
     """Downloads a page's attachments together, tracked by the browser's own download events."""
 
@@ -101,92 +123,95 @@ class BatchCollector(Collector):
         result, items = self.read_page(driver, url, source)
         if not items:
             return result
-        self._begun_on_page = 0  # downloads begun while the frame was last seen on the PO page
-        limit = max(1, self.config.files_at_once)
-        batch = self.sink.batch(self.config.download_timeout, self.config.stall_timeout,
-                                is_login_url=lambda u: self.site.is_login_url(self.config.base_url, u),
-                                begin_timeout=BEGIN_TIMEOUT_S)
-        window = PageWindow.of(driver)
-        popups: dict[str, Slot | None] = {}  # popup handle -> the click that opened it (None: not known)
-        active: list[_Running] = []
-        # Clicks that can run together first; those that navigate the page's own frame (no usable link:
-        # a script follows one) wait for each other's download to begin, so they go last.
-        pending = [_Click(i) for i in sorted(range(len(items)),
-                                             key=lambda i: not (items[i].target or usable_link(items[i].href)))]
-        taken: dict[int, int] = {}  # downloaded file -> the attachment's place on the page
         t0 = time.monotonic()
+        page = self._begin_page(driver, items, result, files_dir)
         try:
-            while pending or active:
-                items = self._start_turns(driver, items, result, window, batch, popups, pending, active, limit)
-                if not active:
-                    continue
-                room = lambda: bool(pending) and pending[0].route == 1 and len(active) < limit \
-                    and self.pacer.delay() <= 0
-                self._await_batch(driver, window, batch, popups, active,
-                                  lambda: any(r.slot.done for r in active) or room())
-                for running in [r for r in active if r.slot.done]:
-                    active.remove(running)
-                    staged = self._settle_turn(batch, running, files_dir, source, result, pending)
-                    if staged is not None:
-                        result.downloaded.append(staged)
-                        taken[id(staged)] = running.click.index
-                if batch.extra:
-                    extra, batch.extra = batch.extra, []
-                    result.failures += [f"a download no attachment accounts for: {d.suggested}" for d in extra]
-                    self.event(PoEvent.DOWNLOAD, outcome="failed", detail=f"{len(extra)} unexpected download(s)")
-            if not _on_page(driver, window):  # the last file came through a sign-in refresh
-                self._restore_page(driver, window)
+            while page.pending or page.active:
+                self._one_round(page, source)
+            if not _on_page(driver, page.window):  # the last file came through a sign-in refresh
+                self._restore_page(driver, page.window)
         finally:
-            batch.close()
-            left = [h for h in popups if h != window.main]
-            try:
-                if left:
-                    self.close_windows(driver, window.main, left)
-            except Exception as exc:  # a dead browser: the error that got us here is the one to report
-                log.debug("closing popups after the downloads failed: %s", exc)
-        result.downloaded.sort(key=lambda d: taken[id(d)])  # the page's order, whatever order they finished in
+            self._end_page(page)
+        result.downloaded.sort(key=lambda d: page.taken[id(d)])  # the page's order, whatever order they finished in
         log.debug("%d of %d file(s) of the %s page in %.2fs", len(result.downloaded), result.found, source,
                   time.monotonic() - t0)
         return result
 
-    def _start_turns(self, driver, items: list[Attachment], result: PageResult, window: PageWindow,
-                     batch: DownloadBatch, popups: dict[str, Slot | None], pending: list[_Click],
-                     active: list[_Running], limit: int) -> list[Attachment]:
+    def _begin_page(self, driver, items: list[Attachment], result: PageResult, files_dir: Path) -> _PageRun:
+        """A batch on the open page, its clicks in the order they may go: those that can run together
+        first; those that navigate the page's own frame (no usable link: a script follows one) wait for
+        each other's download to begin, so they go last."""
+        self._begun_on_page = 0  # downloads begun while the frame was last seen on the PO page
+        batch = self.sink.batch(self.config.download_timeout, self.config.stall_timeout,
+                                is_login_url=lambda u: self.site.is_login_url(self.config.base_url, u),
+                                begin_timeout=BEGIN_TIMEOUT_S)
+        order = sorted(range(len(items)), key=lambda i: not (items[i].target or usable_link(items[i].href)))
+        return _PageRun(driver, items, result, PageWindow.of(driver), batch, files_dir,
+                        limit=max(1, self.config.files_at_once), pending=[_Click(i) for i in order])
+
+    def _one_round(self, page: _PageRun, source: str) -> None:
+        """Click while there is room, wait until a download ends or another click may go, then take
+        what ended."""
+        self._start_turns(page)
+        if not page.active:
+            return
+        self._await_batch(page, lambda: any(r.slot.done for r in page.active) or page.room(self.pacer))
+        for running in [r for r in page.active if r.slot.done]:
+            page.active.remove(running)
+            staged = self._settle_turn(page, running, source)
+            if staged is not None:
+                page.result.downloaded.append(staged)
+                page.taken[id(staged)] = running.click.index
+        self._fail_strangers(page)
+
+    def _fail_strangers(self, page: _PageRun) -> None:
+        """A download no click accounts for is not taken for an attachment: it fails the page's answer."""
+        if page.batch.extra:
+            extra, page.batch.extra = page.batch.extra, []
+            page.result.failures += [f"a download no attachment accounts for: {d.suggested}" for d in extra]
+            self.event(PoEvent.DOWNLOAD, outcome="failed", detail=f"{len(extra)} unexpected download(s)")
+
+    def _end_page(self, page: _PageRun) -> None:
+        """However the page ended: its batch closed (a download not taken is cancelled) and its popups gone."""
+        page.batch.close()
+        left = [h for h in page.popups if h != page.window.main]
+        try:
+            if left:
+                self.close_windows(page.driver, page.window.main, left)
+        except Exception as exc:  # a dead browser: the error that got us here is the one to report
+            log.debug("closing popups after the downloads failed: %s", exc)
+
+    def _start_turns(self, page: _PageRun) -> None:
         """Click pending attachments while there is room: up to `limit` at once on route 1, alone on
-        route 2. Returns the attachment list, found again if the page re-rendered meanwhile."""
+        route 2. A stale element (the page re-rendered meanwhile) finds the attachments again."""
         from selenium.common.exceptions import StaleElementReferenceException
 
-        while pending and len(active) < (1 if pending[0].route > 1 else limit):
+        driver, pending, active = page.driver, page.pending, page.active
+        while pending and len(active) < (1 if pending[0].route > 1 else page.limit):
             if pending[0].route > 1 and active:
                 break  # the second route goes alone
             if self.pacer.delay() > 0:
                 if active:
-                    return items  # the running downloads are awaited meanwhile (and the pacer's turn)
+                    return  # the running downloads are awaited meanwhile (and the pacer's turn)
                 self.pacer.wait()
             turn = pending.pop(0)
             try:
-                slot, mode = self._start_download(driver, items[turn.index], window, batch, popups,
-                                                  convert=limit > 1 and turn.route == 1,
+                slot, mode = self._start_download(driver, page.items[turn.index], page.window, page.batch,
+                                                  page.popups, convert=page.limit > 1 and turn.route == 1,
                                                   pointer=self.site.pointer_clicks or turn.route > 1)
             except StaleElementReferenceException:
-                if not _on_page(driver, window):
+                if not _on_page(driver, page.window):
                     # The frame left the PO page: a click's sign-in refresh on the way to its file. The
                     # batch follows it and brings the page back (look() in _await_batch).
-                    self._await_batch(driver, window, batch, popups, active, lambda: _on_page(driver, window))
-                items = self.find(driver)  # the page re-rendered: same attachments, fresh handles
-                if len(items) != result.fetching:
-                    raise TransientError("the attachment list changed while downloading", reason="PAGE_CHANGED")
+                    self._await_batch(page, lambda: _on_page(driver, page.window))
+                page.items = self.find_again(driver, page.result)
                 pending.insert(0, turn)
                 continue
-            running = _Running(slot, items[turn.index], turn)
-            active.append(running)
+            active.append(_Running(slot, page.items[turn.index], turn))
             if mode == "navigate" or turn.route > 1:
-                self._await_batch(driver, window, batch, popups, active,
-                                  lambda: slot.done or slot.download is not None or bool(slot.frames))
-        return items
+                self._await_batch(page, lambda: slot.done or slot.download is not None or bool(slot.frames))
 
-    def _settle_turn(self, batch: DownloadBatch, running: _Running, files_dir: Path, source: str,
-                     result: PageResult, pending: list[_Click]) -> StagedFile | None:
+    def _settle_turn(self, page: _PageRun, running: _Running, source: str) -> StagedFile | None:
         """A finished slot: its file staged, or its failure recorded, or (no download began on route 1)
         the attachment queued again for route 2."""
         slot, item = running.slot, running.item
@@ -197,12 +222,12 @@ class BatchCollector(Collector):
                                         f"({slot.download.suggested})", reason="DOWNLOAD_FAILED")
         if slot.ok and slot.error is None:
             try:
-                return self._take(batch, slot, item, files_dir, source)
+                return self._take(page.batch, slot, item, page.files_dir, source)
             except TransientError as exc:  # its bytes are not what the browser reported
                 slot.error = exc
         if isinstance(slot.error, DownloadNotBegun) and running.click.route == 1:
             slot.retried = True
-            pending.insert(0, _Click(running.click.index, route=2))
+            page.pending.insert(0, _Click(running.click.index, route=2))
             self.event(PoEvent.DOWNLOAD_NOT_BEGUN, outcome="retry",
                        detail=f"{item.name or item.href}: {slot.error}; clicking it again alone, "
                               f"{'a plain link' if slot.converted else 'a pointer click'}"[:300])
@@ -211,7 +236,7 @@ class BatchCollector(Collector):
         if isinstance(slot.error, DownloadNotBegun):
             failure += " (also when clicked again alone)"
             self.event(PoEvent.DOWNLOAD_NOT_BEGUN, outcome="failed", detail=failure[:300])
-        result.failures.append(failure)
+        page.result.failures.append(failure)
         self.event(PoEvent.DOWNLOAD, outcome="failed", detail=failure[:300])
         return None
 
@@ -244,45 +269,49 @@ class BatchCollector(Collector):
         log.debug("clicked %s (%s, %s)", item.name or item.href, how, mode)
         return slot, mode
 
-    def _await_batch(self, driver, window: PageWindow, batch: DownloadBatch, popups: dict[str, Slot | None],
-                     active: list[_Running], until: Callable[[], bool]) -> None:
+    def _await_batch(self, page: _PageRun, until: Callable[[], bool]) -> None:
         """Wait for `until`, looking at popups and at the page meanwhile. A popup is closed as soon as
         its download has begun; one on the sign-in page, or a download that is the sign-in page, stops
         the run; an error page in place of the PO page fails the click that navigated there. Running
         downloads tell their bytes (the attempt's progress, and the console's)."""
 
         def look() -> None:
-            self._tell_progress(active)
-            handles = driver.window_handles
-            for h in handles:
-                if h not in window.handles and h not in popups:
-                    owner = next((r.slot for r in reversed(active)
-                                  if not r.slot.done and r.slot.download is None and not r.slot.frames), None)
-                    popups[h] = owner
-                    if owner is not None:
-                        owner.frames.add(h)
-                    self.event(PoEvent.POPUP_OPENED, window=f"popup-{len(popups)}")
-            open_popups = [h for h in popups if h in handles]
-            if open_popups:
-                # Their URLs from DevTools: asking WebDriver means switching to each, which waits for
-                # its page to load.
-                urls = self._target_urls(batch)
-                seen = next((urls[h] for h in open_popups
-                             if self.site.is_login_url(self.config.base_url, urls.get(h, ""))), "")
-                if seen:
-                    raise LoginRequiredError(f"The portal asked for a sign-in in a window the download opened ({seen}).")
-                begun = {d.frame_id for d in (s.download for s in batch.slots) if d}
-                ready = [h for h in open_popups if h in begun or (popups[h] is not None and popups[h].done)]
-                if ready and not self.recorder:
-                    for h in ready:
-                        self._close_target(batch, h)
-                        popups.pop(h, None)
-            if _on_page(driver, window):
-                self._begun_on_page = batch.begun
+            self._tell_progress(page.active)
+            self._watch_popups(page)
+            if _on_page(page.driver, page.window):
+                self._begun_on_page = page.batch.begun
             else:
-                self._frame_left(driver, window, batch, active)
+                self._frame_left(page.driver, page.window, page.batch, page.active)
 
-        batch.wait(until, on_poll=look, wake_in=self.pacer.delay)
+        page.batch.wait(until, on_poll=look, wake_in=self.pacer.delay)
+
+    def _watch_popups(self, page: _PageRun) -> None:
+        """A new window belongs to the newest click still without a download or a window of its own. An
+        open popup on the sign-in page stops the run; one whose download began (or whose click ended) is
+        closed, unless a recording runs: it collects a popup's events as the page's end closes it."""
+        handles = page.driver.window_handles
+        for h in handles:
+            if h not in page.window.handles and h not in page.popups:
+                owner = next((r.slot for r in reversed(page.active)
+                              if not r.slot.done and r.slot.download is None and not r.slot.frames), None)
+                page.popups[h] = owner
+                if owner is not None:
+                    owner.frames.add(h)
+                self.event(PoEvent.POPUP_OPENED, window=f"popup-{len(page.popups)}")
+        open_popups = [h for h in page.popups if h in handles]
+        if not open_popups:
+            return
+        # Their URLs from DevTools: asking WebDriver means switching to each, which waits for its page to load.
+        urls = self._target_urls(page.batch)
+        seen = next((urls[h] for h in open_popups if self.site.is_login_url(self.config.base_url, urls.get(h, ""))), "")
+        if seen:
+            raise LoginRequiredError(f"The portal asked for a sign-in in a window the download opened ({seen}).")
+        begun = {d.frame_id for d in (s.download for s in page.batch.slots) if d}
+        ready = [h for h in open_popups if h in begun or (page.popups[h] is not None and page.popups[h].done)]
+        if ready and not self.recorder:
+            for h in ready:
+                self._close_target(page.batch, h)
+                page.popups.pop(h, None)
 
     def _frame_left(self, driver, window: PageWindow, batch: DownloadBatch, active: list[_Running]) -> None:
         """The PO page's own frame shows another page after a click. While a click still waits for its

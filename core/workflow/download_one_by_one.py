@@ -51,9 +51,7 @@ class OneByOneCollector(Collector):
                                                      identity=item.identity))
                 idx += 1
             except StaleElementReferenceException:
-                items = self.find(driver)  # the page re-rendered: same attachments, fresh handles
-                if len(items) != result.fetching:
-                    raise TransientError("the attachment list changed while downloading", reason="PAGE_CHANGED")
+                items = self.find_again(driver, result)
             except TransientError as exc:
                 failure = f"{item.name or item.href}: {exc}"
                 result.failures.append(failure)
@@ -66,9 +64,7 @@ class OneByOneCollector(Collector):
                 driver = self.session.driver
                 self.pages.open(driver, url)
                 self.pages.stop_loading(driver)
-                items = self.find(driver)
-                if len(items) != result.fetching:
-                    raise TransientError("the attachment list changed after a restart", reason="PAGE_CHANGED")
+                items = self.find_again(driver, result, when="after a restart")
                 window = PageWindow.of(driver)
                 idx += 1
         return result
@@ -92,7 +88,8 @@ class OneByOneCollector(Collector):
                 # download timeout (and not once per attempt).
                 seen = self._popup_on_sign_in(driver, main, popups)
                 if seen:
-                    raise LoginRequiredError(f"The portal asked for a sign-in in a window the download opened ({seen}).")
+                    raise LoginRequiredError(f"The portal asked for a sign-in in a window the download opened "
+                                             f"({seen}).")
             if check_page and driver.current_url != page_url:
                 # A link that answers with an error page replaces the PO page instead of downloading:
                 # say so now rather than after the download timeout.

@@ -61,6 +61,23 @@ class _Partial(TransientError):
         self.po_url = po_url
 
 
+@dataclasses.dataclass(frozen=True)
+class _Failure:
+    """A failed attempt, classified once: the error to report, its class (which decides what follows)
+    and its reason."""
+
+    exc: Exception
+    err_class: ErrorClass
+    reason: str
+
+
+def _stop_if_disk_full(po: str, exc: BaseException) -> None:
+    """No room to write: no capture, no retry, no failure folder (the attempt's staging goes anyway);
+    the run stops and this PO stays PENDING."""
+    if is_disk_full(exc):
+        raise DiskFullError(f"PO {po}: no space left to write: {exc}") from exc
+
+
 class PoJob:
     """Runs POs on one BrowserSession; emits events; returns a PoOutcome, never raises for a PO."""
 
@@ -115,79 +132,122 @@ class PoJob:
                 up_next: PoTaskPayload | None = None) -> PoOutcome:
         """Every attempt at one PO until it has an answer; `up_next` is the PO that will probably come
         next, whose page loads ahead while this one's files download."""
-        policy = self.config.retry
         self._up_next = up_next
         started = time.time()
         attempt = prior_attempts
         while True:
             attempt += 1
-            self._po, self._attempt_no = payload.po_number, attempt
-            t0 = time.time()
-            if self.recorder:
-                self.recorder.begin(payload.po_number, attempt)
-            watchdog = Watchdog(self.config.po_timeout, lambda po=payload.po_number, a=attempt, t=t0:
-                                self._capture_then_abort(po, a, t), f"PO {payload.po_number}")
-            self.progress.begin(watchdog.touch)
-            try:
-                with watchdog:
-                    outcome = self._attempt(payload, attempt)
-                outcome.attempts, outcome.started, outcome.finished = attempt, started, time.time()
-                self.event(PoEvent.ATTEMPT_END, outcome=outcome.status.value, detail=outcome.reason)
+            outcome = self._run_attempt(payload, attempt, started)
+            if outcome is not None:
                 return outcome
-            except Exception as exc:  # classified once, here
-                if is_disk_full(exc):
-                    # No room to write: no capture, no retry, no failure folder (the attempt's staging
-                    # goes below); the run stops and this PO stays PENDING.
-                    raise DiskFullError(f"PO {payload.po_number}: no space left to write: {exc}") from exc
-                err_class = classify(exc)
-                reason = reason_of(exc)
-                if watchdog.expired:  # the browser was killed on purpose: say why, and what it waited for
-                    err_class, reason = ErrorClass.TRANSIENT, self.progress.timeout_reason
-                    exc = TransientError(f"no progress for {self.config.po_timeout:.0f}s while waiting for "
-                                         f"{self.progress.waiting.value}", reason=reason)
-                self._capture_failure(payload.po_number, attempt, exc, reason, t0)
-                self.event(PoEvent.ATTEMPT_END, outcome="error", detail=f"{reason}: {exc}"[:500])
-                log.info("PO %s attempt %d failed (%s, %s): %s", payload.po_number, attempt, err_class.value,
-                         reason, str(exc).splitlines()[0] if str(exc) else "")
-                if err_class is ErrorClass.LOGIN and policy.should_retry(ErrorClass.TRANSIENT, attempt) and \
-                        self.session.started and self.ahead.sign_in_may_be_a_race(self.session.driver):
-                    err_class, reason = ErrorClass.TRANSIENT, "SIGN_IN_RACE"
-                if err_class is ErrorClass.LOGIN:
-                    return self._final(payload, Status.LOGIN_REQUIRED, reason, str(exc), attempt, started)
-                if err_class is ErrorClass.FATAL and not isinstance(exc, PobatchError):
-                    # An unexpected bug in one PO must not end the batch: record it and go on.
-                    return self._final(payload, Status.FAILED, reason, f"{type(exc).__name__}: {exc}", attempt, started)
-                if err_class is ErrorClass.FATAL:
-                    raise
-                if not self.session.is_alive():
-                    self.event(PoEvent.BROWSER_RESTART, detail=reason)
-                    self.session.restart()
-                if policy.should_retry(err_class, attempt):
-                    delay = policy.delay(attempt, jitter_rng(payload.po_number, attempt))
-                    delay = max(delay, getattr(exc, "retry_after", 0.0))
-                    self.event(PoEvent.RETRY_WAIT, detail=f"{delay:.1f}s")
-                    time.sleep(delay)
-                    continue
-                if isinstance(exc, _Partial):
-                    status, po_url = Status.PARTIAL, exc.po_url
-                    page = dataclasses.replace(exc.page, reason=exc.page.reason or exc.reason)
-                else:
-                    status = Status.TIMEOUT if reason in TIMEOUT_REASONS.values() else Status.FAILED
-                    page, po_url = PageResult(reason=reason), self._url(payload)
-                message = str(exc).splitlines()[0][:500] if str(exc) else reason
-                try:
-                    # Every PO gets its folder, a failed one too, so the user sees it where they look.
-                    return self._publish(payload, status, page, po_url, attempt, started, error=message)
-                except Exception as pub_exc:  # e.g. a path too long for Windows: still an answer
-                    if is_disk_full(pub_exc):
-                        raise DiskFullError(f"PO {payload.po_number}: no space left to write: {pub_exc}") from pub_exc
-                    return self._final(payload, Status.FAILED, "PUBLISH_FAILED", f"{message}; {pub_exc}",
-                                       attempt, started)
-            finally:
-                if self.recorder:
-                    self.recorder.finish(self.session.driver if self.session.started else None)
-                self._cleanup_attempt(payload.po_number, attempt)
-                log.debug("PO %s attempt %d took %.2fs", payload.po_number, attempt, time.time() - t0)
+
+    def _run_attempt(self, payload: PoTaskPayload, attempt: int, started: float) -> PoOutcome | None:
+        """One attempt under its watchdog: its outcome, or None when it failed and waited for the next."""
+        self._po, self._attempt_no = payload.po_number, attempt
+        t0 = time.time()
+        if self.recorder:
+            self.recorder.begin(payload.po_number, attempt)
+        watchdog = Watchdog(self.config.po_timeout, lambda po=payload.po_number, a=attempt, t=t0:
+                            self._capture_then_abort(po, a, t), f"PO {payload.po_number}")
+        self.progress.begin(watchdog.touch)
+        try:
+            with watchdog:
+                outcome = self._attempt(payload, attempt)
+            outcome.attempts, outcome.started, outcome.finished = attempt, started, time.time()
+            self.event(PoEvent.ATTEMPT_END, outcome=outcome.status.value, detail=outcome.reason)
+            return outcome
+        except Exception as exc:  # classified once, here
+            return self._after_failure(payload, attempt, started, t0, self._classify(payload.po_number, exc, watchdog))
+        finally:
+            self._end_attempt(payload.po_number, attempt, t0)
+
+    def _after_failure(self, payload: PoTaskPayload, attempt: int, started: float, t0: float,
+                       failure: _Failure) -> PoOutcome | None:
+        """The class alone decides what a failed attempt leads to (docs/design.md, "Errors and retries"):
+        a sign-in page stops the run, an unexpected bug fails only this PO, a fatal error stops the run,
+        and anything else is tried again while the policy allows, then answered by the PO's folder.
+        None: wait over, try again."""
+        self._record_failure(payload.po_number, attempt, failure, t0)
+        failure = self._sign_in_race(failure, attempt)
+        if failure.err_class is ErrorClass.LOGIN:
+            return self._final(payload, Status.LOGIN_REQUIRED, failure.reason, str(failure.exc), attempt, started)
+        if failure.err_class is ErrorClass.FATAL and not isinstance(failure.exc, PobatchError):
+            # An unexpected bug in one PO must not end the batch: record it and go on.
+            return self._final(payload, Status.FAILED, failure.reason,
+                               f"{type(failure.exc).__name__}: {failure.exc}", attempt, started)
+        if failure.err_class is ErrorClass.FATAL:
+            raise failure.exc
+        self._restart_if_dead(failure.reason)
+        if self.config.retry.should_retry(failure.err_class, attempt):
+            self._wait_before_retry(payload.po_number, attempt, failure.exc)
+            return None
+        return self._publish_failure(payload, failure, attempt, started)
+
+    def _classify(self, po: str, exc: Exception, watchdog: Watchdog) -> _Failure:
+        """The attempt's error with its class and reason. When the watchdog killed the browser, the
+        error the kill caused says nothing: the attempt timed out, waiting for what its progress says."""
+        _stop_if_disk_full(po, exc)
+        if watchdog.expired:
+            reason = self.progress.timeout_reason
+            return _Failure(TransientError(f"no progress for {self.config.po_timeout:.0f}s while waiting for "
+                                           f"{self.progress.waiting.value}", reason=reason),
+                            ErrorClass.TRANSIENT, reason)
+        return _Failure(exc, classify(exc), reason_of(exc))
+
+    def _record_failure(self, po: str, attempt: int, failure: _Failure, started: float) -> None:
+        """Every failed attempt, retried or not, leaves its artifacts, its ATTEMPT_END and a log line."""
+        exc, reason = failure.exc, failure.reason
+        self._capture_failure(po, attempt, exc, reason, started)
+        self.event(PoEvent.ATTEMPT_END, outcome="error", detail=f"{reason}: {exc}"[:500])
+        log.info("PO %s attempt %d failed (%s, %s): %s", po, attempt, failure.err_class.value,
+                 reason, str(exc).splitlines()[0] if str(exc) else "")
+
+    def _sign_in_race(self, failure: _Failure, attempt: int) -> _Failure:
+        """A sign-in page while the next page loaded ahead may be the portal renewing its session on
+        every answer, not a session that ended: transient (SIGN_IN_RACE) while an attempt is left."""
+        if failure.err_class is ErrorClass.LOGIN and self.config.retry.should_retry(ErrorClass.TRANSIENT, attempt) \
+                and self.session.started and self.ahead.sign_in_may_be_a_race(self.session.driver):
+            return _Failure(failure.exc, ErrorClass.TRANSIENT, "SIGN_IN_RACE")
+        return failure
+
+    def _restart_if_dead(self, reason: str) -> None:
+        """A dead browser is restarted before anything else uses it: the next attempt, or the folder."""
+        if not self.session.is_alive():
+            self.event(PoEvent.BROWSER_RESTART, detail=reason)
+            self.session.restart()
+
+    def _wait_before_retry(self, po: str, attempt: int, exc: BaseException) -> None:
+        """The policy's backoff with this PO's own jitter, or longer when the portal asked (retry_after)."""
+        delay = self.config.retry.delay(attempt, jitter_rng(po, attempt))
+        delay = max(delay, getattr(exc, "retry_after", 0.0))
+        self.event(PoEvent.RETRY_WAIT, detail=f"{delay:.1f}s")
+        time.sleep(delay)
+
+    def _publish_failure(self, payload: PoTaskPayload, failure: _Failure, attempt: int,
+                         started: float) -> PoOutcome:
+        """No attempt left: PARTIAL (some files arrived), TIMEOUT or FAILED, in a folder like any answer,
+        so the user sees it where they look. A folder that cannot be written (a path too long for
+        Windows) still leaves an answer: FAILED, PUBLISH_FAILED."""
+        exc, reason = failure.exc, failure.reason
+        if isinstance(exc, _Partial):
+            status, po_url = Status.PARTIAL, exc.po_url
+            page = dataclasses.replace(exc.page, reason=exc.page.reason or exc.reason)
+        else:
+            status = Status.TIMEOUT if reason in TIMEOUT_REASONS.values() else Status.FAILED
+            page, po_url = PageResult(reason=reason), self._url(payload)
+        message = str(exc).splitlines()[0][:500] if str(exc) else reason
+        try:
+            return self._publish(payload, status, page, po_url, attempt, started, error=message)
+        except Exception as pub_exc:
+            _stop_if_disk_full(payload.po_number, pub_exc)
+            return self._final(payload, Status.FAILED, "PUBLISH_FAILED", f"{message}; {pub_exc}", attempt, started)
+
+    def _end_attempt(self, po: str, attempt: int, t0: float) -> None:
+        """However the attempt ended: its recording kept, its staging folder gone."""
+        if self.recorder:
+            self.recorder.finish(self.session.driver if self.session.started else None)
+        self._cleanup_attempt(po, attempt)
+        log.debug("PO %s attempt %d took %.2fs", po, attempt, time.time() - t0)
 
     # -- one attempt ------------------------------------------------------------------------------
     def _attempt(self, payload: PoTaskPayload, attempt: int) -> PoOutcome:

@@ -357,10 +357,6 @@ class EventDownloadSink:
         self._driver_id: int | None = None
 
     @property
-    def path(self) -> Path:
-        return self.spool
-
-    @property
     def tracker(self) -> DownloadTracker:
         if self._tracker_of is not None:
             return self._tracker_of()

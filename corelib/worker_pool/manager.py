@@ -25,7 +25,8 @@ from multiprocessing.connection import Connection
 from typing import Any, Callable
 
 from pobatch.corelib.errors import classify
-from pobatch.corelib.worker_pool.task_queue import STOP, EventMessage, TaskDone, TaskQueue, TaskStarted  # the wire to the workers
+# the wire to the workers
+from pobatch.corelib.worker_pool.task_queue import STOP, EventMessage, TaskDone, TaskQueue, TaskStarted
 from pobatch.corelib.worker_pool.task_queue import WorkerLog, WorkerNote, WorkerReady, WorkerStartFailed
 from pobatch.corelib.worker_pool.tasks import Event, PoolEvent, Task, TaskResult
 from pobatch.corelib.worker_pool.exits import settle_exit
@@ -42,6 +43,15 @@ Output = TaskResult | Event | WorkerLost  # what results() yields
 def _copy(info: WorkerInfo) -> WorkerInfo:
     """What leaves the books is a copy: callers keep it while the pool goes on updating its own."""
     return dataclasses.replace(info)  # its notes are frozen: shared, not copied
+
+
+@dataclass(frozen=True)
+class _KillDeadline:
+    """When a worker is overdue (monotonic `at`), counted from `since`, and the reason it is killed for."""
+
+    since: float
+    at: float
+    reason: KillReason
 
 
 @dataclass(frozen=True)
@@ -192,16 +202,11 @@ class PoolManager:
     def wait_timeout(self) -> float:
         """How long the wait loop may sleep: until the next deadline, and never past _MAX_WAIT."""
         timeout = _MAX_WAIT
-        if self._task_timeout is not None:
-            limit = self._task_timeout + self._abort_grace
-            now = time.monotonic()
-            for worker in self.live:
-                if worker.kill_reason:
-                    continue
-                if worker.task is not None:
-                    timeout = min(timeout, worker.progress_since + limit - now)
-                elif not worker.ready:
-                    timeout = min(timeout, worker.spawned + limit - now)
+        now = time.monotonic()
+        for worker in self.live:
+            deadline = self._kill_deadline(worker)
+            if deadline is not None:
+                timeout = min(timeout, deadline.at - now)
         return max(0.0, timeout)
 
     def kill_all(self, reason: KillReason) -> None:
@@ -351,24 +356,40 @@ class PoolManager:
         self._unresolved.discard(result.key)
         self._output.append(result)
 
+    @property
+    def _kill_limit(self) -> float | None:
+        """How long a worker may go without an event on its task, or unready, before the parent kills
+        it: the in-worker abort (at task_timeout) gets abort_grace to bring it back first."""
+        return None if self._task_timeout is None else self._task_timeout + self._abort_grace
+
+    def _kill_deadline(self, worker: WorkerHandle) -> _KillDeadline | None:
+        """When the parent kills this worker unless it is heard from, and why; None when nothing is due
+        (no task_timeout, already killed, or ready and idle). The one rule the wait and the kill share."""
+        limit = self._kill_limit
+        if limit is None or worker.kill_reason:
+            return None
+        if worker.task is not None:
+            return _KillDeadline(worker.progress_since, worker.progress_since + limit, KillReason.TIMEOUT)
+        if not worker.ready:
+            return _KillDeadline(worker.spawned, worker.spawned + limit, KillReason.START_TIMEOUT)
+        return None
+
     def _enforce_timeouts(self) -> None:
         """In-worker abort did not bring the worker back (or it never got ready): kill it."""
-        if self._task_timeout is None:
-            return
-        limit = self._task_timeout + self._abort_grace
         now = time.monotonic()
         for worker in self.live:
-            if worker.kill_reason:
+            deadline = self._kill_deadline(worker)
+            if deadline is None or now <= deadline.at:
                 continue
-            if worker.task is not None and now - worker.progress_since > limit:
+            if deadline.reason is KillReason.TIMEOUT:
                 log.warning("worker %s (pid %d) made no progress on task %s for %.1f s (task_timeout %g s + "
                             "abort_grace %g s): killing it", worker.info.worker_id, worker.info.pid,
-                            worker.task.key, now - worker.progress_since, self._task_timeout, self._abort_grace)
-                worker.kill(KillReason.TIMEOUT)
-            elif not worker.ready and now - worker.spawned > limit:
+                            worker.task.key if worker.task else "", now - deadline.since, self._task_timeout,
+                            self._abort_grace)
+            else:
                 log.warning("worker %s (pid %d) not ready after %.1f s: killing it",
-                            worker.info.worker_id, worker.info.pid, now - worker.spawned)
-                worker.kill(KillReason.START_TIMEOUT)
+                            worker.info.worker_id, worker.info.pid, now - deadline.since)
+            worker.kill(deadline.reason)
 
     def _handle_exit(self, worker: WorkerHandle) -> None:
         """The worker process is gone: settle its task, tell the app, count the failure."""
@@ -376,8 +397,8 @@ class PoolManager:
         exitcode = worker.reap()
         self.live.remove(worker)
         task, worker.task = worker.task, None
-        start_limit = None if self._task_timeout is None else self._task_timeout + self._abort_grace
-        end = settle_exit(worker, task, exitcode, max_task_requeues=self._max_task_requeues, start_limit=start_limit)
+        end = settle_exit(worker, task, exitcode, max_task_requeues=self._max_task_requeues,
+                          start_limit=self._kill_limit)
         worker.info.state = end.state
         if end.put_back is not None:
             self._pending.put_front(end.put_back)
