@@ -262,7 +262,8 @@ class MainApp:
                 self._record(result, notify=False)
         for entry in read_journal(job.workspace):
             outcome = entry.outcome
-            if outcome is not None and outcome.reason == CircuitBreaker.REASON and outcome.po_number not in self._standing:
+            if (outcome is not None and outcome.reason == CircuitBreaker.REASON
+                    and outcome.po_number not in self._standing):
                 unanswered.append(outcome)
                 entry.drop()
         out = Path(job.out_dir)

@@ -340,7 +340,7 @@ def start(ctx: click.Context, orders: str | None, base_url: str | None, parallel
                sign_in_if_needed=True, refresh=answers.refresh)
 
 
-# -- when something goes wrong at a desk (issue 25): core/commands/doctor.py, core/commands/support.py -------------------
+# -- when something goes wrong at a desk (issue 25): core/commands/doctor.py, core/commands/support.py ---------------
 @main.command()
 @run_option("base_url", help="Portal address, e.g. https://yourcompany.coupahost.com (default: the remembered one).")
 @run_option("site")
