@@ -36,6 +36,7 @@ from pobatch.core.run_options import RunOptions, run_option, run_options
 from pobatch.core.sites import SITES, default_site_file, resolve_site
 from pobatch.core.workspace import WORK_DIR_NAME, Workspace
 from pobatch.corelib.browser.factory import BrowserSpec
+from pobatch.corelib.browser.grid import GridSpec
 from pobatch.corelib.errors import FatalError, LoginRequiredError
 from pobatch.corelib.store import RunStore
 
@@ -362,8 +363,11 @@ def doctor(base_url: str | None, site: str, site_file: str | None, out: str, gri
     _setup_logging(0)
     address = base_url or remembered_address() or (get_site_default(site) if site != "coupa" else None)
     address = _portal_address(address) if address else None
-    if grid and not grid.startswith(("http://", "https://")):
-        _fail(f"--grid: '{grid}' is not a Grid address; expected e.g. http://gridhost:4444")
+    if grid:
+        try:
+            GridSpec(grid)  # the one rule for a Grid address
+        except FatalError as exc:
+            _fail(str(exc))
     if Path(out).exists() and not Path(out).is_dir():
         _fail(f"--out: '{out}' is a file; expected the output folder a run would write to")
     opts = DoctorOptions(base_url=address, site=site, site_file=site_file, browser=browser, profile=profile,

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from pobatch.core.workspace import CONSOLE_LOG, ERROR_TXT, MANIFEST, PAGE_HTML, SCREENSHOT
+from pobatch.corelib.browser.devtools import debugger_address, loopback_endpoint
 from pobatch.corelib.browser.session import BrowserSession
 from pobatch.corelib.watchdog import Watchdog
 
@@ -120,7 +121,7 @@ def capture_before_kill(session: BrowserSession, folder: Path, *, started: float
             manifest["failed"]["browser"] = "no browser was running"
             return manifest
         # Not a tab loading the next PO's page ahead (corelib/browser/background_tab.py): the page in front.
-        target = _page_target(_debugger_address(driver), timeout, exclude=getattr(driver, "hidden_tabs", frozenset()))
+        target = _page_target(debugger_address(driver), timeout, exclude=getattr(driver, "hidden_tabs", frozenset()))
         manifest["url"], manifest["title"] = target.get("url", ""), target.get("title", "")
         import websocket  # websocket-client, a dependency of selenium
 
@@ -155,19 +156,10 @@ def capture_before_kill(session: BrowserSession, folder: Path, *, started: float
     return manifest
 
 
-def _debugger_address(driver) -> str:
-    """host:port of the browser's DevTools endpoint, as ChromeDriver/EdgeDriver report it at start."""
-    for key, value in (driver.caps or {}).items():
-        if key.endswith("Options") and isinstance(value, dict) and value.get("debuggerAddress"):
-            return str(value["debuggerAddress"])
-    raise RuntimeError("the driver reported no DevTools address")
-
-
 def _page_target(address: str, timeout: float, exclude: frozenset[str] = frozenset()) -> dict[str, Any]:
     import urllib.request
 
-    host, _, port = address.rpartition(":")
-    host = "127.0.0.1" if host in ("localhost", "") else host  # loopback only, never a resolver
+    host, port = loopback_endpoint(address)
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never through a proxy
     with opener.open(f"http://{host}:{port}/json/list", timeout=timeout) as resp:
         targets = json.loads(resp.read().decode("utf-8"))

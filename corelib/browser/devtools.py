@@ -39,9 +39,14 @@ def debugger_address(driver) -> str:
     raise DevToolsError("the driver did not report a debuggerAddress (not a Chromium-family browser?)")
 
 
-def browser_websocket_url(address: str, timeout: float = 10.0) -> str:
+def loopback_endpoint(address: str) -> tuple[str, str]:
+    """(host, port) of a DevTools address, 'localhost' as 127.0.0.1: never ask a resolver."""
     host, _, port = address.rpartition(":")
-    host = "127.0.0.1" if host in ("localhost", "") else host  # never ask a resolver: loopback only
+    return ("127.0.0.1" if host in ("localhost", "") else host), port
+
+
+def browser_websocket_url(address: str, timeout: float = 10.0) -> str:
+    host, port = loopback_endpoint(address)
     with urllib.request.urlopen(f"http://{host}:{port}/json/version", timeout=timeout) as resp:
         info = json.loads(resp.read().decode("utf-8"))
     url = str(info["webSocketDebuggerUrl"])
